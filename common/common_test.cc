@@ -1,0 +1,93 @@
+#include <cmath>
+#include <cstring>
+
+#include "common/dtype.h"
+#include "common/half.h"
+#include "common/mapped_file.h"
+#include "common/tensor.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reprod {
+namespace {
+
+using ::reprod::testing::IsOk;
+using ::reprod::testing::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(DType, NamesRoundTrip) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const auto t = static_cast<DType>(i);
+    EXPECT_EQ(DTypeFromName(DTypeName(t)), t);
+  }
+  EXPECT_EQ(DTypeFromName("float128"), std::nullopt);
+  EXPECT_EQ(DTypeSize(DType::kBFloat16), 2u);
+}
+
+// Hand-computed float16 values (IEEE 754 binary16).
+TEST(Half, Float16DecodesExactly) {
+  EXPECT_EQ(Float16ToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(Float16ToFloat(0xc000), -2.0f);
+  EXPECT_EQ(Float16ToFloat(0x7bff), 65504.0f);                 // max
+  EXPECT_EQ(Float16ToFloat(0x0001), std::ldexp(1.0f, -24));    // min subnormal
+  EXPECT_EQ(Float16ToFloat(0x03ff), std::ldexp(1023.0f, -24)); // max subnormal
+  EXPECT_EQ(Float16ToFloat(0x0400), std::ldexp(1.0f, -14));    // min normal
+  const float neg_zero = Float16ToFloat(0x8000);
+  EXPECT_EQ(neg_zero, 0.0f);
+  EXPECT_TRUE(std::signbit(neg_zero));
+  EXPECT_EQ(Float16ToFloat(0x7c00), INFINITY);
+  EXPECT_EQ(Float16ToFloat(0xfc00), -INFINITY);
+  EXPECT_TRUE(std::isnan(Float16ToFloat(0x7e00)));
+}
+
+TEST(Half, BFloat16DecodesExactly) {
+  EXPECT_EQ(BFloat16ToFloat(0x3f80), 1.0f);
+  EXPECT_EQ(BFloat16ToFloat(0x7f7f), 3.3895313892515355e38f);  // max
+  EXPECT_EQ(BFloat16ToFloat(0x0001), std::ldexp(1.0f, -133));  // min subnormal
+  EXPECT_TRUE(std::signbit(BFloat16ToFloat(0x8000)));
+  EXPECT_EQ(BFloat16ToFloat(0xff80), -INFINITY);
+  EXPECT_TRUE(std::isnan(BFloat16ToFloat(0x7fc0)));
+  EXPECT_EQ(FloatToBFloat16(1.0f), 0x3f80);
+  EXPECT_EQ(FloatToBFloat16(1.00390625f), 0x3f80);  // tie -> even
+}
+
+TEST(Shape, CheckedNumElements) {
+  EXPECT_EQ(*CheckedNumElements({}, DType::kFloat32), 1);
+  EXPECT_EQ(*CheckedNumElements({3, 0, 5}, DType::kFloat32), 0);
+  EXPECT_THAT(CheckedNumElements({-1, 2}, DType::kFloat32),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("negative")));
+  EXPECT_THAT(CheckedNumElements({int64_t{1} << 40, int64_t{1} << 40}, DType::kInt8),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("overflows")));
+  EXPECT_THAT(CheckedNumElements({int64_t{1} << 62}, DType::kFloat64),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte size")));
+  EXPECT_EQ(ShapeToString({5}), "(5,)");
+  EXPECT_EQ(ShapeToString({2, 3}), "(2, 3)");
+  EXPECT_EQ(ShapeToString({}), "()");
+}
+
+TEST(Tensor, AllocateAndBorrow) {
+  auto t = Tensor::Allocate(DType::kFloat32, {2, 3});
+  ASSERT_THAT(t, IsOk());
+  EXPECT_EQ(t->num_bytes(), 24u);
+  ASSERT_NE(t->mutable_data(), nullptr);
+  float one = 1.0f;
+  std::memcpy(t->mutable_data(), &one, 4);
+  Tensor copy = *t;  // shares bytes
+  EXPECT_EQ(static_cast<const float*>(copy.data())[0], 1.0f);
+  auto owner = std::make_shared<int>(7);
+  Tensor b = Tensor::Borrow(DType::kInt32, {1}, owner.get(), owner);
+  EXPECT_EQ(b.mutable_data(), nullptr);
+  EXPECT_EQ(owner.use_count(), 2);
+}
+
+TEST(MappedFile, MissingFileNamesPath) {
+  EXPECT_THAT(MappedFile::Open("/nonexistent/x.npy"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/x.npy")));
+  EXPECT_THAT(MappedFile::Open("/tmp"), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                 HasSubstr("not a regular file")));
+  auto mem = MappedFile::FromString("abc");
+  EXPECT_EQ(mem->bytes(), "abc");
+}
+
+}  // namespace
+}  // namespace reprod

@@ -1,0 +1,1 @@
+#include "formats/tensor_file.h"
