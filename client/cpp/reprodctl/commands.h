@@ -1,0 +1,50 @@
+// File: client/cpp/reprodctl/commands.h
+//
+// The reprodctl subcommands. Each Register* function adds its subcommand to
+// the CLI11 app and stores a callback that runs it and returns the process
+// exit code (ExitCode).
+#ifndef REPROD_CLIENT_CPP_REPRODCTL_COMMANDS_H_
+#define REPROD_CLIENT_CPP_REPRODCTL_COMMANDS_H_
+
+#include <functional>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace reprod::reprodctl {
+
+// Process exit codes (DEVELOPERS.md: 0 pass, 1 verdict failed, 2 bad
+// input/usage, 3 server unreachable).
+enum ExitCode : int {
+  kExitPass = 0,
+  kExitFail = 1,
+  kExitBadInput = 2,
+  kExitUnreachable = 3,
+};
+
+// Options shared by every subcommand.
+struct GlobalOptions {
+  bool quiet = false;         // no progress on stderr
+  std::string backend = "auto";
+  std::string log_level = "warn";
+};
+
+using Runner = std::function<int()>;
+
+// Each returns the runner to call when its subcommand was chosen.
+Runner RegisterCompare(CLI::App& app, const GlobalOptions& global);
+Runner RegisterReview(CLI::App& app, const GlobalOptions& global);
+Runner RegisterInspect(CLI::App& app, const GlobalOptions& global);
+
+// Prints "reprodctl: <message>" to stderr and returns kExitBadInput (the
+// caller decides between 2 and 3 for unavailable servers later).
+int ReportError(const absl::Status& status);
+
+// Writes `text` to `path`, or stdout when path is empty. Creates no
+// directories. Errors name the path.
+absl::Status WriteOutput(const std::string& path, const std::string& text);
+
+}  // namespace reprod::reprodctl
+
+#endif  // REPROD_CLIENT_CPP_REPRODCTL_COMMANDS_H_

@@ -1,0 +1,28 @@
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "client/cpp/reprodctl/commands.h"
+
+namespace reprod::reprodctl {
+
+int ReportError(const absl::Status& status) {
+  std::fprintf(stderr, "reprodctl: error: %s\n", std::string(status.message()).c_str());
+  return kExitBadInput;
+}
+
+absl::Status WriteOutput(const std::string& path, const std::string& text) {
+  if (path.empty() || path == "-") {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    return absl::OkStatus();
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot open for writing"));
+  out << text;
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+}  // namespace reprod::reprodctl

@@ -1,0 +1,91 @@
+// reprodctl compare REF CAND: offline comparison of two tensor files.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/cpp/file_runs.h"
+#include "client/cpp/progress.h"
+#include "client/cpp/reprodctl/commands.h"
+#include "client/cpp/reprodctl/policy_flags.h"
+#include "common/status_macros.h"
+#include "core/compare.h"
+#include "core/report.h"
+#include "kernels/backend.h"
+
+namespace reprod::reprodctl {
+namespace {
+
+constexpr char kCompareHelp[] = R"(Compare a reference file with a candidate file.
+
+REF is the reference (the first argument, as in reprod_log's
+compare_info(torch_info, paddle_info)), CAND the port under test. Keys are
+matched by name; nested dicts flatten to a/b/c. Every key is reported, and
+the exit code says whether all checks passed.
+
+Thresholds come from one of: --preset (default: reprod, mean abs diff <= 1e-6),
+--policy FILE (YAML/JSON, see DESIGN.md), --threshold/--method (reprod_log's
+report(diff_method, diff_threshold)), or --atol/--rtol (numpy allclose).
+
+Examples:
+  reprodctl compare forward_torch.npy forward_paddle.npy
+  reprodctl compare loss_torch.npy loss_paddle.npy --threshold 1e-5 --method all
+  reprodctl compare w_torch.safetensors w_paddle.pdparams --atol 1e-6 --rtol 1e-4
+  reprodctl compare a.npz b.npz --policy policy.yaml --format json --out report.json)";
+
+struct CompareArgs {
+  std::string ref;
+  std::string cand;
+  PolicyFlags policy;
+  std::string format = "text";
+  std::string out;
+};
+
+int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
+  auto policy = args.policy.Resolve();
+  if (!policy.ok()) return ReportError(policy.status());
+  auto format = core::ParseReportFormat(args.format);
+  if (!format.ok()) return ReportError(format.status());
+  auto kind = kernels::ParseBackendKind(global.backend);
+  if (!kind.ok()) return ReportError(kind.status());
+  auto backend = kernels::CreateBackend(*kind);
+  if (!backend.ok()) return ReportError(backend.status());
+
+  client::ProgressTicker progress(!global.quiet);
+  std::vector<std::string> notes;
+  const std::string checkpoint = client::CheckpointNameFromPath(args.ref);
+  core::RunData ref{args.ref, {}}, cand{args.cand, {}};
+  for (auto [path, run] : {std::pair{&args.ref, &ref}, std::pair{&args.cand, &cand}}) {
+    progress.Set(absl::StrCat("loading ", *path));
+    auto data = client::LoadCheckpointFile(*path, checkpoint, &notes);
+    if (!data.ok()) return ReportError(data.status());
+    run->checkpoints.push_back(*std::move(data));
+  }
+  for (const std::string& note : notes) std::fprintf(stderr, "reprodctl: note: %s\n", note.c_str());
+
+  progress.Set(absl::StrCat("comparing ", ref.checkpoints[0].tensors.size(), " tensors on ",
+                            std::string((*backend)->name())));
+  auto report = core::CompareRuns(ref, cand, *policy, **backend);
+  if (!report.ok()) return ReportError(report.status());
+  auto text = core::RenderReport(*report, *format);
+  if (!text.ok()) return ReportError(text.status());
+  if (auto s = WriteOutput(args.out, *text); !s.ok()) return ReportError(s);
+  return report->passed ? kExitPass : kExitFail;
+}
+
+}  // namespace
+
+Runner RegisterCompare(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<CompareArgs>();
+  CLI::App* cmd = app.add_subcommand("compare", "Compare a reference file with a candidate file");
+  cmd->footer(kCompareHelp);
+  cmd->add_option("REF", args->ref, "Reference file (e.g. forward_torch.npy)")->required();
+  cmd->add_option("CAND", args->cand, "Candidate file (e.g. forward_paddle.npy)")->required();
+  args->policy.Register(*cmd, "reprod");
+  cmd->add_option("--format", args->format, "Report format: text, json, junit, markdown")
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "Write the report to FILE instead of stdout");
+  return [args, &global] { return RunCompare(*args, global); };
+}
+
+}  // namespace reprod::reprodctl
