@@ -9,7 +9,14 @@
 // pickled dict, as reprod_log / np.save(dict) writes -> one tensor per leaf),
 // .npz, .pdparams / paddle.save pickles, raw pickles of dicts of arrays,
 // .safetensors. The format is detected from the file's magic bytes, not its
-// name.
+// name. Each format's reader and its exact rules are in its own header:
+// formats/npy.h (also EncodeNpy / WriteNpy), formats/npz.h, formats/pickle.h
+// (the restricted unpickler and the flattening rules), formats/safetensors.h
+// (also EncodeSafetensors).
+//
+// Ownership: returned tensors either borrow from the memory-mapped file
+// (keeping it alive through a shared_ptr) or own a converted copy; a
+// TensorFile may outlive everything else.
 //
 // Safety: every reader validates every size before allocating or indexing;
 // the pickle reader is a restricted interpreter that accepts only the globals
@@ -31,6 +38,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,6 +49,7 @@ namespace reprod::formats {
 
 enum class FileFormat { kNpy, kNpyPickledDict, kNpz, kPickle, kSafetensors };
 
+// "npy", "npy (pickled dict)", "npz", "pickle", "safetensors".
 const char* FileFormatName(FileFormat f);
 
 struct ReadOptions {
@@ -48,6 +57,8 @@ struct ReadOptions {
   // declarations are refused before allocation (ResourceExhausted).
   uint64_t max_total_bytes = uint64_t{1} << 40;  // 1 TiB (mmap'd, not read)
   // Upper bound on bytes a reader may allocate (copies, decompression).
+  // Copies (layout conversions, decoded pickle strings) are additionally
+  // bounded by 64 times the size of the bytes parsed, plus 1 MiB.
   uint64_t max_alloc_bytes = uint64_t{64} << 30;  // 64 GiB
 };
 
@@ -62,13 +73,24 @@ struct TensorFile {
   std::vector<std::string> skipped;
 };
 
-// Reads `path`, detecting its format from content.
+// Reads `path`, detecting its format from content (DetectFormat). Returned
+// tensors may borrow from the memory-mapped file, which they keep alive.
+// NotFound / PermissionDenied when the file cannot be opened, else the
+// reader's errors.
 absl::StatusOr<TensorFile> ReadTensorFile(const std::string& path,
                                           const ReadOptions& options = {});
 
-// Same, over bytes already in memory (fuzzers, network buffers).
+// Same, over bytes already in memory (fuzzers, network buffers); messages
+// name file->path().
 absl::StatusOr<TensorFile> ReadTensorBytes(std::shared_ptr<const MappedFile> file,
                                            const ReadOptions& options = {});
+
+// The format of `bytes` from its magic: "\x93NUMPY" -> kNpy (object arrays are
+// only told apart when read), "PK\x03\x04" / "PK\x05\x06" -> kNpz, 0x80
+// followed by a protocol byte 2..5 -> kPickle, an 8-byte length followed by
+// '{' -> kSafetensors. InvalidArgument naming `path` and the first bytes in
+// hex otherwise (also for an empty file).
+absl::StatusOr<FileFormat> DetectFormat(std::string_view bytes, const std::string& path);
 
 }  // namespace reprod::formats
 

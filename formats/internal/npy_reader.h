@@ -1,0 +1,29 @@
+// File: formats/internal/npy_reader.h
+//
+// The .npy reader over a byte range (internal API), shared by ReadNpy and the
+// .npz reader (whose members are .npy files).
+//
+// Thread-safety: reentrant.
+#ifndef REPROD_FORMATS_INTERNAL_NPY_READER_H_
+#define REPROD_FORMATS_INTERNAL_NPY_READER_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "formats/internal/array.h"
+#include "formats/tensor_file.h"
+
+namespace reprod::formats::internal {
+
+// Reads the .npy in `src` and appends its tensors to `out` (a numeric array
+// under `key`, or "output" when `key` is empty; an object array's pickle
+// flattened under `key`). Sets *pickled when the array held a pickle. With
+// `skip_unsupported`, an array of a dtype reprod lacks is listed in
+// out->skipped instead of failing the read.
+absl::Status ReadNpyInto(const ByteSource& src, const std::string& key,
+                         bool skip_unsupported, ReadBudget* budget, TensorFile* out,
+                         bool* pickled);
+
+}  // namespace reprod::formats::internal
+
+#endif  // REPROD_FORMATS_INTERNAL_NPY_READER_H_
