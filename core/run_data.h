@@ -5,6 +5,10 @@
 // in the order the producer emitted them. That order is the order in which
 // "first failure" is found.
 //
+// Invariants CompareRuns relies on (it returns InvalidArgument otherwise):
+// checkpoint names are unique within a run, and (key, step) addresses are
+// unique within a checkpoint.
+//
 // Thread-safety: plain value types.
 #ifndef REPROD_CORE_RUN_DATA_H_
 #define REPROD_CORE_RUN_DATA_H_
@@ -20,8 +24,8 @@ namespace reprod::core {
 
 // One tensor of a checkpoint, addressed by (key, step).
 struct TensorEntry {
-  std::string key;                 // "/"-path, e.g. "encoder/layer0/weight"
-  std::optional<int64_t> step;     // none for files
+  std::string key;              // "/"-path, e.g. "encoder/layer0/weight"
+  std::optional<int64_t> step;  // none for files
   Tensor tensor;
 };
 

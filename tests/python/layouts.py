@@ -49,7 +49,7 @@ def save_safetensors(path, data, bf16_keys=()):
     flat = flatten(data)
     header, blobs, offset = {}, [], 0
     for k, v in flat.items():
-        a = np.ascontiguousarray(v)
+        a = np.asarray(v)  # not ascontiguousarray: it turns 0-d into 1-d
         raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
         dtype = "BF16" if k in bf16_keys else codes[a.dtype]
         header[k] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(raw)]}

@@ -33,7 +33,8 @@ def random_array(rng, dtype, shape):
 def perturb(rng, a):
     if a.dtype == np.bool_:
         b = a.copy()
-        b.flat[0] = not b.flat[0] if b.size else False
+        if b.size:
+            b.flat[0] = not b.flat[0]
         return b
     if np.issubdtype(a.dtype, np.integer):
         return (a + rng.integers(0, 2, size=a.shape).astype(a.dtype)).astype(a.dtype)

@@ -67,7 +67,7 @@ def test_all_methods_values(tmp_path, reprodctl):
     rng = np.random.default_rng(5)
     ref = {f"loss_{i}": np.array(rng.random(), dtype=np.float32) for i in range(10)}
     ref["w"] = rng.standard_normal((16, 8)).astype(np.float32)
-    cand = {k: (v + np.float32(1e-7) * i).astype(np.float32) for i, (k, v) in enumerate(ref.items())}
+    cand = {k: np.asarray(v + np.float32(1e-7) * i, dtype=np.float32) for i, (k, v) in enumerate(ref.items())}
     layouts.save_reprod_log(tmp_path / "bp_align_torch.npy", ref)
     layouts.save_reprod_log(tmp_path / "bp_align_paddle.npy", cand)
     res = reprodctl("compare", tmp_path / "bp_align_torch.npy", tmp_path / "bp_align_paddle.npy",

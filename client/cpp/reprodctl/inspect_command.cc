@@ -52,7 +52,7 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
       progress.Set(absl::StrCat("summarising ", path, ": ", t.key));
       auto s = kernels::Summarize(t.tensor.view());
       if (!s.ok()) return ReportError(s.status());
-      const bool any_finite = s->count > s->nan + s->inf;
+      const bool any_finite = s->finite > 0;
       nlohmann::json shape = nlohmann::json::array();
       for (int64_t d : t.tensor.shape()) shape.push_back(d);
       tensors.push_back({{"key", t.key},
@@ -62,12 +62,12 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
                          {"min", any_finite ? JsonNumber(s->min) : nlohmann::json()},
                          {"max", any_finite ? JsonNumber(s->max) : nlohmann::json()},
                          {"mean", any_finite ? JsonNumber(s->mean) : nlohmann::json()},
-                         {"nan", s->nan},
-                         {"inf", s->inf}});
+                         {"nan", s->nan_count},
+                         {"inf", s->inf_count}});
       auto num = [&](double v) { return any_finite ? absl::StrFormat("%.6g", v) : std::string("-"); };
       absl::StrAppendFormat(&text, "  %-40s %-9s %-16s %12s %12s %12s %6d %6d\n", t.key,
                             std::string(DTypeName(t.tensor.dtype())), ShapeToString(t.tensor.shape()),
-                            num(s->min), num(s->max), num(s->mean), s->nan, s->inf);
+                            num(s->min), num(s->max), num(s->mean), s->nan_count, s->inf_count);
     }
     for (const std::string& skipped : file->skipped) absl::StrAppend(&text, "  skipped ", skipped, "\n");
     files.push_back({{"file", path},

@@ -33,7 +33,6 @@ int main(int argc, char** argv) {
   using namespace reprod::reprodctl;
   CLI::App app(kDescription, "reprodctl");
   app.require_subcommand(1);
-  app.formatter()->column_width(34);
   GlobalOptions global;
   app.add_flag("-q,--quiet", global.quiet, "No progress messages on stderr");
   app.add_option("--backend", global.backend, "Diff backend: auto, cpu, cuda")

@@ -1,0 +1,78 @@
+// File: core/compare.h
+//
+// The compare engine: matches the tensors of two runs, reduces every pair on
+// a kernels::Backend in one batch, judges the statistics against a Policy
+// and assembles a Report.
+//
+//   auto backend = kernels::CreateBackend(kernels::BackendKind::kAuto);
+//   absl::StatusOr<Policy> policy = PresetPolicy("competition");
+//   absl::StatusOr<Report> report = CompareRuns(ref, cand, *policy, **backend);
+//   if (report.ok() && !report->passed) ...   // a verdict, not an error
+//
+// Matching: a ref tensor (checkpoint, key, step) pairs with the cand tensor of
+// the same checkpoint and step whose key, after the policy's `rename`, equals
+// key. Unpaired tensors are reported missing_in_ref / missing_in_cand.
+//
+// Shapes: equal shapes compare element-wise. Transposition follows the
+// policy's `transpose` (see policy.h): `auto` compares cand.T with ref when
+// both are 2-D, non-square and reversed; a glob list transposes the listed
+// keys when the shapes are (m, n) and (n, m), square included. Anything else
+// is shape_mismatch; nothing is broadcast or reshaped ((4, 1) vs (4,) and
+// () vs (1,) are mismatches). Pairs with different dtypes are compared by
+// value and carry a note. Equal empty shapes compare zero elements and pass.
+//
+// Checks: each compared pair gets the checks its policy resolution gives.
+// allclose and mismatch_ratio count mismatches with the check's tolerance
+// (dtype defaults when unset); when a key's checks need several tolerances
+// the pair is reduced once per tolerance, in the same batch. The reported
+// `stats` (mismatches included) come from the first tolerance the key's
+// checks need, or the dtypes' DefaultTolerance when none does. A NaN value
+// never passes.
+//
+// Order: checkpoints in cand order, then those only in ref; within one, the
+// cand tensors in producer order, then the ref tensors missing in cand in ref
+// order. first_failure is the first non-passing tensor in that order.
+//
+// Verdicts: a checkpoint passes when all its tensors pass (warn passes), its
+// min_steps is met and, if required, it exists in both runs. The report
+// passes when every checkpoint passes and no required checkpoint is absent.
+//
+// Errors (the comparison could not be made, as opposed to a failed verdict):
+// InvalidArgument for a run naming one checkpoint twice or holding two
+// tensors at one (checkpoint, key, step) address (after rename for cand);
+// the backend's error when CompareBatch fails.
+//
+// Thread-safety: CompareRuns is reentrant; `backend` must allow the call
+// (every Backend does). Inputs are not modified.
+#ifndef REPROD_CORE_COMPARE_H_
+#define REPROD_CORE_COMPARE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/policy.h"
+#include "core/report.h"
+#include "core/run_data.h"
+#include "kernels/backend.h"
+
+namespace reprod::core {
+
+struct CompareOptions {
+  // Compare only these checkpoints (others are ignored on both sides, and
+  // `required` entries outside the list are not enforced). Empty = all.
+  std::vector<std::string> checkpoints;
+};
+
+// Compares `cand` against `ref` under `policy` on `backend` (exactly one
+// CompareBatch call, none when there is nothing to reduce). See the file
+// comment for semantics and errors. The report's ref/cand names are the
+// runs' names.
+absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
+                                   const Policy& policy,
+                                   kernels::Backend& backend,
+                                   const CompareOptions& options = {});
+
+}  // namespace reprod::core
+
+#endif  // REPROD_CORE_COMPARE_H_
