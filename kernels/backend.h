@@ -9,6 +9,9 @@
 //   DiffTask task{ref.view(), cand.view()};
 //   absl::StatusOr<DiffStats> stats = (*backend)->Compare(task);
 //
+// Implementations: CpuBackend (kernels/cpu/cpu_backend.h) always; the CUDA
+// backend when built with nvcc. Use CreateBackend to pick one.
+//
 // Thread-safety: a Backend may be called from several threads at once.
 #ifndef REPROD_KERNELS_BACKEND_H_
 #define REPROD_KERNELS_BACKEND_H_
@@ -17,6 +20,7 @@
 #include <memory>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "common/tensor.h"
@@ -40,6 +44,13 @@ struct DiffTask {
   DiffOptions options;
 };
 
+// Checks a task against the rules above: valid dtypes, valid shapes
+// (CheckedNumElements), equal element counts (element-wise) or ref (m, n)
+// vs cand (n, m) (transposed), data present whenever there are elements,
+// and index_base + count fitting in uint64. InvalidArgument naming both
+// shapes and dtypes otherwise. Backends call this before touching the data.
+absl::Status ValidateDiffTask(const DiffTask& task);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -62,12 +73,15 @@ class Backend {
 
 enum class BackendKind { kAuto, kCpu, kCuda };
 
-// Parses "auto", "cpu", "cuda".
+// Parses "auto", "cpu", "cuda"; anything else is InvalidArgument listing
+// the choices.
 absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name);
 
 // Creates a backend. kAuto: CUDA when built with it and a device answers,
-// else CPU (with one log line). kCuda without CUDA support or a device:
-// FailedPrecondition. `threads` = 0 means all hardware threads (cpu).
+// else CPU (with one spdlog info line, "no CUDA backend in this build; using
+// cpu" in a build without CUDA). kCuda without CUDA support or a device:
+// FailedPrecondition. `threads` = 0 means all hardware threads (cpu, shared
+// process-wide pool); negative: InvalidArgument.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind,
                                                        int threads = 0);
 

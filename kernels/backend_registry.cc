@@ -1,2 +1,58 @@
+// The one place that knows which backends this binary has. The only file
+// with #if REPROD_HAVE_CUDA (see STYLE.md §kernels).
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
-// Placeholder: the cpu backend work fills this in.
+#include "kernels/cpu/cpu_backend.h"
+#include "spdlog/spdlog.h"
+
+namespace reprod::kernels {
+
+absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
+  if (name == "auto") return BackendKind::kAuto;
+  if (name == "cpu") return BackendKind::kCpu;
+  if (name == "cuda") return BackendKind::kCuda;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown backend \"", std::string(name), "\"; choose one of: auto, cpu, cuda"));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int threads) {
+  if (threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be >= 0 (0 = all cores), got ", threads));
+  }
+  switch (kind) {
+    case BackendKind::kCpu:
+      return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
+    case BackendKind::kAuto:
+#if REPROD_HAVE_CUDA
+      // The CUDA backend (a later issue) is tried here first; any start-up
+      // error falls through to the cpu with one log line.
+#endif
+      spdlog::info("no CUDA backend in this build; using cpu");
+      return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
+    case BackendKind::kCuda:
+#if REPROD_HAVE_CUDA
+      return absl::UnimplementedError("the CUDA backend is not implemented yet");
+#else
+      return absl::FailedPreconditionError(
+          "this build has no CUDA backend (built without nvcc)");
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid BackendKind ", static_cast<int>(kind)));
+}
+
+bool BuiltWithCuda() {
+#if REPROD_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace reprod::kernels

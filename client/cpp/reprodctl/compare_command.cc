@@ -41,6 +41,19 @@ struct CompareArgs {
   std::string out;
 };
 
+void PrintFailures(const core::Report& report) {
+  constexpr int kMaxShown = 20;
+  int shown = 0, failing = 0;
+  for (const core::TensorResult& t : report.tensors) {
+    if (core::IsPassing(t.status)) continue;
+    if (++failing > kMaxShown) continue;
+    ++shown;
+    std::fprintf(stderr, "reprodctl: FAIL %s/%s: %s\n", t.checkpoint.c_str(), t.DisplayKey().c_str(),
+                 core::DescribeTensor(t).c_str());
+  }
+  if (failing > shown) std::fprintf(stderr, "reprodctl: ... and %d more failing tensors (--format json lists all)\n", failing - shown);
+}
+
 int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
   auto policy = args.policy.Resolve();
   if (!policy.ok()) return ReportError(policy.status());
@@ -70,6 +83,9 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
   auto text = core::RenderReport(*report, *format);
   if (!text.ok()) return ReportError(text.status());
   if (auto s = WriteOutput(args.out, *text); !s.ok()) return ReportError(s);
+  // reprod_log's text lines carry no locations; say where each failure is on
+  // stderr, so stdout stays byte-compatible with reprod_log's log.
+  if (*format == core::ReportFormat::kText && !global.quiet) PrintFailures(*report);
   return report->passed ? kExitPass : kExitFail;
 }
 

@@ -1,0 +1,66 @@
+#include "kernels/backend.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "common/tensor.h"
+
+namespace reprod::kernels {
+namespace {
+
+bool ValidDType(DType d) { return static_cast<int>(d) < kNumDTypes; }
+
+// "float32 (3, 4)"
+std::string Describe(const TensorView& v) {
+  return absl::StrCat(std::string(DTypeName(v.dtype)), " ", ShapeToString(v.shape));
+}
+
+absl::StatusOr<int64_t> CheckedCount(const TensorView& v, const char* side) {
+  if (!ValidDType(v.dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(side, " has an invalid dtype (", static_cast<int>(v.dtype), ")"));
+  }
+  absl::StatusOr<int64_t> n = CheckedNumElements(v.shape, v.dtype);
+  if (!n.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(side, ": ", n.status().message()));
+  }
+  if (*n > 0 && v.data == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(side, " ", Describe(v), " has ", *n, " elements but no data"));
+  }
+  return n;
+}
+
+}  // namespace
+
+absl::Status ValidateDiffTask(const DiffTask& task) {
+  absl::StatusOr<int64_t> n_ref = CheckedCount(task.ref, "ref");
+  if (!n_ref.ok()) return n_ref.status();
+  absl::StatusOr<int64_t> n_cand = CheckedCount(task.cand, "cand");
+  if (!n_cand.ok()) return n_cand.status();
+  if (task.transpose_cand) {
+    const Shape& r = task.ref.shape;
+    const Shape& c = task.cand.shape;
+    if (r.size() != 2 || c.size() != 2 || r[0] != c[1] || r[1] != c[0]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("a transposed pair needs ref (m, n) and cand (n, m); got ref ",
+                       Describe(task.ref), ", cand ", Describe(task.cand)));
+    }
+  } else if (*n_ref != *n_cand) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "element counts differ: ref ", Describe(task.ref), " has ", *n_ref, ", cand ",
+        Describe(task.cand), " has ", *n_cand));
+  }
+  if (*n_ref > 0 && task.index_base > std::numeric_limits<uint64_t>::max() -
+                                          static_cast<uint64_t>(*n_ref)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "index_base ", task.index_base, " + ", *n_ref, " elements overflows uint64"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace reprod::kernels
