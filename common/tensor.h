@@ -6,7 +6,11 @@
 // Layout contract: a tensor's bytes are C-order (row-major), tightly packed,
 // little-endian (the host order of every machine we support). Readers of
 // Fortran-order or big-endian files convert into this layout; everything
-// downstream may rely on it.
+// downstream may rely on it. The bytes need NOT be aligned to the element
+// size: readers borrow array payloads from memory-mapped files at whatever
+// offset the file puts them (a pickle's BINBYTES, an npz member), so every
+// consumer loads elements through memcpy (compilers turn that into plain
+// unaligned loads).
 //
 // Thread-safety: TensorView and Tensor are values; concurrent reads are safe.
 // A Tensor's bytes are immutable once it is shared.

@@ -306,7 +306,7 @@ TEST(PickleHandWritten, BigArrayIsBorrowedFromTheMappedFile) {
   FAIL() << "no padding aligned the payload";
 }
 
-TEST(PickleHandWritten, UnalignedArrayIsCopied) {
+TEST(PickleHandWritten, UnalignedArrayIsBorrowed) {
   for (size_t pad = 1; pad <= 4; ++pad) {
     PickleWriter w;
     w.Proto(4).Op('}').Str(std::string(pad, 'k'));
@@ -315,7 +315,8 @@ TEST(PickleHandWritten, UnalignedArrayIsCopied) {
     ASSERT_OK_AND_ASSIGN(TensorFile f, ReadPickle(file));
     ASSERT_EQ(f.tensors.size(), 1u);
     const Tensor& t = f.tensors[0].tensor;
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data()) % 4, 0u);
+    // Zero copy even at an odd offset: the data pointer lies inside the file.
+    EXPECT_TRUE(PointsInto(t.data(), *file)) << "pad " << pad;
     EXPECT_THAT(Values<float>(t), ElementsAre(1.0f, 2.0f));
   }
 }

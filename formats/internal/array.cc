@@ -74,7 +74,7 @@ absl::StatusOr<Tensor> MakeTensor(const ArrayBytes& src, ReadBudget* budget,
   for (int64_t d : src.shape) non_trivial_dims += d > 1 ? 1 : 0;
   const bool transpose = src.fortran && non_trivial_dims > 1;
   const bool swap = src.big_endian && item > 1;
-  if (!transpose && !swap && src.owner != nullptr && IsAligned(src.data, item)) {
+  if (!transpose && !swap && src.owner != nullptr) {
     return Tensor::Borrow(src.dtype, src.shape, src.data, src.owner);
   }
   REPROD_RETURN_IF_ERROR(budget->ChargeCopy(bytes, what));

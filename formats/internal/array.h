@@ -6,8 +6,9 @@
 //    reader allocates, checked against ReadOptions before any allocation.
 //  * MakeTensor: turns raw array bytes found in a file into a Tensor in the
 //    layout contract of common/tensor.h (C-order, packed, little-endian). It
-//    borrows the bytes (no copy) when they already are in that layout and
-//    aligned to the element size; otherwise it copies, byte-swapping and/or
+//    borrows the bytes (no copy) when they already are in that layout, aligned
+//    or not (pickle payloads sit at arbitrary offsets; consumers load through
+//    memcpy, see common/tensor.h); otherwise it copies, byte-swapping and/or
 //    transposing from Fortran order.
 //  * Error helpers that prefix messages with the file name.
 //
