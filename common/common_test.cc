@@ -60,6 +60,12 @@ TEST(Shape, CheckedNumElements) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("overflows")));
   EXPECT_THAT(CheckedNumElements({int64_t{1} << 62}, DType::kFloat64),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte size")));
+  // The itemsize overload (object arrays) checks the same way.
+  EXPECT_EQ(*CheckedNumElements(Shape{4, 5}, int64_t{3}), 20);
+  EXPECT_THAT(CheckedNumElements(Shape{int64_t{1} << 61}, int64_t{8}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte size")));
+  EXPECT_THAT(CheckedNumElements(Shape{2, -3}, int64_t{1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("negative")));
   EXPECT_EQ(ShapeToString({5}), "(5,)");
   EXPECT_EQ(ShapeToString({2, 3}), "(2, 3)");
   EXPECT_EQ(ShapeToString({}), "()");

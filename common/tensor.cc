@@ -9,7 +9,7 @@
 
 namespace reprod {
 
-absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, DType dtype) {
+absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, int64_t itemsize) {
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) {
@@ -22,12 +22,15 @@ absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, DType dtype) {
     }
     n *= d;
   }
-  const auto size = static_cast<int64_t>(DTypeSize(dtype));
-  if (n > std::numeric_limits<int64_t>::max() / size) {
+  if (itemsize > 0 && n > std::numeric_limits<int64_t>::max() / itemsize) {
     return absl::InvalidArgumentError(absl::StrCat(
         "byte size of shape ", ShapeToString(shape), " overflows int64"));
   }
   return n;
+}
+
+absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, DType dtype) {
+  return CheckedNumElements(shape, static_cast<int64_t>(DTypeSize(dtype)));
 }
 
 int64_t NumElements(const Shape& shape) {

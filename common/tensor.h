@@ -37,6 +37,10 @@ using Shape = absl::InlinedVector<int64_t, 6>;
 // an element/byte count that overflows int64 (checked before any allocation).
 absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, DType dtype);
 
+// Same for elements of `itemsize` bytes (formats whose element types have no
+// DType, e.g. numpy object arrays); itemsize <= 0 skips the byte-count check.
+absl::StatusOr<int64_t> CheckedNumElements(const Shape& shape, int64_t itemsize);
+
 // Unchecked product of dimensions (shape must already be validated).
 int64_t NumElements(const Shape& shape);
 

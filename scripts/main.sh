@@ -20,6 +20,10 @@ set +e
 "$BUILD_DIR/client/cpp/reprodctl" review "$OUT" --preset competition --out-dir "$OUT/logs"
 rc=$?
 set -e
+for point in forward loss; do
+  log "$OUT/logs/${point}_diff.log (reprod_log format):"
+  cat "$OUT/logs/${point}_diff.log"
+done
 log "review exit code $rc (0 = all passed, 1 = a check failed as designed: the sample's loss pair is broken)"
 # The sample deliberately fails one pair; anything else than 1 is an error.
 [ $rc -eq 1 ]

@@ -43,7 +43,7 @@ REPROD_BIN_DIR="$BUILD_DIR" "$ROOT/.venv/bin/python" -m pytest -q -p no:cachepro
 pytest_rc=${PIPESTATUS[0]}
 set -e
 py_pass=$(grep -oE "[0-9]+ passed" "$LOGS/pytest" | tail -1 | cut -d' ' -f1 || true)
-py_fail=$(grep -oE "[0-9]+ (failed|error)" "$LOGS/pytest" | awk '{s+=$1} END {print s+0}')
+py_fail=$( (grep -oE "[0-9]+ (failed|error)" "$LOGS/pytest" || true) | awk '{s+=$1} END {print s+0}')
 count pytest "${py_pass:-0}" "${py_fail:-0}"
 if [ "$pytest_rc" -ne 0 ] && [ "${py_fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
 

@@ -175,28 +175,6 @@ struct Obj {
   std::string_view bytes() const { return {data, size}; }
 };
 
-// Number of elements of `shape` with `itemsize`-byte elements, refusing
-// negative dimensions and int64 overflow of the element or byte count.
-absl::StatusOr<int64_t> CheckedCount(const Shape& shape, int64_t itemsize) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("negative dimension in shape ", ShapeToString(shape)));
-    }
-    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("shape ", ShapeToString(shape), " overflows int64"));
-    }
-    n *= d;
-  }
-  if (itemsize > 0 && n > std::numeric_limits<int64_t>::max() / itemsize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("byte size of shape ", ShapeToString(shape), " overflows int64"));
-  }
-  return n;
-}
-
 // ---------------------------------------------------------------------------
 // The interpreter.
 
@@ -495,7 +473,7 @@ absl::StatusOr<Shape> Unpickler::ToShape(Obj* o, std::string_view what) {
 }
 
 absl::Status Unpickler::CheckNumericData(const NpArray& a, size_t size) {
-  auto count = CheckedCount(a.shape, a.dtype.itemsize);
+  auto count = CheckedNumElements(a.shape, a.dtype.itemsize);
   if (!count.ok()) return Invalid(std::string(count.status().message()));
   const uint64_t need = static_cast<uint64_t>(*count) * static_cast<uint64_t>(a.dtype.itemsize);
   if (need != size) {
@@ -601,7 +579,7 @@ absl::Status Unpickler::SetArrayState(NpArray* a, Obj* state) {
   }
   if (a->dtype.IsObject()) {
     if (raw->kind != Kind::kList) return Invalid("object array state without a list");
-    auto count = CheckedCount(a->shape, 1);
+    auto count = CheckedNumElements(a->shape, 1);
     if (!count.ok()) return Invalid(std::string(count.status().message()));
     if (static_cast<uint64_t>(*count) != raw->items.size()) {
       return Invalid(absl::StrCat("object array of shape ", ShapeToString(a->shape),
@@ -1424,7 +1402,7 @@ absl::Status Flattener::EmitJoinedSlices(const std::string& key, const std::stri
     total += t->num_elements();  // each is bounded by the input size
     parts.push_back(*std::move(t));
   }
-  auto count = CheckedCount(shape, 1);
+  auto count = CheckedNumElements(shape, 1);
   if (parts.empty() || !count.ok() || *count != total) {
     Skip(leaf, absl::StrCat("paddle big-parameter slices hold ", total,
                             " elements, OriginShape ", ShapeToString(shape), " needs ",
