@@ -175,3 +175,15 @@ def test_inspect_matches_numpy(tmp_path, reprodctl):
     assert info["w"]["max"] == pytest.approx(finite.max(), rel=0)
     assert info["w"]["mean"] == pytest.approx(finite.mean(), rel=1e-12)
     assert info["n"]["dtype"] == "int32" and info["n"]["max"] == 3
+
+
+def test_global_options_after_subcommand_and_version(tmp_path, reprodctl):
+    a = {"x": np.arange(5, dtype=np.float32)}
+    ref, cand = write_pair(tmp_path, "g", a, a)
+    assert reprodctl("compare", ref, cand, "--backend", "cpu", "-q").code == 0
+    res = reprodctl("--version")
+    assert res.code == 0 and "reprodctl" in res.stdout and "cpu" in res.stdout
+    if "without CUDA" in res.stdout:
+        # A build without nvcc says so, and an explicit cuda request is bad input.
+        res = reprodctl("compare", ref, cand, "--backend", "cuda")
+        assert res.code == 2 and "CUDA" in res.stderr, res

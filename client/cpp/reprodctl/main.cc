@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   using namespace reprod::reprodctl;
   CLI::App app(kDescription, "reprodctl");
   app.require_subcommand(1);
+  // Global options (--backend, --quiet, --log-level) may also follow the subcommand.
+  app.fallthrough();
   GlobalOptions global;
   app.add_flag("-q,--quiet", global.quiet, "No progress messages on stderr");
   app.add_option("--backend", global.backend, "Diff backend: auto, cpu, cuda")
