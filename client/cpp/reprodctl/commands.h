@@ -7,10 +7,13 @@
 #define REPROD_CLIENT_CPP_REPRODCTL_COMMANDS_H_
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
 
 namespace reprod::reprodctl {
 
@@ -36,6 +39,10 @@ using Runner = std::function<int()>;
 Runner RegisterCompare(CLI::App& app, const GlobalOptions& global);
 Runner RegisterReview(CLI::App& app, const GlobalOptions& global);
 Runner RegisterInspect(CLI::App& app, const GlobalOptions& global);
+
+// The diff backend --backend names (auto, cpu, cuda).
+absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
+    const GlobalOptions& global);
 
 // Prints "reprodctl: <message>" to stderr and returns kExitBadInput (the
 // caller decides between 2 and 3 for unavailable servers later).

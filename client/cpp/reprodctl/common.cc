@@ -11,6 +11,13 @@ int ReportError(const absl::Status& status) {
   return kExitBadInput;
 }
 
+absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
+    const GlobalOptions& global) {
+  auto kind = kernels::ParseBackendKind(global.backend);
+  if (!kind.ok()) return kind.status();
+  return kernels::CreateBackend(*kind);
+}
+
 absl::Status WriteOutput(const std::string& path, const std::string& text) {
   if (path.empty() || path == "-") {
     std::fwrite(text.data(), 1, text.size(), stdout);

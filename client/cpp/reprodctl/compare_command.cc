@@ -59,9 +59,7 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
   if (!policy.ok()) return ReportError(policy.status());
   auto format = core::ParseReportFormat(args.format);
   if (!format.ok()) return ReportError(format.status());
-  auto kind = kernels::ParseBackendKind(global.backend);
-  if (!kind.ok()) return ReportError(kind.status());
-  auto backend = kernels::CreateBackend(*kind);
+  auto backend = CreateBackendFromFlags(global);
   if (!backend.ok()) return ReportError(backend.status());
 
   client::ProgressTicker progress(!global.quiet);

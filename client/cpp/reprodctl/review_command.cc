@@ -142,9 +142,7 @@ int RunReview(const ReviewArgs& args, const GlobalOptions& global) {
   }
   for (const std::string& note : notes) std::fprintf(stderr, "reprodctl: note: %s\n", note.c_str());
 
-  auto kind = kernels::ParseBackendKind(global.backend);
-  if (!kind.ok()) return ReportError(kind.status());
-  auto backend = kernels::CreateBackend(*kind);
+  auto backend = CreateBackendFromFlags(global);
   if (!backend.ok()) return ReportError(backend.status());
   progress.Set("comparing");
   auto report = core::CompareRuns(ref, cand, *policy, **backend);
