@@ -9,6 +9,9 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "spdlog/spdlog.h"
+#if REPROD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace reprod::kernels {
 
@@ -30,14 +33,20 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int thr
       return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
     case BackendKind::kAuto:
 #if REPROD_HAVE_CUDA
-      // The CUDA backend (a later issue) is tried here first; any start-up
-      // error falls through to the cpu with one log line.
-#endif
+    {
+      // Any start-up error (no driver, no device) falls back to the cpu
+      // with one log line.
+      absl::StatusOr<std::unique_ptr<Backend>> cuda = CreateCudaBackend();
+      if (cuda.ok()) return cuda;
+      spdlog::info("CUDA backend unavailable ({}); using cpu", cuda.status().ToString());
+    }
+#else
       spdlog::info("no CUDA backend in this build; using cpu");
+#endif
       return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
     case BackendKind::kCuda:
 #if REPROD_HAVE_CUDA
-      return absl::UnimplementedError("the CUDA backend is not implemented yet");
+      return CreateCudaBackend();
 #else
       return absl::FailedPreconditionError(
           "this build has no CUDA backend (built without nvcc)");

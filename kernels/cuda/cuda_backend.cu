@@ -1,0 +1,477 @@
+// File: kernels/cuda/cuda_backend.cu
+//
+// See cuda_backend.h for the design. Layout of one pipeline slot (pinned host
+// buffer and device buffer alike):
+//   [0, kDescBytes)          SegmentDesc table of the round (one per piece)
+//   [kDescBytes, ...)        piece data, each side at a 256-byte boundary
+// Only the used prefix of each region is copied.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <cub/block/block_reduce.cuh>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
+#include "common/half.h"
+#include "common/status_macros.h"
+#include "kernels/backend.h"
+#include "kernels/cuda/internal/cuda_status.h"
+#include "kernels/diff_stats.h"
+
+namespace reprod::kernels {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Tuning constants. kBlockThreads / kItemsPerThread / kMaxBlocksPerSegment
+// decide how a piece is split into blocks, so they are part of the
+// determinism contract (sum rounding).
+constexpr int kBlockThreads = 256;
+constexpr int kItemsPerThread = 16;  // min elements per thread before adding blocks
+constexpr uint32_t kMaxBlocksPerSegment = 1024;
+constexpr uint32_t kMaxBlocksPerRound = 16384;
+constexpr int kMaxSegmentsPerRound = 4096;
+constexpr size_t kAlign = 256;
+// Largest round (one slot's data): small enough that the copy of one round
+// overlaps the reduction of the previous one at a fine grain, large enough
+// to amortise the per-round launch and sync cost.
+constexpr size_t kMaxRoundBytes = size_t{64} << 20;
+constexpr int kMergeThreads = 128;
+
+// One piece of one pair, as the kernel sees it. Element e (0 <= e < count)
+// of the piece pairs ref[e] with cand[e], or, when transposed (the piece is
+// `rows` x `cols` of ref and cand holds the matching cols x rows block),
+// with cand[(e % cols) * rows + e / cols]. Its flat index is index_base + e.
+struct SegmentDesc {
+  const unsigned char* ref;
+  const unsigned char* cand;
+  uint64_t count;
+  uint64_t rows;
+  uint64_t cols;
+  uint64_t index_base;
+  DiffOptions options;
+  uint32_t first_block;  // first block of the reduce grid working on it
+  uint32_t num_blocks;
+  uint8_t ref_dtype;
+  uint8_t cand_dtype;
+  uint8_t transpose;
+};
+
+constexpr size_t kDescBytes =
+    (kMaxSegmentsPerRound * sizeof(SegmentDesc) + kAlign - 1) / kAlign * kAlign;
+
+constexpr size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// ---------------------------------------------------------------------------
+// Device code.
+
+// Element i of an array of `dtype` at `p` (aligned: the slot places every
+// side at a 256-byte boundary) as a double; exact for every dtype.
+__device__ __forceinline__ double LoadAsDouble(uint8_t dtype, const unsigned char* p, uint64_t i) {
+  switch (static_cast<DType>(dtype)) {
+    case DType::kBool: return p[i] != 0 ? 1.0 : 0.0;
+    case DType::kInt8: return static_cast<double>(reinterpret_cast<const int8_t*>(p)[i]);
+    case DType::kUInt8: return static_cast<double>(p[i]);
+    case DType::kInt16: return static_cast<double>(reinterpret_cast<const int16_t*>(p)[i]);
+    case DType::kInt32: return static_cast<double>(reinterpret_cast<const int32_t*>(p)[i]);
+    case DType::kInt64: return static_cast<double>(reinterpret_cast<const int64_t*>(p)[i]);
+    case DType::kFloat16:
+      return static_cast<double>(Float16ToFloat(reinterpret_cast<const uint16_t*>(p)[i]));
+    case DType::kBFloat16:
+      return static_cast<double>(BFloat16ToFloat(reinterpret_cast<const uint16_t*>(p)[i]));
+    case DType::kFloat32: return static_cast<double>(reinterpret_cast<const float*>(p)[i]);
+    case DType::kFloat64: return reinterpret_cast<const double*>(p)[i];
+  }
+  return 0.0;
+}
+
+struct MergeOp {
+  __device__ __forceinline__ DiffStats operator()(const DiffStats& a, const DiffStats& b) const {
+    DiffStats r = a;
+    r.Merge(b);
+    return r;
+  }
+};
+
+// One block per (piece, block-of-piece). Writes one partial per block.
+__global__ void __launch_bounds__(kBlockThreads)
+    ReduceSegmentsKernel(const SegmentDesc* __restrict__ descs, int num_segments,
+                         DiffStats* __restrict__ partials) {
+  __shared__ int segment;
+  if (threadIdx.x == 0) {
+    // Last segment whose first_block <= blockIdx.x (descs sorted by it).
+    int lo = 0, hi = num_segments - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (descs[mid].first_block <= blockIdx.x) lo = mid; else hi = mid - 1;
+    }
+    segment = lo;
+  }
+  __syncthreads();
+  const SegmentDesc desc = descs[segment];
+
+  DiffStats acc;
+  const uint64_t local_block = blockIdx.x - desc.first_block;
+  const uint64_t stride = static_cast<uint64_t>(desc.num_blocks) * kBlockThreads;
+  for (uint64_t e = local_block * kBlockThreads + threadIdx.x; e < desc.count; e += stride) {
+    uint64_t ci = e;
+    if (desc.transpose) {
+      const uint64_t i = e / desc.cols;
+      const uint64_t j = e - i * desc.cols;
+      ci = j * desc.rows + i;
+    }
+    const double r = LoadAsDouble(desc.ref_dtype, desc.ref, e);
+    const double c = LoadAsDouble(desc.cand_dtype, desc.cand, ci);
+    acc.Add(r, c, desc.index_base + e, desc.options);
+  }
+
+  using BlockReduce = cub::BlockReduce<DiffStats, kBlockThreads>;
+  __shared__ typename BlockReduce::TempStorage temp;
+  const DiffStats total = BlockReduce(temp).Reduce(acc, MergeOp{});
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+// One thread per piece: merges its partials in block order (deterministic).
+__global__ void MergePartialsKernel(const SegmentDesc* __restrict__ descs, int num_segments,
+                                    const DiffStats* __restrict__ partials,
+                                    DiffStats* __restrict__ out) {
+  const int s = blockIdx.x * blockDim.x + threadIdx.x;
+  if (s >= num_segments) return;
+  const uint32_t first = descs[s].first_block;
+  const uint32_t n = descs[s].num_blocks;
+  DiffStats acc;
+  for (uint32_t b = 0; b < n; ++b) acc.Merge(partials[first + b]);
+  out[s] = acc;
+}
+
+// ---------------------------------------------------------------------------
+// Host side.
+
+uint32_t BlocksFor(uint64_t count) {
+  const uint64_t per_block = static_cast<uint64_t>(kBlockThreads) * kItemsPerThread;
+  const uint64_t blocks = (count + per_block - 1) / per_block;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(blocks, 1, kMaxBlocksPerSegment));
+}
+
+// A contiguous range of one task reduced as one segment.
+struct Piece {
+  size_t task;
+  uint64_t begin;  // first element (flat, ref layout)
+  uint64_t count;
+  uint64_t rows;   // transposed: rows of ref in this piece; cols = n
+  uint64_t cols;
+  size_t ref_bytes;
+  size_t cand_bytes;
+  uint32_t blocks;
+};
+
+struct Round {
+  size_t first_piece;
+  size_t num_pieces;
+  size_t data_bytes;  // bytes after kDescBytes
+  uint32_t blocks;
+};
+
+}  // namespace
+
+struct CudaBackend::Impl {
+  struct Slot {
+    cudaStream_t stream = nullptr;
+    unsigned char* host = nullptr;    // pinned, kDescBytes + capacity
+    unsigned char* device = nullptr;  // kDescBytes + capacity
+    size_t capacity = 0;              // data bytes
+    DiffStats* partials = nullptr;    // device, kMaxBlocksPerRound
+    DiffStats* out = nullptr;         // device, kMaxSegmentsPerRound
+    DiffStats* host_out = nullptr;    // pinned, kMaxSegmentsPerRound
+  };
+
+  CudaBackendOptions options;
+  absl::Mutex mu;
+  Slot slots[2] ABSL_GUARDED_BY(mu);
+
+  ~Impl() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    cudaSetDevice(options.device);
+    for (Slot& s : slots) {
+      if (s.stream != nullptr) cudaStreamSynchronize(s.stream);
+      cudaFreeHost(s.host);
+      cudaFree(s.device);
+      cudaFree(s.partials);
+      cudaFree(s.out);
+      cudaFreeHost(s.host_out);
+      if (s.stream != nullptr) cudaStreamDestroy(s.stream);
+    }
+  }
+
+  // Data bytes available to one slot.
+  size_t SlotCapacityLimit() const {
+    return std::min(options.device_budget_bytes / 2, kMaxRoundBytes) - kDescBytes;
+  }
+
+  absl::Status Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (Slot& s : slots) {
+      REPROD_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+      REPROD_CUDA_RETURN_IF_ERROR(
+          cudaMalloc(&s.partials, kMaxBlocksPerRound * sizeof(DiffStats)));
+      REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.out, kMaxSegmentsPerRound * sizeof(DiffStats)));
+      REPROD_CUDA_RETURN_IF_ERROR(
+          cudaMallocHost(&s.host_out, kMaxSegmentsPerRound * sizeof(DiffStats)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Grows both slots' data buffers to at least `bytes` (streams idle).
+  absl::Status EnsureCapacity(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (Slot& s : slots) {
+      if (s.capacity >= bytes) continue;
+      REPROD_CUDA_RETURN_IF_ERROR(cudaFreeHost(s.host));
+      REPROD_CUDA_RETURN_IF_ERROR(cudaFree(s.device));
+      s.host = nullptr;
+      s.device = nullptr;
+      s.capacity = 0;
+      REPROD_CUDA_RETURN_IF_ERROR(cudaMallocHost(&s.host, kDescBytes + bytes));
+      REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.device, kDescBytes + bytes));
+      s.capacity = bytes;
+    }
+    return absl::OkStatus();
+  }
+
+  // Cuts every non-empty task into pieces that fit one slot.
+  absl::Status MakePieces(absl::Span<const DiffTask> tasks, std::vector<Piece>* pieces) const {
+    const size_t limit = SlotCapacityLimit() - 2 * kAlign;
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const DiffTask& task = tasks[t];
+      const uint64_t n_elem = static_cast<uint64_t>(task.ref.num_elements());
+      if (n_elem == 0) continue;
+      const size_t rsz = DTypeSize(task.ref.dtype), csz = DTypeSize(task.cand.dtype);
+      const uint64_t fit = limit / (rsz + csz);
+      uint64_t chunk = std::min<uint64_t>(static_cast<uint64_t>(options.chunk_elements), fit);
+      if (!task.transpose_cand) {
+        for (uint64_t b = 0; b < n_elem; b += chunk) {
+          const uint64_t c = std::min(chunk, n_elem - b);
+          pieces->push_back(Piece{t, b, c, 0, 0, c * rsz, c * csz, BlocksFor(c)});
+        }
+      } else {
+        const uint64_t m = static_cast<uint64_t>(task.ref.shape[0]);
+        const uint64_t n = static_cast<uint64_t>(task.ref.shape[1]);
+        if (n > fit) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "cuda backend: one row of a transposed pair (", n,
+              " elements) does not fit the device budget of ", options.device_budget_bytes,
+              " bytes"));
+        }
+        const uint64_t rows_per_piece = std::max<uint64_t>(1, chunk / n);
+        for (uint64_t r0 = 0; r0 < m; r0 += rows_per_piece) {
+          const uint64_t rows = std::min(rows_per_piece, m - r0);
+          const uint64_t c = rows * n;
+          pieces->push_back(Piece{t, r0 * n, c, rows, n, c * rsz, c * csz, BlocksFor(c)});
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Groups consecutive pieces into rounds that fit one slot.
+  std::vector<Round> MakeRounds(const std::vector<Piece>& pieces) const {
+    std::vector<Round> rounds;
+    const size_t limit = SlotCapacityLimit();
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      const size_t bytes = AlignUp(pieces[p].ref_bytes) + AlignUp(pieces[p].cand_bytes);
+      if (rounds.empty() || rounds.back().num_pieces == kMaxSegmentsPerRound ||
+          rounds.back().data_bytes + bytes > limit ||
+          rounds.back().blocks + pieces[p].blocks > kMaxBlocksPerRound) {
+        rounds.push_back(Round{p, 0, 0, 0});
+      }
+      Round& r = rounds.back();
+      ++r.num_pieces;
+      r.data_bytes += bytes;
+      r.blocks += pieces[p].blocks;
+    }
+    return rounds;
+  }
+
+  // Packs a round into slot `s` on the host and enqueues copy, reduce,
+  // merge and the copy back on the slot's stream.
+  absl::Status Launch(Slot& s, const Round& round, const std::vector<Piece>& pieces,
+                      absl::Span<const DiffTask> tasks) {
+    auto* descs = reinterpret_cast<SegmentDesc*>(s.host);
+    size_t offset = 0;
+    uint32_t first_block = 0;
+    for (size_t k = 0; k < round.num_pieces; ++k) {
+      const Piece& p = pieces[round.first_piece + k];
+      const DiffTask& task = tasks[p.task];
+      const size_t rsz = DTypeSize(task.ref.dtype), csz = DTypeSize(task.cand.dtype);
+      unsigned char* ref_dst = s.host + kDescBytes + offset;
+      unsigned char* cand_dst = ref_dst + AlignUp(p.ref_bytes);
+      const auto* ref_src = static_cast<const unsigned char*>(task.ref.data);
+      const auto* cand_src = static_cast<const unsigned char*>(task.cand.data);
+      std::memcpy(ref_dst, ref_src + p.begin * rsz, p.ref_bytes);
+      if (!task.transpose_cand) {
+        std::memcpy(cand_dst, cand_src + p.begin * csz, p.cand_bytes);
+      } else {
+        // cand is (n, m); gather its columns [r0, r0 + rows) as (n, rows).
+        const uint64_t m = static_cast<uint64_t>(task.ref.shape[0]);
+        const uint64_t r0 = p.begin / p.cols;
+        for (uint64_t j = 0; j < p.cols; ++j) {
+          std::memcpy(cand_dst + j * p.rows * csz, cand_src + (j * m + r0) * csz, p.rows * csz);
+        }
+      }
+      SegmentDesc& d = descs[k];
+      d.ref = s.device + kDescBytes + offset;
+      d.cand = d.ref + AlignUp(p.ref_bytes);
+      d.count = p.count;
+      d.rows = p.rows;
+      d.cols = p.cols;
+      d.index_base = task.index_base + p.begin;
+      d.options = task.options;
+      d.first_block = first_block;
+      d.num_blocks = p.blocks;
+      d.ref_dtype = static_cast<uint8_t>(task.ref.dtype);
+      d.cand_dtype = static_cast<uint8_t>(task.cand.dtype);
+      d.transpose = task.transpose_cand ? 1 : 0;
+      offset += AlignUp(p.ref_bytes) + AlignUp(p.cand_bytes);
+      first_block += p.blocks;
+    }
+    const int num_segments = static_cast<int>(round.num_pieces);
+    REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.device, s.host,
+                                                num_segments * sizeof(SegmentDesc),
+                                                cudaMemcpyHostToDevice, s.stream));
+    if (offset > 0) {
+      REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.device + kDescBytes, s.host + kDescBytes,
+                                                  offset, cudaMemcpyHostToDevice, s.stream));
+    }
+    const auto* d_descs = reinterpret_cast<const SegmentDesc*>(s.device);
+    ReduceSegmentsKernel<<<first_block, kBlockThreads, 0, s.stream>>>(d_descs, num_segments,
+                                                                       s.partials);
+    REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+    MergePartialsKernel<<<(num_segments + kMergeThreads - 1) / kMergeThreads, kMergeThreads, 0,
+                          s.stream>>>(d_descs, num_segments, s.partials, s.out);
+    REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+    REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.host_out, s.out,
+                                                num_segments * sizeof(DiffStats),
+                                                cudaMemcpyDeviceToHost, s.stream));
+    return absl::OkStatus();
+  }
+
+  // Waits for slot `s` and merges its round's piece results, in order.
+  absl::Status Finish(Slot& s, const Round& round, const std::vector<Piece>& pieces,
+                      absl::Span<DiffStats> out) {
+    REPROD_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+    for (size_t k = 0; k < round.num_pieces; ++k) {
+      out[pieces[round.first_piece + k].task].Merge(s.host_out[k]);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (DiffStats& o : out) o = DiffStats();
+    std::vector<Piece> pieces;
+    REPROD_RETURN_IF_ERROR(MakePieces(tasks, &pieces));
+    if (pieces.empty()) return absl::OkStatus();
+    const std::vector<Round> rounds = MakeRounds(pieces);
+    size_t max_bytes = 0;
+    for (const Round& r : rounds) max_bytes = std::max(max_bytes, r.data_bytes);
+    REPROD_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+    REPROD_RETURN_IF_ERROR(EnsureCapacity(std::max<size_t>(max_bytes, kAlign)));
+
+    absl::Status status = RunRounds(tasks, out, pieces, rounds);
+    if (!status.ok()) {
+      // Leave both slots idle before the buffers can be reused or freed.
+      for (Slot& s : slots) cudaStreamSynchronize(s.stream);
+    }
+    return status;
+  }
+
+  absl::Status RunRounds(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out,
+                         const std::vector<Piece>& pieces, const std::vector<Round>& rounds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    // Round k uses slot k % 2; before packing round k into a slot, the round
+    // k - 2 that used it must be finished (merged in round order).
+    for (size_t k = 0; k < rounds.size(); ++k) {
+      Slot& s = slots[k % 2];
+      if (k >= 2) REPROD_RETURN_IF_ERROR(Finish(s, rounds[k - 2], pieces, out));
+      REPROD_RETURN_IF_ERROR(Launch(s, rounds[k], pieces, tasks));
+    }
+    const size_t first_left = rounds.size() >= 2 ? rounds.size() - 2 : 0;
+    for (size_t k = first_left; k < rounds.size(); ++k) {
+      REPROD_RETURN_IF_ERROR(Finish(slots[k % 2], rounds[k], pieces, out));
+    }
+    return absl::OkStatus();
+  }
+};
+
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaBackend::~CudaBackend() = default;
+
+const CudaBackendOptions& CudaBackend::options() const { return impl_->options; }
+
+absl::StatusOr<DiffStats> CudaBackend::Compare(const DiffTask& task) {
+  DiffStats out;
+  REPROD_RETURN_IF_ERROR(CompareBatch(absl::MakeConstSpan(&task, 1), absl::MakeSpan(&out, 1)));
+  return out;
+}
+
+absl::Status CudaBackend::CompareBatch(absl::Span<const DiffTask> tasks,
+                                       absl::Span<DiffStats> out) {
+  if (out.size() != tasks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompareBatch: ", tasks.size(), " tasks but ", out.size(), " outputs"));
+  }
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
+    }
+  }
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->Run(tasks, out);
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
+  if (options.device_budget_bytes < (size_t{4} << 20) || options.chunk_elements < 1) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda backend: device_budget_bytes must be >= 4 MiB and chunk_elements >= 1 (got ",
+        options.device_budget_bytes, ", ", options.chunk_elements, ")"));
+  }
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear a non-sticky error
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no usable CUDA driver or device: ", cudaGetErrorName(err), ": ",
+        cudaGetErrorString(err)));
+  }
+  if (count == 0) return absl::FailedPreconditionError("no CUDA device");
+  if (options.device < 0 || options.device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA device ", options.device, " does not exist (", count, " devices)"));
+  }
+  err = cudaSetDevice(options.device);
+  if (err == cudaSuccess) err = cudaFree(nullptr);  // creates the context
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("CUDA device ", options.device,
+                                               " cannot be used: ", cudaGetErrorName(err),
+                                               ": ", cudaGetErrorString(err)));
+  }
+  auto impl = std::make_unique<CudaBackend::Impl>();
+  impl->options = options;
+  if (absl::Status s = impl->Init(); !s.ok()) {
+    cudaGetLastError();
+    return absl::UnavailableError(absl::StrCat("cuda backend start-up: ", s.message()));
+  }
+  return std::unique_ptr<Backend>(new CudaBackend(std::move(impl)));
+}
+
+}  // namespace reprod::kernels

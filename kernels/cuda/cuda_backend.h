@@ -1,0 +1,109 @@
+// File: kernels/cuda/cuda_backend.h
+//
+// CudaBackend: the Backend that reduces tensor pairs on an NVIDIA GPU
+// (DESIGN.md §Backends). Plain C++ header (no CUDA types), so host code that
+// is not compiled by nvcc can include it; only built when REPROD_HAVE_CUDA.
+//
+//   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCudaBackend();
+//   if (!backend.ok()) { /* no driver / no device: use the cpu backend */ }
+//   absl::StatusOr<DiffStats> stats = (*backend)->Compare(task);
+//
+// How a call runs: every task is cut into pieces of at most
+// CudaBackendOptions::chunk_elements elements (whole ref rows for a
+// transposed pair), and consecutive pieces are packed into "rounds" of at
+// most min(half the device budget, 64 MiB) of data. A round is packed on the host into a pinned buffer
+// (descriptor table + data), copied to the device with one copy, and reduced
+// by one segmented launch (each block works on one piece; thread-local
+// DiffStats::Add, cub::BlockReduce with DiffStats::Merge, one partial per
+// block) plus one tiny launch that merges each piece's partials in block
+// order. Rounds alternate between two slots (pinned buffer, device buffer,
+// stream), so the copy of round k+1 overlaps the reduction of round k. The
+// host merges piece results into each task's DiffStats in piece order.
+// Small pairs of a CompareBatch therefore share one launch; large pairs are
+// streamed chunk by chunk.
+//
+// Data: TensorView data must be host memory (any alignment). Every dtype of
+// common/dtype.h, mixed dtypes by value, float16/bfloat16 decoded exactly.
+//
+// Determinism: the pieces and the blocks per piece depend only on the task
+// shapes/dtypes and on the options (never on the device or timing), and
+// every merge happens in a fixed order, so results are bit-for-bit identical
+// run to run for given options on a given GPU architecture. Counts, max/min
+// (value and index), max r and the histogram equal the cpu backend exactly;
+// sums agree with it to ~1e-12 relative (different grouping of additions).
+// Device code is compiled with --fmad=false, so every term is rounded as on
+// the host.
+//
+// Errors: CUDA faults become Internal ("file:line: expr: cudaError ...");
+// invalid tasks are InvalidArgument exactly as for the cpu backend.
+//
+// Thread-safety: Compare and CompareBatch may be called concurrently; calls
+// are serialised on one internal mutex (they share the device buffers).
+#ifndef REPROD_KERNELS_CUDA_CUDA_BACKEND_H_
+#define REPROD_KERNELS_CUDA_CUDA_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/backend.h"
+#include "kernels/diff_stats.h"
+
+namespace reprod::kernels {
+
+struct CudaBackendOptions {
+  // CUDA device ordinal.
+  int device = 0;
+  // Device (and pinned host) memory for tensor data, split over the two
+  // pipeline slots; buffers grow lazily up to this. Must be >= 4 MiB.
+  size_t device_budget_bytes = size_t{1} << 30;
+  // Largest piece of one pair reduced by one launch (elements, in ref's
+  // layout). Part of the determinism contract: changing it changes the
+  // rounding of sums. Must be >= 1.
+  int64_t chunk_elements = int64_t{1} << 24;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string_view name() const override { return "cuda"; }
+
+  // See Backend::Compare.
+  absl::StatusOr<DiffStats> Compare(const DiffTask& task) override;
+
+  // See Backend::CompareBatch. InvalidArgument when out.size() !=
+  // tasks.size() or a task is invalid ("task 17: ..."); Internal on a CUDA
+  // fault. `out` is unspecified after an error.
+  absl::Status CompareBatch(absl::Span<const DiffTask> tasks,
+                            absl::Span<DiffStats> out) override;
+
+  const CudaBackendOptions& options() const;
+
+  struct Impl;  // defined in cuda_backend.cu
+
+ private:
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  friend absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+      const CudaBackendOptions& options);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+// Creates the CUDA backend on options.device. FailedPrecondition when there
+// is no usable driver or no device (cudaGetDeviceCount fails or returns 0) or
+// the options are invalid; Unavailable when the device exists but cannot be
+// set up (context creation, stream or buffer allocation). Never crashes and
+// leaves no sticky CUDA error behind that it can clear.
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    const CudaBackendOptions& options = CudaBackendOptions());
+
+}  // namespace reprod::kernels
+
+#endif  // REPROD_KERNELS_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,414 @@
+// GPU tests of the CUDA backend: every statistic against the cpu backend
+// (counts, extrema, indices, histogram exactly; sums to 1e-12 relative).
+// Label `gpu`; every test skips (visibly) when no CUDA device answers.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/diff_stats.h"
+#include "kernels/testing/reference_diff.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reprod::kernels {
+namespace {
+
+using ::reprod::kernels::testing::ExpectEquivalent;
+using ::reprod::kernels::testing::ExpectIdentical;
+using ::reprod::kernels::testing::HostTensor;
+using ::reprod::kernels::testing::MakeHalfTensor;
+using ::reprod::kernels::testing::MakeTensor;
+using ::reprod::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+constexpr DType kAllDTypes[] = {DType::kBool,    DType::kInt8,     DType::kUInt8,
+                                DType::kInt16,   DType::kInt32,    DType::kInt64,
+                                DType::kFloat16, DType::kBFloat16, DType::kFloat32,
+                                DType::kFloat64};
+
+// Block-related sizes of the kernel (256 threads, >= 4096 elements a block).
+constexpr int64_t kSizes[] = {0,    1,    31,   32,   33,    255,   256,    257,
+                              4095, 4096, 4097, 8191, 65537, 1 << 20, (1 << 22) + 3};
+
+std::vector<double> RandomValues(int64_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> dist(0.0, scale);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (double& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<double> Perturb(const std::vector<double>& v, uint32_t seed, double eps) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(-eps, eps);
+  std::vector<double> out = v;
+  for (double& x : out) x += dist(rng) * (1.0 + std::fabs(x));
+  return out;
+}
+
+DiffTask MakeTask(const TensorView& ref, const TensorView& cand, bool transpose = false,
+                  uint64_t index_base = 0) {
+  DiffTask t;
+  t.ref = ref;
+  t.cand = cand;
+  t.transpose_cand = transpose;
+  t.index_base = index_base;
+  return t;
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend();
+    if (!b.ok()) GTEST_SKIP() << "no CUDA device: " << b.status();
+    gpu_ = std::move(*b);
+  }
+
+  // A backend that streams in small pieces (several rounds per pair).
+  std::unique_ptr<Backend> Chunked(int64_t chunk_elements, size_t budget = size_t{8} << 20) {
+    CudaBackendOptions o;
+    o.chunk_elements = chunk_elements;
+    o.device_budget_bytes = budget;
+    absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? std::move(*b) : nullptr;
+  }
+
+  // GPU (this backend, twice: run-to-run identical) against the cpu.
+  void ExpectSameAsCpu(const DiffTask& task, const std::string& where, Backend* gpu = nullptr,
+                       double tol = 1e-12) {
+    SCOPED_TRACE(where);
+    if (gpu == nullptr) gpu = gpu_.get();
+    absl::StatusOr<DiffStats> want = cpu_.Compare(task);
+    ASSERT_TRUE(want.ok()) << want.status();
+    absl::StatusOr<DiffStats> got = gpu->Compare(task);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ExpectEquivalent(*got, *want, tol, where);
+    absl::StatusOr<DiffStats> again = gpu->Compare(task);
+    ASSERT_TRUE(again.ok()) << again.status();
+    ExpectIdentical(*got, *again, where + " (run to run)");
+  }
+
+  std::unique_ptr<Backend> gpu_;
+  CpuBackend cpu_;
+};
+
+TEST_F(CudaBackendTest, NameAndFactoryErrors) {
+  EXPECT_EQ(gpu_->name(), "cuda");
+  CudaBackendOptions bad;
+  bad.device_budget_bytes = 1024;
+  EXPECT_THAT(CreateCudaBackend(bad), StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+  bad = CudaBackendOptions();
+  bad.device = 1 << 20;
+  EXPECT_THAT(CreateCudaBackend(bad), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                               HasSubstr("does not exist")));
+}
+
+TEST_F(CudaBackendTest, RegistryGivesCuda) {
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateBackend(BackendKind::kCuda);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->name(), "cuda");
+  b = CreateBackend(BackendKind::kAuto);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->name(), "cuda");
+  EXPECT_TRUE(BuiltWithCuda());
+}
+
+TEST_F(CudaBackendTest, RandomFloat32AllSizes) {
+  for (int64_t n : kSizes) {
+    const std::vector<double> r = RandomValues(n, 1 + static_cast<uint32_t>(n));
+    HostTensor ref = MakeTensor(DType::kFloat32, r);
+    HostTensor cand = MakeTensor(DType::kFloat32, Perturb(r, 7, 1e-4));
+    ExpectSameAsCpu(MakeTask(ref.view(), cand.view()), absl::StrCat("n=", n));
+  }
+}
+
+TEST_F(CudaBackendTest, EveryDTypePair) {
+  const std::vector<double> r = RandomValues(5000, 3, 40.0);
+  std::vector<double> c = Perturb(r, 4, 0.05);
+  for (DType a : kAllDTypes) {
+    for (DType b : kAllDTypes) {
+      HostTensor ref = MakeTensor(a, r);
+      HostTensor cand = MakeTensor(b, c);
+      ExpectSameAsCpu(MakeTask(ref.view(), cand.view()),
+                      absl::StrCat(std::string(DTypeName(a)), " vs ", std::string(DTypeName(b))));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, NonFiniteAtBlockAndWarpBoundaries) {
+  const int64_t n = 3 * 4096 + 77;
+  std::vector<double> r = RandomValues(n, 11);
+  std::vector<double> c = Perturb(r, 12, 1e-6);
+  const int64_t spots[] = {0, 31, 32, 33, 255, 256, 4095, 4096, 8191, 8192, n - 1};
+  int k = 0;
+  for (int64_t i : spots) {
+    switch (k++ % 5) {
+      case 0: r[i] = kNaN; break;
+      case 1: c[i] = kNaN; break;
+      case 2: r[i] = kInf; c[i] = kInf; break;
+      case 3: r[i] = -kInf; c[i] = kInf; break;
+      case 4: r[i] = 0.0; c[i] = kInf; break;
+    }
+  }
+  for (DType dt : {DType::kFloat32, DType::kFloat64, DType::kFloat16, DType::kBFloat16}) {
+    HostTensor ref = MakeTensor(dt, r);
+    HostTensor cand = MakeTensor(dt, c);
+    for (bool equal_nan : {false, true}) {
+      DiffTask task = MakeTask(ref.view(), cand.view());
+      task.options.equal_nan = equal_nan;
+      ExpectSameAsCpu(task, absl::StrCat(std::string(DTypeName(dt)), " equal_nan=", equal_nan));
+    }
+  }
+  // Only infinities (no NaN): max must land on the first +inf d.
+  std::vector<double> r2 = RandomValues(n, 13), c2 = r2;
+  c2[4097] = kInf;
+  c2[300] = -kInf;
+  HostTensor ref2 = MakeTensor(DType::kFloat64, r2), cand2 = MakeTensor(DType::kFloat64, c2);
+  ExpectSameAsCpu(MakeTask(ref2.view(), cand2.view()), "inf only");
+}
+
+TEST_F(CudaBackendTest, MaxTiesAcrossBlocksAndPieces) {
+  const int64_t n = (1 << 22) + 5;
+  std::vector<double> r(static_cast<size_t>(n), 1.0), c = r;
+  for (int64_t i : {int64_t{5000}, int64_t{70000}, int64_t{1} << 21, n - 1}) c[i] = 3.0;
+  HostTensor ref = MakeTensor(DType::kFloat32, r), cand = MakeTensor(DType::kFloat32, c);
+  const DiffTask task = MakeTask(ref.view(), cand.view());
+  ExpectSameAsCpu(task, "one shot");
+  std::unique_ptr<Backend> chunked = Chunked(10000);
+  ASSERT_NE(chunked, nullptr);
+  ExpectSameAsCpu(task, "chunked", chunked.get());
+  absl::StatusOr<DiffStats> s = gpu_->Compare(task);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->max_index, 5000u);
+  EXPECT_EQ(s->max_abs, 2.0);
+}
+
+TEST_F(CudaBackendTest, Subnormals) {
+  std::vector<double> r, c;
+  for (int i = 0; i < 3000; ++i) {
+    r.push_back(std::ldexp(1.0 + i, -1074 + (i % 40)));
+    c.push_back(std::ldexp(1.0 + 2 * i, -1074 + (i % 45)));
+  }
+  HostTensor ref = MakeTensor(DType::kFloat64, r), cand = MakeTensor(DType::kFloat64, c);
+  ExpectSameAsCpu(MakeTask(ref.view(), cand.view()), "float64 subnormals");
+  std::vector<double> rf, cf;
+  for (int i = 0; i < 3000; ++i) {
+    rf.push_back(std::ldexp(1.0 + i % 100, -149 + (i % 20)));
+    cf.push_back(std::ldexp(1.0 + i % 70, -149 + (i % 23)));
+  }
+  HostTensor ref32 = MakeTensor(DType::kFloat32, rf), cand32 = MakeTensor(DType::kFloat32, cf);
+  ExpectSameAsCpu(MakeTask(ref32.view(), cand32.view()), "float32 subnormals");
+}
+
+TEST_F(CudaBackendTest, HalfAndBFloat16AllBitPatterns) {
+  std::vector<uint16_t> a(65536), b(65536);
+  for (int i = 0; i < 65536; ++i) {
+    a[i] = static_cast<uint16_t>(i);
+    b[i] = static_cast<uint16_t>((i * 40503u + 17u) & 0xffffu);
+  }
+  for (DType dt : {DType::kFloat16, DType::kBFloat16}) {
+    HostTensor ref = MakeHalfTensor(dt, a), cand = MakeHalfTensor(dt, b);
+    // Random bit patterns make Σ ref·cand a sum of mixed-sign terms up to
+    // 1e77 (ill-conditioned): sums get 1e-10, exact fields stay exact.
+    ExpectSameAsCpu(MakeTask(ref.view(), cand.view()), std::string(DTypeName(dt)), nullptr,
+                    1e-10);
+    HostTensor same = MakeHalfTensor(dt, a);
+    for (bool equal_nan : {false, true}) {
+      DiffTask task = MakeTask(ref.view(), same.view());
+      task.options.equal_nan = equal_nan;
+      ExpectSameAsCpu(task, absl::StrCat(std::string(DTypeName(dt)), " self, equal_nan=", equal_nan));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, TransposedAndIndexBase) {
+  for (auto [m, n] : {std::pair<int64_t, int64_t>{3, 5}, {37, 129}, {1000, 333}, {1, 7000}}) {
+    const std::vector<double> r = RandomValues(m * n, 21);
+    std::vector<double> ct(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) ct[j * m + i] = r[i * n + j] * (1 + 1e-5 * ((i + j) % 7));
+    }
+    HostTensor ref = MakeTensor(DType::kFloat32, r, Shape{m, n});
+    HostTensor cand = MakeTensor(DType::kFloat64, ct, Shape{n, m});
+    DiffTask task = MakeTask(ref.view(), cand.view(), /*transpose_cand=*/true, /*index_base=*/1000);
+    ExpectSameAsCpu(task, absl::StrCat("transposed ", m, "x", n));
+    std::unique_ptr<Backend> chunked = Chunked(2 * n + 1);
+    ASSERT_NE(chunked, nullptr);
+    ExpectSameAsCpu(task, absl::StrCat("transposed chunked ", m, "x", n), chunked.get());
+  }
+}
+
+TEST_F(CudaBackendTest, OptionsVary) {
+  const std::vector<double> r = RandomValues(20000, 31);
+  HostTensor ref = MakeTensor(DType::kFloat64, r);
+  HostTensor cand = MakeTensor(DType::kFloat64, Perturb(r, 32, 1e-5));
+  for (double atol : {0.0, 1e-8, 1e-5}) {
+    for (double rtol : {0.0, 1e-5, 1e-3}) {
+      DiffTask task = MakeTask(ref.view(), cand.view());
+      task.options.atol = atol;
+      task.options.rtol = rtol;
+      ExpectSameAsCpu(task, absl::StrCat("atol=", atol, " rtol=", rtol));
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, BatchEqualsOneByOne) {
+  std::vector<HostTensor> refs, cands;
+  std::mt19937 rng(41);
+  for (int i = 0; i < 300; ++i) {
+    const int64_t n = i % 37 == 0 ? 0 : static_cast<int64_t>(rng() % 9000);
+    const DType a = kAllDTypes[rng() % 10], b = kAllDTypes[rng() % 10];
+    const std::vector<double> r = RandomValues(n, 100 + i, 10.0);
+    refs.push_back(MakeTensor(a, r, Shape{n}));
+    cands.push_back(MakeTensor(b, Perturb(r, 200 + i, 1e-3), Shape{n}));
+  }
+  std::vector<DiffTask> tasks;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    tasks.push_back(MakeTask(refs[i].view(), cands[i].view()));
+    tasks.back().index_base = i;
+  }
+  for (Backend* b : {gpu_.get()}) {
+    std::vector<DiffStats> batch(tasks.size()), cpu(tasks.size());
+    ASSERT_TRUE(b->CompareBatch(tasks, absl::MakeSpan(batch)).ok());
+    ASSERT_TRUE(cpu_.CompareBatch(tasks, absl::MakeSpan(cpu)).ok());
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      absl::StatusOr<DiffStats> one = b->Compare(tasks[i]);
+      ASSERT_TRUE(one.ok());
+      ExpectIdentical(batch[i], *one, absl::StrCat("task ", i));
+      ExpectEquivalent(batch[i], cpu[i], 1e-12, absl::StrCat("cpu task ", i));
+    }
+  }
+  // A small budget forces many rounds through both slots.
+  std::unique_ptr<Backend> chunked = Chunked(3000, size_t{4} << 20);
+  ASSERT_NE(chunked, nullptr);
+  std::vector<DiffStats> batch(tasks.size());
+  ASSERT_TRUE(chunked->CompareBatch(tasks, absl::MakeSpan(batch)).ok());
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    absl::StatusOr<DiffStats> cpu = cpu_.Compare(tasks[i]);
+    ASSERT_TRUE(cpu.ok());
+    ExpectEquivalent(batch[i], *cpu, 1e-12, absl::StrCat("chunked task ", i));
+  }
+}
+
+TEST_F(CudaBackendTest, ChunkedPipelinedEqualsOneShot) {
+  const int64_t n = (1 << 22) + 12345;
+  const std::vector<double> r = RandomValues(n, 51);
+  HostTensor ref = MakeTensor(DType::kFloat32, r);
+  HostTensor cand = MakeTensor(DType::kBFloat16, Perturb(r, 52, 1e-2));
+  const DiffTask task = MakeTask(ref.view(), cand.view());
+  absl::StatusOr<DiffStats> one = gpu_->Compare(task);
+  ASSERT_TRUE(one.ok());
+  for (int64_t chunk : {int64_t{4097}, int64_t{1} << 18}) {
+    std::unique_ptr<Backend> chunked = Chunked(chunk, size_t{4} << 20);
+    ASSERT_NE(chunked, nullptr);
+    absl::StatusOr<DiffStats> got = chunked->Compare(task);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ExpectEquivalent(*got, *one, 1e-12, absl::StrCat("chunk ", chunk));
+  }
+}
+
+// More tasks than one round's descriptor table (4096): several rounds.
+TEST_F(CudaBackendTest, ManyTinyTasks) {
+  std::vector<HostTensor> refs, cands;
+  for (int i = 0; i < 10000; ++i) {
+    const std::vector<double> r = RandomValues(i % 6, 300 + i);
+    refs.push_back(MakeTensor(DType::kFloat32, r, Shape{static_cast<int64_t>(r.size())}));
+    cands.push_back(MakeTensor(DType::kFloat16, Perturb(r, 400 + i, 1e-3),
+                               Shape{static_cast<int64_t>(r.size())}));
+  }
+  std::vector<DiffTask> tasks;
+  for (size_t i = 0; i < refs.size(); ++i) tasks.push_back(MakeTask(refs[i].view(), cands[i].view()));
+  std::vector<DiffStats> gpu(tasks.size()), cpu(tasks.size());
+  ASSERT_TRUE(gpu_->CompareBatch(tasks, absl::MakeSpan(gpu)).ok());
+  ASSERT_TRUE(cpu_.CompareBatch(tasks, absl::MakeSpan(cpu)).ok());
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    ExpectEquivalent(gpu[i], cpu[i], 1e-12, absl::StrCat("task ", i));
+  }
+}
+
+TEST_F(CudaBackendTest, ConcurrentCallers) {
+  const std::vector<double> r = RandomValues(300000, 61);
+  HostTensor ref = MakeTensor(DType::kFloat32, r);
+  HostTensor cand = MakeTensor(DType::kFloat32, Perturb(r, 62, 1e-4));
+  const DiffTask task = MakeTask(ref.view(), cand.view());
+  absl::StatusOr<DiffStats> want = gpu_->Compare(task);
+  ASSERT_TRUE(want.ok());
+  std::vector<DiffStats> got(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 5; ++k) {
+        absl::StatusOr<DiffStats> s = gpu_->Compare(task);
+        if (s.ok()) got[t] = *s;
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) ExpectIdentical(got[t], *want, absl::StrCat("thread ", t));
+}
+
+TEST_F(CudaBackendTest, InvalidTasks) {
+  HostTensor a = MakeTensor(DType::kFloat32, RandomValues(10, 1));
+  HostTensor b = MakeTensor(DType::kFloat32, RandomValues(11, 2));
+  EXPECT_THAT(gpu_->Compare(MakeTask(a.view(), b.view())),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  std::vector<DiffTask> tasks = {MakeTask(a.view(), a.view()), MakeTask(a.view(), b.view())};
+  std::vector<DiffStats> out(2);
+  EXPECT_THAT(gpu_->CompareBatch(tasks, absl::MakeSpan(out)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("task 1:")));
+  std::vector<DiffStats> short_out(1);
+  EXPECT_THAT(gpu_->CompareBatch(tasks, absl::MakeSpan(short_out)),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+}
+
+// 2^31 + 7 elements: 64-bit indices end to end. uint8 keeps it at ~4.3 GB
+// of host memory; the data is streamed, so device memory needs only the budget.
+TEST_F(CudaBackendTest, HugePairBeyondInt32) {
+  const int64_t n = (int64_t{1} << 31) + 7;
+  size_t free_dev = 0, total_dev = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_dev, &total_dev), cudaSuccess);
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  const double host_free = static_cast<double>(pages) * static_cast<double>(page);
+  if (free_dev < (size_t{2} << 30) || host_free < 12e9) {
+    GTEST_SKIP() << "needs 2 GiB free device memory and 12 GB free host memory";
+  }
+  std::vector<uint8_t> r(static_cast<size_t>(n)), c;
+  for (int64_t i = 0; i < n; ++i) r[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
+  c = r;
+  c[(int64_t{1} << 31) + 5] = static_cast<uint8_t>(r[(int64_t{1} << 31) + 5] ^ 0x80);
+  c[3] = static_cast<uint8_t>(r[3] ^ 0x01);
+  const TensorView rv{DType::kUInt8, Shape{n}, r.data()};
+  const TensorView cv{DType::kUInt8, Shape{n}, c.data()};
+  const DiffTask task = MakeTask(rv, cv);
+  absl::StatusOr<DiffStats> got = gpu_->Compare(task);
+  ASSERT_TRUE(got.ok()) << got.status();
+  absl::StatusOr<DiffStats> want = cpu_.Compare(task);
+  ASSERT_TRUE(want.ok());
+  ExpectEquivalent(*got, *want, 1e-12, "2^31+7");
+  EXPECT_EQ(got->count, static_cast<uint64_t>(n));
+  EXPECT_EQ(got->max_index, (uint64_t{1} << 31) + 5);
+  EXPECT_EQ(got->max_abs, 128.0);
+}
+
+}  // namespace
+}  // namespace reprod::kernels
