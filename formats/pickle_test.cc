@@ -434,6 +434,17 @@ TEST(PickleHandWritten, BigIntsAndNonStringKeysAreSkipped) {
   EXPECT_THAT(Values<int64_t>(g.tensors.at(0).tensor), ElementsAre(-1));
 }
 
+// Protocol 0 memo opcodes carry their index as a decimal line.
+TEST(PickleHandWritten, TextMemoIndices) {
+  // {"a": [1.5, 1.5]} where the float is stored with PUT 0 and reused with GET 0.
+  ASSERT_OK_AND_ASSIGN(TensorFile f, ReadBytes("(d\x8c\x01" "a(lF1.5\np0\nag0\nas."));
+  EXPECT_EQ(f.tensors.size(), 2u);
+  EXPECT_THAT(ReadBytes("(lpx\n."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("malformed PUT")));
+  EXPECT_THAT(ReadBytes("(lg-1\n."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("malformed GET")));
+}
+
 TEST(PickleHandWritten, PaddleBigParameterSlicesAreJoined) {
   // paddle.save(protocol=2) of a parameter over 2^30 elements: flat slices
   // "w@@.0", "w@@.1" plus the table that says how to join them.

@@ -234,6 +234,16 @@ class Unpickler {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     return line;
   }
+  // A memo index written as a decimal line (protocol-0 PUT and GET).
+  absl::StatusOr<uint64_t> TakeMemoIndexLine(std::string_view op) {
+    std::string_view line;
+    REPROD_ASSIGN_OR_RETURN(line, TakeLine(op));
+    uint64_t idx;
+    if (!absl::SimpleAtoi(absl::string_view(line.data(), line.size()), &idx)) {
+      return Invalid(absl::StrCat("malformed ", std::string(op)));
+    }
+    return idx;
+  }
 
   // Objects.
   absl::StatusOr<Obj*> New(Kind kind) {
@@ -1196,12 +1206,8 @@ absl::StatusOr<Obj*> Unpickler::Run() {
         break;
       }
       case 'p': {  // PUT (text)
-        std::string_view line;
-        REPROD_ASSIGN_OR_RETURN(line, TakeLine("PUT"));
         uint64_t idx;
-        if (!absl::SimpleAtoi(absl::string_view(line.data(), line.size()), &idx)) {
-          return Invalid("malformed PUT");
-        }
+        REPROD_ASSIGN_OR_RETURN(idx, TakeMemoIndexLine("PUT"));
         REPROD_RETURN_IF_ERROR(Memoize(idx));
         break;
       }
@@ -1219,12 +1225,8 @@ absl::StatusOr<Obj*> Unpickler::Run() {
         REPROD_RETURN_IF_ERROR(Memoize(memo_.size()));
         break;
       case 'g': {  // GET (text)
-        std::string_view line;
-        REPROD_ASSIGN_OR_RETURN(line, TakeLine("GET"));
         uint64_t idx;
-        if (!absl::SimpleAtoi(absl::string_view(line.data(), line.size()), &idx)) {
-          return Invalid("malformed GET");
-        }
+        REPROD_ASSIGN_OR_RETURN(idx, TakeMemoIndexLine("GET"));
         REPROD_RETURN_IF_ERROR(Get(idx));
         break;
       }
