@@ -1,9 +1,12 @@
 #include <cmath>
 #include <cstring>
+#include <string>
 
+#include "common/crc32c.h"
 #include "common/dtype.h"
 #include "common/half.h"
 #include "common/mapped_file.h"
+#include "common/names.h"
 #include "common/tensor.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -93,6 +96,78 @@ TEST(MappedFile, MissingFileNamesPath) {
                                                  HasSubstr("not a regular file")));
   auto mem = MappedFile::FromString("abc");
   EXPECT_EQ(mem->bytes(), "abc");
+}
+
+
+// RFC 3720 (iSCSI) B.4 test vectors and the classic "123456789" check value.
+TEST(Crc32c, KnownVectors) {
+  EXPECT_EQ(Crc32c("123456789"), 0xE3069283u);
+  EXPECT_EQ(Crc32c(std::string(32, '\0')), 0x8A9136AAu);
+  EXPECT_EQ(Crc32c(std::string(32, '\xff')), 0x62A8AB43u);
+  std::string ascending(32, '\0');
+  for (int i = 0; i < 32; ++i) ascending[i] = static_cast<char>(i);
+  EXPECT_EQ(Crc32c(ascending), 0x46DD794Eu);
+  EXPECT_EQ(Crc32c(""), 0u);
+}
+
+TEST(Crc32c, ExtendEqualsOneShotAtEverySplit) {
+  std::string data(1000, '\0');
+  uint32_t x = 12345;
+  for (char& c : data) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  const uint32_t whole = Crc32c(data);
+  for (size_t split = 0; split <= data.size(); split += 7) {
+    const uint32_t a = Crc32c(data.data(), split);
+    EXPECT_EQ(Crc32cExtend(a, data.data() + split, data.size() - split), whole)
+        << "split at " << split;
+  }
+}
+
+TEST(Names, RunNames) {
+  EXPECT_THAT(ValidateRunName("team42/bert-paddle"), IsOk());
+  EXPECT_THAT(ValidateRunName("a.b_c/d-e.1"), IsOk());
+  for (const char* bad : {"", "noslash", "a/b/c", "/b", "a/", "a b/c", "a/..",
+                          "./x", "a/b\n"}) {
+    EXPECT_THAT(ValidateRunName(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("invalid run name")))
+        << bad;
+  }
+  EXPECT_THAT(ValidateRunName(std::string(129, 'a') + "/b"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("longer than 128")));
+}
+
+TEST(Names, CheckpointNames) {
+  EXPECT_THAT(ValidateCheckpointName("bp_align"), IsOk());
+  EXPECT_THAT(ValidateCheckpointName("step-1.5+x"), IsOk());
+  EXPECT_THAT(ValidateCheckpointName("a/b"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("character '/' at offset 1")));
+  EXPECT_THAT(ValidateCheckpointName(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+}
+
+TEST(Names, TensorKeys) {
+  EXPECT_THAT(ValidateTensorKey("encoder/layer.0/attention:q[1]+b-c_d"),
+              IsOk());
+  EXPECT_THAT(ValidateTensorKey("a//b"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("empty part at offset 2")));
+  EXPECT_THAT(ValidateTensorKey("/a"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("empty part at offset 0")));
+  EXPECT_THAT(ValidateTensorKey(std::string("a\0b", 3)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("character '\\000' at offset 1")));
+  EXPECT_THAT(ValidateTensorKey("bad key"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("offset 3")));
+  EXPECT_THAT(ValidateTensorKey(std::string(1025, 'k')),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("longer than 1024")));
 }
 
 }  // namespace

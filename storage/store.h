@@ -1,0 +1,209 @@
+// File: storage/store.h
+//
+// Store: keyed storage of runs, their tensors and reports. The server is its
+// only user; the engine behind it is hidden (rocksdb/ is the embedded
+// default, memory/ backs fast tests). Both implementations pass one
+// conformance suite (storage/store_conformance_test.cc).
+//
+//   absl::StatusOr<std::unique_ptr<Store>> store = OpenRocksDbStore(dir, {});
+//   REPROD_RETURN_IF_ERROR((*store)->CreateRun(run));
+//   auto writer = (*store)->BeginTensor("team42/bert-paddle", header);
+//   REPROD_RETURN_IF_ERROR((*writer)->Append(bytes));   // any number of times
+//   absl::StatusOr<CommitResult> done = (*writer)->Commit();  // durable now
+//
+// Visibility: a tensor is invisible (ListTensors, OpenTensor) until Commit
+// returns OK; Commit checks the byte count and crc32c and publishes the
+// tensor's index entry in one atomic write. A writer destroyed without a
+// successful Commit leaves nothing visible; bytes it wrote are reclaimed (at
+// the latest when the store is next opened, after a crash).
+//
+// Durability: when Commit returns OK the tensor survives a process crash or
+// SIGKILL (RocksDB: the commit batch is written with sync = true).
+//
+// Addresses: (run, checkpoint, key, step). Names are validated by the server
+// (common/names.h); the store assumes they hold no NUL byte.
+//
+// Errors: NotFound (unknown run/tensor/report), AlreadyExists (CreateRun on
+// an existing run; Commit of different bytes at an occupied address of a
+// run without overwrite; the message names the address), FailedPrecondition
+// (tensor into a run that is not OPEN; sealing a run that is not OPEN),
+// InvalidArgument (Append past the declared length; Commit with a length or
+// crc32c mismatch), DataLoss (a stored record fails to decode or its bytes
+// fail their checksum), Internal/Unavailable (engine faults).
+//
+// Thread-safety: every method may be called from several threads at once. A
+// TensorWriter or TensorReader is used by one thread at a time.
+#ifndef REPROD_STORAGE_STORE_H_
+#define REPROD_STORAGE_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
+#include "common/tensor.h"
+
+namespace reprod::storage {
+
+enum class RunState { kOpen, kSealed, kAborted };
+
+// "open", "sealed", "aborted".
+std::string_view RunStateName(RunState state);
+
+// A run's metadata. The store keeps tensor_count/total_bytes up to date.
+struct RunInfo {
+  std::string name;  // "namespace/name"
+  std::string framework;
+  std::string framework_version;
+  std::string device;
+  std::map<std::string, std::string> labels;
+  absl::Time created = absl::UnixEpoch();  // set by CreateRun when zero
+  std::string owner;
+  RunState state = RunState::kOpen;
+  bool overwrite = false;  // allow replacing a tensor with different bytes
+  uint64_t tensor_count = 0;
+  uint64_t total_bytes = 0;
+};
+
+// Where a tensor lives inside a run.
+struct TensorAddress {
+  std::string checkpoint;
+  std::string key;
+  std::optional<int64_t> step;
+
+  friend bool operator==(const TensorAddress&, const TensorAddress&) = default;
+  friend auto operator<=>(const TensorAddress&,
+                          const TensorAddress&) = default;
+};
+
+// "checkpoint/key" or "checkpoint/key@step", for messages.
+std::string AddressToString(const TensorAddress& address);
+
+// Everything about a tensor except its bytes, as the producer declared it.
+struct TensorHeader {
+  TensorAddress address;
+  DType dtype = DType::kFloat32;
+  Shape shape;
+  uint64_t byte_length = 0;  // itemsize(dtype) * prod(shape)
+  uint32_t crc32c = 0;       // of all byte_length bytes
+};
+
+// A stored tensor: its header plus what the store assigned.
+struct TensorMeta {
+  TensorHeader header;
+  uint64_t sequence = 0;  // arrival order within the run, from 0
+};
+
+// What Commit did.
+enum class CommitKind {
+  kStored,          // new tensor
+  kAlreadyPresent,  // identical header (dtype, shape, length, crc32c) was
+                    // stored already; nothing changed (idempotent resend)
+  kReplaced,        // run allows overwrite; the old tensor was replaced
+};
+
+struct CommitResult {
+  CommitKind kind = CommitKind::kStored;
+  uint64_t sequence = 0;  // of the visible tensor (the old one if present)
+};
+
+// Receives one tensor's bytes in order. Not thread-safe.
+class TensorWriter {
+ public:
+  virtual ~TensorWriter() = default;
+
+  // Appends the next bytes. InvalidArgument (naming the address, the
+  // declared length and the offset) when they would run past byte_length.
+  virtual absl::Status Append(absl::Span<const uint8_t> data) = 0;
+
+  // Verifies that exactly byte_length bytes arrived and that their crc32c
+  // equals the header's (InvalidArgument naming both values otherwise), then
+  // publishes the tensor atomically and durably. Checks the address again at
+  // commit time (AlreadyExists / FailedPrecondition / NotFound if the run was
+  // sealed or deleted meanwhile). May be called once.
+  virtual absl::StatusOr<CommitResult> Commit() = 0;
+};
+
+// Reads one stored tensor. Not thread-safe; open one per thread.
+class TensorReader {
+ public:
+  virtual ~TensorReader() = default;
+
+  virtual const TensorMeta& meta() const = 0;
+
+  // Copies bytes [offset, offset + dst.size()) of the tensor into dst.
+  // OutOfRange when the range passes byte_length; DataLoss when a stored
+  // chunk is missing or has the wrong size.
+  virtual absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) = 0;
+};
+
+// A stored comparison report.
+struct StoredReport {
+  std::string id;  // "rpt-" + 16 hex digits, assigned by the server
+  std::string ref;
+  std::string cand;
+  std::string policy;
+  std::string backend;
+  bool passed = false;
+  absl::Time created = absl::UnixEpoch();
+  // Summary counts and the first failure, for listings.
+  uint64_t tensors = 0, passed_tensors = 0, warned = 0, failed = 0,
+           missing_in_ref = 0, missing_in_cand = 0;
+  std::optional<TensorAddress> first_failure;
+  // Renderings by format name ("json", "text", "junit", "markdown").
+  std::map<std::string, std::string> renderings;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // --- runs ---------------------------------------------------------------
+  // AlreadyExists when the name is taken. Sets created (when zero), state
+  // OPEN and zero counts.
+  virtual absl::Status CreateRun(const RunInfo& run) = 0;
+  virtual absl::StatusOr<RunInfo> GetRun(std::string_view name) = 0;
+  // Runs whose name starts with prefix, sorted by name.
+  virtual absl::StatusOr<std::vector<RunInfo>> ListRuns(
+      std::string_view prefix) = 0;
+  // OPEN -> kSealed or kAborted; FailedPrecondition when not OPEN.
+  virtual absl::StatusOr<RunInfo> SealRun(std::string_view name,
+                                          RunState final_state) = 0;
+  // Removes the run and every tensor under it; returns the tensor count.
+  virtual absl::StatusOr<uint64_t> DeleteRun(std::string_view name) = 0;
+
+  // --- tensors ------------------------------------------------------------
+  // Starts receiving a tensor into an OPEN run. Fails early (before any byte
+  // is sent) with NotFound / FailedPrecondition, and with AlreadyExists when
+  // the run has no overwrite and a tensor with a different header is stored
+  // at the address. The header must be self-consistent (the server checks
+  // it; the store re-checks byte_length against dtype and shape).
+  virtual absl::StatusOr<std::unique_ptr<TensorWriter>> BeginTensor(
+      std::string_view run, const TensorHeader& header) = 0;
+  // Visible tensors of a run in sequence order; `checkpoint` empty = all.
+  virtual absl::StatusOr<std::vector<TensorMeta>> ListTensors(
+      std::string_view run, std::string_view checkpoint = {}) = 0;
+  virtual absl::StatusOr<std::unique_ptr<TensorReader>> OpenTensor(
+      std::string_view run, const TensorAddress& address) = 0;
+
+  // --- reports ------------------------------------------------------------
+  // AlreadyExists when the id is taken.
+  virtual absl::Status PutReport(const StoredReport& report) = 0;
+  virtual absl::StatusOr<StoredReport> GetReport(std::string_view id) = 0;
+  // Newest first, at most `limit`; `run` non-empty keeps reports whose ref
+  // or cand is that run. Renderings are left empty.
+  virtual absl::StatusOr<std::vector<StoredReport>> ListReports(
+      std::string_view run, size_t limit) = 0;
+};
+
+}  // namespace reprod::storage
+
+#endif  // REPROD_STORAGE_STORE_H_
