@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "core/py_float.h"
 
@@ -35,12 +36,14 @@ bool Selected(const CompareOptions& options, const std::string& name) {
                    name) != options.checkpoints.end();
 }
 
-// Checkpoints of a run by name; InvalidArgument on duplicates.
-absl::StatusOr<std::map<std::string, const CheckpointData*>> IndexCheckpoints(
-    const RunData& run, std::string_view side) {
-  std::map<std::string, const CheckpointData*> out;
-  for (const CheckpointData& cp : run.checkpoints) {
-    if (!out.emplace(cp.name, &cp).second) {
+// Checkpoints of a run by name (to their position); InvalidArgument on
+// duplicates.
+absl::StatusOr<std::map<std::string, size_t>> IndexCheckpoints(
+    const RunIndex& run, std::string_view side) {
+  std::map<std::string, size_t> out;
+  for (size_t i = 0; i < run.checkpoints.size(); ++i) {
+    const CheckpointIndex& cp = run.checkpoints[i];
+    if (!out.emplace(cp.name, i).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(std::string(side), " run '", run.name,
                        "' holds checkpoint '", cp.name, "' twice"));
@@ -113,12 +116,48 @@ double Severity(const CheckResult& r) {
   return v < b ? std::numeric_limits<double>::infinity() : 0.0;
 }
 
-// A pair waiting for the backend.
+// A pair waiting for the reducer.
 struct Pending {
   size_t result = 0;  // index into Report::tensors
-  // Distinct tolerances and their task indices; [0] gives the stats.
+  // Distinct tolerances and their indices into the reducer's output; [0]
+  // gives the stats.
   std::vector<std::pair<Tolerance, size_t>> tolerances;
   PolicyResolution resolution;
+};
+
+// CompareRuns' reducer: one CompareBatch over the in-memory tensors, in
+// planned order (pair by pair, tolerance by tolerance).
+class RunDataReducer final : public PairReducer {
+ public:
+  RunDataReducer(const RunData& ref, const RunData& cand,
+                 kernels::Backend& backend)
+      : ref_(ref), cand_(cand), backend_(backend) {}
+
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
+                      absl::Span<kernels::DiffStats> out) override {
+    std::vector<kernels::DiffTask> tasks;
+    tasks.reserve(out.size());
+    for (const PlannedPair& p : pairs) {
+      for (size_t k = 0; k < p.options.size(); ++k) {
+        kernels::DiffTask task;
+        task.ref = At(ref_, p.ref).view();
+        task.cand = At(cand_, p.cand).view();
+        task.transpose_cand = p.transpose_cand;
+        task.options = p.options[k];
+        tasks.push_back(std::move(task));
+      }
+    }
+    return backend_.CompareBatch(tasks, out);
+  }
+
+ private:
+  static const Tensor& At(const RunData& run, const TensorPosition& pos) {
+    return run.checkpoints[pos.checkpoint].tensors[pos.tensor].tensor;
+  }
+
+  const RunData& ref_;
+  const RunData& cand_;
+  kernels::Backend& backend_;
 };
 
 }  // namespace
@@ -127,6 +166,16 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
                                    const Policy& policy,
                                    kernels::Backend& backend,
                                    const CompareOptions& options) {
+  RunDataReducer reducer(ref, cand, backend);
+  return CompareIndexed(IndexRunData(ref), IndexRunData(cand), policy, reducer,
+                        std::string(backend.name()), options);
+}
+
+absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
+                                      const Policy& policy,
+                                      PairReducer& reducer,
+                                      std::string backend_name,
+                                      const CompareOptions& options) {
   REPROD_ASSIGN_OR_RETURN(auto ref_cps, IndexCheckpoints(ref, "ref"));
   REPROD_ASSIGN_OR_RETURN(auto cand_cps, IndexCheckpoints(cand, "cand"));
 
@@ -134,27 +183,30 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
   report.ref = ref.name;
   report.cand = cand.name;
   report.policy = policy.name;
-  report.backend = std::string(backend.name());
+  report.backend = std::move(backend_name);
 
   // Checkpoint order: cand order, then ref-only in ref order.
   std::vector<std::string> order;
-  for (const CheckpointData& cp : cand.checkpoints) {
+  for (const CheckpointIndex& cp : cand.checkpoints) {
     if (Selected(options, cp.name)) order.push_back(cp.name);
   }
-  for (const CheckpointData& cp : ref.checkpoints) {
+  for (const CheckpointIndex& cp : ref.checkpoints) {
     if (Selected(options, cp.name) && !cand_cps.count(cp.name)) {
       order.push_back(cp.name);
     }
   }
 
-  std::vector<kernels::DiffTask> tasks;
+  std::vector<PlannedPair> planned;
+  size_t num_stats = 0;
   std::vector<Pending> pending;
 
   for (const std::string& name : order) {
     const auto rit = ref_cps.find(name);
     const auto cit = cand_cps.find(name);
-    const CheckpointData* rcp = rit == ref_cps.end() ? nullptr : rit->second;
-    const CheckpointData* ccp = cit == cand_cps.end() ? nullptr : cit->second;
+    const CheckpointIndex* rcp =
+        rit == ref_cps.end() ? nullptr : &ref.checkpoints[rit->second];
+    const CheckpointIndex* ccp =
+        cit == cand_cps.end() ? nullptr : &cand.checkpoints[cit->second];
 
     CheckpointResult cpr;
     cpr.name = name;
@@ -164,7 +216,7 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
     std::map<Address, size_t> ref_index;
     if (rcp != nullptr) {
       for (size_t i = 0; i < rcp->tensors.size(); ++i) {
-        const TensorEntry& e = rcp->tensors[i];
+        const TensorInfo& e = rcp->tensors[i];
         if (!ref_index.emplace(Address{e.key, e.step}, i).second) {
           return absl::InvalidArgumentError(
               absl::StrCat("ref run '", ref.name, "' holds ",
@@ -178,7 +230,8 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
     int64_t cand_tensors = 0;
 
     if (ccp != nullptr) {
-      for (const TensorEntry& ce : ccp->tensors) {
+      for (size_t ci = 0; ci < ccp->tensors.size(); ++ci) {
+        const TensorInfo& ce = ccp->tensors[ci];
         ++cand_tensors;
         if (ce.step) cand_steps.insert(*ce.step);
         TensorResult t;
@@ -186,8 +239,8 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
         t.key = ApplyRename(policy, ce.key);
         t.cand_key = ce.key;
         t.step = ce.step;
-        t.dtype_cand = ce.tensor.dtype();
-        t.shape_cand = ce.tensor.shape();
+        t.dtype_cand = ce.dtype;
+        t.shape_cand = ce.shape;
         if (!cand_seen.insert(Address{t.key, t.step}).second) {
           return absl::InvalidArgumentError(absl::StrCat(
               "cand run '", cand.name, "' holds ",
@@ -204,26 +257,28 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
           continue;
         }
         ref_matched[found->second] = true;
-        const Tensor& rt = rcp->tensors[found->second].tensor;
-        const Tensor& ct = ce.tensor;
-        t.dtype_ref = rt.dtype();
-        t.shape_ref = rt.shape();
+        if (options.pair_filter &&
+            !options.pair_filter(TensorAddress{name, t.key, t.step})) {
+          continue;
+        }
+        const TensorInfo& rt = rcp->tensors[found->second];
+        const TensorInfo& ct = ce;
+        t.dtype_ref = rt.dtype;
+        t.shape_ref = rt.shape;
 
         const std::string path = absl::StrCat(name, "/", t.key);
         bool transpose = false;
-        if (rt.shape() != ct.shape() ||
-            policy.transpose == TransposeMode::kGlobs) {
+        if (rt.shape != ct.shape || policy.transpose == TransposeMode::kGlobs) {
           switch (policy.transpose) {
             case TransposeMode::kAuto:
-              transpose = IsReverse2D(rt.shape(), ct.shape()) &&
-                          rt.shape()[0] != rt.shape()[1];
+              transpose =
+                  IsReverse2D(rt.shape, ct.shape) && rt.shape[0] != rt.shape[1];
               break;
             case TransposeMode::kNever:
               break;
             case TransposeMode::kGlobs:
-              if (IsReverse2D(rt.shape(), ct.shape()) &&
-                  (rt.shape() != ct.shape() ||
-                   rt.shape()[0] == rt.shape()[1])) {
+              if (IsReverse2D(rt.shape, ct.shape) &&
+                  (rt.shape != ct.shape || rt.shape[0] == rt.shape[1])) {
                 for (const std::string& g : policy.transpose_globs) {
                   if (GlobMatch(g, path)) {
                     transpose = true;
@@ -233,12 +288,12 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
               }
               break;
           }
-          if (!transpose && rt.shape() != ct.shape()) {
+          if (!transpose && rt.shape != ct.shape) {
             t.status = TensorStatus::kShapeMismatch;
             t.reason =
-                absl::StrCat("shape mismatch: ref ", ShapeToString(rt.shape()),
-                             " vs cand ", ShapeToString(ct.shape()));
-            if (IsReverse2D(rt.shape(), ct.shape())) {
+                absl::StrCat("shape mismatch: ref ", ShapeToString(rt.shape),
+                             " vs cand ", ShapeToString(ct.shape));
+            if (IsReverse2D(rt.shape, ct.shape)) {
               absl::StrAppend(&t.reason,
                               policy.transpose == TransposeMode::kNever
                                   ? " (policy has transpose: never)"
@@ -251,13 +306,13 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
         t.transposed = transpose;
         if (transpose) {
           t.notes.push_back(
-              absl::StrCat("compared cand.T: cand ", ShapeToString(ct.shape()),
-                           " transposed to ref ", ShapeToString(rt.shape())));
+              absl::StrCat("compared cand.T: cand ", ShapeToString(ct.shape),
+                           " transposed to ref ", ShapeToString(rt.shape)));
         }
-        if (rt.dtype() != ct.dtype()) {
+        if (rt.dtype != ct.dtype) {
           t.notes.push_back(absl::StrCat(
-              "dtypes differ (ref ", std::string(DTypeName(rt.dtype())),
-              ", cand ", std::string(DTypeName(ct.dtype())),
+              "dtypes differ (ref ", std::string(DTypeName(rt.dtype)),
+              ", cand ", std::string(DTypeName(ct.dtype)),
               "); compared by value"));
         }
 
@@ -265,28 +320,31 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
         p.result = report.tensors.size();
         p.resolution = ResolvePolicy(policy, name, t.key);
         t.policy_source = p.resolution.source;
+        PlannedPair pp;
+        pp.ref = TensorPosition{rit->second, found->second};
+        pp.cand = TensorPosition{cit->second, ci};
+        pp.transpose_cand = transpose;
+        pp.stats_offset = num_stats;
         auto add_task = [&](const Tolerance& tol) {
           for (const auto& [have, idx] : p.tolerances) {
             if (have == tol) return;
           }
-          kernels::DiffTask task;
-          task.ref = rt.view();
-          task.cand = ct.view();
-          task.transpose_cand = transpose;
-          task.options.atol = tol.atol;
-          task.options.rtol = tol.rtol;
-          task.options.equal_nan = p.resolution.equal_nan;
-          p.tolerances.emplace_back(tol, tasks.size());
-          tasks.push_back(task);
+          kernels::DiffOptions o;
+          o.atol = tol.atol;
+          o.rtol = tol.rtol;
+          o.equal_nan = p.resolution.equal_nan;
+          p.tolerances.emplace_back(tol, num_stats++);
+          pp.options.push_back(o);
         };
         for (const Check& c : *p.resolution.checks) {
           if (MetricUsesTolerance(c.metric)) {
-            add_task(c.ToleranceFor(rt.dtype(), ct.dtype()));
+            add_task(c.ToleranceFor(rt.dtype, ct.dtype));
           }
         }
         if (p.tolerances.empty()) {
-          add_task(DefaultTolerance(rt.dtype(), ct.dtype()));
+          add_task(DefaultTolerance(rt.dtype, ct.dtype));
         }
+        planned.push_back(std::move(pp));
         pending.push_back(std::move(p));
         report.tensors.push_back(std::move(t));
       }
@@ -294,13 +352,13 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
     if (rcp != nullptr) {
       for (size_t i = 0; i < rcp->tensors.size(); ++i) {
         if (ref_matched[i]) continue;
-        const TensorEntry& re = rcp->tensors[i];
+        const TensorInfo& re = rcp->tensors[i];
         TensorResult t;
         t.checkpoint = name;
         t.key = re.key;
         t.step = re.step;
-        t.dtype_ref = re.tensor.dtype();
-        t.shape_ref = re.tensor.shape();
+        t.dtype_ref = re.dtype;
+        t.shape_ref = re.shape;
         t.status = TensorStatus::kMissingInCand;
         t.reason = "missing in cand";
         report.tensors.push_back(std::move(t));
@@ -315,10 +373,10 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
     report.checkpoints.push_back(std::move(cpr));
   }
 
-  // One batch for every pair.
-  std::vector<kernels::DiffStats> stats(tasks.size());
-  if (!tasks.empty()) {
-    REPROD_RETURN_IF_ERROR(backend.CompareBatch(tasks, absl::MakeSpan(stats)));
+  // One Reduce for every pair.
+  std::vector<kernels::DiffStats> stats(num_stats);
+  if (!planned.empty()) {
+    REPROD_RETURN_IF_ERROR(reducer.Reduce(planned, absl::MakeSpan(stats)));
   }
 
   for (const Pending& p : pending) {

@@ -9,6 +9,14 @@
 //   absl::StatusOr<Report> report = CompareRuns(ref, cand, *policy, **backend);
 //   if (report.ok() && !report->passed) ...   // a verdict, not an error
 //
+// Two entry points, one engine: CompareRuns takes runs with their bytes in
+// memory. CompareIndexed takes only their metadata (RunIndex, run_index.h)
+// and a PairReducer (pair_reducer.h) that fetches and reduces the planned
+// pairs wherever the bytes are (the server streams them from its store,
+// server/store_compare.h). CompareRuns(ref, cand, ...) is exactly
+// CompareIndexed(IndexRunData(ref), IndexRunData(cand), ...) with a reducer
+// that runs one Backend::CompareBatch over the in-memory tensors.
+//
 // Matching: a ref tensor (checkpoint, key, step) pairs with the cand tensor of
 // the same checkpoint and step whose key, after the policy's `rename`, equals
 // key. Unpaired tensors are reported missing_in_ref / missing_in_cand.
@@ -37,23 +45,31 @@
 // min_steps is met and, if required, it exists in both runs. The report
 // passes when every checkpoint passes and no required checkpoint is absent.
 //
+// Pair filter (CompareOptions::pair_filter): matched pairs it rejects are
+// skipped entirely (not reduced, not listed, not counted); tensors present
+// on one side only are still listed. Checkpoint-level facts (steps for
+// min_steps, presence for `required`) still count every tensor.
+//
 // Errors (the comparison could not be made, as opposed to a failed verdict):
 // InvalidArgument for a run naming one checkpoint twice or holding two
 // tensors at one (checkpoint, key, step) address (after rename for cand);
-// the backend's error when CompareBatch fails.
+// the backend's (reducer's) error when CompareBatch (Reduce) fails.
 //
-// Thread-safety: CompareRuns is reentrant; `backend` must allow the call
-// (every Backend does). Inputs are not modified.
+// Thread-safety: CompareRuns and CompareIndexed are reentrant; `backend`
+// must allow the call (every Backend does). Inputs are not modified.
 #ifndef REPROD_CORE_COMPARE_H_
 #define REPROD_CORE_COMPARE_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/pair_reducer.h"
 #include "core/policy.h"
 #include "core/report.h"
 #include "core/run_data.h"
+#include "core/run_index.h"
 #include "kernels/backend.h"
 
 namespace reprod::core {
@@ -62,6 +78,14 @@ struct CompareOptions {
   // Compare only these checkpoints (others are ignored on both sides, and
   // `required` entries outside the list are not enforced). Empty = all.
   std::vector<std::string> checkpoints;
+  // When set, called once for every matched pair (same checkpoint, key after
+  // rename and step on both sides) with its address in ref's terms (the
+  // matched key, i.e. cand's key after rename); a pair for which it returns
+  // false is neither reduced nor listed in the report (nor counted in
+  // summaries, verdicts or first_failure). Tensors on one side only are not
+  // passed to it and are listed as usual. The server's watch uses it to
+  // judge only newly complete pairs. Empty = every pair.
+  std::function<bool(const TensorAddress& ref_address)> pair_filter;
 };
 
 // Compares `cand` against `ref` under `policy` on `backend` (exactly one
@@ -72,6 +96,17 @@ absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
                                    const Policy& policy,
                                    kernels::Backend& backend,
                                    const CompareOptions& options = {});
+
+// Compares two runs given by their metadata: plans every pair, calls
+// reducer.Reduce exactly once with all planned pairs (not at all when there
+// is nothing to reduce), then judges. `backend_name` becomes
+// Report::backend. Same semantics and errors as CompareRuns; the reducer's
+// error is returned unchanged.
+absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
+                                      const Policy& policy,
+                                      PairReducer& reducer,
+                                      std::string backend_name,
+                                      const CompareOptions& options = {});
 
 }  // namespace reprod::core
 

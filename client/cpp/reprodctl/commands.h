@@ -31,6 +31,8 @@ struct GlobalOptions {
   bool quiet = false;         // no progress on stderr
   std::string backend = "auto";
   std::string log_level = "warn";
+  // reprod server for the remote commands (--server, REPROD_SERVER).
+  std::string server = "127.0.0.1:50051";
 };
 
 using Runner = std::function<int()>;
@@ -39,13 +41,19 @@ using Runner = std::function<int()>;
 Runner RegisterCompare(CLI::App& app, const GlobalOptions& global);
 Runner RegisterReview(CLI::App& app, const GlobalOptions& global);
 Runner RegisterInspect(CLI::App& app, const GlobalOptions& global);
+// Remote commands (talk to a reprod server, see remote_util.h).
+Runner RegisterPush(CLI::App& app, const GlobalOptions& global);
+Runner RegisterRuns(CLI::App& app, const GlobalOptions& global);
+Runner RegisterWatch(CLI::App& app, const GlobalOptions& global);
+Runner RegisterReport(CLI::App& app, const GlobalOptions& global);
 
 // The diff backend --backend names (auto, cpu, cuda).
 absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
     const GlobalOptions& global);
 
-// Prints "reprodctl: <message>" to stderr and returns kExitBadInput (the
-// caller decides between 2 and 3 for unavailable servers later).
+// Prints "reprodctl: error: <message>" to stderr and returns kExitBadInput.
+// Remote commands use ReportRemoteError (remote_util.h), which returns
+// kExitUnreachable for an unreachable server.
 int ReportError(const absl::Status& status);
 
 // Writes `text` to `path`, or stdout when path is empty. Creates no

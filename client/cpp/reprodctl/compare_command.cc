@@ -1,4 +1,5 @@
-// reprodctl compare REF CAND: offline comparison of two tensor files.
+// reprodctl compare REF CAND: offline comparison of two tensor files, or of
+// two stored runs on a reprod server (compare_remote.h).
 #include <memory>
 #include <string>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "client/cpp/file_runs.h"
 #include "client/cpp/progress.h"
 #include "client/cpp/reprodctl/commands.h"
+#include "client/cpp/reprodctl/compare_remote.h"
 #include "client/cpp/reprodctl/policy_flags.h"
 #include "common/status_macros.h"
 #include "core/compare.h"
@@ -16,12 +18,18 @@
 namespace reprod::reprodctl {
 namespace {
 
-constexpr char kCompareHelp[] = R"(Compare a reference file with a candidate file.
+constexpr char kCompareHelp[] = R"(Compare a reference with a candidate: two files offline, or two runs
+stored on a reprod server.
 
 REF is the reference (the first argument, as in reprod_log's
 compare_info(torch_info, paddle_info)), CAND the port under test. Keys are
 matched by name; nested dicts flatten to a/b/c. Every key is reported, and
 the exit code says whether all checks passed.
+
+When neither argument is an existing file and both are run names
+("namespace/name"), or with --remote, the server at --server compares the two
+runs (all their checkpoints, or those given with --checkpoint), stores the
+report and sends it back; its id is printed on stderr (see `reprodctl report`).
 
 Thresholds come from one of: --preset (default: reprod, mean abs diff <= 1e-6),
 --policy FILE (YAML/JSON, see DESIGN.md), --threshold/--method (reprod_log's
@@ -31,7 +39,12 @@ Examples:
   reprodctl compare forward_torch.npy forward_paddle.npy
   reprodctl compare loss_torch.npy loss_paddle.npy --threshold 1e-5 --method all
   reprodctl compare w_torch.safetensors w_paddle.pdparams --atol 1e-6 --rtol 1e-4
-  reprodctl compare a.npz b.npz --policy policy.yaml --format json --out report.json)";
+  reprodctl compare a.npz b.npz --policy policy.yaml --format json --out report.json
+  reprodctl compare bert/torch bert/paddle --preset competition
+  reprodctl compare bert/torch bert/paddle --checkpoint forward --format junit --output r.xml
+
+Exit codes: 0 passed, 1 a check failed, 2 bad input (missing file, unknown
+run, bad policy), 3 server unreachable.)";
 
 struct CompareArgs {
   std::string ref;
@@ -39,6 +52,8 @@ struct CompareArgs {
   PolicyFlags policy;
   std::string format = "text";
   std::string out;
+  bool remote = false;
+  std::vector<std::string> checkpoints;  // remote only
 };
 
 void PrintFailures(const core::Report& report) {
@@ -55,6 +70,15 @@ void PrintFailures(const core::Report& report) {
 }
 
 int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
+  if (CompareTargetsAreRuns(args.ref, args.cand, args.remote)) {
+    RemoteCompareArgs remote{args.ref, args.cand, args.policy, args.checkpoints, args.format,
+                             args.out};
+    return RunRemoteCompare(remote, global);
+  }
+  if (!args.checkpoints.empty()) {
+    return ReportError(absl::InvalidArgumentError(
+        "--checkpoint selects checkpoints of stored runs; a file pair is one checkpoint"));
+  }
   auto policy = args.policy.Resolve();
   if (!policy.ok()) return ReportError(policy.status());
   auto format = core::ParseReportFormat(args.format);
@@ -91,14 +115,23 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
 
 Runner RegisterCompare(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<CompareArgs>();
-  CLI::App* cmd = app.add_subcommand("compare", "Compare a reference file with a candidate file");
+  CLI::App* cmd = app.add_subcommand(
+      "compare", "Compare a reference with a candidate (two files, or two runs on the server)");
   cmd->footer(kCompareHelp);
-  cmd->add_option("REF", args->ref, "Reference file (e.g. forward_torch.npy)")->required();
-  cmd->add_option("CAND", args->cand, "Candidate file (e.g. forward_paddle.npy)")->required();
+  cmd->add_option("REF", args->ref, "Reference file (forward_torch.npy) or run (bert/torch)")
+      ->required();
+  cmd->add_option("CAND", args->cand, "Candidate file (forward_paddle.npy) or run (bert/paddle)")
+      ->required();
   args->policy.Register(*cmd, "reprod");
   cmd->add_option("--format", args->format, "Report format: text, json, junit, markdown")
       ->capture_default_str();
-  cmd->add_option("--out", args->out, "Write the report to FILE instead of stdout");
+  cmd->add_option("--out,--output", args->out, "Write the report to FILE instead of stdout");
+  cmd->add_flag("--remote", args->remote,
+                "REF and CAND are runs on the server (the default when they are not files)");
+  cmd->add_option("--checkpoint", args->checkpoints,
+                  "Runs only: compare only this checkpoint (repeatable)")
+      ->allow_extra_args(false)
+      ->delimiter(',');
   return [args, &global] { return RunCompare(*args, global); };
 }
 

@@ -1,0 +1,54 @@
+#include "client/cpp/ingest_messages.h"
+
+#include <algorithm>
+
+#include "client/cpp/wire_convert.h"
+#include "common/crc32c.h"
+
+namespace reprod::client {
+
+void MakeBeginTensor(const std::string& run, uint64_t tensor_id,
+                     const PushItem& item, uint32_t crc32c,
+                     v1::IngestRequest* out) {
+  out->Clear();
+  v1::BeginTensor* begin = out->mutable_begin();
+  begin->set_run(run);
+  begin->set_tensor_id(tensor_id);
+  v1::TensorHeader* header = begin->mutable_header();
+  v1::TensorAddress* address = header->mutable_address();
+  address->set_checkpoint(item.checkpoint);
+  address->set_key(item.key);
+  if (item.step.has_value()) address->set_step(*item.step);
+  header->set_dtype(ToWireDType(item.tensor.dtype()));
+  for (int64_t d : item.tensor.shape()) header->add_shape(d);
+  header->set_byte_length(item.tensor.num_bytes());
+  header->set_crc32c(crc32c);
+}
+
+uint32_t TensorCrc32c(const Tensor& tensor) {
+  if (tensor.num_bytes() == 0) return Crc32c(nullptr, 0);
+  return Crc32c(tensor.data(), tensor.num_bytes());
+}
+
+TensorChunker::TensorChunker(const void* data, uint64_t size,
+                             size_t chunk_bytes)
+    : data_(static_cast<const char*>(data)),
+      size_(size),
+      chunk_bytes_(chunk_bytes == 0 ? kDefaultChunkBytes : chunk_bytes) {}
+
+bool TensorChunker::Next(v1::IngestRequest* out) {
+  if (offset_ >= size_) return false;
+  const uint64_t n = std::min<uint64_t>(chunk_bytes_, size_ - offset_);
+  out->Clear();
+  v1::TensorChunk* chunk = out->mutable_chunk();
+  chunk->set_offset(offset_);
+  chunk->set_data(data_ + offset_, n);
+  offset_ += n;
+  return true;
+}
+
+uint64_t TensorChunker::num_chunks() const {
+  return (size_ + chunk_bytes_ - 1) / chunk_bytes_;
+}
+
+}  // namespace reprod::client

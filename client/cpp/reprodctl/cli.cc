@@ -1,0 +1,81 @@
+#include "client/cpp/reprodctl/cli.h"
+
+#include "common/logging.h"
+#include "kernels/backend.h"
+
+namespace reprod::reprodctl {
+namespace {
+
+constexpr char kDescription[] = R"(reprodctl: check that a ported model computes what the original does.
+
+Compares the tensor dicts that a reference (usually PyTorch) and a port
+(usually PaddlePaddle) dump at the same checkpoints: forward outputs,
+metrics, losses, gradients, learning rates. Reads reprod_log .npy dicts,
+.npy, .npz, .pdparams / paddle.save pickles and .safetensors files.
+
+Offline, files are compared directly. With a reprod server (reprodd; choose it
+with --server HOST:PORT or REPROD_SERVER, default 127.0.0.1:50051), tensor
+files are pushed into named runs, and runs are compared, watched while they
+train, and their reports kept.
+
+Examples:
+  reprodctl compare forward_torch.npy forward_paddle.npy
+  reprodctl compare bp_align_torch.npy bp_align_paddle.npy --threshold 1e-5 --method all
+  reprodctl compare a.npz b.npz --preset allclose --format json --out report.json
+  reprodctl review log_reprod/ --out-dir log_reprod/
+  reprodctl inspect forward_paddle.npy
+  reprodctl push forward_paddle.npy loss_paddle.npy --run bert/paddle
+  reprodctl compare bert/torch bert/paddle --preset competition
+  reprodctl watch bert/torch bert/paddle
+  reprodctl runs ls
+  reprodctl report get rpt-0123456789abcdef
+
+Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage,
+3 server unreachable.)";
+
+}  // namespace
+
+Cli::Cli() : app_(kDescription, "reprodctl") {
+  app_.require_subcommand(1);
+  // Global options (--backend, --quiet, --log-level, --server) may also follow the subcommand.
+  app_.fallthrough();
+  app_.add_flag("-q,--quiet", global_.quiet, "No progress messages on stderr");
+  app_.add_option("--backend", global_.backend, "Diff backend: auto, cpu, cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->envname("REPROD_BACKEND")
+      ->capture_default_str();
+  app_.add_option("--log-level", global_.log_level, "trace, debug, info, warn, error, off")
+      ->capture_default_str();
+  app_.add_option("--server", global_.server, "reprod server HOST:PORT for the remote commands")
+      ->envname("REPROD_SERVER")
+      ->capture_default_str();
+  app_.set_version_flag("--version",
+                        std::string("reprodctl 0.1.0 (backends: cpu") +
+                            (kernels::BuiltWithCuda() ? ", cuda)" : "; built without CUDA)"));
+  using Register = Runner (*)(CLI::App&, const GlobalOptions&);
+  const std::pair<const char*, Register> kCommands[] = {
+      {"compare", RegisterCompare}, {"review", RegisterReview}, {"inspect", RegisterInspect},
+      {"push", RegisterPush},       {"runs", RegisterRuns},     {"watch", RegisterWatch},
+      {"report", RegisterReport},
+  };
+  for (const auto& [name, reg] : kCommands) {
+    Runner runner = reg(app_, global_);
+    commands_.emplace_back(app_.get_subcommand(name), std::move(runner));
+  }
+}
+
+int Cli::Main(int argc, const char* const* argv) {
+  try {
+    app_.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app_.exit(e);
+    return code == 0 ? kExitPass : kExitBadInput;
+  }
+  if (absl::Status s = InitLogging(global_.log_level); !s.ok()) return ReportError(s);
+  for (const auto& [cmd, runner] : commands_) {
+    if (cmd->parsed()) return runner();
+  }
+  return kExitBadInput;
+}
+
+}  // namespace reprod::reprodctl

@@ -1,0 +1,116 @@
+// reprodctl report get|ls: reports stored on the server.
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/cpp/reprodctl/commands.h"
+#include "client/cpp/reprodctl/remote_util.h"
+#include "client/cpp/wire_convert.h"
+#include "common/names.h"
+#include "nlohmann/json.hpp"
+
+namespace reprod::reprodctl {
+namespace {
+
+constexpr char kReportHelp[] = R"(Reports stored on the reprod server: every `compare RUN RUN` and every
+finished `watch` stores one, under an id like rpt-0123456789abcdef.
+
+Examples:
+  reprodctl report ls
+  reprodctl report ls --run bert/paddle --limit 5 --format json
+  reprodctl report get rpt-0123456789abcdef
+  reprodctl report get rpt-0123456789abcdef --format junit --output report.xml
+
+Exit codes: report get: 0 the report passed, 1 it failed; report ls: 0;
+2 unknown report or run name, 3 server unreachable.)";
+
+struct ReportArgs {
+  CLI::App* get = nullptr;
+  CLI::App* ls = nullptr;
+  std::string id;
+  std::string format = "text";
+  std::string list_format = "text";
+  std::string out;
+  std::string run;
+  uint32_t limit = 0;
+};
+
+int RunGet(client::RemoteClient& client, const ReportArgs& args, const GlobalOptions& global) {
+  auto format = client::ReportFormatFromName(args.format);
+  if (!format.ok()) return ReportError(format.status());
+  auto report = client.GetReport(args.id, *format);
+  if (!report.ok()) return ReportRemoteError(report.status());
+  if (absl::Status s = WriteOutput(args.out, report->rendered()); !s.ok()) return ReportError(s);
+  if (!global.quiet) std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(*report).c_str());
+  return report->passed() ? kExitPass : kExitFail;
+}
+
+int RunLs(client::RemoteClient& client, const ReportArgs& args, const GlobalOptions& global) {
+  auto reports = client.ListReports(args.run, args.limit);
+  if (!reports.ok()) return ReportRemoteError(reports.status());
+  if (args.list_format == "json") {
+    nlohmann::json list = nlohmann::json::array();
+    for (const v1::Report& r : *reports) list.push_back(ReportMetaJson(r));
+    std::printf("%s\n", list.dump(2).c_str());
+    return kExitPass;
+  }
+  if (reports->empty()) {
+    if (!global.quiet) std::fprintf(stderr, "reprodctl: no reports on %s\n", global.server.c_str());
+    return kExitPass;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "CREATED", "VERDICT", "REF", "CAND", "POLICY", "FAILED"}};
+  for (const v1::Report& r : *reports) {
+    const v1::ReportSummary& s = r.summary();
+    const uint64_t not_passing = s.failed() + s.missing_in_ref() + s.missing_in_cand();
+    rows.push_back({r.id(), FormatLocalTime(r.created()), r.passed() ? "PASS" : "FAIL", r.ref(),
+                    r.cand(), r.policy(), absl::StrCat(not_passing, "/", s.tensors())});
+  }
+  std::fputs(FormatTable(rows).c_str(), stdout);
+  return kExitPass;
+}
+
+int RunReport(const ReportArgs& args, const GlobalOptions& global) {
+  if (args.get->parsed()) {
+    if (auto f = client::ReportFormatFromName(args.format); !f.ok()) return ReportError(f.status());
+  }
+  if (args.ls->parsed() && !args.run.empty()) {
+    if (absl::Status s = ValidateRunName(args.run); !s.ok()) return ReportError(s);
+  }
+  auto client = ConnectToServer(global);
+  if (!client.ok()) return ReportRemoteError(client.status());
+  if (args.get->parsed()) return RunGet(**client, args, global);
+  if (args.ls->parsed()) return RunLs(**client, args, global);
+  return kExitBadInput;
+}
+
+}  // namespace
+
+Runner RegisterReport(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<ReportArgs>();
+  CLI::App* cmd = app.add_subcommand("report", "Get or list reports stored on the server");
+  cmd->footer(kReportHelp);
+  cmd->require_subcommand(1);
+  cmd->fallthrough();
+
+  args->get = cmd->add_subcommand("get", "Print a stored report");
+  args->get->footer("Example:\n  reprodctl report get rpt-0123456789abcdef --format markdown");
+  args->get->fallthrough();
+  args->get->add_option("ID", args->id, "Report id (rpt-...)")->required();
+  args->get->add_option("--format", args->format, "text, json, junit, markdown")
+      ->capture_default_str();
+  args->get->add_option("--out,--output", args->out, "Write the report to FILE");
+
+  args->ls = cmd->add_subcommand("ls", "List stored reports, newest first");
+  args->ls->footer("Example:\n  reprodctl report ls --run bert/paddle --limit 5");
+  args->ls->fallthrough();
+  args->ls->add_option("--run", args->run, "Only reports whose ref or cand is RUN");
+  args->ls->add_option("--limit", args->limit, "At most N reports (default: the server's, 100)");
+  args->ls->add_option("--format", args->list_format, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  return [args, &global] { return RunReport(*args, global); };
+}
+
+}  // namespace reprod::reprodctl

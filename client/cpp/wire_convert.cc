@@ -1,0 +1,78 @@
+#include "client/cpp/wire_convert.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace reprod::client {
+
+v1::DType ToWireDType(DType dtype) {
+  return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
+}
+
+absl::StatusOr<DType> FromWireDType(v1::DType dtype) {
+  const int value = static_cast<int>(dtype);
+  if (value < 1 || value > kNumDTypes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown wire dtype ", value));
+  }
+  return static_cast<DType>(value - 1);
+}
+
+std::string WireDTypeName(v1::DType dtype) {
+  absl::StatusOr<DType> d = FromWireDType(dtype);
+  if (!d.ok()) return absl::StrCat("dtype(", static_cast<int>(dtype), ")");
+  return std::string(DTypeName(*d));
+}
+
+std::string AddressToString(const v1::TensorAddress& address) {
+  std::string s = absl::StrCat(address.checkpoint(), "/", address.key());
+  if (address.has_step()) absl::StrAppend(&s, "@", address.step());
+  return s;
+}
+
+std::string_view RunStateName(v1::RunState state) {
+  switch (state) {
+    case v1::RUN_STATE_OPEN:
+      return "open";
+    case v1::RUN_STATE_SEALED:
+      return "sealed";
+    case v1::RUN_STATE_ABORTED:
+      return "aborted";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string_view TensorStatusName(v1::TensorStatus status) {
+  switch (status) {
+    case v1::TENSOR_STATUS_PASS:
+      return "pass";
+    case v1::TENSOR_STATUS_WARN:
+      return "warn";
+    case v1::TENSOR_STATUS_FAIL:
+      return "fail";
+    case v1::TENSOR_STATUS_MISSING_IN_REF:
+      return "missing_in_ref";
+    case v1::TENSOR_STATUS_MISSING_IN_CAND:
+      return "missing_in_cand";
+    case v1::TENSOR_STATUS_SHAPE_MISMATCH:
+      return "shape_mismatch";
+    default:
+      return "unspecified";
+  }
+}
+
+bool IsPassingStatus(v1::TensorStatus status) {
+  return status == v1::TENSOR_STATUS_PASS || status == v1::TENSOR_STATUS_WARN;
+}
+
+absl::StatusOr<v1::ReportFormat> ReportFormatFromName(std::string_view name) {
+  if (name == "text") return v1::REPORT_FORMAT_TEXT;
+  if (name == "json") return v1::REPORT_FORMAT_JSON;
+  if (name == "junit") return v1::REPORT_FORMAT_JUNIT;
+  if (name == "markdown" || name == "md") return v1::REPORT_FORMAT_MARKDOWN;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown report format '", std::string(name),
+                   "' (expected text, json, junit or markdown)"));
+}
+
+}  // namespace reprod::client

@@ -1,0 +1,62 @@
+#include "client/cpp/wire_convert.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reprod::client {
+namespace {
+
+using ::reprod::testing::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(WireDType, RoundTripsEveryDTypeWithTheDocumentedValues) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const DType d = static_cast<DType>(i);
+    const v1::DType w = ToWireDType(d);
+    EXPECT_EQ(static_cast<int>(w), i + 1);
+    ASSERT_TRUE(FromWireDType(w).ok());
+    EXPECT_EQ(*FromWireDType(w), d);
+    EXPECT_EQ(WireDTypeName(w), std::string(DTypeName(d)));
+  }
+  EXPECT_EQ(ToWireDType(DType::kFloat32), v1::DTYPE_FLOAT32);
+  EXPECT_EQ(ToWireDType(DType::kBFloat16), v1::DTYPE_BFLOAT16);
+  EXPECT_EQ(ToWireDType(DType::kBool), v1::DTYPE_BOOL);
+}
+
+TEST(WireDType, UnknownValuesAreRefused) {
+  EXPECT_THAT(FromWireDType(v1::DTYPE_UNSPECIFIED),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dtype 0")));
+  EXPECT_THAT(FromWireDType(static_cast<v1::DType>(99)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("99")));
+  EXPECT_EQ(WireDTypeName(static_cast<v1::DType>(99)), "dtype(99)");
+}
+
+TEST(AddressToString, StepOnlyWhenSet) {
+  v1::TensorAddress a;
+  a.set_checkpoint("forward");
+  a.set_key("enc/w");
+  EXPECT_EQ(AddressToString(a), "forward/enc/w");
+  a.set_step(0);
+  EXPECT_EQ(AddressToString(a), "forward/enc/w@0");
+}
+
+TEST(ReportFormatFromName, AcceptsTheCliNames) {
+  EXPECT_EQ(*ReportFormatFromName("text"), v1::REPORT_FORMAT_TEXT);
+  EXPECT_EQ(*ReportFormatFromName("json"), v1::REPORT_FORMAT_JSON);
+  EXPECT_EQ(*ReportFormatFromName("junit"), v1::REPORT_FORMAT_JUNIT);
+  EXPECT_EQ(*ReportFormatFromName("markdown"), v1::REPORT_FORMAT_MARKDOWN);
+  EXPECT_EQ(*ReportFormatFromName("md"), v1::REPORT_FORMAT_MARKDOWN);
+  EXPECT_THAT(ReportFormatFromName("pdf"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'pdf'")));
+}
+
+TEST(StatusNames, MatchTheReportJsonNames) {
+  EXPECT_EQ(RunStateName(v1::RUN_STATE_SEALED), "sealed");
+  EXPECT_EQ(TensorStatusName(v1::TENSOR_STATUS_MISSING_IN_CAND), "missing_in_cand");
+  EXPECT_TRUE(IsPassingStatus(v1::TENSOR_STATUS_WARN));
+  EXPECT_FALSE(IsPassingStatus(v1::TENSOR_STATUS_SHAPE_MISMATCH));
+}
+
+}  // namespace
+}  // namespace reprod::client

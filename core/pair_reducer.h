@@ -1,0 +1,79 @@
+// File: core/pair_reducer.h
+//
+// PairReducer: how the compare engine gets the statistics of the pairs it
+// planned. CompareIndexed (compare.h) matches two RunIndex values, decides
+// for every matched pair whether it is compared, transposed or not, and
+// under which allclose tolerances, then hands all planned pairs to one
+// Reduce call and judges what comes back. Where the bytes live is the
+// reducer's business: CompareRuns uses an in-memory reducer (one
+// Backend::CompareBatch over the RunData tensors); the server's
+// CompareStoredRuns (server/store_compare.h) streams pairs from a store in
+// bounded memory.
+//
+//   class MyReducer : public PairReducer {
+//     absl::Status Reduce(absl::Span<const PlannedPair> pairs,
+//                         absl::Span<kernels::DiffStats> out) override {
+//       for (const PlannedPair& p : pairs)
+//         for (size_t k = 0; k < p.options.size(); ++k)
+//           out[p.stats_offset + k] = ...;  // stats of p under p.options[k]
+//       return absl::OkStatus();
+//     }
+//   };
+//
+// Thread-safety: CompareIndexed calls Reduce once, from its own thread; a
+// reducer may use threads inside Reduce.
+#ifndef REPROD_CORE_PAIR_REDUCER_H_
+#define REPROD_CORE_PAIR_REDUCER_H_
+
+#include <cstddef>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "kernels/diff_stats.h"
+
+namespace reprod::core {
+
+// Where a tensor sits in a RunIndex (run_index.h): checkpoints[checkpoint]
+// .tensors[tensor].
+struct TensorPosition {
+  size_t checkpoint = 0;
+  size_t tensor = 0;
+
+  friend bool operator==(const TensorPosition&,
+                         const TensorPosition&) = default;
+};
+
+// One pair the engine wants reduced. The two tensors have been matched and
+// their shapes checked: equal shapes (element i of ref pairs with element i
+// of cand), or, when transpose_cand, ref (m, n) against cand (n, m) (ref[i,
+// j] pairs with cand[j, i]); dtypes may differ.
+struct PlannedPair {
+  TensorPosition ref;   // in the ref RunIndex
+  TensorPosition cand;  // in the cand RunIndex
+  bool transpose_cand = false;
+  // One entry per distinct allclose tolerance the key's checks need (never
+  // empty; equal_nan as the policy resolves it). options[0] gives the
+  // statistics shown in the report.
+  std::vector<kernels::DiffOptions> options;
+  // The pair's results go to out[stats_offset + k] for options[k]. Pairs
+  // are passed in report order with contiguous, increasing offsets.
+  size_t stats_offset = 0;
+};
+
+class PairReducer {
+ public:
+  virtual ~PairReducer() = default;
+
+  // Reduces every pair under each of its options: out.size() is the sum of
+  // the pairs' options.size(), and out[p.stats_offset + k] must receive the
+  // DiffStats of the whole pair p under p.options[k], flat indices in ref's
+  // layout (kernels/backend.h DiffTask semantics with index_base 0).
+  // Any error aborts the comparison; CompareIndexed returns it unchanged.
+  virtual absl::Status Reduce(absl::Span<const PlannedPair> pairs,
+                              absl::Span<kernels::DiffStats> out) = 0;
+};
+
+}  // namespace reprod::core
+
+#endif  // REPROD_CORE_PAIR_REDUCER_H_

@@ -1,0 +1,224 @@
+#include "server/proto_convert.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace reprod::server {
+
+absl::StatusOr<DType> DTypeFromProto(v1::DType dtype) {
+  const int v = static_cast<int>(dtype);
+  if (v < 1 || v > kNumDTypes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown dtype ", v, " (expected 1..", kNumDTypes,
+                     ", see reprod.v1.DType)"));
+  }
+  return static_cast<DType>(v - 1);
+}
+
+v1::DType DTypeToProto(DType dtype) {
+  return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
+}
+
+void TimeToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  const int64_t us = absl::ToUnixMicros(t);
+  int64_t secs = us / 1000000;
+  int64_t rem = us % 1000000;
+  if (rem < 0) {
+    rem += 1000000;
+    --secs;
+  }
+  out->set_seconds(secs);
+  out->set_nanos(static_cast<int32_t>(rem * 1000));
+}
+
+absl::Time TimeFromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+storage::TensorAddress AddressFromProto(const v1::TensorAddress& a) {
+  storage::TensorAddress out;
+  out.checkpoint = a.checkpoint();
+  out.key = a.key();
+  if (a.has_step()) out.step = a.step();
+  return out;
+}
+
+void AddressToProto(const storage::TensorAddress& a, v1::TensorAddress* out) {
+  out->set_checkpoint(a.checkpoint);
+  out->set_key(a.key);
+  if (a.step) out->set_step(*a.step);
+}
+
+void AddressToProto(const core::TensorAddress& a, v1::TensorAddress* out) {
+  out->set_checkpoint(a.checkpoint);
+  out->set_key(a.key);
+  if (a.step) out->set_step(*a.step);
+}
+
+absl::StatusOr<storage::TensorHeader> HeaderFromProto(
+    const v1::TensorHeader& h) {
+  storage::TensorHeader out;
+  out.address = AddressFromProto(h.address());
+  absl::StatusOr<DType> dtype = DTypeFromProto(h.dtype());
+  if (!dtype.ok()) return dtype.status();
+  out.dtype = *dtype;
+  out.shape.assign(h.shape().begin(), h.shape().end());
+  out.byte_length = h.byte_length();
+  out.crc32c = h.crc32c();
+  return out;
+}
+
+void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out) {
+  AddressToProto(h.address, out->mutable_address());
+  out->set_dtype(DTypeToProto(h.dtype));
+  for (int64_t d : h.shape) out->add_shape(d);
+  out->set_byte_length(h.byte_length);
+  out->set_crc32c(h.crc32c);
+}
+
+v1::RunState RunStateToProto(storage::RunState s) {
+  switch (s) {
+    case storage::RunState::kOpen:
+      return v1::RUN_STATE_OPEN;
+    case storage::RunState::kSealed:
+      return v1::RUN_STATE_SEALED;
+    case storage::RunState::kAborted:
+      return v1::RUN_STATE_ABORTED;
+  }
+  return v1::RUN_STATE_UNSPECIFIED;
+}
+
+void RunToProto(const storage::RunInfo& run, v1::Run* out) {
+  out->set_name(run.name);
+  out->set_framework(run.framework);
+  out->set_framework_version(run.framework_version);
+  out->set_device(run.device);
+  for (const auto& [k, v] : run.labels) (*out->mutable_labels())[k] = v;
+  TimeToProto(run.created, out->mutable_created());
+  out->set_owner(run.owner);
+  out->set_state(RunStateToProto(run.state));
+  out->set_overwrite(run.overwrite);
+  out->set_tensor_count(run.tensor_count);
+  out->set_total_bytes(run.total_bytes);
+}
+
+storage::RunInfo RunFromProto(const v1::Run& run) {
+  storage::RunInfo out;
+  out.name = run.name();
+  out.framework = run.framework();
+  out.framework_version = run.framework_version();
+  out.device = run.device();
+  for (const auto& [k, v] : run.labels()) out.labels[k] = v;
+  out.overwrite = run.overwrite();
+  return out;
+}
+
+v1::TensorStatus TensorStatusToProto(core::TensorStatus s) {
+  switch (s) {
+    case core::TensorStatus::kPass:
+      return v1::TENSOR_STATUS_PASS;
+    case core::TensorStatus::kWarn:
+      return v1::TENSOR_STATUS_WARN;
+    case core::TensorStatus::kFail:
+      return v1::TENSOR_STATUS_FAIL;
+    case core::TensorStatus::kMissingInRef:
+      return v1::TENSOR_STATUS_MISSING_IN_REF;
+    case core::TensorStatus::kMissingInCand:
+      return v1::TENSOR_STATUS_MISSING_IN_CAND;
+    case core::TensorStatus::kShapeMismatch:
+      return v1::TENSOR_STATUS_SHAPE_MISMATCH;
+  }
+  return v1::TENSOR_STATUS_UNSPECIFIED;
+}
+
+void VerdictToProto(const core::TensorResult& t, v1::TensorVerdict* out) {
+  AddressToProto(core::TensorAddress{t.checkpoint, t.key, t.step},
+                 out->mutable_address());
+  out->set_status(TensorStatusToProto(t.status));
+  out->set_reason(t.reason);
+  if (t.stats) {
+    const kernels::DiffStats& s = *t.stats;
+    out->set_count(s.count);
+    out->set_mean_abs(s.mean_abs());
+    out->set_max_abs(s.max_abs_value());
+    out->set_mean_rel(s.mean_rel());
+    out->set_max_rel(s.max_rel_value());
+    out->set_rmse(s.rmse());
+    out->set_cosine(s.cosine());
+    out->set_mismatches(s.mismatches);
+    for (int64_t i : t.max_abs_index) out->add_max_abs_index(i);
+    out->set_ref_at_max(s.ref_at_max);
+    out->set_cand_at_max(s.cand_at_max);
+  }
+}
+
+absl::StatusOr<core::ReportFormat> ReportFormatFromProto(v1::ReportFormat f) {
+  switch (f) {
+    case v1::REPORT_FORMAT_UNSPECIFIED:
+    case v1::REPORT_FORMAT_JSON:
+      return core::ReportFormat::kJson;
+    case v1::REPORT_FORMAT_TEXT:
+      return core::ReportFormat::kText;
+    case v1::REPORT_FORMAT_JUNIT:
+      return core::ReportFormat::kJunit;
+    case v1::REPORT_FORMAT_MARKDOWN:
+      return core::ReportFormat::kMarkdown;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown report format ", static_cast<int>(f)));
+  }
+}
+
+namespace {
+const char* FormatKey(core::ReportFormat f) {
+  switch (f) {
+    case core::ReportFormat::kText:
+      return "text";
+    case core::ReportFormat::kJson:
+      return "json";
+    case core::ReportFormat::kJunit:
+      return "junit";
+    case core::ReportFormat::kMarkdown:
+      return "markdown";
+  }
+  return "json";
+}
+}  // namespace
+
+absl::Status ReportToProto(const storage::StoredReport& r,
+                           v1::ReportFormat format, bool with_rendering,
+                           v1::Report* out) {
+  out->set_id(r.id);
+  out->set_ref(r.ref);
+  out->set_cand(r.cand);
+  out->set_policy(r.policy);
+  out->set_passed(r.passed);
+  v1::ReportSummary* s = out->mutable_summary();
+  s->set_tensors(r.tensors);
+  s->set_passed(r.passed_tensors);
+  s->set_warned(r.warned);
+  s->set_failed(r.failed);
+  s->set_missing_in_ref(r.missing_in_ref);
+  s->set_missing_in_cand(r.missing_in_cand);
+  if (r.first_failure) {
+    AddressToProto(*r.first_failure, out->mutable_first_failure());
+  }
+  TimeToProto(r.created, out->mutable_created());
+  out->set_backend(r.backend);
+  if (!with_rendering) return absl::OkStatus();
+  absl::StatusOr<core::ReportFormat> f = ReportFormatFromProto(format);
+  if (!f.ok()) return f.status();
+  const auto it = r.renderings.find(FormatKey(*f));
+  if (it == r.renderings.end()) {
+    return absl::DataLossError(absl::StrCat("report ", r.id, " has no ",
+                                            FormatKey(*f), " rendering"));
+  }
+  out->set_format(format == v1::REPORT_FORMAT_UNSPECIFIED
+                      ? v1::REPORT_FORMAT_JSON
+                      : format);
+  out->set_rendered(it->second);
+  return absl::OkStatus();
+}
+
+}  // namespace reprod::server

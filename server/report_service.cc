@@ -1,0 +1,35 @@
+#include "server/report_service.h"
+
+#include "server/proto_convert.h"
+#include "server/status_util.h"
+
+namespace reprod::server {
+
+grpc::Status ReportServiceImpl::GetReport(grpc::ServerContext* /*context*/,
+                                          const v1::GetReportRequest* request,
+                                          v1::Report* response) {
+  absl::StatusOr<storage::StoredReport> report =
+      env_.store->GetReport(request->id());
+  if (!report.ok()) return ToGrpcStatus(report.status());
+  return ToGrpcStatus(
+      ReportToProto(*report, request->format(), /*with_rendering=*/true,
+                    response));
+}
+
+grpc::Status ReportServiceImpl::ListReports(
+    grpc::ServerContext* /*context*/, const v1::ListReportsRequest* request,
+    v1::ListReportsResponse* response) {
+  const size_t limit = request->limit() == 0 ? 100 : request->limit();
+  absl::StatusOr<std::vector<storage::StoredReport>> reports =
+      env_.store->ListReports(request->run(), limit);
+  if (!reports.ok()) return ToGrpcStatus(reports.status());
+  for (const storage::StoredReport& r : *reports) {
+    absl::Status s = ReportToProto(r, v1::REPORT_FORMAT_UNSPECIFIED,
+                                   /*with_rendering=*/false,
+                                   response->add_reports());
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace reprod::server

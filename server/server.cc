@@ -1,0 +1,184 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "server/compare_service.h"
+#include "server/ingest_service.h"
+#include "server/report_service.h"
+#include "server/run_service.h"
+#include "spdlog/spdlog.h"
+#include "storage/memory/memory_store.h"
+#include "storage/rocksdb/rocksdb_store.h"
+
+namespace reprod::server {
+namespace {
+
+// Splits HOST:PORT ("[::1]:50051" for IPv6).
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
+    const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--listen '", listen, "' is not HOST:PORT (e.g. 127.0.0.1:50051)"));
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return std::pair{host, port};
+}
+
+}  // namespace
+
+absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
+  REPROD_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(listen));
+  const std::string& host = host_port.first;
+  return host == "localhost" || host == "::1" ||
+         absl::StartsWith(host, "127.");
+}
+
+struct ReprodServer::Impl {
+  std::unique_ptr<storage::Store> store;
+  std::unique_ptr<kernels::Backend> backend;
+  RunEvents events;
+  std::unique_ptr<RunServiceImpl> runs;
+  std::unique_ptr<IngestServiceImpl> ingest;
+  std::unique_ptr<CompareServiceImpl> compare;
+  std::unique_ptr<ReportServiceImpl> reports;
+  std::unique_ptr<grpc::Server> server;
+  absl::Mutex mu;
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+};
+
+absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
+    const ServerOptions& options) {
+  REPROD_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
+  REPROD_ASSIGN_OR_RETURN(bool loopback, IsLoopbackAddress(options.listen));
+  if (!loopback && !options.insecure) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "refusing to listen on non-loopback address ", options.listen,
+        " without authentication; tokens are not implemented yet, so pass "
+        "--insecure to accept anyone who can reach it, or listen on "
+        "127.0.0.1"));
+  }
+  if (!loopback) {
+    spdlog::warn("listening on {} with --insecure: anyone who can reach it "
+                 "can read and write every run",
+                 options.listen);
+  }
+
+  auto impl = std::make_unique<Impl>();
+  if (options.store == StoreKind::kMemory) {
+    impl->store = storage::CreateMemoryStore();
+    spdlog::info("store: memory (nothing survives a restart)");
+  } else {
+    REPROD_ASSIGN_OR_RETURN(impl->store,
+                            storage::OpenRocksDbStore(options.data_dir));
+    spdlog::info("store: rocksdb in {}", options.data_dir);
+  }
+  REPROD_ASSIGN_OR_RETURN(
+      impl->backend,
+      kernels::CreateBackend(options.backend, options.backend_threads));
+  spdlog::info("backend: {}", impl->backend->name());
+
+  ServiceEnv env;
+  env.store = impl->store.get();
+  env.backend = impl->backend.get();
+  env.events = &impl->events;
+  env.limits = options.limits;
+  impl->runs = std::make_unique<RunServiceImpl>(env);
+  impl->ingest = std::make_unique<IngestServiceImpl>(env);
+  impl->compare = std::make_unique<CompareServiceImpl>(env);
+  impl->reports = std::make_unique<ReportServiceImpl>(env);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
+                           &port);
+  // Chunks are at most max_chunk_bytes; leave room for the envelope, and
+  // never go below gRPC's 4 MiB default.
+  const uint64_t max_receive =
+      std::max<uint64_t>(4u << 20, options.limits.max_chunk_bytes + (64u << 10));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<uint64_t>(max_receive, std::numeric_limits<int>::max())));
+  builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+  builder.RegisterService(impl->runs.get());
+  builder.RegisterService(impl->ingest.get());
+  builder.RegisterService(impl->compare.get());
+  builder.RegisterService(impl->reports.get());
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        " (address in use or not local?); pick another with --listen"));
+  }
+  if (auto* health = impl->server->GetHealthCheckService()) {
+    health->SetServingStatus(true);
+  }
+  return std::unique_ptr<ReprodServer>(
+      new ReprodServer(std::move(impl), port, host_port.first));
+}
+
+ReprodServer::ReprodServer(std::unique_ptr<Impl> impl, int port,
+                           std::string host)
+    : impl_(std::move(impl)), port_(port), host_(std::move(host)) {}
+
+ReprodServer::~ReprodServer() {
+  Shutdown(absl::Seconds(5));
+  Wait();
+  // Services first (they point into the store), then the store: the
+  // member order of Impl destroys server before store.
+  impl_->server.reset();
+}
+
+std::string ReprodServer::address() const {
+  if (host_.find(':') != std::string::npos) {
+    return absl::StrCat("[", host_, "]:", port_);
+  }
+  return absl::StrCat(host_, ":", port_);
+}
+
+void ReprodServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shut_down) return;
+    impl_->shut_down = true;
+  }
+  spdlog::info("shutting down: no new calls; finishing tensors in flight");
+  if (auto* health = impl_->server->GetHealthCheckService()) {
+    health->SetServingStatus(false);
+  }
+  // Ingest streams stop after their current tensor is acked, watchers end;
+  // compares run to completion. Wait for them (up to `grace`), then shut
+  // gRPC down at once: with a deadline it would also wait for idle client
+  // connections to go away.
+  impl_->events.Shutdown();
+  const absl::Time deadline = absl::Now() + grace;
+  while (impl_->events.active_calls() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  if (const int left = impl_->events.active_calls(); left > 0) {
+    spdlog::warn("cancelling {} calls still running after {}", left,
+                 absl::FormatDuration(grace));
+  }
+  impl_->server->Shutdown(std::chrono::system_clock::now());
+}
+
+void ReprodServer::Wait() { impl_->server->Wait(); }
+
+}  // namespace reprod::server

@@ -1,0 +1,80 @@
+// File: server/server.h
+//
+// ReprodServer: owns the store, the backend, the event hub and the gRPC
+// server with every reprod.v1 service, standard health checking and server
+// reflection (so `grpcurl -plaintext HOST:PORT list` works).
+//
+//   ServerOptions options;                 // listen 127.0.0.1:50051, rocksdb
+//   options.data_dir = "/var/lib/reprod";
+//   absl::StatusOr<std::unique_ptr<ReprodServer>> server =
+//       ReprodServer::Start(options);
+//   (*server)->port();                     // the bound port (listen :0 too)
+//   (*server)->Shutdown(absl::Seconds(10));  // from a signal thread
+//   (*server)->Wait();
+//
+// Security default (DESIGN.md §Security defaults): listening on anything but
+// a loopback address needs `insecure` until tokens exist.
+//
+// Thread-safety: Shutdown may be called from any thread, once or more.
+#ifndef REPROD_SERVER_SERVER_H_
+#define REPROD_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kernels/backend.h"
+#include "server/service_env.h"
+
+namespace reprod::server {
+
+enum class StoreKind { kRocksDb, kMemory };
+
+struct ServerOptions {
+  // HOST:PORT; port 0 picks a free one (see ReprodServer::port()).
+  std::string listen = "127.0.0.1:50051";
+  bool insecure = false;  // allow non-loopback addresses without tokens
+  StoreKind store = StoreKind::kRocksDb;
+  std::string data_dir = "reprod-data";
+  kernels::BackendKind backend = kernels::BackendKind::kAuto;
+  int backend_threads = 0;  // 0 = all cores
+  ServerLimits limits;
+};
+
+// True for 127.0.0.0/8, ::1 and "localhost" hosts of HOST:PORT (IPv6 in
+// brackets). InvalidArgument when `listen` is not HOST:PORT.
+absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen);
+
+class ReprodServer {
+ public:
+  // Opens the store, creates the backend, starts listening. Errors:
+  // InvalidArgument (bad address, non-loopback without insecure),
+  // Unavailable (port in use), the store's errors (locked data dir, ...).
+  static absl::StatusOr<std::unique_ptr<ReprodServer>> Start(
+      const ServerOptions& options);
+
+  ~ReprodServer();
+
+  int port() const { return port_; }
+  std::string address() const;  // host:bound-port
+
+  // Stops accepting calls, wakes watchers (they end UNAVAILABLE), lets
+  // in-flight ingest finish its current tensor and ack it, cancels what is
+  // still running after `grace`. Closes the store in the destructor.
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown completes.
+  void Wait();
+
+ private:
+  struct Impl;
+  explicit ReprodServer(std::unique_ptr<Impl> impl, int port, std::string host);
+
+  std::unique_ptr<Impl> impl_;
+  int port_ = 0;
+  std::string host_;
+};
+
+}  // namespace reprod::server
+
+#endif  // REPROD_SERVER_SERVER_H_

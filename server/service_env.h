@@ -1,0 +1,35 @@
+// File: server/service_env.h
+//
+// What every service implementation shares: the store, the diff backend, the
+// event hub for Watch and the limits from the command line. Owned by
+// ReprodServer (server.h), which outlives the services.
+#ifndef REPROD_SERVER_SERVICE_ENV_H_
+#define REPROD_SERVER_SERVICE_ENV_H_
+
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "server/run_events.h"
+#include "storage/store.h"
+
+namespace reprod::server {
+
+struct ServerLimits {
+  // Largest TensorChunk.data accepted (bytes).
+  uint64_t max_chunk_bytes = uint64_t{1} << 20;
+  // Largest tensor accepted (bytes); larger ones are RESOURCE_EXHAUSTED.
+  uint64_t max_tensor_bytes = uint64_t{16} << 30;
+  // How often a Watch stream re-checks its runs without being woken.
+  int64_t watch_poll_ms = 500;
+};
+
+struct ServiceEnv {
+  storage::Store* store = nullptr;
+  kernels::Backend* backend = nullptr;
+  RunEvents* events = nullptr;
+  ServerLimits limits;
+};
+
+}  // namespace reprod::server
+
+#endif  // REPROD_SERVER_SERVICE_ENV_H_

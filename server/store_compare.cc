@@ -1,0 +1,539 @@
+#include "server/store_compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "common/dtype.h"
+#include "common/status_macros.h"
+#include "common/tensor.h"
+#include "core/pair_reducer.h"
+#include "core/run_index.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/internal/diff_kernel.h"
+#include "kernels/diff_stats.h"
+
+namespace reprod::server {
+namespace {
+
+using core::PlannedPair;
+using core::TensorPosition;
+using kernels::DiffStats;
+
+// The cpu backend's chunk grid (kernels/cpu/cpu_backend.cc MakePlan):
+// element-wise pairs are cut every kChunkElements elements; transposed
+// pairs every RoundUp(max(1, kChunkElements / cols), kTransposedRowAlign)
+// ref rows. Windows on this grid reduce bit-for-bit like the whole pair.
+constexpr int64_t kCpuChunk = kernels::CpuBackend::kChunkElements;
+constexpr int64_t kCpuRowAlign = kernels::internal::kTransposedRowAlign;
+
+// Buffer regions start on cache lines.
+constexpr size_t kRegionAlign = 64;
+
+size_t AlignUp(size_t x) {
+  return (x + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
+}
+
+// The largest unit * 2^k that is <= e when e >= unit (so windows hold a
+// power-of-two number of backend chunks and merge in the backend's tree
+// order); e itself otherwise.
+int64_t OnGrid(int64_t e, int64_t unit) {
+  if (e < unit) return e;
+  int64_t w = unit;
+  while (w <= e / 2) w *= 2;
+  return w;
+}
+
+int64_t ISqrt(int64_t x) {
+  auto r = static_cast<int64_t>(std::sqrt(static_cast<double>(x)));
+  while (r > 0 && r * r > x) --r;
+  while ((r + 1) * (r + 1) <= x) ++r;
+  return r;
+}
+
+// DiffStats::Merge in kernels::CpuBackend's pairwise-tree order.
+DiffStats TreeMerge(std::vector<DiffStats> parts) {
+  const size_t n = parts.size();
+  for (size_t width = 1; width < n; width *= 2) {
+    for (size_t i = 0; i + width < n; i += 2 * width) {
+      parts[i].Merge(parts[i + width]);
+    }
+  }
+  return n == 0 ? DiffStats() : parts[0];
+}
+
+absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
+  return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
+}
+
+// A run as listed from the store: its index, and every tensor's address
+// (parallel to the index).
+struct StoredRun {
+  std::string name;
+  std::string side;  // "ref" / "cand", for messages
+  core::RunIndex index;
+  std::vector<std::vector<storage::TensorAddress>> addresses;
+
+  const core::TensorInfo& Info(const TensorPosition& p) const {
+    return index.checkpoints[p.checkpoint].tensors[p.tensor];
+  }
+  const storage::TensorAddress& Address(const TensorPosition& p) const {
+    return addresses[p.checkpoint][p.tensor];
+  }
+  std::string Describe(const TensorPosition& p) const {
+    return absl::StrCat(side, " run '", name, "' tensor ",
+                        storage::AddressToString(Address(p)), ": ");
+  }
+};
+
+absl::StatusOr<StoredRun> ListRun(storage::Store& store, std::string_view name,
+                                  const std::string& side) {
+  StoredRun run;
+  run.name = std::string(name);
+  run.side = side;
+  run.index.name = run.name;
+  auto fail = [&](const absl::Status& s) {
+    if (s.code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(
+          absl::StrCat(side, " run '", run.name, "' not found: ", s.message()));
+    }
+    return Prefixed(s, absl::StrCat(side, " run '", run.name, "': "));
+  };
+  if (absl::Status s = store.GetRun(name).status(); !s.ok()) return fail(s);
+  absl::StatusOr<std::vector<storage::TensorMeta>> metas =
+      store.ListTensors(name);
+  if (!metas.ok()) return fail(metas.status());
+
+  std::map<std::string, size_t> checkpoints;
+  for (const storage::TensorMeta& meta : *metas) {
+    const storage::TensorHeader& h = meta.header;
+    const absl::StatusOr<int64_t> n = CheckedNumElements(h.shape, h.dtype);
+    if (DTypeSize(h.dtype) == 0 || !n.ok() ||
+        h.byte_length != static_cast<uint64_t>(*n) * DTypeSize(h.dtype)) {
+      return absl::DataLossError(absl::StrCat(
+          side, " run '", run.name, "' tensor ",
+          storage::AddressToString(h.address),
+          ": stored header is inconsistent (dtype ", static_cast<int>(h.dtype),
+          ", shape ", ShapeToString(h.shape), ", byte_length ", h.byte_length,
+          ")"));
+    }
+    auto [it, inserted] =
+        checkpoints.emplace(h.address.checkpoint, run.index.checkpoints.size());
+    if (inserted) {
+      run.index.checkpoints.push_back({h.address.checkpoint, {}});
+      run.addresses.emplace_back();
+    }
+    run.index.checkpoints[it->second].tensors.push_back(
+        core::TensorInfo{h.address.key, h.address.step, h.dtype, h.shape});
+    run.addresses[it->second].push_back(h.address);
+  }
+  return run;
+}
+
+// ---------------------------------------------------------------------------
+// Plan: the planned pairs cut into jobs. A job is what one buffer holds:
+// reads that fill it, then one CompareBatch over its tasks.
+
+enum Side { kRef = 0, kCand = 1 };
+
+// Reads `pieces` ranges of `length` bytes, `stride` bytes apart, starting at
+// byte `offset` of one tensor, into the job buffer at `dst` (packed).
+struct ReadOp {
+  Side side = kRef;
+  TensorPosition pos;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t stride = 0;
+  uint64_t pieces = 1;
+  size_t dst = 0;
+  bool last_use = false;  // the tensor's reader can be closed after it
+};
+
+// One pair (or window of a pair) to reduce under each of its options.
+struct JobTask {
+  size_t pair = 0;       // index into the planned pairs
+  size_t part = 0;       // window index within the pair
+  TensorView ref, cand;  // data unset: ref_dst / cand_dst in the buffer
+  size_t ref_dst = 0, cand_dst = 0;
+  bool transpose = false;
+  uint64_t index_base = 0;
+  // Column-split transposed tiles (tile_cols > 0): the backend reports flat
+  // indices of the (rows, tile_cols) tile; they are mapped to the whole
+  // tensor's (row0 + i) * tensor_cols + col0 + j before merging.
+  int64_t tile_cols = 0;
+  int64_t tensor_cols = 0, row0 = 0, col0 = 0;
+};
+
+struct Job {
+  std::vector<ReadOp> reads;
+  std::vector<JobTask> tasks;
+  size_t bytes = 0;
+
+  size_t Reserve(size_t n) {
+    const size_t at = bytes;
+    bytes += AlignUp(n);
+    return at;
+  }
+};
+
+class Planner {
+ public:
+  Planner(const StoredRun& ref, const StoredRun& cand,
+          const StoreCompareOptions& options)
+      : ref_(ref), cand_(cand), options_(options) {}
+
+  // Cuts `pairs` into jobs; parts()[i] is how many windows pair i has.
+  void Plan(absl::Span<const PlannedPair> pairs) {
+    parts_.assign(pairs.size(), 1);
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const PlannedPair& p = pairs[i];
+      const core::TensorInfo& r = ref_.Info(p.ref);
+      const core::TensorInfo& c = cand_.Info(p.cand);
+      const auto n = static_cast<uint64_t>(NumElements(r.shape));
+      const uint64_t bytes = n * DTypeSize(r.dtype) + n * DTypeSize(c.dtype);
+      if (bytes <= options_.small_pair_bytes) {
+        AddSmall(i, p, r, c);
+      } else if (p.transpose_cand) {
+        AddTransposedTiles(i, p, r, c);
+      } else {
+        AddFlatWindows(i, p, r, c);
+      }
+    }
+    if (!small_.tasks.empty()) jobs_.push_back(std::move(small_));
+    MarkLastUses();
+  }
+
+  std::vector<Job>& jobs() { return jobs_; }
+  const std::vector<size_t>& parts() const { return parts_; }
+
+ private:
+  static void AddRead(Job& job, Side side, const TensorPosition& pos,
+                      uint64_t offset, uint64_t length, uint64_t stride,
+                      uint64_t pieces, size_t dst) {
+    if (length == 0 || pieces == 0) return;
+    job.reads.push_back(
+        ReadOp{side, pos, offset, length, stride, pieces, dst, false});
+  }
+
+  void AddSmall(size_t i, const PlannedPair& p, const core::TensorInfo& r,
+                const core::TensorInfo& c) {
+    const uint64_t n = static_cast<uint64_t>(NumElements(r.shape));
+    const uint64_t rb = n * DTypeSize(r.dtype), cb = n * DTypeSize(c.dtype);
+    if (!small_.tasks.empty() &&
+        small_.bytes + AlignUp(rb) + AlignUp(cb) > options_.batch_bytes) {
+      jobs_.push_back(std::move(small_));
+      small_ = Job();
+    }
+    JobTask t;
+    t.pair = i;
+    t.ref = TensorView{r.dtype, r.shape, nullptr};
+    t.cand = TensorView{c.dtype, c.shape, nullptr};
+    t.ref_dst = small_.Reserve(rb);
+    t.cand_dst = small_.Reserve(cb);
+    t.transpose = p.transpose_cand;
+    AddRead(small_, kRef, p.ref, 0, rb, 0, 1, t.ref_dst);
+    AddRead(small_, kCand, p.cand, 0, cb, 0, 1, t.cand_dst);
+    small_.tasks.push_back(std::move(t));
+  }
+
+  // Elements per window: window_bytes on the wider side, on the backend's
+  // chunk grid when at least one chunk.
+  int64_t WindowElements(size_t rs, size_t cs) const {
+    const auto e = static_cast<int64_t>(std::min<size_t>(
+        options_.window_bytes / std::max(rs, cs), size_t{1} << 62));
+    return std::max<int64_t>(1, e);
+  }
+
+  void AddFlatWindows(size_t i, const PlannedPair& p, const core::TensorInfo& r,
+                      const core::TensorInfo& c) {
+    const size_t rs = DTypeSize(r.dtype), cs = DTypeSize(c.dtype);
+    const int64_t n = NumElements(r.shape);
+    const int64_t w = OnGrid(WindowElements(rs, cs), kCpuChunk);
+    parts_[i] = static_cast<size_t>((n + w - 1) / w);
+    size_t part = 0;
+    for (int64_t e0 = 0; e0 < n; e0 += w, ++part) {
+      const int64_t len = std::min(w, n - e0);
+      Job job;
+      JobTask t;
+      t.pair = i;
+      t.part = part;
+      t.ref = TensorView{r.dtype, Shape{len}, nullptr};
+      t.cand = TensorView{c.dtype, Shape{len}, nullptr};
+      t.ref_dst = job.Reserve(static_cast<size_t>(len) * rs);
+      t.cand_dst = job.Reserve(static_cast<size_t>(len) * cs);
+      t.index_base = static_cast<uint64_t>(e0);
+      AddRead(job, kRef, p.ref, static_cast<uint64_t>(e0) * rs,
+              static_cast<uint64_t>(len) * rs, 0, 1, t.ref_dst);
+      AddRead(job, kCand, p.cand, static_cast<uint64_t>(e0) * cs,
+              static_cast<uint64_t>(len) * cs, 0, 1, t.cand_dst);
+      job.tasks.push_back(std::move(t));
+      jobs_.push_back(std::move(job));
+    }
+  }
+
+  // ref (m, n) against cand (n, m): tiles of ref rows [r0, r0 + tr) and
+  // columns [c0, c0 + tc); cand's matching block is its rows [c0, c0 + tc),
+  // columns [r0, r0 + tr), i.e. the tile pair is itself a transposed pair.
+  void AddTransposedTiles(size_t i, const PlannedPair& p,
+                          const core::TensorInfo& r,
+                          const core::TensorInfo& c) {
+    const size_t rs = DTypeSize(r.dtype), cs = DTypeSize(c.dtype);
+    const int64_t m = r.shape[0], n = r.shape[1];
+    const int64_t e = WindowElements(rs, cs);
+    int64_t wr, wc;
+    if (n <= e) {  // whole rows
+      wc = n;
+      const int64_t rows_per_chunk =
+          (std::max<int64_t>(1, kCpuChunk / n) + kCpuRowAlign - 1) /
+          kCpuRowAlign * kCpuRowAlign;
+      wr = std::min(m, OnGrid(e / n, rows_per_chunk));
+    } else {  // a row is wider than the window: square-ish blocks
+      wr = std::min(m, std::max<int64_t>(1, ISqrt(e)));
+      wc = std::min(n, std::max<int64_t>(1, e / wr));
+    }
+    parts_[i] = static_cast<size_t>(((m + wr - 1) / wr) * ((n + wc - 1) / wc));
+    size_t part = 0;
+    for (int64_t r0 = 0; r0 < m; r0 += wr) {
+      const int64_t tr = std::min(wr, m - r0);
+      for (int64_t c0 = 0; c0 < n; c0 += wc, ++part) {
+        const int64_t tc = std::min(wc, n - c0);
+        Job job;
+        JobTask t;
+        t.pair = i;
+        t.part = part;
+        t.transpose = true;
+        t.ref = TensorView{r.dtype, Shape{tr, tc}, nullptr};
+        t.cand = TensorView{c.dtype, Shape{tc, tr}, nullptr};
+        t.ref_dst = job.Reserve(static_cast<size_t>(tr * tc) * rs);
+        t.cand_dst = job.Reserve(static_cast<size_t>(tr * tc) * cs);
+        if (tc == n) {
+          t.index_base = static_cast<uint64_t>(r0 * n);
+          AddRead(job, kRef, p.ref, static_cast<uint64_t>(r0 * n) * rs,
+                  static_cast<uint64_t>(tr * n) * rs, 0, 1, t.ref_dst);
+        } else {
+          t.tile_cols = tc;
+          t.tensor_cols = n;
+          t.row0 = r0;
+          t.col0 = c0;
+          AddRead(job, kRef, p.ref, static_cast<uint64_t>(r0 * n + c0) * rs,
+                  static_cast<uint64_t>(tc) * rs, static_cast<uint64_t>(n) * rs,
+                  static_cast<uint64_t>(tr), t.ref_dst);
+        }
+        if (tr == m) {
+          AddRead(job, kCand, p.cand, static_cast<uint64_t>(c0 * m) * cs,
+                  static_cast<uint64_t>(tc * m) * cs, 0, 1, t.cand_dst);
+        } else {
+          AddRead(job, kCand, p.cand, static_cast<uint64_t>(c0 * m + r0) * cs,
+                  static_cast<uint64_t>(tr) * cs, static_cast<uint64_t>(m) * cs,
+                  static_cast<uint64_t>(tc), t.cand_dst);
+        }
+        job.tasks.push_back(std::move(t));
+        jobs_.push_back(std::move(job));
+      }
+    }
+  }
+
+  void MarkLastUses() {
+    std::map<std::tuple<int, size_t, size_t>, ReadOp*> last;
+    for (Job& job : jobs_) {
+      for (ReadOp& op : job.reads) {
+        last[{op.side, op.pos.checkpoint, op.pos.tensor}] = &op;
+      }
+    }
+    for (auto& [key, op] : last) op->last_use = true;
+  }
+
+  const StoredRun& ref_;
+  const StoredRun& cand_;
+  const StoreCompareOptions& options_;
+  std::vector<Job> jobs_;
+  std::vector<size_t> parts_;
+  Job small_;
+};
+
+// ---------------------------------------------------------------------------
+// Execution.
+
+// Fills job buffers from the store, keeping a tensor's reader open across
+// the jobs that read it. Used by one thread at a time.
+class JobReader {
+ public:
+  JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand)
+      : store_(store), runs_{&ref, &cand} {}
+
+  absl::Status Fill(const Job& job, uint8_t* buffer) {
+    for (const ReadOp& op : job.reads) {
+      const StoredRun& run = *runs_[op.side];
+      const Key key{op.side, op.pos.checkpoint, op.pos.tensor};
+      auto it = readers_.find(key);
+      if (it == readers_.end()) {
+        absl::StatusOr<std::unique_ptr<storage::TensorReader>> reader =
+            store_.OpenTensor(run.name, run.Address(op.pos));
+        if (!reader.ok()) {
+          return Prefixed(reader.status(), run.Describe(op.pos));
+        }
+        it = readers_.emplace(key, *std::move(reader)).first;
+      }
+      for (uint64_t k = 0; k < op.pieces; ++k) {
+        absl::Status s = it->second->Read(
+            op.offset + k * op.stride,
+            absl::MakeSpan(buffer + op.dst + k * op.length, op.length));
+        if (!s.ok()) return Prefixed(s, run.Describe(op.pos));
+      }
+      if (op.last_use) readers_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  using Key = std::tuple<int, size_t, size_t>;
+  storage::Store& store_;
+  const StoredRun* runs_[2];
+  std::map<Key, std::unique_ptr<storage::TensorReader>> readers_;
+};
+
+// Reduces one filled job; partials[pair][part * options + k].
+absl::Status ReduceJob(const Job& job, const uint8_t* buffer,
+                       absl::Span<const PlannedPair> pairs,
+                       kernels::Backend& backend,
+                       std::vector<std::vector<DiffStats>>& partials) {
+  std::vector<kernels::DiffTask> tasks;
+  for (const JobTask& t : job.tasks) {
+    for (const kernels::DiffOptions& o : pairs[t.pair].options) {
+      kernels::DiffTask d;
+      d.ref = t.ref;
+      d.ref.data = buffer + t.ref_dst;
+      d.cand = t.cand;
+      d.cand.data = buffer + t.cand_dst;
+      d.transpose_cand = t.transpose;
+      d.index_base = t.index_base;
+      d.options = o;
+      tasks.push_back(std::move(d));
+    }
+  }
+  std::vector<DiffStats> stats(tasks.size());
+  REPROD_RETURN_IF_ERROR(backend.CompareBatch(tasks, absl::MakeSpan(stats)));
+  size_t k = 0;
+  for (const JobTask& t : job.tasks) {
+    const size_t num_options = pairs[t.pair].options.size();
+    for (size_t o = 0; o < num_options; ++o, ++k) {
+      DiffStats& s = stats[k];
+      if (t.tile_cols > 0 && s.count > 0) {
+        const auto cols = static_cast<uint64_t>(t.tile_cols);
+        const uint64_t row = s.max_index / cols, col = s.max_index % cols;
+        s.max_index = (static_cast<uint64_t>(t.row0) + row) *
+                          static_cast<uint64_t>(t.tensor_cols) +
+                      static_cast<uint64_t>(t.col0) + col;
+      }
+      partials[t.pair][t.part * num_options + o] = s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+class StoreReducer final : public core::PairReducer {
+ public:
+  StoreReducer(storage::Store& store, const StoredRun& ref,
+               const StoredRun& cand, kernels::Backend& backend,
+               const StoreCompareOptions& options)
+      : store_(store),
+        ref_(ref),
+        cand_(cand),
+        backend_(backend),
+        options_(options) {}
+
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
+                      absl::Span<DiffStats> out) override {
+    Planner planner(ref_, cand_, options_);
+    planner.Plan(pairs);
+    std::vector<Job>& jobs = planner.jobs();
+    std::vector<std::vector<DiffStats>> partials(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      partials[i].resize(planner.parts()[i] * pairs[i].options.size());
+    }
+
+    size_t buffer_bytes = 0;
+    for (const Job& job : jobs) {
+      buffer_bytes = std::max(buffer_bytes, job.bytes);
+    }
+    std::unique_ptr<uint8_t[]> buffers[2];
+    for (size_t b = 0; b < std::min<size_t>(2, jobs.size()); ++b) {
+      if (buffer_bytes > 0) {
+        buffers[b] = std::make_unique_for_overwrite<uint8_t[]>(buffer_bytes);
+      }
+    }
+
+    // Double buffering: job j + 1 is read on a second thread while job j
+    // is reduced. The reader is only touched by one read at a time.
+    JobReader reader(store_, ref_, cand_);
+    auto read = [&](size_t j) {
+      // async | deferred: libstdc++ falls back to reading on this thread
+      // when no thread can be started.
+      return std::async(std::launch::async | std::launch::deferred,
+                        [&reader, &jobs, &buffers, j] {
+                          return reader.Fill(jobs[j], buffers[j % 2].get());
+                        });
+    };
+    std::future<absl::Status> next;
+    if (!jobs.empty()) next = read(0);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      REPROD_RETURN_IF_ERROR(next.get());
+      if (j + 1 < jobs.size()) next = read(j + 1);
+      absl::Status s =
+          ReduceJob(jobs[j], buffers[j % 2].get(), pairs, backend_, partials);
+      if (!s.ok()) {
+        if (next.valid()) next.wait();
+        return s;
+      }
+    }
+
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const size_t num_options = pairs[i].options.size();
+      for (size_t o = 0; o < num_options; ++o) {
+        std::vector<DiffStats> windows;
+        windows.reserve(planner.parts()[i]);
+        for (size_t w = 0; w < planner.parts()[i]; ++w) {
+          windows.push_back(partials[i][w * num_options + o]);
+        }
+        out[pairs[i].stats_offset + o] = TreeMerge(std::move(windows));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  storage::Store& store_;
+  const StoredRun& ref_;
+  const StoredRun& cand_;
+  kernels::Backend& backend_;
+  const StoreCompareOptions& options_;
+};
+
+}  // namespace
+
+absl::StatusOr<core::Report> CompareStoredRuns(
+    storage::Store& store, std::string_view ref_run, std::string_view cand_run,
+    const core::Policy& policy, kernels::Backend& backend,
+    const StoreCompareOptions& options) {
+  if (options.window_bytes == 0 || options.batch_bytes == 0) {
+    return absl::InvalidArgumentError(
+        "CompareStoredRuns: window_bytes and batch_bytes must be positive");
+  }
+  REPROD_ASSIGN_OR_RETURN(StoredRun ref, ListRun(store, ref_run, "ref"));
+  REPROD_ASSIGN_OR_RETURN(StoredRun cand, ListRun(store, cand_run, "cand"));
+  StoreReducer reducer(store, ref, cand, backend, options);
+  return core::CompareIndexed(ref.index, cand.index, policy, reducer,
+                              std::string(backend.name()), options.compare);
+}
+
+}  // namespace reprod::server

@@ -1,0 +1,799 @@
+// CompareStoredRuns gives the report core::CompareRuns gives for the same
+// tensors in memory, on every path: batched small pairs, element-wise
+// windows (mixed dtypes, windows not dividing the tensor, one-element
+// windows), transposed row tiles and column-split tiles; bit-for-bit on the
+// cpu backend's chunk grid.
+#include "server/store_compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/crc32c.h"
+#include "common/half.h"
+#include "common/tensor.h"
+#include "core/compare.h"
+#include "core/policy.h"
+#include "core/report.h"
+#include "core/run_data.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "storage/memory/memory_store.h"
+#include "storage/store.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reprod::server {
+namespace {
+
+using ::reprod::testing::IsOk;
+using ::reprod::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr int64_t kChunk = kernels::CpuBackend::kChunkElements;
+
+// ---------------------------------------------------------------------------
+// Building runs: the same tensors into a memory Store and into RunData.
+
+struct Item {
+  std::string checkpoint;
+  std::string key;
+  std::optional<int64_t> step;
+  Tensor tensor;
+};
+
+// Random values of any dtype; floating types get a spread of magnitudes.
+class Gen {
+ public:
+  explicit Gen(uint32_t seed) : rng_(seed) {}
+
+  Tensor Random(DType dtype, const Shape& shape) {
+    Tensor t = *Tensor::Allocate(dtype, shape);
+    auto* p = static_cast<uint8_t*>(t.mutable_data());
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+      Store(dtype, p, i, Value());
+    }
+    return t;
+  }
+
+  // `t` with small perturbations (about one element in three), same dtype.
+  Tensor Perturb(const Tensor& t, double scale) {
+    return Convert(t, t.dtype(), scale);
+  }
+
+  // `t`'s values in another dtype, perturbed by `scale`.
+  Tensor Convert(const Tensor& t, DType dtype, double scale) {
+    Tensor out = *Tensor::Allocate(dtype, t.shape());
+    auto* p = static_cast<uint8_t*>(out.mutable_data());
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+      double v = Load(t, i);
+      if (std::uniform_int_distribution<int>(0, 2)(rng_) == 0) {
+        v += scale * std::uniform_real_distribution<double>(-1, 1)(rng_);
+      }
+      Store(dtype, p, i, v);
+    }
+    return out;
+  }
+
+  // 2-D (m, n) -> (n, m), values converted to `dtype` and perturbed.
+  Tensor Transposed(const Tensor& t, DType dtype, double scale) {
+    const int64_t m = t.shape()[0], n = t.shape()[1];
+    Tensor out = *Tensor::Allocate(dtype, Shape{n, m});
+    auto* p = static_cast<uint8_t*>(out.mutable_data());
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double v = Load(t, i * n + j);
+        if (std::uniform_int_distribution<int>(0, 2)(rng_) == 0) {
+          v += scale * std::uniform_real_distribution<double>(-1, 1)(rng_);
+        }
+        Store(dtype, p, j * m + i, v);
+      }
+    }
+    return out;
+  }
+
+  static double Load(const Tensor& t, int64_t i) {
+    const auto* p = static_cast<const uint8_t*>(t.data()) +
+                    static_cast<size_t>(i) * DTypeSize(t.dtype());
+    auto get = [p](auto x) {
+      std::memcpy(&x, p, sizeof(x));
+      return x;
+    };
+    switch (t.dtype()) {
+      case DType::kBool:
+        return get(uint8_t{}) != 0;
+      case DType::kInt8:
+        return get(int8_t{});
+      case DType::kUInt8:
+        return get(uint8_t{});
+      case DType::kInt16:
+        return get(int16_t{});
+      case DType::kInt32:
+        return get(int32_t{});
+      case DType::kInt64:
+        return static_cast<double>(get(int64_t{}));
+      case DType::kFloat16:
+        return Float16ToFloat(get(uint16_t{}));
+      case DType::kBFloat16:
+        return BFloat16ToFloat(get(uint16_t{}));
+      case DType::kFloat32:
+        return get(float{});
+      case DType::kFloat64:
+        return get(double{});
+    }
+    return 0;
+  }
+
+  static void Set(Tensor& t, int64_t i, double v) {
+    Store(t.dtype(), static_cast<uint8_t*>(t.mutable_data()), i, v);
+  }
+
+ private:
+  double Value() {
+    const double mag =
+        std::pow(10.0, std::uniform_int_distribution<int>(-3, 2)(rng_));
+    return mag * std::uniform_real_distribution<double>(-1, 1)(rng_);
+  }
+
+  // float -> float16, round to nearest (test values are far below
+  // float16's largest finite value).
+  static uint16_t ToHalf(float f) {
+    if (std::isnan(f)) return 0x7e00;
+    const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+    float a = std::fabs(f);
+    if (a == 0) return sign;
+    const float q = std::ldexp(1.0f, std::max(std::ilogb(a), -14) - 10);
+    a = std::nearbyint(a / q) * q;
+    if (a == 0) return sign;
+    const int e = std::ilogb(a);
+    if (e < -14) {  // subnormal: a multiple of 2^-24
+      return static_cast<uint16_t>(
+          sign | static_cast<uint16_t>(a / std::ldexp(1.0f, -24)));
+    }
+    const auto mant =
+        static_cast<uint16_t>((a / std::ldexp(1.0f, e) - 1.0f) * 1024.0f);
+    return static_cast<uint16_t>(sign | ((e + 15) << 10) | mant);
+  }
+
+  static void Store(DType dtype, uint8_t* base, int64_t i, double v) {
+    uint8_t* p = base + static_cast<size_t>(i) * DTypeSize(dtype);
+    auto put = [p](auto x) { std::memcpy(p, &x, sizeof(x)); };
+    const double iv = std::isfinite(v) ? std::round(v * 10) : 0;
+    switch (dtype) {
+      case DType::kBool:
+        return put(static_cast<uint8_t>(v > 0));
+      case DType::kInt8:
+        return put(static_cast<int8_t>(std::clamp(iv, -100.0, 100.0)));
+      case DType::kUInt8:
+        return put(static_cast<uint8_t>(std::clamp(iv, 0.0, 200.0)));
+      case DType::kInt16:
+        return put(static_cast<int16_t>(iv));
+      case DType::kInt32:
+        return put(static_cast<int32_t>(iv));
+      case DType::kInt64:
+        return put(static_cast<int64_t>(iv));
+      case DType::kFloat16:
+        return put(ToHalf(static_cast<float>(v)));
+      case DType::kBFloat16:
+        return put(FloatToBFloat16(static_cast<float>(v)));
+      case DType::kFloat32:
+        return put(static_cast<float>(v));
+      case DType::kFloat64:
+        return put(v);
+    }
+  }
+
+  std::mt19937 rng_;
+};
+
+void PutTensor(storage::Store& store, const std::string& run,
+               const Item& item) {
+  storage::TensorHeader h;
+  h.address = {item.checkpoint, item.key, item.step};
+  h.dtype = item.tensor.dtype();
+  h.shape = item.tensor.shape();
+  h.byte_length = item.tensor.num_bytes();
+  h.crc32c = Crc32c(item.tensor.data(), item.tensor.num_bytes());
+  absl::StatusOr<std::unique_ptr<storage::TensorWriter>> w =
+      store.BeginTensor(run, h);
+  ASSERT_THAT(w, IsOk());
+  const auto* bytes = static_cast<const uint8_t*>(item.tensor.data());
+  size_t done = 0;
+  while (done < h.byte_length) {  // a few appends per tensor
+    const size_t n = std::min<size_t>(h.byte_length - done, 1000);
+    ASSERT_THAT((*w)->Append(absl::MakeConstSpan(bytes + done, n)), IsOk());
+    done += n;
+  }
+  ASSERT_THAT((*w)->Commit(), IsOk());
+}
+
+// Stores `items` (in this order: the arrival order) as run `name` and
+// returns the same run as RunData (checkpoints by first tensor).
+core::RunData AddRun(storage::Store& store, const std::string& name,
+                     const std::vector<Item>& items) {
+  storage::RunInfo info;
+  info.name = name;
+  EXPECT_THAT(store.CreateRun(info), IsOk());
+  core::RunData run;
+  run.name = name;
+  std::map<std::string, size_t> cps;
+  for (const Item& item : items) {
+    PutTensor(store, name, item);
+    auto [it, inserted] = cps.emplace(item.checkpoint, run.checkpoints.size());
+    if (inserted) run.checkpoints.push_back({item.checkpoint, {}});
+    run.checkpoints[it->second].tensors.push_back(
+        {item.key, item.step, item.tensor});
+  }
+  return run;
+}
+
+// ---------------------------------------------------------------------------
+// Report comparison.
+
+void ExpectSum(double stored, double memory, bool exact, const char* what) {
+  if (exact || std::isnan(memory) || std::isinf(memory)) {
+    if (std::isnan(memory)) {
+      EXPECT_TRUE(std::isnan(stored)) << what;
+    } else {
+      EXPECT_EQ(stored, memory) << what;
+    }
+    return;
+  }
+  EXPECT_NEAR(stored, memory,
+              1e-12 * std::max(std::fabs(stored), std::fabs(memory)))
+      << what;
+}
+
+bool SumMetric(core::Metric m) {
+  return m == core::Metric::kMeanAbs || m == core::Metric::kMeanRel ||
+         m == core::Metric::kRmse || m == core::Metric::kCosine;
+}
+
+void ExpectSameStats(const kernels::DiffStats& s, const kernels::DiffStats& m,
+                     bool exact) {
+  EXPECT_EQ(s.count, m.count);
+  EXPECT_EQ(s.nan_diff, m.nan_diff);
+  EXPECT_EQ(s.inf_diff, m.inf_diff);
+  EXPECT_EQ(s.mismatches, m.mismatches);
+  EXPECT_EQ(s.nan_ref, m.nan_ref);
+  EXPECT_EQ(s.nan_cand, m.nan_cand);
+  EXPECT_EQ(s.inf_ref, m.inf_ref);
+  EXPECT_EQ(s.inf_cand, m.inf_cand);
+  ExpectSum(s.sum_abs, m.sum_abs, exact, "sum_abs");
+  ExpectSum(s.sum_sq, m.sum_sq, exact, "sum_sq");
+  ExpectSum(s.sum_rel, m.sum_rel, exact, "sum_rel");
+  ExpectSum(s.dot, m.dot, exact, "dot");
+  ExpectSum(s.ref_sq, m.ref_sq, exact, "ref_sq");
+  ExpectSum(s.cand_sq, m.cand_sq, exact, "cand_sq");
+  EXPECT_EQ(s.max_rel, m.max_rel);
+  EXPECT_EQ(s.min_abs, m.min_abs);
+  if (std::isnan(m.max_abs)) {
+    EXPECT_TRUE(std::isnan(s.max_abs));
+  } else {
+    EXPECT_EQ(s.max_abs, m.max_abs);
+  }
+  EXPECT_EQ(s.max_index, m.max_index);
+  EXPECT_EQ(std::isnan(s.ref_at_max), std::isnan(m.ref_at_max));
+  if (!std::isnan(m.ref_at_max)) {
+    EXPECT_EQ(s.ref_at_max, m.ref_at_max);
+  }
+  EXPECT_EQ(std::isnan(s.cand_at_max), std::isnan(m.cand_at_max));
+  if (!std::isnan(m.cand_at_max)) {
+    EXPECT_EQ(s.cand_at_max, m.cand_at_max);
+  }
+  EXPECT_EQ(s.histogram, m.histogram);
+}
+
+// The part of a reason that never depends on the rounding of sums.
+std::string ExactPart(const std::string& reason) {
+  const size_t at = reason.find("; largest error at");
+  return at == std::string::npos ? std::string() : reason.substr(at);
+}
+
+// `stored` (CompareStoredRuns) against `memory` (CompareRuns): equal in
+// every field; sums (and what derives from them) exactly when `exact`, else
+// to 1e-12 relative.
+void ExpectSameReport(const core::Report& stored, const core::Report& memory,
+                      bool exact) {
+  EXPECT_EQ(stored.passed, memory.passed);
+  EXPECT_EQ(stored.ref, memory.ref);
+  EXPECT_EQ(stored.cand, memory.cand);
+  EXPECT_EQ(stored.policy, memory.policy);
+  EXPECT_EQ(stored.backend, memory.backend);
+  EXPECT_EQ(stored.summary.tensors, memory.summary.tensors);
+  EXPECT_EQ(stored.summary.passed, memory.summary.passed);
+  EXPECT_EQ(stored.summary.warned, memory.summary.warned);
+  EXPECT_EQ(stored.summary.failed, memory.summary.failed);
+  EXPECT_EQ(stored.summary.missing_in_ref, memory.summary.missing_in_ref);
+  EXPECT_EQ(stored.summary.missing_in_cand, memory.summary.missing_in_cand);
+  ASSERT_EQ(stored.first_failure.has_value(), memory.first_failure.has_value());
+  if (memory.first_failure) {
+    EXPECT_EQ(stored.first_failure->checkpoint,
+              memory.first_failure->checkpoint);
+    EXPECT_EQ(stored.first_failure->key, memory.first_failure->key);
+    EXPECT_EQ(stored.first_failure->step, memory.first_failure->step);
+  }
+  ASSERT_EQ(stored.checkpoints.size(), memory.checkpoints.size());
+  for (size_t i = 0; i < memory.checkpoints.size(); ++i) {
+    const core::CheckpointResult& s = stored.checkpoints[i];
+    const core::CheckpointResult& m = memory.checkpoints[i];
+    SCOPED_TRACE("checkpoint " + m.name);
+    EXPECT_EQ(s.name, m.name);
+    EXPECT_EQ(s.passed, m.passed);
+    EXPECT_EQ(s.tensors, m.tensors);
+    EXPECT_EQ(s.passed_tensors, m.passed_tensors);
+    EXPECT_EQ(s.warned_tensors, m.warned_tensors);
+    EXPECT_EQ(s.failed_tensors, m.failed_tensors);
+    EXPECT_EQ(s.reasons, m.reasons);
+    EXPECT_EQ(s.steps, m.steps);
+    EXPECT_EQ(s.min_steps, m.min_steps);
+    EXPECT_EQ(s.present_in_ref, m.present_in_ref);
+    EXPECT_EQ(s.present_in_cand, m.present_in_cand);
+    ASSERT_EQ(s.worst.has_value(), m.worst.has_value());
+    if (m.worst) {
+      EXPECT_EQ(s.worst->key, m.worst->key);
+      EXPECT_EQ(s.worst->step, m.worst->step);
+      EXPECT_EQ(s.worst->metric, m.worst->metric);
+      ExpectSum(s.worst->value, m.worst->value, exact, "worst");
+      EXPECT_EQ(s.worst->bound, m.worst->bound);
+      EXPECT_EQ(s.worst->kind, m.worst->kind);
+    }
+  }
+  ASSERT_EQ(stored.tensors.size(), memory.tensors.size());
+  for (size_t i = 0; i < memory.tensors.size(); ++i) {
+    const core::TensorResult& s = stored.tensors[i];
+    const core::TensorResult& m = memory.tensors[i];
+    SCOPED_TRACE("tensor " + m.checkpoint + "/" + m.DisplayKey());
+    EXPECT_EQ(s.checkpoint, m.checkpoint);
+    EXPECT_EQ(s.key, m.key);
+    EXPECT_EQ(s.cand_key, m.cand_key);
+    EXPECT_EQ(s.step, m.step);
+    EXPECT_EQ(s.status, m.status);
+    EXPECT_EQ(s.dtype_ref, m.dtype_ref);
+    EXPECT_EQ(s.dtype_cand, m.dtype_cand);
+    EXPECT_EQ(s.shape_ref, m.shape_ref);
+    EXPECT_EQ(s.shape_cand, m.shape_cand);
+    EXPECT_EQ(s.transposed, m.transposed);
+    ASSERT_EQ(s.stats.has_value(), m.stats.has_value());
+    if (m.stats) ExpectSameStats(*s.stats, *m.stats, exact);
+    EXPECT_EQ(s.stats_tolerance, m.stats_tolerance);
+    EXPECT_EQ(s.max_abs_index, m.max_abs_index);
+    ASSERT_EQ(s.checks.size(), m.checks.size());
+    for (size_t c = 0; c < m.checks.size(); ++c) {
+      const core::CheckResult& sc = s.checks[c];
+      const core::CheckResult& mc = m.checks[c];
+      EXPECT_EQ(sc.check.metric, mc.check.metric);
+      EXPECT_EQ(sc.check.kind, mc.check.kind);
+      EXPECT_EQ(sc.check.bound, mc.check.bound);
+      EXPECT_EQ(sc.check.warn, mc.check.warn);
+      EXPECT_EQ(sc.check.atol, mc.check.atol);
+      EXPECT_EQ(sc.check.rtol, mc.check.rtol);
+      ExpectSum(sc.value, mc.value, exact || !SumMetric(mc.check.metric),
+                "check value");
+      EXPECT_EQ(sc.status, mc.status);
+      EXPECT_EQ(sc.tolerance, mc.tolerance);
+    }
+    EXPECT_EQ(s.policy_source, m.policy_source);
+    if (exact) {
+      EXPECT_EQ(s.reason, m.reason);
+    } else {
+      EXPECT_EQ(ExactPart(s.reason), ExactPart(m.reason));
+      EXPECT_EQ(s.reason.empty(), m.reason.empty());
+    }
+    EXPECT_EQ(s.notes, m.notes);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The mixed runs.
+
+struct Runs {
+  std::unique_ptr<storage::Store> store = storage::CreateMemoryStore();
+  core::RunData ref, cand;
+};
+
+Runs MixedRuns(uint32_t seed) {
+  Gen g(seed);
+  Runs runs;
+  std::vector<Item> ref, cand;
+  auto pair = [&](const std::string& cp, const std::string& key,
+                  std::optional<int64_t> step, Tensor r, Tensor c) {
+    ref.push_back({cp, key, step, std::move(r)});
+    cand.push_back({cp, key, step, std::move(c)});
+  };
+  const DType f32 = DType::kFloat32;
+  // Element-wise pairs of many sizes and dtypes.
+  for (int64_t n : {1, 7, 100, 1001, 4099}) {
+    Tensor r = g.Random(f32, {n});
+    pair("forward", "f32_" + std::to_string(n), {}, r, g.Perturb(r, 1e-4));
+  }
+  {
+    Tensor r = g.Random(f32, {3, 5, 7});
+    pair("forward", "f32_vs_f16", {}, r, g.Convert(r, DType::kFloat16, 0));
+    Tensor h = g.Random(DType::kFloat16, {999});
+    pair("forward", "f16_vs_f64", {}, h, g.Convert(h, DType::kFloat64, 1e-3));
+    Tensor b = g.Random(DType::kBFloat16, {17, 31});
+    pair("forward", "bf16", {}, b, g.Perturb(b, 1e-2));
+    Tensor d = g.Random(DType::kFloat64, {2000});
+    pair("forward", "f64", {}, d, g.Perturb(d, 1e-9));
+    Tensor i = g.Random(DType::kInt32, {333});
+    pair("forward", "i32_vs_i64", {}, i, g.Convert(i, DType::kInt64, 2));
+    Tensor u = g.Random(DType::kUInt8, {77});
+    pair("forward", "u8_vs_i16", {}, u, g.Convert(u, DType::kInt16, 0));
+    Tensor bo = g.Random(DType::kBool, {50});
+    pair("forward", "bool", {}, bo, g.Perturb(bo, 1));
+    Tensor i8 = g.Random(DType::kInt8, {65});
+    pair("forward", "i8_vs_f32", {}, i8, g.Convert(i8, f32, 0.5));
+  }
+  // NaN and infinities.
+  {
+    Tensor r = g.Random(f32, {500});
+    Tensor c = g.Perturb(r, 1e-5);
+    Gen::Set(c, 123, std::numeric_limits<double>::quiet_NaN());
+    Gen::Set(r, 400, std::numeric_limits<double>::quiet_NaN());
+    pair("forward", "with_nan", {}, r, c);
+    Tensor ri = g.Random(DType::kFloat64, {300});
+    Tensor ci = g.Perturb(ri, 1e-5);
+    Gen::Set(ri, 10, std::numeric_limits<double>::infinity());
+    Gen::Set(ci, 10, std::numeric_limits<double>::infinity());
+    Gen::Set(ci, 200, -std::numeric_limits<double>::infinity());
+    pair("forward", "with_inf", {}, ri, ci);
+  }
+  // 0-d and empty tensors.
+  pair("forward", "scalar", {}, g.Random(f32, {}), g.Random(f32, {}));
+  pair("forward", "empty", {}, g.Random(f32, {0}), g.Random(f32, {0}));
+  pair("forward", "empty2d", {}, g.Random(f32, {3, 0}),
+       g.Random(DType::kFloat16, {3, 0}));
+  // Transposed 2-D pairs (transpose: auto), mixed dtypes too.
+  {
+    Tensor w = g.Random(f32, {13, 7});
+    pair("forward", "fc.weight", {}, w, g.Transposed(w, f32, 1e-4));
+    Tensor w2 = g.Random(f32, {50, 37});
+    pair("forward", "proj.weight", {}, w2,
+         g.Transposed(w2, DType::kFloat16, 0));
+    Tensor w3 = g.Random(DType::kFloat64, {3, 200});
+    pair("forward", "wide.weight", {}, w3, g.Transposed(w3, f32, 1e-3));
+  }
+  // Steps.
+  for (int64_t step = 0; step < 3; ++step) {
+    Tensor l = g.Random(f32, {});
+    pair("loss", "loss", step, l, g.Perturb(l, 1e-7));
+    Tensor gr = g.Random(f32, {64, 3});
+    pair("bp_align", "grad", step, gr, g.Perturb(gr, 1e-6));
+  }
+  // Shape mismatch, missing keys on both sides, a renamed key.
+  ref.push_back({"forward", "col", {}, g.Random(f32, {4, 1})});
+  cand.push_back({"forward", "col", {}, g.Random(f32, {4})});
+  ref.push_back({"forward", "only_in_ref", {}, g.Random(f32, {3})});
+  cand.push_back({"forward", "only_in_cand", {}, g.Random(f32, {3})});
+  {
+    Tensor r = g.Random(f32, {600});
+    ref.push_back({"forward", "encoder.layer.0", {}, r});
+    cand.push_back({"forward", "encoder.layers.0", {}, g.Perturb(r, 1e-6)});
+  }
+  // A checkpoint only in cand.
+  cand.push_back({"metric", "acc", {}, g.Random(f32, {})});
+
+  // Arrival order: interleave checkpoints (steps arrive in between).
+  std::stable_partition(ref.begin(), ref.end(),
+                        [](const Item& i) { return i.step != 1; });
+  runs.ref = AddRun(*runs.store, "team/torch", ref);
+  runs.cand = AddRun(*runs.store, "team/paddle", cand);
+  return runs;
+}
+
+// Several checks per key: two allclose tolerances (two reductions per pair),
+// a sum-based metric, max_abs, cosine; rename; transpose auto.
+core::Policy MixedPolicy() {
+  core::Policy p = *core::PresetPolicy("reprod");
+  p.name = "mixed";
+  p.defaults = {core::MaxCheck(core::Metric::kMeanAbs, 1e-4),
+                core::MaxCheck(core::Metric::kMaxAbs, 1e-2, 1e-3),
+                core::MinCheck(core::Metric::kCosine, 0.999),
+                core::AllcloseCheck(),
+                core::AllcloseCheck(1e-3, 1e-3),
+                core::MaxCheck(core::Metric::kRmse, 1e-3)};
+  core::Rule r;
+  r.match = "bp_align/*";
+  r.checks = {core::MaxCheck(core::Metric::kMismatchRatio, 0.5),
+              core::MaxCheck(core::Metric::kMeanRel, 1e-3)};
+  r.checks[0].atol = 1e-7;
+  r.checks[0].rtol = 0;
+  r.equal_nan = true;
+  p.rules = {r};
+  p.checkpoints = {{"bp_align", core::CheckpointPolicy{{}, 2, std::nullopt}}};
+  p.rename = {{"encoder.layers.", "encoder.layer."}};
+  p.required = {"forward", "loss", "absent"};
+  return p;
+}
+
+class StoreCompareTest : public ::testing::Test {
+ protected:
+  kernels::CpuBackend backend_{2};
+};
+
+TEST_F(StoreCompareTest, SameReportAsCompareRunsOnEveryPath) {
+  Runs runs = MixedRuns(7);
+  const core::Policy policy = MixedPolicy();
+  ASSERT_OK_AND_ASSIGN(
+      core::Report memory,
+      core::CompareRuns(runs.ref, runs.cand, policy, backend_));
+  // Sanity: the report exercises what it should.
+  EXPECT_GT(memory.summary.failed, 0);
+  EXPECT_EQ(memory.summary.missing_in_ref, 2);  // only_in_cand, metric/acc
+  EXPECT_EQ(memory.summary.missing_in_cand, 1);
+
+  struct Case {
+    const char* name;
+    size_t small_pair_bytes, batch_bytes, window_bytes;
+    bool exact;
+  };
+  const Case cases[] = {
+      {"defaults: all batched", size_t{4} << 20, size_t{64} << 20,
+       size_t{16} << 20, true},
+      {"tiny batches", size_t{4} << 20, 1, size_t{16} << 20, true},
+      {"all windowed, 24-byte windows", 0, 1, 24, false},
+      {"mixed, 40-byte windows", 64, 200, 40, false},
+      {"one-element windows", 0, 1000, 1, false},
+      {"windows of 1000 bytes", 2000, 5000, 1000, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    StoreCompareOptions options;
+    options.small_pair_bytes = c.small_pair_bytes;
+    options.batch_bytes = c.batch_bytes;
+    options.window_bytes = c.window_bytes;
+    ASSERT_OK_AND_ASSIGN(
+        core::Report stored,
+        CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                          backend_, options));
+    ExpectSameReport(stored, memory, c.exact);
+  }
+}
+
+TEST_F(StoreCompareTest, BitExactOnTheBackendChunkGrid) {
+  Gen g(11);
+  const DType f32 = DType::kFloat32;
+  Tensor flat = g.Random(f32, {9 * kChunk + 12345});
+  Tensor mixed = g.Random(DType::kFloat64, {3 * kChunk + 7});
+  Tensor w = g.Random(f32, {4000, 300});
+  Tensor wide = g.Random(f32, {2, 5 * kChunk});  // rows wider than a window
+  std::vector<Item> ref = {{"fwd", "flat", {}, flat},
+                           {"fwd", "mixed", {}, mixed},
+                           {"fwd", "w", {}, w},
+                           {"fwd", "wide", {}, wide}};
+  std::vector<Item> cand = {
+      {"fwd", "flat", {}, g.Perturb(flat, 1e-3)},
+      {"fwd", "mixed", {}, g.Convert(mixed, f32, 1e-4)},
+      {"fwd", "w", {}, g.Transposed(w, DType::kFloat16, 0)},
+      {"fwd", "wide", {}, g.Transposed(wide, f32, 1e-5)}};
+  auto store = storage::CreateMemoryStore();
+  core::RunData r = AddRun(*store, "a/ref", ref);
+  core::RunData c = AddRun(*store, "a/cand", cand);
+  const core::Policy policy = MixedPolicy();
+  ASSERT_OK_AND_ASSIGN(core::Report memory,
+                       core::CompareRuns(r, c, policy, backend_));
+  ASSERT_TRUE(memory.tensors[2].transposed);
+
+  StoreCompareOptions options;
+  options.small_pair_bytes = 0;
+  // 1 backend chunk of float64 / 2 of float32 per window: flat in 5
+  // windows (the last partial), mixed in 4, w in 5 tiles of 896 rows (one
+  // backend row chunk), wide in column-split tiles (its rows of 5 chunks
+  // exceed the window). Five windows merge differently in a sequence and
+  // in the backend's tree, so this also pins the merge order.
+  options.window_bytes = kChunk * 8;
+  {
+    ASSERT_OK_AND_ASSIGN(core::Report stored,
+                         CompareStoredRuns(*store, "a/ref", "a/cand", policy,
+                                           backend_, options));
+    // Column-split tiles reduce in a different order: sums to 1e-12 there.
+    core::Report memory_rest = memory, stored_rest = stored;
+    ExpectSameReport(stored, memory, /*exact=*/false);
+    memory_rest.tensors.pop_back();
+    stored_rest.tensors.pop_back();
+    memory_rest.checkpoints.clear();
+    stored_rest.checkpoints.clear();
+    ExpectSameReport(stored_rest, memory_rest, /*exact=*/true);
+  }
+  // Default windows (16 MiB): bit-exact everywhere.
+  ASSERT_OK_AND_ASSIGN(
+      core::Report stored,
+      CompareStoredRuns(*store, "a/ref", "a/cand", policy, backend_));
+  ExpectSameReport(stored, memory, /*exact=*/true);
+}
+
+TEST_F(StoreCompareTest, PairFilterRestrictsTheReport) {
+  Runs runs = MixedRuns(3);
+  const core::Policy policy = MixedPolicy();
+  core::CompareOptions compare;
+  std::vector<std::string> asked;
+  compare.pair_filter = [&asked](const core::TensorAddress& a) {
+    asked.push_back(a.checkpoint + "/" + a.key);
+    return a.step == 1 || a.key == "encoder.layer.0";
+  };
+  ASSERT_OK_AND_ASSIGN(
+      core::Report memory,
+      core::CompareRuns(runs.ref, runs.cand, policy, backend_, compare));
+  const size_t asked_in_memory = asked.size();
+  asked.clear();
+  StoreCompareOptions options;
+  options.compare = compare;
+  options.small_pair_bytes = 0;
+  options.window_bytes = 64;
+  ASSERT_OK_AND_ASSIGN(
+      core::Report stored,
+      CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                        backend_, options));
+  EXPECT_EQ(asked.size(), asked_in_memory);
+  ExpectSameReport(stored, memory, /*exact=*/false);
+  // Kept: loss@1, grad@1, the renamed key; plus the one-sided tensors.
+  int compared = 0;
+  for (const core::TensorResult& t : stored.tensors) {
+    if (t.status == core::TensorStatus::kMissingInRef ||
+        t.status == core::TensorStatus::kMissingInCand) {
+      continue;
+    }
+    ++compared;
+    EXPECT_TRUE(t.step == 1 || t.key == "encoder.layer.0") << t.key;
+  }
+  EXPECT_EQ(compared, 3);
+}
+
+TEST_F(StoreCompareTest, CheckpointSelection) {
+  Runs runs = MixedRuns(5);
+  const core::Policy policy = MixedPolicy();
+  StoreCompareOptions options;
+  options.compare.checkpoints = {"loss", "bp_align"};
+  ASSERT_OK_AND_ASSIGN(core::Report memory,
+                       core::CompareRuns(runs.ref, runs.cand, policy, backend_,
+                                         options.compare));
+  ASSERT_OK_AND_ASSIGN(
+      core::Report stored,
+      CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                        backend_, options));
+  ExpectSameReport(stored, memory, /*exact=*/true);
+  EXPECT_EQ(stored.checkpoints.size(), 2u);
+}
+
+TEST_F(StoreCompareTest, Errors) {
+  Runs runs = MixedRuns(1);
+  const core::Policy policy = MixedPolicy();
+  EXPECT_THAT(CompareStoredRuns(*runs.store, "team/nope", "team/paddle", policy,
+                                backend_),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("ref run 'team/nope' not found")));
+  EXPECT_THAT(CompareStoredRuns(*runs.store, "team/torch", "team/gone", policy,
+                                backend_),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("cand run 'team/gone' not found")));
+  StoreCompareOptions zero;
+  zero.window_bytes = 0;
+  EXPECT_THAT(
+      CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                        backend_, zero),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("window_bytes")));
+  // Two cand keys that meet after rename: as CompareRuns.
+  core::Policy clash = policy;
+  clash.rename.push_back({"only_in_cand", "col"});
+  EXPECT_THAT(
+      CompareStoredRuns(*runs.store, "team/torch", "team/paddle", clash,
+                        backend_),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("after rename")));
+}
+
+// A Store that delegates to another and can fail or observe reads.
+class ObservedStore : public storage::Store {
+ public:
+  explicit ObservedStore(storage::Store& base) : base_(base) {}
+
+  absl::Status CreateRun(const storage::RunInfo& run) override {
+    return base_.CreateRun(run);
+  }
+  absl::StatusOr<storage::RunInfo> GetRun(std::string_view name) override {
+    return base_.GetRun(name);
+  }
+  absl::StatusOr<std::vector<storage::RunInfo>> ListRuns(
+      std::string_view prefix) override {
+    return base_.ListRuns(prefix);
+  }
+  absl::StatusOr<storage::RunInfo> SealRun(std::string_view name,
+                                           storage::RunState state) override {
+    return base_.SealRun(name, state);
+  }
+  absl::StatusOr<uint64_t> DeleteRun(std::string_view name) override {
+    return base_.DeleteRun(name);
+  }
+  absl::StatusOr<std::unique_ptr<storage::TensorWriter>> BeginTensor(
+      std::string_view run, const storage::TensorHeader& header) override {
+    return base_.BeginTensor(run, header);
+  }
+  absl::StatusOr<std::vector<storage::TensorMeta>> ListTensors(
+      std::string_view run, std::string_view checkpoint) override {
+    return base_.ListTensors(run, checkpoint);
+  }
+  absl::StatusOr<std::unique_ptr<storage::TensorReader>> OpenTensor(
+      std::string_view run, const storage::TensorAddress& address) override {
+    absl::StatusOr<std::unique_ptr<storage::TensorReader>> r =
+        base_.OpenTensor(run, address);
+    if (!r.ok()) return r;
+    ++opened;
+    return std::unique_ptr<storage::TensorReader>(
+        new Reader(*this, *std::move(r), address.key == fail_key));
+  }
+  absl::Status PutReport(const storage::StoredReport& report) override {
+    return base_.PutReport(report);
+  }
+  absl::StatusOr<storage::StoredReport> GetReport(
+      std::string_view id) override {
+    return base_.GetReport(id);
+  }
+  absl::StatusOr<std::vector<storage::StoredReport>> ListReports(
+      std::string_view run, size_t limit) override {
+    return base_.ListReports(run, limit);
+  }
+
+  std::string fail_key;  // reads of this key fail with DataLoss
+  size_t max_read = 0;
+  int opened = 0;
+
+ private:
+  class Reader : public storage::TensorReader {
+   public:
+    Reader(ObservedStore& owner, std::unique_ptr<storage::TensorReader> base,
+           bool fail)
+        : owner_(owner), base_(std::move(base)), fail_(fail) {}
+    const storage::TensorMeta& meta() const override { return base_->meta(); }
+    absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) override {
+      if (fail_ && offset > 0) return absl::DataLossError("chunk 7 is gone");
+      owner_.max_read = std::max(owner_.max_read, dst.size());
+      return base_->Read(offset, dst);
+    }
+
+   private:
+    ObservedStore& owner_;
+    std::unique_ptr<storage::TensorReader> base_;
+    bool fail_;
+  };
+
+  storage::Store& base_;
+};
+
+TEST_F(StoreCompareTest, ReadsStayWithinTheWindowAndErrorsNameTheTensor) {
+  Runs runs = MixedRuns(9);
+  const core::Policy policy = MixedPolicy();
+  ObservedStore observed(*runs.store);
+  StoreCompareOptions options;
+  options.small_pair_bytes = 0;
+  options.window_bytes = 256;
+  ASSERT_OK_AND_ASSIGN(
+      core::Report memory,
+      core::CompareRuns(runs.ref, runs.cand, policy, backend_));
+  ASSERT_OK_AND_ASSIGN(core::Report stored,
+                       CompareStoredRuns(observed, "team/torch", "team/paddle",
+                                         policy, backend_, options));
+  ExpectSameReport(stored, memory, /*exact=*/false);
+  EXPECT_GT(observed.max_read, 0u);
+  EXPECT_LE(observed.max_read, options.window_bytes);
+  EXPECT_GT(observed.opened, 0);
+
+  observed.fail_key = "f32_4099";  // fails on its second window
+  EXPECT_THAT(CompareStoredRuns(observed, "team/torch", "team/paddle", policy,
+                                backend_, options),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("ref run 'team/torch' tensor "
+                                 "forward/f32_4099: chunk 7 is gone")));
+}
+
+}  // namespace
+}  // namespace reprod::server

@@ -1,0 +1,142 @@
+#include "storage/internal/tensor_checks.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/crc32c.h"
+#include "common/dtype.h"
+#include "common/tensor.h"
+
+namespace reprod::storage::internal {
+
+std::string DescribeTensor(std::string_view run, const TensorAddress& address) {
+  return absl::StrCat("run ", std::string(run), ", tensor ",
+                      AddressToString(address));
+}
+
+absl::Status CheckHeader(std::string_view run, const TensorHeader& header) {
+  const absl::StatusOr<int64_t> n =
+      CheckedNumElements(header.shape, header.dtype);
+  if (!n.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(DescribeTensor(run, header.address), ": ",
+                     std::string(n.status().message())));
+  }
+  const uint64_t expected = static_cast<uint64_t>(*n) * DTypeSize(header.dtype);
+  if (expected != header.byte_length) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(DescribeTensor(run, header.address), ": byte_length ",
+                     header.byte_length, " does not match ",
+                     std::string(DTypeName(header.dtype)), " shape ",
+                     ShapeToString(header.shape), " (", expected, " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+bool SameContent(const TensorHeader& a, const TensorHeader& b) {
+  return a.dtype == b.dtype && a.shape == b.shape &&
+         a.byte_length == b.byte_length && a.crc32c == b.crc32c;
+}
+
+absl::Status ConflictError(std::string_view run, const TensorHeader& stored,
+                           const TensorHeader& incoming) {
+  std::vector<std::string> diffs;
+  if (stored.dtype != incoming.dtype) {
+    diffs.push_back(absl::StrCat("dtype ", std::string(DTypeName(stored.dtype)),
+                                 " vs ",
+                                 std::string(DTypeName(incoming.dtype))));
+  }
+  if (stored.shape != incoming.shape) {
+    diffs.push_back(absl::StrCat("shape ", ShapeToString(stored.shape), " vs ",
+                                 ShapeToString(incoming.shape)));
+  }
+  if (stored.byte_length != incoming.byte_length) {
+    diffs.push_back(absl::StrCat("byte_length ", stored.byte_length, " vs ",
+                                 incoming.byte_length));
+  }
+  if (stored.crc32c != incoming.crc32c) {
+    diffs.push_back(absl::StrFormat("crc32c 0x%08x vs 0x%08x", stored.crc32c,
+                                    incoming.crc32c));
+  }
+  return absl::AlreadyExistsError(absl::StrCat(
+      DescribeTensor(run, incoming.address),
+      ": a different tensor is already stored there and the run does not "
+      "allow overwrite (stored vs incoming: ",
+      absl::StrJoin(diffs, ", "), ")"));
+}
+
+absl::Status RunNotFoundError(std::string_view run) {
+  return absl::NotFoundError(
+      absl::StrCat("run ", std::string(run), " not found"));
+}
+
+absl::Status RunNotOpenError(std::string_view run, RunState state) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("run ", std::string(run), " is ",
+                   std::string(RunStateName(state)), ", not open"));
+}
+
+absl::Status RunDeletedError(std::string_view run,
+                             const TensorAddress& address) {
+  return absl::NotFoundError(
+      absl::StrCat(DescribeTensor(run, address),
+                   ": the run was deleted while the tensor was written"));
+}
+
+absl::Status TensorNotFoundError(std::string_view run,
+                                 const TensorAddress& address) {
+  return absl::NotFoundError(
+      absl::StrCat(DescribeTensor(run, address), ": not found"));
+}
+
+absl::Status CommittedTwiceError(std::string_view run,
+                                 const TensorAddress& address) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      DescribeTensor(run, address), ": Commit was already called"));
+}
+
+absl::Status CheckReadRange(std::string_view run, const TensorMeta& meta,
+                            uint64_t offset, uint64_t size) {
+  const uint64_t length = meta.header.byte_length;
+  if (offset > length || size > length - offset) {
+    return absl::OutOfRangeError(absl::StrCat(
+        DescribeTensor(run, meta.header.address), ": read of ", size,
+        " bytes at offset ", offset, " passes the length ", length));
+  }
+  return absl::OkStatus();
+}
+
+absl::Time TruncateToMicros(absl::Time t) {
+  return absl::FromUnixMicros(absl::ToUnixMicros(t));
+}
+
+absl::Status ByteTally::Add(absl::Span<const uint8_t> data) {
+  if (data.size() > header_.byte_length - received_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(DescribeTensor(run_, header_.address), ": append of ",
+                     data.size(), " bytes at offset ", received_,
+                     " runs past the declared length ", header_.byte_length));
+  }
+  crc_ = Crc32cExtend(crc_, data.data(), data.size());
+  received_ += data.size();
+  return absl::OkStatus();
+}
+
+absl::Status ByteTally::Verify() const {
+  if (received_ != header_.byte_length) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        DescribeTensor(run_, header_.address), ": received ", received_,
+        " bytes, declared byte_length ", header_.byte_length));
+  }
+  if (crc_ != header_.crc32c) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: crc32c of the received bytes is 0x%08x, declared 0x%08x",
+        DescribeTensor(run_, header_.address), crc_, header_.crc32c));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace reprod::storage::internal

@@ -1,0 +1,94 @@
+// File: storage/internal/tensor_checks.h
+//
+// Checks and error messages shared by every Store implementation, so that the
+// memory and RocksDB stores agree on semantics and wording:
+//
+//   REPROD_RETURN_IF_ERROR(CheckHeader(run, header));
+//   if (!SameContent(stored, header)) return ConflictError(run, stored,
+//   header); ByteTally tally(run, header);
+//   REPROD_RETURN_IF_ERROR(tally.Add(bytes));   // per Append
+//   REPROD_RETURN_IF_ERROR(tally.Verify());     // at Commit
+//
+// Not part of the storage API: only storage/ includes it.
+//
+// Thread-safety: pure functions; a ByteTally is used by one thread at a time.
+#ifndef REPROD_STORAGE_INTERNAL_TENSOR_CHECKS_H_
+#define REPROD_STORAGE_INTERNAL_TENSOR_CHECKS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "storage/store.h"
+
+namespace reprod::storage::internal {
+
+// "run team42/x, tensor ckpt/key@3": how messages name a tensor.
+std::string DescribeTensor(std::string_view run, const TensorAddress& address);
+
+// InvalidArgument unless header.byte_length == itemsize(dtype) * prod(shape)
+// (negative or overflowing shapes included).
+absl::Status CheckHeader(std::string_view run, const TensorHeader& header);
+
+// True when dtype, shape, byte_length and crc32c agree (the address is not
+// compared): a resend of the same tensor.
+bool SameContent(const TensorHeader& a, const TensorHeader& b);
+
+// AlreadyExists naming the run, the address and every field that differs.
+absl::Status ConflictError(std::string_view run, const TensorHeader& stored,
+                           const TensorHeader& incoming);
+
+// NotFound for an unknown run; FailedPrecondition for a run that is not OPEN
+// when a tensor is written into it.
+absl::Status RunNotFoundError(std::string_view run);
+absl::Status RunNotOpenError(std::string_view run, RunState state);
+// NotFound for a run deleted (and perhaps re-created) while a tensor was
+// being written into it.
+absl::Status RunDeletedError(std::string_view run,
+                             const TensorAddress& address);
+absl::Status TensorNotFoundError(std::string_view run,
+                                 const TensorAddress& address);
+// FailedPrecondition for a second Commit.
+absl::Status CommittedTwiceError(std::string_view run,
+                                 const TensorAddress& address);
+// OutOfRange unless [offset, offset + size) lies within [0, byte_length).
+absl::Status CheckReadRange(std::string_view run, const TensorMeta& meta,
+                            uint64_t offset, uint64_t size);
+
+// Times are kept with microsecond precision by every store (RocksDB records
+// them as Unix microseconds); `t` truncated accordingly.
+absl::Time TruncateToMicros(absl::Time t);
+
+// Counts the bytes and crc32c of a tensor as they arrive.
+class ByteTally {
+ public:
+  ByteTally(std::string run, TensorHeader header)
+      : run_(std::move(run)), header_(std::move(header)) {}
+
+  // Adds the next bytes; InvalidArgument (naming the address, the declared
+  // length and the offset) when they would run past byte_length. Nothing is
+  // counted on error.
+  absl::Status Add(absl::Span<const uint8_t> data);
+
+  // InvalidArgument unless exactly byte_length bytes arrived and their
+  // crc32c is the header's (the message names both values).
+  absl::Status Verify() const;
+
+  uint64_t received() const { return received_; }
+  uint32_t crc32c() const { return crc_; }
+  const std::string& run() const { return run_; }
+  const TensorHeader& header() const { return header_; }
+
+ private:
+  std::string run_;
+  TensorHeader header_;
+  uint64_t received_ = 0;
+  uint32_t crc_ = 0;
+};
+
+}  // namespace reprod::storage::internal
+
+#endif  // REPROD_STORAGE_INTERNAL_TENSOR_CHECKS_H_

@@ -1,0 +1,310 @@
+#include "storage/rocksdb/internal/records.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/crc32c.h"
+#include "common/dtype.h"
+#include "storage/rocksdb/internal/coding.h"
+
+namespace reprod::storage::internal {
+namespace {
+
+constexpr std::string_view kFormatMagic = "reprod-store";
+
+absl::Status Corrupt(std::string_view kind, std::string_view why) {
+  return absl::DataLossError(absl::StrCat("corrupt ", std::string(kind),
+                                          " record: ", std::string(why)));
+}
+
+// Consumes and checks the version byte.
+absl::Status ReadVersion(Decoder& d, std::string_view kind) {
+  uint8_t version;
+  if (!d.Byte(&version)) return Corrupt(kind, "empty value");
+  if (version != kRecordVersion) {
+    return Corrupt(kind, absl::StrCat("unknown version ", version));
+  }
+  return absl::OkStatus();
+}
+
+void PutTime(std::string* out, absl::Time t) {
+  PutFixed64(out, static_cast<uint64_t>(absl::ToUnixMicros(t)));
+}
+
+bool GetTime(Decoder& d, absl::Time* t) {
+  uint64_t micros;
+  if (!d.Fixed64(&micros)) return false;
+  *t = absl::FromUnixMicros(static_cast<int64_t>(micros));
+  return true;
+}
+
+bool GetString(Decoder& d, std::string* out) {
+  std::string_view s;
+  if (!d.LengthPrefixed(&s)) return false;
+  *out = std::string(s);
+  return true;
+}
+
+void PutAddress(std::string* out, const TensorAddress& a) {
+  PutLengthPrefixed(out, a.checkpoint);
+  PutLengthPrefixed(out, a.key);
+  PutByte(out, a.step.has_value() ? 1 : 0);
+  if (a.step.has_value()) PutFixed64(out, static_cast<uint64_t>(*a.step));
+}
+
+bool GetAddress(Decoder& d, TensorAddress* a) {
+  uint8_t has_step;
+  if (!GetString(d, &a->checkpoint) || !GetString(d, &a->key) ||
+      !d.Byte(&has_step) || has_step > 1) {
+    return false;
+  }
+  if (has_step == 1) {
+    uint64_t step;
+    if (!d.Fixed64(&step)) return false;
+    a->step = static_cast<int64_t>(step);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string EncodeFormatRecord() {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  out.append(kFormatMagic);
+  return out;
+}
+
+absl::Status CheckFormatRecord(std::string_view value) {
+  if (value.empty() || value.substr(1) != kFormatMagic) {
+    return absl::DataLossError("corrupt format record");
+  }
+  if (static_cast<uint8_t>(value[0]) != kRecordVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store format version ", static_cast<uint8_t>(value[0]),
+        " is not readable by this build (reads version ", kRecordVersion, ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string EncodeCounter(uint64_t next) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutVarint64(&out, next);
+  return out;
+}
+
+absl::StatusOr<uint64_t> DecodeCounter(std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "counter"); !s.ok()) return s;
+  uint64_t next;
+  if (!d.Varint64(&next) || !d.done()) return Corrupt("counter", "bad value");
+  return next;
+}
+
+std::string EncodeRunRecord(const RunRecord& r) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutVarint64(&out, r.run_id);
+  PutVarint64(&out, r.next_sequence);
+  PutByte(&out, static_cast<uint8_t>(r.info.state));
+  PutByte(&out, r.info.overwrite ? 1 : 0);
+  PutVarint64(&out, r.info.tensor_count);
+  PutVarint64(&out, r.info.total_bytes);
+  PutTime(&out, r.info.created);
+  PutLengthPrefixed(&out, r.info.framework);
+  PutLengthPrefixed(&out, r.info.framework_version);
+  PutLengthPrefixed(&out, r.info.device);
+  PutLengthPrefixed(&out, r.info.owner);
+  PutVarint64(&out, r.info.labels.size());
+  for (const auto& [k, v] : r.info.labels) {
+    PutLengthPrefixed(&out, k);
+    PutLengthPrefixed(&out, v);
+  }
+  return out;
+}
+
+absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
+                                          std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "run"); !s.ok()) return s;
+  RunRecord r;
+  r.info.name = std::string(name);
+  uint8_t state, overwrite;
+  uint64_t labels;
+  if (!d.Varint64(&r.run_id) || !d.Varint64(&r.next_sequence) ||
+      !d.Byte(&state) || state > static_cast<uint8_t>(RunState::kAborted) ||
+      !d.Byte(&overwrite) || overwrite > 1 ||
+      !d.Varint64(&r.info.tensor_count) || !d.Varint64(&r.info.total_bytes) ||
+      !GetTime(d, &r.info.created) || !GetString(d, &r.info.framework) ||
+      !GetString(d, &r.info.framework_version) ||
+      !GetString(d, &r.info.device) || !GetString(d, &r.info.owner) ||
+      !d.Varint64(&labels) || labels > value.size()) {
+    return Corrupt("run", "truncated or out-of-range field");
+  }
+  r.info.state = static_cast<RunState>(state);
+  r.info.overwrite = overwrite == 1;
+  for (uint64_t i = 0; i < labels; ++i) {
+    std::string k, v;
+    if (!GetString(d, &k) || !GetString(d, &v)) {
+      return Corrupt("run", "truncated label");
+    }
+    r.info.labels.emplace(std::move(k), std::move(v));
+  }
+  if (!d.done()) return Corrupt("run", "trailing bytes");
+  return r;
+}
+
+std::string EncodeIndexEntry(const IndexEntry& e) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutByte(&out, static_cast<uint8_t>(e.header.dtype));
+  PutVarint64(&out, e.header.shape.size());
+  for (int64_t dim : e.header.shape)
+    PutVarint64(&out, static_cast<uint64_t>(dim));
+  PutVarint64(&out, e.header.byte_length);
+  PutFixed32(&out, e.header.crc32c);
+  PutVarint64(&out, e.sequence);
+  PutVarint64(&out, e.blob_id);
+  PutVarint64(&out, e.chunk_size);
+  return out;
+}
+
+absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
+                                            std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "tensor index"); !s.ok()) return s;
+  IndexEntry e;
+  e.header.address = address;
+  uint8_t dtype;
+  uint64_t rank;
+  if (!d.Byte(&dtype) || dtype >= kNumDTypes || !d.Varint64(&rank) ||
+      rank > value.size()) {
+    return Corrupt("tensor index", "bad dtype or rank");
+  }
+  e.header.dtype = static_cast<DType>(dtype);
+  for (uint64_t i = 0; i < rank; ++i) {
+    uint64_t dim;
+    if (!d.Varint64(&dim) || dim > static_cast<uint64_t>(INT64_MAX)) {
+      return Corrupt("tensor index", "bad dimension");
+    }
+    e.header.shape.push_back(static_cast<int64_t>(dim));
+  }
+  if (!d.Varint64(&e.header.byte_length) || !d.Fixed32(&e.header.crc32c) ||
+      !d.Varint64(&e.sequence) || !d.Varint64(&e.blob_id) ||
+      !d.Varint64(&e.chunk_size) || !d.done()) {
+    return Corrupt("tensor index", "truncated or trailing bytes");
+  }
+  if (e.chunk_size == 0 && e.header.byte_length != 0) {
+    return Corrupt("tensor index", "zero chunk size");
+  }
+  return e;
+}
+
+std::string EncodePendingMarker(uint64_t run_id) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutVarint64(&out, run_id);
+  return out;
+}
+
+absl::StatusOr<uint64_t> DecodePendingMarker(std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "pending upload"); !s.ok()) return s;
+  uint64_t run_id;
+  if (!d.Varint64(&run_id) || !d.done()) {
+    return Corrupt("pending upload", "bad value");
+  }
+  return run_id;
+}
+
+void EncodeChunkHeader(uint32_t payload_crc, char out[kChunkHeaderSize]) {
+  out[0] = static_cast<char>(kRecordVersion);
+  EncodeFixed32(out + 1, payload_crc);
+}
+
+absl::StatusOr<std::string_view> DecodeChunk(std::string_view value,
+                                             uint64_t expected_size) {
+  if (value.size() < kChunkHeaderSize) {
+    return Corrupt("chunk", absl::StrCat("value of ", value.size(), " bytes"));
+  }
+  if (static_cast<uint8_t>(value[0]) != kRecordVersion) {
+    return Corrupt("chunk", absl::StrCat("unknown version ",
+                                         static_cast<uint8_t>(value[0])));
+  }
+  const std::string_view payload = value.substr(kChunkHeaderSize);
+  if (payload.size() != expected_size) {
+    return absl::DataLossError(absl::StrCat(
+        "chunk holds ", payload.size(), " bytes, expected ", expected_size));
+  }
+  const uint32_t stored = DecodeFixed32(value.data() + 1);
+  const uint32_t actual = Crc32c(payload);
+  if (stored != actual) {
+    return absl::DataLossError(absl::StrFormat(
+        "chunk fails its checksum (stored crc32c 0x%08x, computed 0x%08x)",
+        stored, actual));
+  }
+  return payload;
+}
+
+std::string EncodeReportSummary(const StoredReport& r) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutLengthPrefixed(&out, r.ref);
+  PutLengthPrefixed(&out, r.cand);
+  PutLengthPrefixed(&out, r.policy);
+  PutLengthPrefixed(&out, r.backend);
+  PutByte(&out, r.passed ? 1 : 0);
+  PutTime(&out, r.created);
+  for (uint64_t n : {r.tensors, r.passed_tensors, r.warned, r.failed,
+                     r.missing_in_ref, r.missing_in_cand}) {
+    PutVarint64(&out, n);
+  }
+  PutByte(&out, r.first_failure.has_value() ? 1 : 0);
+  if (r.first_failure.has_value()) PutAddress(&out, *r.first_failure);
+  return out;
+}
+
+absl::StatusOr<StoredReport> DecodeReportSummary(std::string_view id,
+                                                 std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "report"); !s.ok()) return s;
+  StoredReport r;
+  r.id = std::string(id);
+  uint8_t passed, has_failure;
+  if (!GetString(d, &r.ref) || !GetString(d, &r.cand) ||
+      !GetString(d, &r.policy) || !GetString(d, &r.backend) ||
+      !d.Byte(&passed) || passed > 1 || !GetTime(d, &r.created) ||
+      !d.Varint64(&r.tensors) || !d.Varint64(&r.passed_tensors) ||
+      !d.Varint64(&r.warned) || !d.Varint64(&r.failed) ||
+      !d.Varint64(&r.missing_in_ref) || !d.Varint64(&r.missing_in_cand) ||
+      !d.Byte(&has_failure) || has_failure > 1) {
+    return Corrupt("report", "truncated or out-of-range field");
+  }
+  r.passed = passed == 1;
+  if (has_failure == 1) {
+    TensorAddress a;
+    if (!GetAddress(d, &a)) return Corrupt("report", "bad first_failure");
+    r.first_failure = std::move(a);
+  }
+  if (!d.done()) return Corrupt("report", "trailing bytes");
+  return r;
+}
+
+std::string EncodeRendering(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 1);
+  PutByte(&out, kRecordVersion);
+  out.append(text);
+  return out;
+}
+
+absl::StatusOr<std::string> DecodeRendering(std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "rendering"); !s.ok()) return s;
+  return std::string(d.rest());
+}
+
+}  // namespace reprod::storage::internal

@@ -1,0 +1,84 @@
+// File: storage/rocksdb/internal/records.h
+//
+// Values of the RocksDB store (storage/FORMAT.md). Every value starts with
+// the format version byte kRecordVersion; decoders return DataLoss for an
+// unknown version, a truncated or overlong value, or an out-of-range field,
+// with a message naming the record kind (callers add the run or address).
+//
+//   std::string v = EncodeRunRecord(record);
+//   REPROD_ASSIGN_OR_RETURN(RunRecord back, DecodeRunRecord(name, v));
+//
+// Thread-safety: pure functions.
+#ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_RECORDS_H_
+#define REPROD_STORAGE_ROCKSDB_INTERNAL_RECORDS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "storage/store.h"
+
+namespace reprod::storage::internal {
+
+inline constexpr uint8_t kRecordVersion = 1;
+
+// meta 'f': the layout version of the whole store.
+std::string EncodeFormatRecord();
+// FailedPrecondition when the store was written by an unknown layout.
+absl::Status CheckFormatRecord(std::string_view value);
+
+// meta 'n': a counter (the next id to hand out).
+std::string EncodeCounter(uint64_t next);
+absl::StatusOr<uint64_t> DecodeCounter(std::string_view value);
+
+// meta 'r': a run. The name lives in the key.
+struct RunRecord {
+  uint64_t run_id = 0;         // internal id, keys the run's tensors/chunks
+  uint64_t next_sequence = 0;  // sequence of the next committed tensor
+  RunInfo info;
+};
+std::string EncodeRunRecord(const RunRecord& record);
+absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
+                                          std::string_view value);
+
+// meta 't': a committed tensor. The address lives in the key.
+struct IndexEntry {
+  TensorHeader header;
+  uint64_t sequence = 0;
+  uint64_t blob_id = 0;     // its chunks: ChunkKey(run_id, blob_id, i)
+  uint64_t chunk_size = 0;  // bytes per chunk (the last one may be shorter)
+
+  uint64_t num_chunks() const {
+    return chunk_size == 0 ? 0
+                           : (header.byte_length + chunk_size - 1) / chunk_size;
+  }
+};
+std::string EncodeIndexEntry(const IndexEntry& entry);
+absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
+                                            std::string_view value);
+
+// meta 'p': an upload in progress. Value: the run id its chunks live under.
+std::string EncodePendingMarker(uint64_t run_id);
+absl::StatusOr<uint64_t> DecodePendingMarker(std::string_view value);
+
+// chunks: version byte, crc32c of the payload (fixed32), payload.
+inline constexpr size_t kChunkHeaderSize = 5;
+void EncodeChunkHeader(uint32_t payload_crc, char out[kChunkHeaderSize]);
+// The payload of a chunk value after checking its version, its size
+// (expected_size) and its crc32c; DataLoss describing the mismatch otherwise.
+absl::StatusOr<std::string_view> DecodeChunk(std::string_view value,
+                                             uint64_t expected_size);
+
+// reports 's': everything but id (in the key) and renderings.
+std::string EncodeReportSummary(const StoredReport& report);
+absl::StatusOr<StoredReport> DecodeReportSummary(std::string_view id,
+                                                 std::string_view value);
+// reports 'r': one rendering.
+std::string EncodeRendering(std::string_view text);
+absl::StatusOr<std::string> DecodeRendering(std::string_view value);
+
+}  // namespace reprod::storage::internal
+
+#endif  // REPROD_STORAGE_ROCKSDB_INTERNAL_RECORDS_H_

@@ -1,0 +1,141 @@
+// File: storage/rocksdb/internal/rocksdb_store_impl.h
+//
+// RocksDbStore: the Store behind OpenRocksDbStore(), shared by the tensor
+// writer and reader (internal/tensor_writer.h, internal/tensor_reader.h) and
+// the test hooks. Not part of the storage API.
+//
+// Locking: mu_ serialises every read-check-write of run records, the tensor
+// index and the id counters (CreateRun, SealRun, DeleteRun, StartUpload,
+// CommitUpload). Chunk writes and all reads run without it. The commit
+// critical section reads two small records and writes one small batch; the
+// only chunk data written under it is a tail of at most kMaxInlineTail bytes.
+//
+// Thread-safety: as storage/store.h.
+#ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_
+#define REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "rocksdb/db.h"
+#include "storage/rocksdb/internal/records.h"
+#include "storage/rocksdb/rocksdb_store.h"
+#include "storage/store.h"
+
+namespace reprod::storage::internal {
+
+// A tail chunk this small is written inside the commit batch (so a tensor
+// that fits in it costs one write and no pending marker); a larger one is
+// written before the commit, outside the lock.
+inline constexpr size_t kMaxInlineTail = 64 << 10;
+
+// What a writer hands to CommitUpload.
+struct UploadCommit {
+  std::string_view run;
+  uint64_t run_id = 0;
+  const TensorHeader* header = nullptr;  // verified length and crc32c
+  uint64_t chunk_size = 0;
+  // An identical tensor was stored at BeginTensor; no bytes were kept.
+  bool verify_only = false;
+  // Set once StartUpload recorded a pending marker; chunks [0,
+  // chunks_written) exist under it.
+  std::optional<uint64_t> blob_id;
+  uint64_t chunks_written = 0;
+  // The final chunk, written in the commit batch (empty: none).
+  absl::Span<const uint8_t> tail;
+};
+
+class RocksDbStore final : public Store {
+ public:
+  static absl::StatusOr<std::unique_ptr<RocksDbStore>> Open(
+      const std::string& dir, const RocksDbStoreOptions& options);
+  ~RocksDbStore() override;
+
+  RocksDbStore(const RocksDbStore&) = delete;
+  RocksDbStore& operator=(const RocksDbStore&) = delete;
+
+  // Store.
+  absl::Status CreateRun(const RunInfo& run) override;
+  absl::StatusOr<RunInfo> GetRun(std::string_view name) override;
+  absl::StatusOr<std::vector<RunInfo>> ListRuns(
+      std::string_view prefix) override;
+  absl::StatusOr<RunInfo> SealRun(std::string_view name,
+                                  RunState final_state) override;
+  absl::StatusOr<uint64_t> DeleteRun(std::string_view name) override;
+  absl::StatusOr<std::unique_ptr<TensorWriter>> BeginTensor(
+      std::string_view run, const TensorHeader& header) override;
+  absl::StatusOr<std::vector<TensorMeta>> ListTensors(
+      std::string_view run, std::string_view checkpoint) override;
+  absl::StatusOr<std::unique_ptr<TensorReader>> OpenTensor(
+      std::string_view run, const TensorAddress& address) override;
+  absl::Status PutReport(const StoredReport& report) override;
+  absl::StatusOr<StoredReport> GetReport(std::string_view id) override;
+  absl::StatusOr<std::vector<StoredReport>> ListReports(std::string_view run,
+                                                        size_t limit) override;
+
+  // --- for writers --------------------------------------------------------
+  // Allocates a blob id for an upload into run `run_id` and records its
+  // pending marker (not synced: the WAL orders it before every chunk).
+  absl::StatusOr<uint64_t> StartUpload(uint64_t run_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Re-checks the run and the address and publishes the tensor in one synced
+  // batch (see storage/store.h for the outcomes).
+  absl::StatusOr<CommitResult> CommitUpload(const UploadCommit& upload)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Best effort: deletes an abandoned upload's chunks and marker.
+  void AbandonUpload(uint64_t run_id, uint64_t blob_id, uint64_t chunks);
+
+  // --- for readers, writers and test hooks --------------------------------
+  // The run record; NotFound when there is none.
+  absl::StatusOr<RunRecord> ReadRun(std::string_view name,
+                                    const rocksdb::Snapshot* snapshot);
+  // The index entry at `address`, nullopt when there is none.
+  absl::StatusOr<std::optional<IndexEntry>> ReadIndex(
+      uint64_t run_id, const TensorAddress& address,
+      const rocksdb::Snapshot* snapshot);
+
+  rocksdb::DB* db() const { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
+  rocksdb::ColumnFamilyHandle* chunks() const { return chunks_; }
+  const RocksDbStoreOptions& options() const { return options_; }
+
+ private:
+  RocksDbStore(std::string dir, const RocksDbStoreOptions& options)
+      : dir_(std::move(dir)), options_(options) {}
+
+  absl::Status Init(const rocksdb::DBOptions& db_options,
+                    const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs);
+  absl::Status CheckFormat();
+  absl::Status LoadCounters() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status RecoverPendingUploads();
+  // Adds the deletion of chunks [0, count) of a blob to `batch`.
+  void DeleteChunks(rocksdb::WriteBatch& batch, uint64_t run_id,
+                    uint64_t blob_id, uint64_t count);
+  absl::Status Write(rocksdb::WriteBatch& batch, bool sync,
+                     std::string_view context);
+
+  const std::string dir_;
+  const RocksDbStoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed first
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* chunks_ = nullptr;
+  rocksdb::ColumnFamilyHandle* reports_ = nullptr;
+
+  absl::Mutex mu_;
+  uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_blob_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace reprod::storage::internal
+
+#endif  // REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_

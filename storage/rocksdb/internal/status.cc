@@ -1,0 +1,23 @@
+#include "storage/rocksdb/internal/status.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace reprod::storage::internal {
+
+absl::Status FromRocksDb(const rocksdb::Status& status,
+                         std::string_view context) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat("rocksdb: ", std::string(context), ": ", status.ToString());
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsIOError() || status.IsBusy() || status.IsTimedOut() ||
+      status.IsTryAgain() || status.IsIncomplete() ||
+      status.IsShutdownInProgress() || status.IsAborted()) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+}  // namespace reprod::storage::internal

@@ -1,0 +1,27 @@
+// File: storage/rocksdb/internal/status.h
+//
+// FromRocksDb(): the one place where a rocksdb::Status becomes an
+// absl::Status. Engine faults map to Unavailable (I/O errors, busy, timed
+// out, incomplete, shutdown in progress) or Internal (everything else);
+// Corruption maps to DataLoss. The message keeps RocksDB's text and is
+// prefixed with what the store was doing.
+//
+//   REPROD_RETURN_IF_ERROR(FromRocksDb(db->Write(opts, &batch), "commit"));
+//
+// Thread-safety: pure function.
+#ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_STATUS_H_
+#define REPROD_STORAGE_ROCKSDB_INTERNAL_STATUS_H_
+
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "rocksdb/status.h"
+
+namespace reprod::storage::internal {
+
+absl::Status FromRocksDb(const rocksdb::Status& status,
+                         std::string_view context);
+
+}  // namespace reprod::storage::internal
+
+#endif  // REPROD_STORAGE_ROCKSDB_INTERNAL_STATUS_H_

@@ -1,0 +1,631 @@
+#include "storage/rocksdb/rocksdb_store.h"
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+#include "storage/internal/tensor_checks.h"
+#include "storage/rocksdb/internal/keys.h"
+#include "storage/rocksdb/internal/records.h"
+#include "storage/rocksdb/internal/rocksdb_store_impl.h"
+#include "storage/rocksdb/internal/status.h"
+#include "storage/rocksdb/internal/tensor_reader.h"
+#include "storage/rocksdb/internal/tensor_writer.h"
+
+namespace reprod::storage {
+namespace internal {
+namespace {
+
+constexpr uint32_t kMaxChunkSize = 64u << 20;
+// Above this many chunks an abandoned or replaced tensor's chunks are
+// deleted with one range tombstone instead of point deletes (range
+// tombstones slow down memtable reads in RocksDB 7.x, so use them sparingly).
+constexpr uint64_t kMaxPointDeletes = 1024;
+constexpr char kRunCounter[] = "run";
+constexpr char kBlobCounter[] = "blob";
+
+absl::Status Annotate(const absl::Status& status, std::string_view prefix) {
+  if (status.ok()) return status;
+  return absl::Status(
+      status.code(),
+      absl::StrCat(std::string(prefix), ": ", std::string(status.message())));
+}
+
+rocksdb::Slice ToSlice(std::string_view s) {
+  return rocksdb::Slice(s.data(), s.size());
+}
+
+std::string_view ToView(const rocksdb::Slice& s) {
+  return std::string_view(s.data(), s.size());
+}
+
+// Calls fn(key, value) for every key of `cf` starting with `prefix`, in key
+// order, reading at `snapshot` (nullptr: now).
+absl::Status ScanPrefix(
+    rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view prefix,
+    const rocksdb::Snapshot* snapshot,
+    const std::function<absl::Status(std::string_view, std::string_view)>& fn) {
+  const std::string upper = PrefixUpperBound(prefix);
+  const rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf));
+  for (it->Seek(ToSlice(prefix)); it->Valid(); it->Next()) {
+    const std::string_view key = ToView(it->key());
+    if (!key.starts_with(prefix)) break;
+    REPROD_RETURN_IF_ERROR(fn(key, ToView(it->value())));
+  }
+  return FromRocksDb(it->status(), "scan");
+}
+
+rocksdb::ColumnFamilyOptions TableOptions(
+    const std::shared_ptr<rocksdb::Cache>& cache, bool bloom) {
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  if (bloom) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  rocksdb::ColumnFamilyOptions cf;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return cf;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
+    const std::string& dir, const RocksDbStoreOptions& options) {
+  if (dir.empty()) {
+    return absl::InvalidArgumentError("store directory is empty");
+  }
+  if (options.chunk_size == 0 || options.chunk_size > kMaxChunkSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_size ", options.chunk_size, " is not in [1, ",
+                     kMaxChunkSize, "]"));
+  }
+  if (options.chunk_write_buffer_bytes < (1 << 20)) {
+    return absl::InvalidArgumentError(
+        "chunk_write_buffer_bytes must be at least 1 MiB");
+  }
+
+  rocksdb::DBOptions db;
+  db.create_if_missing = options.create_if_missing;
+  db.create_missing_column_families = true;
+  // Recovery replays a prefix of the WAL: a chunk that survives implies its
+  // pending marker (written before it) survives too.
+  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  db.max_background_jobs = std::max(2, options.background_jobs);
+  // "meta" sees a trickle of small writes; without a cap its memtable would
+  // pin every WAL file the busy "chunks" family has long flushed.
+  db.max_total_wal_size = 4 * options.chunk_write_buffer_bytes;
+  db.keep_log_file_num = 4;
+  // Start writing back WAL and blob/SST data early so that a commit's fsync
+  // and flushes do not stall on a large backlog of dirty pages.
+  db.wal_bytes_per_sync = 4 << 20;
+  db.bytes_per_sync = 4 << 20;
+
+  const std::shared_ptr<rocksdb::Cache> cache =
+      rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::ColumnFamilyOptions meta_cf = TableOptions(cache, /*bloom=*/true);
+  rocksdb::ColumnFamilyOptions reports_cf = TableOptions(cache, /*bloom=*/true);
+  rocksdb::ColumnFamilyOptions chunks_cf = TableOptions(cache, /*bloom=*/false);
+  chunks_cf.write_buffer_size = options.chunk_write_buffer_bytes;
+  chunks_cf.max_write_buffer_number = 4;
+  chunks_cf.compression = rocksdb::kNoCompression;
+  chunks_cf.enable_blob_files = true;
+  chunks_cf.min_blob_size = 4096;
+  chunks_cf.blob_file_size = options.blob_file_bytes;
+  chunks_cf.blob_compression_type = rocksdb::kNoCompression;
+  chunks_cf.enable_blob_garbage_collection = options.blob_garbage_collection;
+
+  const std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {"meta", meta_cf},
+      {"chunks", chunks_cf},
+      {"reports", reports_cf},
+  };
+  std::unique_ptr<RocksDbStore> store(new RocksDbStore(dir, options));
+  REPROD_RETURN_IF_ERROR(store->Init(db, cfs));
+  REPROD_RETURN_IF_ERROR(store->CheckFormat());
+  REPROD_RETURN_IF_ERROR(store->LoadCounters());
+  REPROD_RETURN_IF_ERROR(store->RecoverPendingUploads());
+  return store;
+}
+
+absl::Status RocksDbStore::Init(
+    const rocksdb::DBOptions& db_options,
+    const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs) {
+  rocksdb::DB* raw = nullptr;
+  const rocksdb::Status s =
+      rocksdb::DB::Open(db_options, dir_, cfs, &handles_, &raw);
+  if (!s.ok()) {
+    if (s.IsIOError() &&
+        absl::AsciiStrToLower(s.ToString()).find("lock") != std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store directory ", dir_,
+          " is in use: another process (or another store in this process) "
+          "has it open; rocksdb: ",
+          s.ToString()));
+    }
+    if (s.IsInvalidArgument()) {  // e.g. no store and !create_if_missing
+      return absl::FailedPreconditionError(
+          absl::StrCat("store directory ", dir_, ": rocksdb: ", s.ToString()));
+    }
+    return Annotate(FromRocksDb(s, "open"),
+                    absl::StrCat("store directory ", dir_));
+  }
+  db_.reset(raw);
+  meta_ = handles_[1];
+  chunks_ = handles_[2];
+  reports_ = handles_[3];
+  return absl::OkStatus();
+}
+
+RocksDbStore::~RocksDbStore() {
+  if (db_ == nullptr) return;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  }
+  db_->Close().PermitUncheckedError();
+}
+
+absl::Status RocksDbStore::CheckFormat() {
+  std::string value;
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_, ToSlice(kFormatKey), &value);
+  if (s.IsNotFound()) {
+    rocksdb::WriteBatch batch;
+    batch.Put(meta_, ToSlice(kFormatKey), EncodeFormatRecord())
+        .PermitUncheckedError();
+    return Write(batch, /*sync=*/true, "write format record");
+  }
+  REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read format record"));
+  return Annotate(CheckFormatRecord(value),
+                  absl::StrCat("store directory ", dir_));
+}
+
+absl::Status RocksDbStore::LoadCounters() {
+  absl::MutexLock lock(&mu_);
+  for (auto [name, counter] : {std::pair{kRunCounter, &next_run_id_},
+                               std::pair{kBlobCounter, &next_blob_id_}}) {
+    std::string value;
+    const rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), meta_, CounterKey(name), &value);
+    if (s.IsNotFound()) continue;
+    REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read counter"));
+    REPROD_ASSIGN_OR_RETURN(*counter, DecodeCounter(value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStore::RecoverPendingUploads() {
+  rocksdb::WriteBatch batch;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, kPendingPrefix, nullptr,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        uint64_t blob_id;
+        if (!ParsePendingKey(key, &blob_id)) {
+          return absl::DataLossError("malformed pending upload key");
+        }
+        REPROD_ASSIGN_OR_RETURN(const uint64_t run_id,
+                                DecodePendingMarker(value));
+        const std::string begin = ChunkKey(run_id, blob_id, 0);
+        const std::string end = ChunkKey(run_id, blob_id + 1, 0);
+        REPROD_RETURN_IF_ERROR(FromRocksDb(
+            batch.DeleteRange(chunks_, begin, end), "recover upload"));
+        return FromRocksDb(batch.Delete(meta_, ToSlice(key)), "recover upload");
+      }));
+  if (batch.Count() == 0) return absl::OkStatus();
+  return Write(batch, /*sync=*/true, "recover pending uploads");
+}
+
+absl::Status RocksDbStore::Write(rocksdb::WriteBatch& batch, bool sync,
+                                 std::string_view context) {
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  return FromRocksDb(db_->Write(wo, &batch), context);
+}
+
+void RocksDbStore::DeleteChunks(rocksdb::WriteBatch& batch, uint64_t run_id,
+                                uint64_t blob_id, uint64_t count) {
+  if (count > kMaxPointDeletes) {
+    batch
+        .DeleteRange(chunks_, ChunkKey(run_id, blob_id, 0),
+                     ChunkKey(run_id, blob_id + 1, 0))
+        .PermitUncheckedError();
+    return;
+  }
+  for (uint64_t i = 0; i < count; ++i) {
+    batch.Delete(chunks_, ChunkKey(run_id, blob_id, i)).PermitUncheckedError();
+  }
+}
+
+absl::StatusOr<RunRecord> RocksDbStore::ReadRun(
+    std::string_view name, const rocksdb::Snapshot* snapshot) {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  rocksdb::PinnableSlice value;
+  const rocksdb::Status s = db_->Get(ro, meta_, RunKey(name), &value);
+  if (s.IsNotFound()) return RunNotFoundError(name);
+  REPROD_RETURN_IF_ERROR(
+      FromRocksDb(s, absl::StrCat("read run ", std::string(name))));
+  absl::StatusOr<RunRecord> record = DecodeRunRecord(name, ToView(value));
+  if (!record.ok()) {
+    return Annotate(record.status(), absl::StrCat("run ", std::string(name)));
+  }
+  return record;
+}
+
+absl::StatusOr<std::optional<IndexEntry>> RocksDbStore::ReadIndex(
+    uint64_t run_id, const TensorAddress& address,
+    const rocksdb::Snapshot* snapshot) {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  rocksdb::PinnableSlice value;
+  const rocksdb::Status s =
+      db_->Get(ro, meta_, TensorKey(run_id, address), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read tensor index"));
+  absl::StatusOr<IndexEntry> entry = DecodeIndexEntry(address, ToView(value));
+  if (!entry.ok()) {
+    return Annotate(entry.status(),
+                    absl::StrCat("tensor ", AddressToString(address)));
+  }
+  return std::optional<IndexEntry>(*std::move(entry));
+}
+
+// --- runs
+// ---------------------------------------------------------------------
+
+absl::Status RocksDbStore::CreateRun(const RunInfo& run) {
+  absl::MutexLock lock(&mu_);
+  std::string ignored;
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_, RunKey(run.name), &ignored);
+  if (s.ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("run ", run.name, " already exists"));
+  }
+  if (!s.IsNotFound()) return FromRocksDb(s, "read run");
+  RunRecord record;
+  record.run_id = next_run_id_++;
+  record.info = run;
+  if (record.info.created == absl::UnixEpoch())
+    record.info.created = absl::Now();
+  record.info.created = TruncateToMicros(record.info.created);
+  record.info.state = RunState::kOpen;
+  record.info.tensor_count = 0;
+  record.info.total_bytes = 0;
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, RunKey(run.name), EncodeRunRecord(record))
+      .PermitUncheckedError();
+  batch.Put(meta_, CounterKey(kRunCounter), EncodeCounter(next_run_id_))
+      .PermitUncheckedError();
+  return Write(batch, options_.sync_commits, "create run");
+}
+
+absl::StatusOr<RunInfo> RocksDbStore::GetRun(std::string_view name) {
+  REPROD_ASSIGN_OR_RETURN(RunRecord record, ReadRun(name, nullptr));
+  return std::move(record.info);
+}
+
+absl::StatusOr<std::vector<RunInfo>> RocksDbStore::ListRuns(
+    std::string_view prefix) {
+  std::vector<RunInfo> out;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, RunKey(prefix), nullptr,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        const std::string_view name = key.substr(1);
+        absl::StatusOr<RunRecord> record = DecodeRunRecord(name, value);
+        if (!record.ok()) {
+          return Annotate(record.status(),
+                          absl::StrCat("run ", std::string(name)));
+        }
+        out.push_back(std::move(record->info));
+        return absl::OkStatus();
+      }));
+  return out;
+}
+
+absl::StatusOr<RunInfo> RocksDbStore::SealRun(std::string_view name,
+                                              RunState final_state) {
+  if (final_state == RunState::kOpen) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "run ", std::string(name), ": SealRun needs sealed or aborted"));
+  }
+  absl::MutexLock lock(&mu_);
+  REPROD_ASSIGN_OR_RETURN(RunRecord record, ReadRun(name, nullptr));
+  if (record.info.state != RunState::kOpen) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run ", std::string(name), " is already ",
+                     std::string(RunStateName(record.info.state))));
+  }
+  record.info.state = final_state;
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, RunKey(name), EncodeRunRecord(record))
+      .PermitUncheckedError();
+  REPROD_RETURN_IF_ERROR(Write(batch, options_.sync_commits, "seal run"));
+  return std::move(record.info);
+}
+
+absl::StatusOr<uint64_t> RocksDbStore::DeleteRun(std::string_view name) {
+  absl::MutexLock lock(&mu_);
+  REPROD_ASSIGN_OR_RETURN(const RunRecord record, ReadRun(name, nullptr));
+  const uint64_t id = record.run_id;
+  rocksdb::WriteBatch batch;
+  batch.Delete(meta_, RunKey(name)).PermitUncheckedError();
+  batch.DeleteRange(meta_, TensorPrefix(id), TensorPrefix(id + 1))
+      .PermitUncheckedError();
+  batch.DeleteRange(chunks_, ChunkRunPrefix(id), ChunkRunPrefix(id + 1))
+      .PermitUncheckedError();
+  REPROD_RETURN_IF_ERROR(Write(batch, options_.sync_commits, "delete run"));
+  return record.info.tensor_count;
+}
+
+// --- tensors
+// ------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<TensorWriter>> RocksDbStore::BeginTensor(
+    std::string_view run, const TensorHeader& header) {
+  REPROD_RETURN_IF_ERROR(CheckHeader(run, header));
+  REPROD_ASSIGN_OR_RETURN(const RunRecord record, ReadRun(run, nullptr));
+  if (record.info.state != RunState::kOpen) {
+    return RunNotOpenError(run, record.info.state);
+  }
+  REPROD_ASSIGN_OR_RETURN(const std::optional<IndexEntry> existing,
+                          ReadIndex(record.run_id, header.address, nullptr));
+  bool verify_only = false;
+  if (existing.has_value()) {
+    if (SameContent(existing->header, header)) {
+      verify_only = true;
+    } else if (!record.info.overwrite) {
+      return ConflictError(run, existing->header, header);
+    }
+  }
+  return NewRocksDbTensorWriter(this, std::string(run), record.run_id, header,
+                                verify_only);
+}
+
+absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t blob_id = next_blob_id_++;
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, PendingKey(blob_id), EncodePendingMarker(run_id))
+      .PermitUncheckedError();
+  batch.Put(meta_, CounterKey(kBlobCounter), EncodeCounter(next_blob_id_))
+      .PermitUncheckedError();
+  REPROD_RETURN_IF_ERROR(Write(batch, /*sync=*/false, "start upload"));
+  return blob_id;
+}
+
+absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
+  const TensorHeader& header = *u.header;
+  rocksdb::WriteBatch batch;
+  if (!u.tail.empty() && u.blob_id.has_value()) {
+    REPROD_RETURN_IF_ERROR(
+        AddChunk(batch, chunks_,
+                 ChunkKey(u.run_id, *u.blob_id, u.chunks_written), u.tail));
+  }
+
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<RunRecord> read = ReadRun(u.run, nullptr);
+  if (absl::IsNotFound(read.status())) {
+    return RunDeletedError(u.run, header.address);
+  }
+  REPROD_RETURN_IF_ERROR(read.status());
+  RunRecord& record = *read;
+  if (record.run_id != u.run_id) return RunDeletedError(u.run, header.address);
+  if (record.info.state != RunState::kOpen) {
+    return RunNotOpenError(u.run, record.info.state);
+  }
+  REPROD_ASSIGN_OR_RETURN(const std::optional<IndexEntry> existing,
+                          ReadIndex(u.run_id, header.address, nullptr));
+  CommitKind kind = CommitKind::kStored;
+  if (existing.has_value()) {
+    if (SameContent(existing->header, header)) {
+      if (u.blob_id.has_value()) {
+        // Our copy is redundant: drop it (best effort; a leftover marker is
+        // cleaned up at the next open).
+        rocksdb::WriteBatch cleanup;
+        DeleteChunks(cleanup, u.run_id, *u.blob_id, u.chunks_written);
+        cleanup.Delete(meta_, PendingKey(*u.blob_id)).PermitUncheckedError();
+        Write(cleanup, /*sync=*/false, "drop redundant upload").IgnoreError();
+      }
+      return CommitResult{CommitKind::kAlreadyPresent, existing->sequence};
+    }
+    if (!u.verify_only && !record.info.overwrite) {
+      return ConflictError(u.run, existing->header, header);
+    }
+    kind = CommitKind::kReplaced;
+  }
+  if (u.verify_only) {
+    return absl::AbortedError(absl::StrCat(
+        DescribeTensor(u.run, header.address),
+        ": the stored tensor changed while an identical copy was resent; "
+        "send it again"));
+  }
+
+  IndexEntry entry;
+  entry.header = header;
+  entry.sequence = record.next_sequence++;
+  entry.chunk_size = u.chunk_size;
+  if (u.blob_id.has_value()) {
+    entry.blob_id = *u.blob_id;
+    batch.Delete(meta_, PendingKey(*u.blob_id)).PermitUncheckedError();
+  } else {
+    // Nothing written yet: the whole tensor (if any) is the inline tail.
+    entry.blob_id = next_blob_id_++;
+    batch.Put(meta_, CounterKey(kBlobCounter), EncodeCounter(next_blob_id_))
+        .PermitUncheckedError();
+    if (!u.tail.empty()) {
+      REPROD_RETURN_IF_ERROR(AddChunk(
+          batch, chunks_, ChunkKey(u.run_id, entry.blob_id, 0), u.tail));
+    }
+  }
+  if (kind == CommitKind::kReplaced) {
+    DeleteChunks(batch, u.run_id, existing->blob_id, existing->num_chunks());
+    record.info.total_bytes -= existing->header.byte_length;
+  } else {
+    ++record.info.tensor_count;
+  }
+  record.info.total_bytes += header.byte_length;
+  batch.Put(meta_, TensorKey(u.run_id, header.address), EncodeIndexEntry(entry))
+      .PermitUncheckedError();
+  batch.Put(meta_, RunKey(u.run), EncodeRunRecord(record))
+      .PermitUncheckedError();
+  REPROD_RETURN_IF_ERROR(Annotate(Write(batch, options_.sync_commits, "commit"),
+                                  DescribeTensor(u.run, header.address)));
+  return CommitResult{kind, entry.sequence};
+}
+
+void RocksDbStore::AbandonUpload(uint64_t run_id, uint64_t blob_id,
+                                 uint64_t chunks) {
+  rocksdb::WriteBatch batch;
+  DeleteChunks(batch, run_id, blob_id, chunks);
+  batch.Delete(meta_, PendingKey(blob_id)).PermitUncheckedError();
+  Write(batch, /*sync=*/false, "abandon upload").IgnoreError();
+}
+
+absl::StatusOr<std::vector<TensorMeta>> RocksDbStore::ListTensors(
+    std::string_view run, std::string_view checkpoint) {
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  REPROD_ASSIGN_OR_RETURN(const RunRecord record,
+                          ReadRun(run, snapshot.snapshot()));
+  const std::string prefix = checkpoint.empty()
+                                 ? TensorPrefix(record.run_id)
+                                 : CheckpointPrefix(record.run_id, checkpoint);
+  std::vector<TensorMeta> out;
+  REPROD_RETURN_IF_ERROR(Annotate(
+      ScanPrefix(
+          db_.get(), meta_, prefix, snapshot.snapshot(),
+          [&](std::string_view key, std::string_view value) -> absl::Status {
+            REPROD_ASSIGN_OR_RETURN(TensorAddress address, ParseTensorKey(key));
+            absl::StatusOr<IndexEntry> entry = DecodeIndexEntry(address, value);
+            if (!entry.ok()) {
+              return Annotate(
+                  entry.status(),
+                  absl::StrCat("tensor ", AddressToString(address)));
+            }
+            out.push_back(
+                TensorMeta{std::move(entry->header), entry->sequence});
+            return absl::OkStatus();
+          }),
+      absl::StrCat("run ", std::string(run))));
+  std::sort(out.begin(), out.end(),
+            [](const TensorMeta& a, const TensorMeta& b) {
+              return a.sequence < b.sequence;
+            });
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<TensorReader>> RocksDbStore::OpenTensor(
+    std::string_view run, const TensorAddress& address) {
+  auto snapshot = std::make_unique<rocksdb::ManagedSnapshot>(db_.get());
+  REPROD_ASSIGN_OR_RETURN(const RunRecord record,
+                          ReadRun(run, snapshot->snapshot()));
+  REPROD_ASSIGN_OR_RETURN(
+      std::optional<IndexEntry> entry,
+      ReadIndex(record.run_id, address, snapshot->snapshot()));
+  if (!entry.has_value()) return TensorNotFoundError(run, address);
+  return NewRocksDbTensorReader(this, std::string(run), record.run_id,
+                                *std::move(entry), std::move(snapshot));
+}
+
+// --- reports
+// ------------------------------------------------------------------
+
+absl::Status RocksDbStore::PutReport(const StoredReport& report) {
+  absl::MutexLock lock(&mu_);
+  std::string ignored;
+  const rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), reports_,
+                                     ReportKey(report.id), &ignored);
+  if (s.ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("report ", report.id, " already exists"));
+  }
+  if (!s.IsNotFound()) return FromRocksDb(s, "read report");
+  rocksdb::WriteBatch batch;
+  batch.Put(reports_, ReportKey(report.id), EncodeReportSummary(report))
+      .PermitUncheckedError();
+  for (const auto& [format, text] : report.renderings) {
+    batch.Put(reports_, RenderingKey(report.id, format), EncodeRendering(text))
+        .PermitUncheckedError();
+  }
+  return Write(batch, options_.sync_commits, "put report");
+}
+
+absl::StatusOr<StoredReport> RocksDbStore::GetReport(std::string_view id) {
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot.snapshot();
+  rocksdb::PinnableSlice value;
+  const rocksdb::Status s = db_->Get(ro, reports_, ReportKey(id), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("report ", std::string(id), " not found"));
+  }
+  REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read report"));
+  const std::string context = absl::StrCat("report ", std::string(id));
+  absl::StatusOr<StoredReport> report = DecodeReportSummary(id, ToView(value));
+  if (!report.ok()) return Annotate(report.status(), context);
+  const std::string prefix = RenderingPrefix(id);
+  REPROD_RETURN_IF_ERROR(Annotate(
+      ScanPrefix(
+          db_.get(), reports_, prefix, snapshot.snapshot(),
+          [&](std::string_view key, std::string_view value) -> absl::Status {
+            REPROD_ASSIGN_OR_RETURN(std::string text, DecodeRendering(value));
+            report->renderings.emplace(key.substr(prefix.size()),
+                                       std::move(text));
+            return absl::OkStatus();
+          }),
+      context));
+  return report;
+}
+
+absl::StatusOr<std::vector<StoredReport>> RocksDbStore::ListReports(
+    std::string_view run, size_t limit) {
+  std::vector<StoredReport> out;
+  if (limit == 0) return out;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), reports_, kReportPrefix, nullptr,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        const std::string_view id = key.substr(kReportPrefix.size());
+        absl::StatusOr<StoredReport> report = DecodeReportSummary(id, value);
+        if (!report.ok()) {
+          return Annotate(report.status(),
+                          absl::StrCat("report ", std::string(id)));
+        }
+        if (run.empty() || report->ref == run || report->cand == run) {
+          out.push_back(*std::move(report));
+        }
+        return absl::OkStatus();
+      }));
+  std::sort(out.begin(), out.end(),
+            [](const StoredReport& a, const StoredReport& b) {
+              if (a.created != b.created) return a.created > b.created;
+              return a.id > b.id;
+            });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+}  // namespace internal
+
+absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
+    const std::string& dir, const RocksDbStoreOptions& options) {
+  REPROD_ASSIGN_OR_RETURN(std::unique_ptr<internal::RocksDbStore> store,
+                          internal::RocksDbStore::Open(dir, options));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace reprod::storage

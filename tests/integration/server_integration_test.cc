@@ -1,0 +1,382 @@
+// Integration tests: the real reprodd binary on an ephemeral loopback port
+// with a temp RocksDB data dir, driven through the generated stubs.
+// Expected numbers are computed by hand in each test (independent oracle).
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "reprod/v1/compare.grpc.pb.h"
+#include "reprod/v1/ingest.grpc.pb.h"
+#include "reprod/v1/runs.grpc.pb.h"
+#include "tests/integration/raw_ingest.h"
+#include "tests/integration/server_process.h"
+#include "tests/testing/status_matchers.h"
+
+namespace reprod::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(tmp_.path().empty());
+    server_ = std::make_unique<ServerProcess>(
+        ServerOptionsFor(tmp_.path() + "/data"));
+    ASSERT_THAT(server_->Start(), IsOk());
+    Connect();
+  }
+
+  void Connect() {
+    channel_ = server_->Channel();
+    runs_ = v1::RunService::NewStub(channel_);
+    ingest_ = v1::IngestService::NewStub(channel_);
+    compare_ = v1::CompareService::NewStub(channel_);
+    reports_ = v1::ReportService::NewStub(channel_);
+  }
+
+  void CreateRun(const std::string& name, bool overwrite = false) {
+    grpc::ClientContext ctx;
+    v1::CreateRunRequest req;
+    req.mutable_run()->set_name(name);
+    req.mutable_run()->set_framework("test");
+    req.mutable_run()->set_overwrite(overwrite);
+    v1::Run run;
+    const grpc::Status s = runs_->CreateRun(&ctx, req, &run);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(run.state(), v1::RUN_STATE_OPEN);
+  }
+
+  v1::Run GetRun(const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::GetRunRequest req;
+    req.set_name(name);
+    v1::Run run;
+    const grpc::Status s = runs_->GetRun(&ctx, req, &run);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return run;
+  }
+
+  void Seal(const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::SealRunRequest req;
+    req.set_name(name);
+    v1::Run run;
+    const grpc::Status s = runs_->SealRun(&ctx, req, &run);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  grpc::Status Compare(const std::string& ref, const std::string& cand,
+                       v1::ReportFormat format, v1::Report* report) {
+    grpc::ClientContext ctx;
+    v1::CompareRequest req;
+    req.set_ref(ref);
+    req.set_cand(cand);
+    req.set_format(format);
+    return compare_->Compare(&ctx, req, report);
+  }
+
+  TempDir tmp_;
+  std::unique_ptr<ServerProcess> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::RunService::Stub> runs_;
+  std::unique_ptr<v1::IngestService::Stub> ingest_;
+  std::unique_ptr<v1::CompareService::Stub> compare_;
+  std::unique_ptr<v1::ReportService::Stub> reports_;
+};
+
+RawTensor F32(const std::string& checkpoint, const std::string& key,
+              std::vector<float> values, std::vector<int64_t> shape) {
+  RawTensor t;
+  t.checkpoint = checkpoint;
+  t.key = key;
+  t.shape = std::move(shape);
+  t.bytes = Float32Bytes(values);
+  return t;
+}
+
+TEST_F(ServerTest, PushCompareAndFetchReport) {
+  CreateRun("it/torch");
+  CreateRun("it/paddle");
+  const std::vector<RawTensor> ref = {
+      F32("forward", "logits", {1, 2, 3, 4}, {2, 2}),
+      F32("loss", "loss", {0.5f}, {})};
+  // logits differ by 0.5 at [1, 1]: mean_abs 0.125, max_abs 0.5.
+  const std::vector<RawTensor> cand = {
+      F32("forward", "logits", {1, 2, 3, 4.5f}, {2, 2}),
+      F32("loss", "loss", {0.5f}, {})};
+  IngestOutcome r = PushTensors(*ingest_, "it/torch", ref);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_THAT(r.acks, SizeIs(2));
+  EXPECT_EQ(r.acks[0].kind(), v1::ACK_KIND_STORED);
+  EXPECT_EQ(r.acks[0].sequence(), 0u);
+  EXPECT_EQ(r.acks[1].sequence(), 1u);
+  EXPECT_EQ(r.acks[1].tensor_id(), 1u);
+  IngestOutcome c = PushTensors(*ingest_, "it/paddle", cand);
+  ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  EXPECT_EQ(GetRun("it/paddle").tensor_count(), 2u);
+  EXPECT_EQ(GetRun("it/paddle").total_bytes(), 20u);
+
+  v1::Report report;
+  grpc::Status s =
+      Compare("it/torch", "it/paddle", v1::REPORT_FORMAT_JSON, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(report.passed());
+  EXPECT_EQ(report.summary().tensors(), 2u);
+  EXPECT_EQ(report.summary().passed(), 1u);
+  EXPECT_EQ(report.summary().failed(), 1u);
+  EXPECT_EQ(report.first_failure().checkpoint(), "forward");
+  EXPECT_EQ(report.first_failure().key(), "logits");
+  EXPECT_THAT(report.id(), ::testing::StartsWith("rpt-"));
+  EXPECT_THAT(report.rendered(), HasSubstr("\"schema\": \"reprod.report.v1\""));
+  EXPECT_THAT(report.rendered(), HasSubstr("\"mean_abs\": 0.125"));
+  EXPECT_THAT(report.rendered(), HasSubstr("\"max_abs_index\": [1, 1]"));
+
+  // The stored report, in reprod_log's text format.
+  grpc::ClientContext ctx;
+  v1::GetReportRequest get;
+  get.set_id(report.id());
+  get.set_format(v1::REPORT_FORMAT_TEXT);
+  v1::Report text;
+  s = reports_->GetReport(&ctx, get, &text);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(text.rendered(),
+              HasSubstr("mean diff: check passed: False, value: 0.125"));
+  EXPECT_THAT(text.rendered(), HasSubstr("diff check failed"));
+
+  grpc::ClientContext lctx;
+  v1::ListReportsRequest list;
+  list.set_run("it/paddle");
+  v1::ListReportsResponse listed;
+  s = reports_->ListReports(&lctx, list, &listed);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_THAT(listed.reports(), SizeIs(1));
+  EXPECT_EQ(listed.reports(0).id(), report.id());
+  EXPECT_TRUE(listed.reports(0).rendered().empty());
+}
+
+TEST_F(ServerTest, IdenticalResendIsIdempotent) {
+  CreateRun("it/a");
+  const RawTensor t = F32("forward", "x", {1, 2, 3}, {3});
+  IngestOutcome first = PushTensors(*ingest_, "it/a", {t});
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  IngestOutcome again = PushTensors(*ingest_, "it/a", {t, t});
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  ASSERT_THAT(again.acks, SizeIs(2));
+  for (const auto& ack : again.acks) {
+    EXPECT_EQ(ack.kind(), v1::ACK_KIND_ALREADY_PRESENT);
+    EXPECT_EQ(ack.sequence(), first.acks[0].sequence());
+  }
+  EXPECT_EQ(GetRun("it/a").tensor_count(), 1u);
+}
+
+TEST_F(ServerTest, ConflictingBytesRejectedNamingTheAddress) {
+  CreateRun("it/a");
+  RawTensor t = F32("bp_align", "grad/w", {1, 2, 3}, {3});
+  t.step = 3;
+  ASSERT_TRUE(PushTensors(*ingest_, "it/a", {t}).status.ok());
+  t.bytes = Float32Bytes({1, 2, 4});
+  IngestOutcome o = PushTensors(*ingest_, "it/a", {t});
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(o.status.error_message(), HasSubstr("bp_align/grad/w@3"));
+  EXPECT_THAT(o.acks, SizeIs(0));
+
+  // A run opened with overwrite accepts it and says so.
+  CreateRun("it/b", /*overwrite=*/true);
+  t.bytes = Float32Bytes({1, 2, 3});
+  ASSERT_TRUE(PushTensors(*ingest_, "it/b", {t}).status.ok());
+  t.bytes = Float32Bytes({1, 2, 4});
+  IngestOutcome replaced = PushTensors(*ingest_, "it/b", {t});
+  ASSERT_TRUE(replaced.status.ok()) << replaced.status.error_message();
+  ASSERT_THAT(replaced.acks, SizeIs(1));
+  EXPECT_EQ(replaced.acks[0].kind(), v1::ACK_KIND_REPLACED);
+}
+
+struct BadCase {
+  const char* name;
+  std::function<void(RawTensor&, std::string& run)> mutate;
+  const char* message;
+};
+
+TEST_F(ServerTest, InvalidHeadersRejectedWithInvalidArgument) {
+  CreateRun("it/a");
+  const std::vector<BadCase> cases = {
+      {"dtype x shape != bytes",
+       [](RawTensor& t, std::string&) { t.shape = {4}; },
+       "does not match dtype float32 x shape (4,) = 16 bytes"},
+      {"negative dimension",
+       [](RawTensor& t, std::string&) { t.shape = {-3}; },
+       "dimension 0 is negative"},
+      {"bad key characters",
+       [](RawTensor& t, std::string&) { t.key = "bad key!"; },
+       "invalid tensor key"},
+      {"bad checkpoint", [](RawTensor& t, std::string&) { t.checkpoint = ""; },
+       "invalid checkpoint name"},
+      {"unknown dtype",
+       [](RawTensor& t, std::string&) { t.dtype = static_cast<v1::DType>(42); },
+       "unknown dtype 42"},
+      {"unknown run", [](RawTensor&, std::string& run) { run = "it/nope"; },
+       "unknown run 'it/nope'"},
+      {"chunk past the declared size",
+       [](RawTensor& t, std::string&) {
+         t.byte_length = 8;
+         t.shape = {2};
+       },
+       "runs past the declared size 8"},
+  };
+  for (const BadCase& c : cases) {
+    RawTensor t = F32("forward", "x", {1, 2, 3}, {3});
+    std::string run = "it/a";
+    c.mutate(t, run);
+    IngestOutcome o = PushTensors(*ingest_, run, {t});
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.name << ": " << o.status.error_message();
+    EXPECT_THAT(o.status.error_message(), HasSubstr(c.message)) << c.name;
+    EXPECT_THAT(o.acks, SizeIs(0)) << c.name;
+  }
+  // A chunk at the wrong offset.
+  RawTensor t = F32("forward", "x", {1, 2, 3}, {3});
+  t.chunk_bytes = 4;
+  auto messages = IngestMessages("it/a", 0, t);
+  messages[2].mutable_chunk()->set_offset(5);
+  IngestOutcome o = RunIngest(*ingest_, messages);
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(o.status.error_message(), HasSubstr("expected offset 4"));
+  // A crc32c that does not match the bytes.
+  t.crc32c = Crc32c("something else");
+  o = PushTensors(*ingest_, "it/a", {t});
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(o.status.error_message(), HasSubstr("crc32c"));
+  // Nothing of the above became visible.
+  EXPECT_EQ(GetRun("it/a").tensor_count(), 0u);
+}
+
+TEST_F(ServerTest, WatchReportsEachPairBeforeEitherRunIsSealed) {
+  CreateRun("it/ref");
+  CreateRun("it/cand");
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  req.set_ref("it/ref");
+  req.set_cand("it/cand");
+  auto stream = compare_->Watch(&ctx, req);
+
+  auto next_verdict = [&]() {
+    v1::WatchEvent event;
+    EXPECT_TRUE(stream->Read(&event));
+    EXPECT_TRUE(event.has_verdict());
+    return event.verdict();
+  };
+  for (int step = 0; step < 3; ++step) {
+    RawTensor r = F32("train_align", "loss", {1.0f}, {});
+    r.step = step;
+    RawTensor c = r;
+    // Step 2 diverges: |1.5 - 1| = 0.5.
+    if (step == 2) c.bytes = Float32Bytes({1.5f});
+    ASSERT_TRUE(PushTensors(*ingest_, "it/ref", {r}).status.ok());
+    ASSERT_TRUE(PushTensors(*ingest_, "it/cand", {c}).status.ok());
+    const v1::TensorVerdict v = next_verdict();
+    EXPECT_EQ(v.address().step(), step);
+    EXPECT_EQ(v.address().key(), "loss");
+    EXPECT_EQ(v.status(), step == 2 ? v1::TENSOR_STATUS_FAIL
+                                    : v1::TENSOR_STATUS_PASS);
+    EXPECT_EQ(v.max_abs(), step == 2 ? 0.5 : 0.0);
+    // Both runs are still open while the verdict arrives.
+    EXPECT_EQ(GetRun("it/ref").state(), v1::RUN_STATE_OPEN);
+    EXPECT_EQ(GetRun("it/cand").state(), v1::RUN_STATE_OPEN);
+  }
+  Seal("it/ref");
+  Seal("it/cand");
+  v1::WatchEvent last;
+  ASSERT_TRUE(stream->Read(&last));
+  ASSERT_TRUE(last.has_report());
+  EXPECT_FALSE(last.report().passed());
+  EXPECT_EQ(last.report().summary().tensors(), 3u);
+  EXPECT_EQ(last.report().first_failure().step(), 2);
+  EXPECT_FALSE(stream->Read(&last));
+  const grpc::Status s = stream->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+TEST_F(ServerTest, RunLifecycleErrors) {
+  CreateRun("it/a");
+  grpc::ClientContext c1;
+  v1::CreateRunRequest dup;
+  dup.mutable_run()->set_name("it/a");
+  v1::Run run;
+  EXPECT_EQ(runs_->CreateRun(&c1, dup, &run).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  grpc::ClientContext c2;
+  dup.set_exist_ok(true);
+  EXPECT_TRUE(runs_->CreateRun(&c2, dup, &run).ok());
+  grpc::ClientContext c3;
+  v1::GetRunRequest get;
+  get.set_name("it/missing");
+  EXPECT_EQ(runs_->GetRun(&c3, get, &run).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext c4;
+  get.set_name("no slash");
+  EXPECT_EQ(runs_->GetRun(&c4, get, &run).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  Seal("it/a");
+  // A sealed run takes no more tensors.
+  IngestOutcome o =
+      PushTensors(*ingest_, "it/a", {F32("forward", "x", {1}, {1})});
+  EXPECT_EQ(o.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // Compare against an unknown run names it.
+  v1::Report report;
+  grpc::Status s = Compare("it/a", "it/ghost", v1::REPORT_FORMAT_JSON, &report);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("it/ghost"));
+  // Deleting removes the run and its tensors.
+  grpc::ClientContext c5;
+  v1::DeleteRunRequest del;
+  del.set_name("it/a");
+  v1::DeleteRunResponse deleted;
+  EXPECT_TRUE(runs_->DeleteRun(&c5, del, &deleted).ok());
+  grpc::ClientContext c6;
+  get.set_name("it/a");
+  EXPECT_EQ(runs_->GetRun(&c6, get, &run).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, SigtermStopsCleanlyAndDataSurvivesRestart) {
+  CreateRun("it/a");
+  ASSERT_TRUE(PushTensors(*ingest_, "it/a",
+                          {F32("forward", "x", {1, 2, 3}, {3}),
+                           F32("forward", "y", {4}, {1})})
+                  .status.ok());
+  absl::StatusOr<int> status = server_->Terminate();
+  ASSERT_THAT(status, IsOk());
+  EXPECT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
+  EXPECT_THAT(server_->ReadLog(), HasSubstr("reprodd stopped cleanly"));
+  ASSERT_THAT(server_->Start(), IsOk());
+  Connect();
+  const v1::Run run = GetRun("it/a");
+  EXPECT_EQ(run.tensor_count(), 2u);
+  EXPECT_EQ(run.total_bytes(), 16u);
+}
+
+TEST(ServerStartup, RefusesNonLoopbackWithoutInsecure) {
+  TempDir tmp;
+  ServerProcess::Options options = ServerOptionsFor(tmp.path() + "/data");
+  options.listen = "0.0.0.0:0";
+  ServerProcess server(options);
+  const absl::Status s = server.Start();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInternal,
+                          HasSubstr("refusing to listen on non-loopback")));
+  EXPECT_THAT(server.ReadLog(), HasSubstr("--insecure"));
+}
+
+}  // namespace
+}  // namespace reprod::testing
