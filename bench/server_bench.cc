@@ -11,7 +11,9 @@
 //     CompareService.Compare, ingest excluded.
 //
 // Prints a markdown table and, with --json FILE, writes the numbers.
-// Usage: reprod_server_bench [--tensors N] [--repeats N] [--json FILE]
+// Usage: reprod_server_bench [--tensors N] [--repeats N] [--window-mib N]
+//                            [--json FILE]
+// --window-mib: unacknowledged bytes the client keeps in flight (256).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -140,6 +142,8 @@ void CreateRun(reprod::client::RemoteClient& c, const std::string& name) {
 }
 
 // Pushes `tensors` 64 MiB tensors (shared bytes) on one stream; bytes/s.
+uint64_t g_window_bytes = uint64_t{256} << 20;
+
 double IngestThroughput(Server& s, const std::string& run,
                         const reprod::Tensor& payload, int tensors) {
   CreateRun(*s.client, run);
@@ -151,7 +155,9 @@ double IngestThroughput(Server& s, const std::string& run,
   }
   reprod::client::VectorTensorSource source(std::move(items));
   const auto t0 = Clock::now();
-  auto summary = s.client->Push(run, source);
+  reprod::client::PushOptions push_options;
+  push_options.window_bytes = g_window_bytes;
+  auto summary = s.client->Push(run, source, push_options);
   const auto t1 = Clock::now();
   if (!summary.ok() || summary->stored != static_cast<uint64_t>(tensors)) {
     std::fprintf(stderr, "push: %s\n", summary.status().ToString().c_str());
@@ -199,6 +205,7 @@ int main(int argc, char** argv) {
     if (a == "--tensors") tensors = std::atoi(argv[i + 1]);
     if (a == "--repeats") repeats = std::atoi(argv[i + 1]);
     if (a == "--json") json_path = argv[i + 1];
+    if (a == "--window-mib") g_window_bytes = std::stoull(argv[i + 1]) << 20;
   }
   (void)reprod::InitLogging("warn");
   const std::string dir =
