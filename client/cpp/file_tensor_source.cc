@@ -39,12 +39,10 @@ absl::StatusOr<std::unique_ptr<FileTensorSource>> FileTensorSource::Open(
     entry.path = std::move(path);
     files.push_back(std::move(entry));
   }
-  return std::unique_ptr<FileTensorSource>(
-      new FileTensorSource(std::move(files), options.step));
+  return std::unique_ptr<FileTensorSource>(new FileTensorSource(std::move(files), options.step));
 }
 
-FileTensorSource::FileTensorSource(std::vector<FileEntry> files,
-                                   std::optional<int64_t> step)
+FileTensorSource::FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step)
     : files_(std::move(files)), step_(step) {
   for (const FileEntry& f : files_) unopened_file_bytes_ += f.size;
 }
@@ -63,17 +61,17 @@ absl::Status FileTensorSource::OpenNextFile() {
   if (file->tensors.empty()) notes_.push_back(absl::StrCat(entry.path, ": holds no tensors"));
   for (const NamedTensor& t : file->tensors) {
     if (absl::Status s = ValidateTensorKey(t.key); !s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(entry.path, ": ", std::string(s.message())));
+      return absl::InvalidArgumentError(absl::StrCat(entry.path, ": ", std::string(s.message())));
     }
     auto [it, inserted] = seen_.emplace(entry.checkpoint, t.key);
     if (!inserted) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          entry.path, ": tensor ", entry.checkpoint, "/", t.key,
-          " was already pushed from an earlier file of this push (two files map to "
-          "checkpoint '", entry.checkpoint,
-          "'; push each framework's files to its own run, or name the checkpoint with "
-          "--checkpoint)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry.path, ": tensor ", entry.checkpoint, "/", t.key,
+                       " was already pushed from an earlier file of this push (two files map to "
+                       "checkpoint '",
+                       entry.checkpoint,
+                       "'; push each framework's files to its own run, or name the checkpoint with "
+                       "--checkpoint)"));
     }
     opened_bytes_ += t.tensor.num_bytes();
   }

@@ -50,8 +50,8 @@ class FileTensorSource final : public TensorSource {
   // Checks, without reading them, that `paths` is not empty, that each path
   // is a regular file (NotFound / InvalidArgument naming it) and that each
   // file's checkpoint name is valid (InvalidArgument naming the file).
-  static absl::StatusOr<std::unique_ptr<FileTensorSource>> Open(
-      std::vector<std::string> paths, Options options);
+  static absl::StatusOr<std::unique_ptr<FileTensorSource>> Open(std::vector<std::string> paths,
+                                                                Options options);
 
   // Next tensor in file order, files in the given order. Errors: those of
   // formats::ReadTensorFile (naming the file), InvalidArgument for a key

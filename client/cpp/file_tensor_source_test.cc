@@ -88,8 +88,8 @@ TEST_F(FileTensorSourceTest, CheckpointFromFileNameAndBareArrayKey) {
 }
 
 TEST_F(FileTensorSourceTest, CheckpointOverrideAndStep) {
-  const std::string a = WriteSafetensors(
-      "w.safetensors", {{"enc.w", Floats({1, 2})}, {"enc.b", Floats({3})}});
+  const std::string a =
+      WriteSafetensors("w.safetensors", {{"enc.w", Floats({1, 2})}, {"enc.b", Floats({3})}});
   FileTensorSource::Options options;
   options.checkpoint = "bp_align";
   options.step = 3;
@@ -109,7 +109,8 @@ TEST_F(FileTensorSourceTest, MissingFileFailsAtOpenNamingIt) {
   const std::string a = WriteNpy("forward_paddle.npy", Floats({1}));
   EXPECT_THAT(FileTensorSource::Open({a, (dir_ / "nope.npy").string()}, {}),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope.npy")));
-  EXPECT_THAT(FileTensorSource::Open({}, {}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no files")));
+  EXPECT_THAT(FileTensorSource::Open({}, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no files")));
   EXPECT_THAT(FileTensorSource::Open({dir_.string()}, {}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a regular file")));
 }
@@ -127,12 +128,12 @@ TEST_F(FileTensorSourceTest, BadCheckpointNameFromFileNameSuggestsTheFlag) {
 }
 
 TEST_F(FileTensorSourceTest, BadKeyFailsBeforeAnyTensorOfTheFile) {
-  const std::string a = WriteSafetensors("w.safetensors",
-                                         {{"good", Floats({1})}, {"bad key", Floats({2})}});
+  const std::string a =
+      WriteSafetensors("w.safetensors", {{"good", Floats({1})}, {"bad key", Floats({2})}});
   ASSERT_OK_AND_ASSIGN(auto source, FileTensorSource::Open({a}, {}));
-  EXPECT_THAT(source->Next(), StatusIs(absl::StatusCode::kInvalidArgument,
-                                       ::testing::AllOf(HasSubstr("w.safetensors"),
-                                                        HasSubstr("bad key"))));
+  EXPECT_THAT(source->Next(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("w.safetensors"), HasSubstr("bad key"))));
 }
 
 TEST_F(FileTensorSourceTest, SameAddressFromTwoFilesIsRefused) {
@@ -152,7 +153,8 @@ TEST_F(FileTensorSourceTest, UnreadableFileErrorNamesIt) {
   const std::string path = (dir_ / "junk_paddle.npy").string();
   std::ofstream(path) << "not a tensor file";
   ASSERT_OK_AND_ASSIGN(auto source, FileTensorSource::Open({path}, {}));
-  EXPECT_THAT(source->Next(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("junk_paddle.npy")));
+  EXPECT_THAT(source->Next(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("junk_paddle.npy")));
 }
 
 TEST_F(FileTensorSourceTest, NestedDictFlattensAndSkippedValuesBecomeNotes) {

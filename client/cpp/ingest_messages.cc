@@ -7,9 +7,8 @@
 
 namespace reprod::client {
 
-void MakeBeginTensor(const std::string& run, uint64_t tensor_id,
-                     const PushItem& item, uint32_t crc32c,
-                     v1::IngestRequest* out) {
+void MakeBeginTensor(const std::string& run, uint64_t tensor_id, const PushItem& item,
+                     uint32_t crc32c, v1::IngestRequest* out) {
   out->Clear();
   v1::BeginTensor* begin = out->mutable_begin();
   begin->set_run(run);
@@ -30,8 +29,7 @@ uint32_t TensorCrc32c(const Tensor& tensor) {
   return Crc32c(tensor.data(), tensor.num_bytes());
 }
 
-TensorChunker::TensorChunker(const void* data, uint64_t size,
-                             size_t chunk_bytes)
+TensorChunker::TensorChunker(const void* data, uint64_t size, size_t chunk_bytes)
     : data_(static_cast<const char*>(data)),
       size_(size),
       chunk_bytes_(chunk_bytes == 0 ? kDefaultChunkBytes : chunk_bytes) {}
@@ -47,8 +45,6 @@ bool TensorChunker::Next(v1::IngestRequest* out) {
   return true;
 }
 
-uint64_t TensorChunker::num_chunks() const {
-  return (size_ + chunk_bytes_ - 1) / chunk_bytes_;
-}
+uint64_t TensorChunker::num_chunks() const { return (size_ + chunk_bytes_ - 1) / chunk_bytes_; }
 
 }  // namespace reprod::client

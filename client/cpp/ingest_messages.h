@@ -33,9 +33,8 @@ inline constexpr size_t kDefaultChunkBytes = size_t{1} << 20;
 // Fills `out` with the BeginTensor of `item` for `run`: address, dtype,
 // shape, byte_length = item.tensor.num_bytes() and the given crc32c (of all
 // those bytes; the caller computes it once and keeps it for resends).
-void MakeBeginTensor(const std::string& run, uint64_t tensor_id,
-                     const PushItem& item, uint32_t crc32c,
-                     v1::IngestRequest* out);
+void MakeBeginTensor(const std::string& run, uint64_t tensor_id, const PushItem& item,
+                     uint32_t crc32c, v1::IngestRequest* out);
 
 // crc32c of the tensor's bytes (common/crc32c.h).
 uint32_t TensorCrc32c(const Tensor& tensor);

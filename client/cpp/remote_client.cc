@@ -17,14 +17,12 @@ namespace {
 constexpr int kMinReconnectBackoffMs = 200;
 constexpr int kMaxReconnectBackoffMs = 2000;
 
-absl::Status CheckRun(const std::string& name) {
-  return ValidateRunName(name);
-}
+absl::Status CheckRun(const std::string& name) { return ValidateRunName(name); }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(
-    std::string target, ConnectOptions options) {
+absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string target,
+                                                                    ConnectOptions options) {
   if (target.empty()) {
     return absl::InvalidArgumentError("empty server address (expected HOST:PORT)");
   }
@@ -36,8 +34,7 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   if (channel == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot create a channel to '", target, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to '", target, "'"));
   }
   // Wait for READY, but give up at the first failed attempt: a refused
   // connection should not cost the whole timeout.
@@ -45,14 +42,13 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach the reprod server at ", target,
-          ": connection refused or failed"));
+      return absl::UnavailableError(absl::StrCat("cannot reach the reprod server at ", target,
+                                                 ": connection refused or failed"));
     }
     if (!channel->WaitForStateChange(state, deadline)) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot reach the reprod server at ", target, ": no answer within ",
-          absl::FormatDuration(options.connect_timeout)));
+      return absl::UnavailableError(absl::StrCat("cannot reach the reprod server at ", target,
+                                                 ": no answer within ",
+                                                 absl::FormatDuration(options.connect_timeout)));
     }
     state = channel->GetState(/*try_to_connect=*/true);
   }
@@ -75,19 +71,17 @@ RemoteClient::~RemoteClient() = default;
 absl::Status RemoteClient::FromRpc(const grpc::Status& status) const {
   absl::Status s = FromGrpcStatus(status);
   if (s.code() == absl::StatusCode::kUnavailable) {
-    return absl::UnavailableError(absl::StrCat(
-        "reprod server at ", target_, " unavailable: ", std::string(s.message())));
+    return absl::UnavailableError(
+        absl::StrCat("reprod server at ", target_, " unavailable: ", std::string(s.message())));
   }
   if (s.code() == absl::StatusCode::kDeadlineExceeded) {
     return absl::DeadlineExceededError(absl::StrCat(
-        "reprod server at ", target_, " did not answer in time: ",
-        std::string(s.message())));
+        "reprod server at ", target_, " did not answer in time: ", std::string(s.message())));
   }
   return s;
 }
 
-void RemoteClient::SetDeadline(grpc::ClientContext* context,
-                               absl::Duration timeout) const {
+void RemoteClient::SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const {
   if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
@@ -168,8 +162,7 @@ absl::StatusOr<std::vector<v1::TensorInfo>> RemoteClient::ListTensors(
   v1::ListTensorsResponse response;
   grpc::Status status = runs_->ListTensors(&context, request, &response);
   if (!status.ok()) return FromRpc(status);
-  return std::vector<v1::TensorInfo>(response.tensors().begin(),
-                                     response.tensors().end());
+  return std::vector<v1::TensorInfo>(response.tensors().begin(), response.tensors().end());
 }
 
 absl::StatusOr<v1::Report> RemoteClient::Compare(const v1::CompareRequest& request) {
@@ -183,14 +176,12 @@ absl::StatusOr<v1::Report> RemoteClient::Compare(const v1::CompareRequest& reque
   return response;
 }
 
-absl::Status RemoteClient::Watch(
-    const v1::WatchRequest& request,
-    const std::function<void(const v1::WatchEvent&)>& on_event) {
+absl::Status RemoteClient::Watch(const v1::WatchRequest& request,
+                                 const std::function<void(const v1::WatchEvent&)>& on_event) {
   if (absl::Status s = CheckRun(request.ref()); !s.ok()) return s;
   if (absl::Status s = CheckRun(request.cand()); !s.ok()) return s;
   grpc::ClientContext context;  // no deadline: lasts as long as training
-  std::unique_ptr<grpc::ClientReader<v1::WatchEvent>> reader =
-      compare_->Watch(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::WatchEvent>> reader = compare_->Watch(&context, request);
   v1::WatchEvent event;
   while (reader->Read(&event)) {
     on_event(event);
@@ -199,8 +190,7 @@ absl::Status RemoteClient::Watch(
   return FromRpc(reader->Finish());
 }
 
-absl::StatusOr<v1::Report> RemoteClient::GetReport(const std::string& id,
-                                                   v1::ReportFormat format) {
+absl::StatusOr<v1::Report> RemoteClient::GetReport(const std::string& id, v1::ReportFormat format) {
   if (id.empty()) return absl::InvalidArgumentError("empty report id");
   grpc::ClientContext context;
   SetDeadline(&context, options_.compare_timeout);
@@ -213,8 +203,8 @@ absl::StatusOr<v1::Report> RemoteClient::GetReport(const std::string& id,
   return response;
 }
 
-absl::StatusOr<std::vector<v1::Report>> RemoteClient::ListReports(
-    const std::string& run, uint32_t limit) {
+absl::StatusOr<std::vector<v1::Report>> RemoteClient::ListReports(const std::string& run,
+                                                                  uint32_t limit) {
   if (!run.empty()) {
     if (absl::Status s = CheckRun(run); !s.ok()) return s;
   }
@@ -226,8 +216,7 @@ absl::StatusOr<std::vector<v1::Report>> RemoteClient::ListReports(
   v1::ListReportsResponse response;
   grpc::Status status = reports_->ListReports(&context, request, &response);
   if (!status.ok()) return FromRpc(status);
-  return std::vector<v1::Report>(response.reports().begin(),
-                                 response.reports().end());
+  return std::vector<v1::Report>(response.reports().begin(), response.reports().end());
 }
 
 }  // namespace reprod::client

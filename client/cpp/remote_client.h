@@ -72,11 +72,11 @@ struct ConnectOptions {
 
 // reprod::client::PushProgress — a snapshot passed to PushOptions::on_progress.
 struct PushProgress {
-  uint64_t bytes_acked = 0;    // tensor bytes the server has stored
-  uint64_t bytes_sent = 0;     // tensor bytes written to the stream (resends count again)
-  uint64_t bytes_total = 0;    // TensorSource::TotalBytes() (0 = unknown)
+  uint64_t bytes_acked = 0;  // tensor bytes the server has stored
+  uint64_t bytes_sent = 0;   // tensor bytes written to the stream (resends count again)
+  uint64_t bytes_total = 0;  // TensorSource::TotalBytes() (0 = unknown)
   uint64_t tensors_acked = 0;
-  uint64_t tensors_sent = 0;   // BeginTensor messages written (resends count again)
+  uint64_t tensors_sent = 0;  // BeginTensor messages written (resends count again)
   int reconnects = 0;
 };
 
@@ -120,8 +120,8 @@ class RemoteClient {
   // waits until the server accepts a connection. UNAVAILABLE naming the
   // target when nothing answers within options.connect_timeout (a refused
   // connection fails at once); INVALID_ARGUMENT for an empty target.
-  static absl::StatusOr<std::unique_ptr<RemoteClient>> Connect(
-      std::string target, ConnectOptions options = {});
+  static absl::StatusOr<std::unique_ptr<RemoteClient>> Connect(std::string target,
+                                                               ConnectOptions options = {});
 
   RemoteClient(const RemoteClient&) = delete;
   RemoteClient& operator=(const RemoteClient&) = delete;
@@ -145,8 +145,8 @@ class RemoteClient {
   // tensors removed.
   absl::StatusOr<uint64_t> DeleteRun(const std::string& name);
   // The run's tensors in arrival order; only `checkpoint`'s when non-empty.
-  absl::StatusOr<std::vector<v1::TensorInfo>> ListTensors(
-      const std::string& run, const std::string& checkpoint = "");
+  absl::StatusOr<std::vector<v1::TensorInfo>> ListTensors(const std::string& run,
+                                                          const std::string& checkpoint = "");
 
   // Compares two stored runs and stores the report (CompareService.Compare).
   // A failed verdict is an OK result with passed() == false; NOT_FOUND for
@@ -162,12 +162,10 @@ class RemoteClient {
 
   // A stored report rendered in `format` (JSON when UNSPECIFIED); NOT_FOUND
   // for an unknown id.
-  absl::StatusOr<v1::Report> GetReport(const std::string& id,
-                                       v1::ReportFormat format);
+  absl::StatusOr<v1::Report> GetReport(const std::string& id, v1::ReportFormat format);
   // Report metadata (rendered left empty), newest first; only those of
   // `run` when non-empty; at most `limit` (0 = the server's default, 100).
-  absl::StatusOr<std::vector<v1::Report>> ListReports(const std::string& run,
-                                                      uint32_t limit);
+  absl::StatusOr<std::vector<v1::Report>> ListReports(const std::string& run, uint32_t limit);
 
   // Uploads every tensor of `source` into `run` over one Ingest stream,
   // pipelined: chunks keep flowing while an internal thread collects acks,
@@ -186,8 +184,7 @@ class RemoteClient {
                                    const PushOptions& options = {});
 
  private:
-  RemoteClient(std::string target, ConnectOptions options,
-               std::shared_ptr<grpc::Channel> channel);
+  RemoteClient(std::string target, ConnectOptions options, std::shared_ptr<grpc::Channel> channel);
 
   // FromGrpcStatus plus the server address for UNAVAILABLE and
   // DEADLINE_EXCEEDED.

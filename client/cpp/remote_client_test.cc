@@ -60,15 +60,16 @@ class FakeIngest final : public v1::IngestService::Service {
  public:
   explicit FakeIngest(FakeStore* store) : store_(store) {}
 
-  grpc::Status Ingest(grpc::ServerContext*,
-                      grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>* stream)
-      override {
+  grpc::Status Ingest(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>* stream) override {
     int stream_no;
     {
       absl::MutexLock lock(&store_->mu);
       stream_no = ++store_->streams;
     }
-    const bool fail_this = store_->unavailable_stream == 0 || store_->unavailable_stream == stream_no;
+    const bool fail_this =
+        store_->unavailable_stream == 0 || store_->unavailable_stream == stream_no;
     int acked_here = 0;
     v1::IngestRequest request;
     v1::BeginTensor begin;
@@ -156,8 +157,7 @@ class FakeRuns final : public v1::RunService::Service {
     if (!request->exist_ok()) response->mutable_labels()->insert({"exist_ok", "false"});
     return grpc::Status::OK;
   }
-  grpc::Status GetRun(grpc::ServerContext*, const v1::GetRunRequest* request,
-                      v1::Run*) override {
+  grpc::Status GetRun(grpc::ServerContext*, const v1::GetRunRequest* request, v1::Run*) override {
     ++calls;
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("run '", request->name(), "' not found"));
@@ -198,7 +198,8 @@ class FakeServer {
   }
   ~FakeServer() { Shutdown(); }
   void Shutdown() {
-    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+    if (server_)
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   }
   bool ok() const { return server_ != nullptr && port_ > 0; }
   int port() const { return port_; }
@@ -264,7 +265,8 @@ TEST(Connect, NothingListeningIsUnavailableQuicklyAndNamesTheAddress) {
 }
 
 TEST(Connect, EmptyTargetIsInvalid) {
-  EXPECT_THAT(RemoteClient::Connect(""), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
+  EXPECT_THAT(RemoteClient::Connect(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
 }
 
 TEST(RemoteClient, UnaryCallsMapStatusesAndKeepMessages) {
@@ -290,9 +292,12 @@ TEST(RemoteClient, BadNamesAreRefusedWithoutARoundTrip) {
   FakeStore store;
   FakeServer server(&store);
   ASSERT_OK_AND_ASSIGN(auto client, RemoteClient::Connect(server.target()));
-  EXPECT_THAT(client->GetRun("no-namespace"), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
-  EXPECT_THAT(client->SealRun("a/b c", false), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
-  EXPECT_THAT(client->ListTensors("a/b", "bad ckpt"), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(client->GetRun("no-namespace"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(client->SealRun("a/b c", false),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(client->ListTensors("a/b", "bad ckpt"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   v1::CompareRequest compare;
   compare.set_ref("a/b");
   compare.set_cand("../x");
@@ -308,9 +313,11 @@ TEST(RemoteClient, WatchDeliversEventsInOrder) {
   request.set_ref("a/torch");
   request.set_cand("a/paddle");
   std::vector<std::string> seen;
-  ASSERT_THAT(client->Watch(request, [&](const v1::WatchEvent& e) {
-    seen.push_back(e.has_verdict() ? Address(e.verdict().address()) : e.report().id());
-  }),
+  ASSERT_THAT(client->Watch(request,
+                            [&](const v1::WatchEvent& e) {
+                              seen.push_back(e.has_verdict() ? Address(e.verdict().address())
+                                                             : e.report().id());
+                            }),
               IsOk());
   EXPECT_THAT(seen, ::testing::ElementsAre("forward/k0", "forward/k1", "rpt-0000000000000001"));
 }
@@ -456,7 +463,8 @@ class FailingSource final : public TensorSource {
  public:
   absl::StatusOr<std::optional<PushItem>> Next() override {
     if (n_ == 3) return absl::DataLossError("x.npy: truncated");
-    return std::optional<PushItem>(PushItem{"forward", absl::StrCat("k", n_++), std::nullopt, Bytes(10, 1)});
+    return std::optional<PushItem>(
+        PushItem{"forward", absl::StrCat("k", n_++), std::nullopt, Bytes(10, 1)});
   }
 
  private:
@@ -468,7 +476,8 @@ TEST(Push, SourceErrorEndsThePushAfterTheAcksOfWhatWasSent) {
   FakeServer server(&store);
   ASSERT_OK_AND_ASSIGN(auto client, RemoteClient::Connect(server.target()));
   FailingSource source;
-  EXPECT_THAT(client->Push("team/run", source), StatusIs(absl::StatusCode::kDataLoss, "x.npy: truncated"));
+  EXPECT_THAT(client->Push("team/run", source),
+              StatusIs(absl::StatusCode::kDataLoss, "x.npy: truncated"));
   absl::MutexLock lock(&store.mu);
   EXPECT_EQ(store.tensors.size(), 3u);
   EXPECT_EQ(store.acks, 3u);
@@ -484,7 +493,8 @@ TEST(Push, InvalidKeyOrRunIsRefusedLocally) {
   EXPECT_THAT(client->Push("team/run", source),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("forward/bad key")));
   VectorTensorSource source2(Items(1, 1));
-  EXPECT_THAT(client->Push("norun", source2), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(client->Push("norun", source2),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   absl::MutexLock lock(&store.mu);
   EXPECT_EQ(store.tensors.size(), 2u);
 }

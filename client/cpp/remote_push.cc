@@ -44,8 +44,8 @@ absl::Status ValidateItem(const PushItem& item) {
   absl::Status s = ValidateCheckpointName(item.checkpoint);
   if (s.ok()) s = ValidateTensorKey(item.key);
   if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat("tensor ", ItemAddress(item), ": ",
-                                             std::string(s.message())));
+  return absl::Status(s.code(),
+                      absl::StrCat("tensor ", ItemAddress(item), ": ", std::string(s.message())));
 }
 
 absl::Duration Backoff(const PushOptions& options, int attempt) {
@@ -117,28 +117,27 @@ absl::StatusOr<PushSummary> PushSession::Run() {
       if (status.ok()) {
         if (unacked_.empty()) return summary_;
         return absl::InternalError(absl::StrCat(
-            "the server ended the ingest stream without acknowledging ",
-            unacked_.size(), " tensors (first: ", ItemAddress(unacked_.front().item),
-            ")"));
+            "the server ended the ingest stream without acknowledging ", unacked_.size(),
+            " tensors (first: ", ItemAddress(unacked_.front().item), ")"));
       }
       if (status.code() != absl::StatusCode::kUnavailable) return status;
       if (summary_.tensors > acked_before) failures = 0;
-      progress_note = absl::StrCat(summary_.tensors, " tensors acknowledged, ",
-                                   unacked_.size(), " sent but not acknowledged");
+      progress_note = absl::StrCat(summary_.tensors, " tensors acknowledged, ", unacked_.size(),
+                                   " sent but not acknowledged");
     }
     if (failures == 0) outage_start = absl::Now();
     if (++failures > options_.max_reconnects) {
-      return absl::UnavailableError(absl::StrCat(
-          std::string(status.message()), " (gave up after ", options_.max_reconnects,
-          " reconnect attempts; ", progress_note, ")"));
+      return absl::UnavailableError(absl::StrCat(std::string(status.message()), " (gave up after ",
+                                                 options_.max_reconnects, " reconnect attempts; ",
+                                                 progress_note, ")"));
     }
     const absl::Time deadline = outage_start + options_.reconnect_timeout;
     absl::SleepFor(std::min(Backoff(options_, failures), deadline - absl::Now()));
     if (absl::Now() >= deadline ||
         !client_.channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
-      return absl::UnavailableError(absl::StrCat(
-          std::string(status.message()), " (the server did not come back within ",
-          absl::FormatDuration(options_.reconnect_timeout), "; ", progress_note, ")"));
+      return absl::UnavailableError(
+          absl::StrCat(std::string(status.message()), " (the server did not come back within ",
+                       absl::FormatDuration(options_.reconnect_timeout), "; ", progress_note, ")"));
     }
     PushProgress snapshot;
     {
@@ -247,11 +246,11 @@ void PushSession::ReadAcks(IngestStream* stream, grpc::ClientContext* context) {
     {
       absl::MutexLock lock(&mu_);
       if (unacked_.empty() || unacked_.front().id != ack.tensor_id()) {
-        protocol_error_ = absl::InternalError(absl::StrCat(
-            "the server acknowledged tensor id ", ack.tensor_id(), " (",
-            ack.address().checkpoint(), "/", ack.address().key(), ") but ",
-            unacked_.empty() ? std::string("none was in flight")
-                             : absl::StrCat("expected id ", unacked_.front().id)));
+        protocol_error_ = absl::InternalError(
+            absl::StrCat("the server acknowledged tensor id ", ack.tensor_id(), " (",
+                         ack.address().checkpoint(), "/", ack.address().key(), ") but ",
+                         unacked_.empty() ? std::string("none was in flight")
+                                          : absl::StrCat("expected id ", unacked_.front().id)));
         bad = true;
       } else {
         const Pending& p = unacked_.front();
@@ -288,8 +287,7 @@ void PushSession::ReadAcks(IngestStream* stream, grpc::ClientContext* context) {
   cv_.SignalAll();
 }
 
-absl::StatusOr<PushSummary> RemoteClient::Push(const std::string& run,
-                                               TensorSource& source,
+absl::StatusOr<PushSummary> RemoteClient::Push(const std::string& run, TensorSource& source,
                                                const PushOptions& options) {
   PushSession session(*this, run, source, options);
   return session.Run();

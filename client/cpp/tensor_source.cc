@@ -4,8 +4,7 @@
 
 namespace reprod::client {
 
-VectorTensorSource::VectorTensorSource(std::vector<PushItem> items)
-    : items_(std::move(items)) {
+VectorTensorSource::VectorTensorSource(std::vector<PushItem> items) : items_(std::move(items)) {
   for (const PushItem& item : items_) total_bytes_ += item.tensor.num_bytes();
 }
 

@@ -4,15 +4,12 @@
 
 namespace reprod::client {
 
-v1::DType ToWireDType(DType dtype) {
-  return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
-}
+v1::DType ToWireDType(DType dtype) { return static_cast<v1::DType>(static_cast<int>(dtype) + 1); }
 
 absl::StatusOr<DType> FromWireDType(v1::DType dtype) {
   const int value = static_cast<int>(dtype);
   if (value < 1 || value > kNumDTypes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown wire dtype ", value));
+    return absl::InvalidArgumentError(absl::StrCat("unknown wire dtype ", value));
   }
   return static_cast<DType>(value - 1);
 }
@@ -70,9 +67,8 @@ absl::StatusOr<v1::ReportFormat> ReportFormatFromName(std::string_view name) {
   if (name == "json") return v1::REPORT_FORMAT_JSON;
   if (name == "junit") return v1::REPORT_FORMAT_JUNIT;
   if (name == "markdown" || name == "md") return v1::REPORT_FORMAT_MARKDOWN;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown report format '", std::string(name),
-                   "' (expected text, json, junit or markdown)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown report format '", std::string(name),
+                                                 "' (expected text, json, junit or markdown)"));
 }
 
 }  // namespace reprod::client

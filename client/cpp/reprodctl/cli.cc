@@ -6,7 +6,8 @@
 namespace reprod::reprodctl {
 namespace {
 
-constexpr char kDescription[] = R"(reprodctl: check that a ported model computes what the original does.
+constexpr char kDescription[] =
+    R"(reprodctl: check that a ported model computes what the original does.
 
 Compares the tensor dicts that a reference (usually PyTorch) and a port
 (usually PaddlePaddle) dump at the same checkpoints: forward outputs,

@@ -56,8 +56,7 @@ int RunRemoteCompare(const RemoteCompareArgs& args, const GlobalOptions& global)
   absl::StatusOr<v1::Report> report;
   {
     client::ProgressTicker progress(!global.quiet);
-    progress.Set(absl::StrCat("comparing ", args.ref, " with ", args.cand, " on ",
-                              global.server));
+    progress.Set(absl::StrCat("comparing ", args.ref, " with ", args.cand, " on ", global.server));
     report = (*client)->Compare(request);
   }
   if (!report.ok()) return ReportRemoteError(report.status());

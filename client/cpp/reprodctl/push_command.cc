@@ -148,11 +148,11 @@ int RunPush(const PushArgs& args, const GlobalOptions& global) {
     }
     return ReportRemoteError(s);
   }
-  std::string line = absl::StrCat(
-      "pushed ", summary->tensors, summary->tensors == 1 ? " tensor (" : " tensors (",
-      FormatBytes(summary->bytes), ") from ", args.files.size(),
-      args.files.size() == 1 ? " file" : " files", " to ", args.run, ": ",
-      summary->stored, " stored, ", summary->already_present, " already present");
+  std::string line =
+      absl::StrCat("pushed ", summary->tensors, summary->tensors == 1 ? " tensor (" : " tensors (",
+                   FormatBytes(summary->bytes), ") from ", args.files.size(),
+                   args.files.size() == 1 ? " file" : " files", " to ", args.run, ": ",
+                   summary->stored, " stored, ", summary->already_present, " already present");
   if (summary->replaced > 0) absl::StrAppend(&line, ", ", summary->replaced, " replaced");
   if (summary->reconnects > 0) absl::StrAppend(&line, ", ", summary->reconnects, " reconnects");
   absl::StrAppend(&line, absl::StrFormat(" in %.1fs", absl::ToDoubleSeconds(absl::Now() - start)));

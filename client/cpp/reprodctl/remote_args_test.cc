@@ -76,15 +76,15 @@ TEST(Cli, RepeatableCheckpointTakesOneValuePerFlag) {
 
 TEST(Cli, UsageErrors) {
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"push", "x.npy"},                        // --run is required
-           {"push", "--run", "a/b"},                 // no file
-           {"runs"},                                 // needs ls/show/seal/rm
-           {"runs", "show"},                         // needs RUN
-           {"runs", "ls", "--format", "xml"},        // text or json
-           {"report"},                               // needs get/ls
-           {"report", "get"},                        // needs ID
-           {"watch", "a/b"},                         // needs two runs
-           {"compare", "a/b"},                       // needs two arguments
+           {"push", "x.npy"},                  // --run is required
+           {"push", "--run", "a/b"},           // no file
+           {"runs"},                           // needs ls/show/seal/rm
+           {"runs", "show"},                   // needs RUN
+           {"runs", "ls", "--format", "xml"},  // text or json
+           {"report"},                         // needs get/ls
+           {"report", "get"},                  // needs ID
+           {"watch", "a/b"},                   // needs two runs
+           {"compare", "a/b"},                 // needs two arguments
        }) {
     Cli cli;
     EXPECT_THROW(Parse(cli, args), CLI::ParseError) << ::testing::PrintToString(args);
@@ -178,7 +178,8 @@ TEST(PolicySpecFromFlags, PresetDefaultAndNamed) {
   EXPECT_EQ(spec.preset(), "competition");
   EXPECT_THAT(spec.checkpoints(), ::testing::ElementsAre("forward", "loss"));
   f.preset = "nope";
-  EXPECT_THAT(PolicySpecFromFlags(f, {}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nope")));
+  EXPECT_THAT(PolicySpecFromFlags(f, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nope")));
   EXPECT_THAT(PolicySpecFromFlags(Flags(), {"bad ckpt"}),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
 }
@@ -192,7 +193,8 @@ TEST(PolicySpecFromFlags, PolicyFileTravelsAsItsText) {
   ASSERT_OK_AND_ASSIGN(v1::PolicySpec spec, PolicySpecFromFlags(f, {}));
   EXPECT_EQ(spec.document(), text);
   std::ofstream(path) << "defaults: {metric: bogus, max: 1}\n";
-  EXPECT_THAT(PolicySpecFromFlags(f, {}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bogus")));
+  EXPECT_THAT(PolicySpecFromFlags(f, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bogus")));
   fs::remove(path);
   EXPECT_FALSE(PolicySpecFromFlags(f, {}).ok());
 }

@@ -16,9 +16,7 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& t) {
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }
 
-bool IsSet(const google::protobuf::Timestamp& t) {
-  return t.seconds() != 0 || t.nanos() != 0;
-}
+bool IsSet(const google::protobuf::Timestamp& t) { return t.seconds() != 0 || t.nanos() != 0; }
 
 nlohmann::json AddressJson(const v1::TensorAddress& a) {
   return {{"checkpoint", a.checkpoint()},
@@ -28,8 +26,7 @@ nlohmann::json AddressJson(const v1::TensorAddress& a) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(
-    const GlobalOptions& global) {
+absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global) {
   return client::RemoteClient::Connect(global.server);
 }
 
@@ -151,10 +148,10 @@ nlohmann::json ReportMetaJson(const v1::Report& report) {
 
 std::string ReportSummaryLine(const v1::Report& report) {
   const v1::ReportSummary& s = report.summary();
-  std::string line = absl::StrCat(
-      report.passed() ? "PASSED" : "FAILED", ": ", s.tensors(), " tensors, ", s.passed(),
-      " passed, ", s.warned(), " warned, ", s.failed(), " failed, ", s.missing_in_ref(),
-      " missing in ref, ", s.missing_in_cand(), " missing in cand");
+  std::string line = absl::StrCat(report.passed() ? "PASSED" : "FAILED", ": ", s.tensors(),
+                                  " tensors, ", s.passed(), " passed, ", s.warned(), " warned, ",
+                                  s.failed(), " failed, ", s.missing_in_ref(), " missing in ref, ",
+                                  s.missing_in_cand(), " missing in cand");
   if (report.has_first_failure()) {
     absl::StrAppend(&line, "; first failure ", client::AddressToString(report.first_failure()));
   }

@@ -28,8 +28,7 @@ namespace reprod::reprodctl {
 
 // Connects to global.server. UNAVAILABLE (within a few seconds) when no
 // server answers there.
-absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(
-    const GlobalOptions& global);
+absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global);
 
 // kExitUnreachable for UNAVAILABLE and DEADLINE_EXCEEDED (the server could
 // not be reached or did not answer), kExitBadInput for every other error

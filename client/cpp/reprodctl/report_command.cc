@@ -14,7 +14,8 @@
 namespace reprod::reprodctl {
 namespace {
 
-constexpr char kReportHelp[] = R"(Reports stored on the reprod server: every `compare RUN RUN` and every
+constexpr char kReportHelp[] =
+    R"(Reports stored on the reprod server: every `compare RUN RUN` and every
 finished `watch` stores one, under an id like rpt-0123456789abcdef.
 
 Examples:

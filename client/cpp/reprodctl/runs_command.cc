@@ -54,9 +54,10 @@ int RunLs(client::RemoteClient& client, const RunsArgs& args, const GlobalOption
   }
   if (runs->empty()) {
     if (!global.quiet) {
-      std::fprintf(stderr, "reprodctl: no runs%s on %s\n",
-                   args.prefix.empty() ? "" : absl::StrCat(" starting with '", args.prefix, "'").c_str(),
-                   global.server.c_str());
+      std::fprintf(
+          stderr, "reprodctl: no runs%s on %s\n",
+          args.prefix.empty() ? "" : absl::StrCat(" starting with '", args.prefix, "'").c_str(),
+          global.server.c_str());
     }
     return kExitPass;
   }

@@ -17,7 +17,8 @@
 namespace reprod::reprodctl {
 namespace {
 
-constexpr char kWatchHelp[] = R"(Watch two runs on the server while they train: one line per tensor pair as
+constexpr char kWatchHelp[] =
+    R"(Watch two runs on the server while they train: one line per tensor pair as
 soon as both runs hold it (in the candidate's order), so a divergence at step 3
 shows at step 3; once both runs are sealed (or aborted) the final report
 follows, and the exit code gives the verdict.
@@ -73,8 +74,8 @@ int RunWatch(const WatchArgs& args, const GlobalOptions& global) {
   });
   if (!status.ok()) return ReportRemoteError(status);
   if (!report.has_value()) {
-    return ReportRemoteError(absl::UnavailableError(absl::StrCat(
-        "the server at ", global.server, " ended the watch without a final report")));
+    return ReportRemoteError(absl::UnavailableError(
+        absl::StrCat("the server at ", global.server, " ended the watch without a final report")));
   }
   if (absl::Status s = WriteOutput(args.out, report->rendered()); !s.ok()) return ReportError(s);
   if (!global.quiet) std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(*report).c_str());

@@ -8,9 +8,9 @@
 namespace reprod::reprodctl {
 
 std::string VerdictLine(const v1::TensorVerdict& verdict) {
-  std::string line = absl::StrCat(
-      absl::AsciiStrToUpper(std::string(client::TensorStatusName(verdict.status()))), "  ",
-      client::AddressToString(verdict.address()));
+  std::string line =
+      absl::StrCat(absl::AsciiStrToUpper(std::string(client::TensorStatusName(verdict.status()))),
+                   "  ", client::AddressToString(verdict.address()));
   const bool compared = verdict.status() == v1::TENSOR_STATUS_PASS ||
                         verdict.status() == v1::TENSOR_STATUS_WARN ||
                         verdict.status() == v1::TENSOR_STATUS_FAIL;
