@@ -61,8 +61,10 @@ done
 export REPROD_SERVER="127.0.0.1:$(cat "$TMP/port")"
 log "reprodd listening on $REPROD_SERVER"
 
-log "reprodctl push *_torch.npy --run sample/torch; *_paddle.npy --run sample/paddle"
-"$REPRODCTL" push "$OUT"/*_torch.npy --run sample/torch --seal
+# The reference side is the torch dumps plus the guide's benchmark accuracy
+# (train_align_benchmark.npy), as the offline review pairs them.
+log "reprodctl push *_torch.npy *_benchmark.npy --run sample/torch; *_paddle.npy --run sample/paddle"
+"$REPRODCTL" push "$OUT"/*_torch.npy "$OUT"/*_benchmark.npy --run sample/torch --seal
 "$REPRODCTL" push "$OUT"/*_paddle.npy --run sample/paddle --seal
 "$REPRODCTL" runs ls
 
