@@ -8,8 +8,8 @@
 #include "absl/time/clock.h"
 #include "common/names.h"
 #include "common/status_macros.h"
+#include "proto/wire.h"
 #include "server/proto_convert.h"
-#include "server/status_util.h"
 #include "server/store_compare.h"
 #include "server/stored_report.h"
 #include "spdlog/spdlog.h"
@@ -79,11 +79,11 @@ grpc::Status CompareServiceImpl::Compare(grpc::ServerContext* /*context*/,
   RunEvents::CallGuard guard(env_.events);
   if (absl::Status s = CheckRuns(*env_.store, request->ref(), request->cand());
       !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<core::Policy> policy = PolicyFromSpec(request->policy());
-  if (!policy.ok()) return ToGrpcStatus(policy.status());
-  return ToGrpcStatus(CompareAndStore(request->ref(), request->cand(), *policy,
+  if (!policy.ok()) return wire::ToGrpcStatus(policy.status());
+  return wire::ToGrpcStatus(CompareAndStore(request->ref(), request->cand(), *policy,
                                       request->policy(), request->format(),
                                       response));
 }
@@ -95,14 +95,14 @@ grpc::Status CompareServiceImpl::Watch(
   const std::string& ref = request->ref();
   const std::string& cand = request->cand();
   if (absl::Status s = CheckRuns(*env_.store, ref, cand); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<core::Policy> policy = PolicyFromSpec(request->policy());
-  if (!policy.ok()) return ToGrpcStatus(policy.status());
+  if (!policy.ok()) return wire::ToGrpcStatus(policy.status());
   if (absl::StatusOr<core::ReportFormat> f =
           ReportFormatFromProto(request->format());
       !f.ok()) {
-    return ToGrpcStatus(f.status());
+    return wire::ToGrpcStatus(f.status());
   }
 
   using Key = std::tuple<std::string, std::string, std::optional<int64_t>>;
@@ -119,9 +119,9 @@ grpc::Status CompareServiceImpl::Watch(
     // Read the states before the tensors: if both runs were finished then,
     // the listing below is complete.
     absl::StatusOr<storage::RunInfo> ref_run = env_.store->GetRun(ref);
-    if (!ref_run.ok()) return ToGrpcStatus(ref_run.status());
+    if (!ref_run.ok()) return wire::ToGrpcStatus(ref_run.status());
     absl::StatusOr<storage::RunInfo> cand_run = env_.store->GetRun(cand);
-    if (!cand_run.ok()) return ToGrpcStatus(cand_run.status());
+    if (!cand_run.ok()) return wire::ToGrpcStatus(cand_run.status());
     const bool done = Finished(ref_run->state) && Finished(cand_run->state);
 
     StoreCompareOptions options = OptionsFromSpec(request->policy());
@@ -130,7 +130,7 @@ grpc::Status CompareServiceImpl::Watch(
     };
     absl::StatusOr<core::Report> fresh = CompareStoredRuns(
         *env_.store, ref, cand, *policy, *env_.backend, options);
-    if (!fresh.ok()) return ToGrpcStatus(fresh.status());
+    if (!fresh.ok()) return wire::ToGrpcStatus(fresh.status());
     for (const core::TensorResult& t : fresh->tensors) {
       if (t.status == core::TensorStatus::kMissingInRef ||
           t.status == core::TensorStatus::kMissingInCand) {
@@ -148,7 +148,7 @@ grpc::Status CompareServiceImpl::Watch(
       absl::Status s =
           CompareAndStore(ref, cand, *policy, request->policy(),
                           request->format(), event.mutable_report());
-      if (!s.ok()) return ToGrpcStatus(s);
+      if (!s.ok()) return wire::ToGrpcStatus(s);
       writer->Write(event);
       return grpc::Status::OK;
     }

@@ -7,8 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
 #include "common/tensor.h"
+#include "proto/wire.h"
 #include "server/proto_convert.h"
-#include "server/status_util.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
@@ -205,7 +205,7 @@ grpc::Status IngestServiceImpl::Ingest(
       if (status.code() != absl::StatusCode::kCancelled) {
         spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
       }
-      return ToGrpcStatus(status);
+      return wire::ToGrpcStatus(status);
     }
     if (!current && env_.events->shutting_down()) {
       // Between tensors: stop here so the client resends the rest elsewhere
@@ -219,7 +219,7 @@ grpc::Status IngestServiceImpl::Ingest(
     if (context->IsCancelled()) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
     }
-    return ToGrpcStatus(WithContext(
+    return wire::ToGrpcStatus(WithContext(
         absl::InvalidArgumentError(absl::StrCat(
             "stream closed after ", current->received, " of ",
             current->header.byte_length, " bytes; the tensor was discarded")),

@@ -3,22 +3,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "proto/wire.h"
 
 namespace reprod::server {
-
-absl::StatusOr<DType> DTypeFromProto(v1::DType dtype) {
-  const int v = static_cast<int>(dtype);
-  if (v < 1 || v > kNumDTypes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown dtype ", v, " (expected 1..", kNumDTypes,
-                     ", see reprod.v1.DType)"));
-  }
-  return static_cast<DType>(v - 1);
-}
-
-v1::DType DTypeToProto(DType dtype) {
-  return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
-}
 
 void TimeToProto(absl::Time t, google::protobuf::Timestamp* out) {
   const int64_t us = absl::ToUnixMicros(t);
@@ -60,7 +47,7 @@ absl::StatusOr<storage::TensorHeader> HeaderFromProto(
     const v1::TensorHeader& h) {
   storage::TensorHeader out;
   out.address = AddressFromProto(h.address());
-  absl::StatusOr<DType> dtype = DTypeFromProto(h.dtype());
+  absl::StatusOr<DType> dtype = wire::DTypeFromWire(h.dtype());
   if (!dtype.ok()) return dtype.status();
   out.dtype = *dtype;
   out.shape.assign(h.shape().begin(), h.shape().end());
@@ -71,7 +58,7 @@ absl::StatusOr<storage::TensorHeader> HeaderFromProto(
 
 void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out) {
   AddressToProto(h.address, out->mutable_address());
-  out->set_dtype(DTypeToProto(h.dtype));
+  out->set_dtype(wire::DTypeToWire(h.dtype));
   for (int64_t d : h.shape) out->add_shape(d);
   out->set_byte_length(h.byte_length);
   out->set_crc32c(h.crc32c);

@@ -2,8 +2,9 @@
 //
 // Conversions between reprod.v1 messages and the domain types of common/,
 // storage/ and core/ (STYLE: proto <-> domain lives in server/ and client/,
-// never in the libraries). Converting from the wire validates: an unknown
-// enum value is InvalidArgument.
+// never in the libraries; the DType and Status mappings both ends share are
+// in proto/wire.h). Converting from the wire validates: an unknown enum
+// value is InvalidArgument.
 //
 // Thread-safety: pure functions.
 #ifndef REPROD_SERVER_PROTO_CONVERT_H_
@@ -20,9 +21,6 @@
 #include "storage/store.h"
 
 namespace reprod::server {
-
-absl::StatusOr<DType> DTypeFromProto(v1::DType dtype);
-v1::DType DTypeToProto(DType dtype);
 
 void TimeToProto(absl::Time t, google::protobuf::Timestamp* out);
 absl::Time TimeFromProto(const google::protobuf::Timestamp& t);

@@ -1,7 +1,7 @@
 #include "server/report_service.h"
 
+#include "proto/wire.h"
 #include "server/proto_convert.h"
-#include "server/status_util.h"
 
 namespace reprod::server {
 
@@ -10,8 +10,8 @@ grpc::Status ReportServiceImpl::GetReport(grpc::ServerContext* /*context*/,
                                           v1::Report* response) {
   absl::StatusOr<storage::StoredReport> report =
       env_.store->GetReport(request->id());
-  if (!report.ok()) return ToGrpcStatus(report.status());
-  return ToGrpcStatus(
+  if (!report.ok()) return wire::ToGrpcStatus(report.status());
+  return wire::ToGrpcStatus(
       ReportToProto(*report, request->format(), /*with_rendering=*/true,
                     response));
 }
@@ -22,12 +22,12 @@ grpc::Status ReportServiceImpl::ListReports(
   const size_t limit = request->limit() == 0 ? 100 : request->limit();
   absl::StatusOr<std::vector<storage::StoredReport>> reports =
       env_.store->ListReports(request->run(), limit);
-  if (!reports.ok()) return ToGrpcStatus(reports.status());
+  if (!reports.ok()) return wire::ToGrpcStatus(reports.status());
   for (const storage::StoredReport& r : *reports) {
     absl::Status s = ReportToProto(r, v1::REPORT_FORMAT_UNSPECIFIED,
                                    /*with_rendering=*/false,
                                    response->add_reports());
-    if (!s.ok()) return ToGrpcStatus(s);
+    if (!s.ok()) return wire::ToGrpcStatus(s);
   }
   return grpc::Status::OK;
 }

@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
+#include "proto/wire.h"
 #include "server/proto_convert.h"
-#include "server/status_util.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
@@ -15,7 +15,7 @@ grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* /*context*/,
                                        v1::Run* response) {
   storage::RunInfo run = RunFromProto(request->run());
   if (absl::Status s = ValidateRunName(run.name); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::Status created = env_.store->CreateRun(run);
   if (created.code() == absl::StatusCode::kAlreadyExists &&
@@ -25,9 +25,9 @@ grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* /*context*/,
     spdlog::info("run {} created ({} {})", run.name, run.framework,
                  run.framework_version);
   }
-  if (!created.ok()) return ToGrpcStatus(created);
+  if (!created.ok()) return wire::ToGrpcStatus(created);
   absl::StatusOr<storage::RunInfo> stored = env_.store->GetRun(run.name);
-  if (!stored.ok()) return ToGrpcStatus(stored.status());
+  if (!stored.ok()) return wire::ToGrpcStatus(stored.status());
   RunToProto(*stored, response);
   return grpc::Status::OK;
 }
@@ -36,10 +36,10 @@ grpc::Status RunServiceImpl::GetRun(grpc::ServerContext* /*context*/,
                                     const v1::GetRunRequest* request,
                                     v1::Run* response) {
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<storage::RunInfo> run = env_.store->GetRun(request->name());
-  if (!run.ok()) return ToGrpcStatus(run.status());
+  if (!run.ok()) return wire::ToGrpcStatus(run.status());
   RunToProto(*run, response);
   return grpc::Status::OK;
 }
@@ -49,7 +49,7 @@ grpc::Status RunServiceImpl::ListRuns(grpc::ServerContext* /*context*/,
                                       v1::ListRunsResponse* response) {
   absl::StatusOr<std::vector<storage::RunInfo>> runs =
       env_.store->ListRuns(request->prefix());
-  if (!runs.ok()) return ToGrpcStatus(runs.status());
+  if (!runs.ok()) return wire::ToGrpcStatus(runs.status());
   for (const storage::RunInfo& run : *runs) {
     RunToProto(run, response->add_runs());
   }
@@ -60,12 +60,12 @@ grpc::Status RunServiceImpl::SealRun(grpc::ServerContext* /*context*/,
                                      const v1::SealRunRequest* request,
                                      v1::Run* response) {
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<storage::RunInfo> run = env_.store->SealRun(
       request->name(), request->abort() ? storage::RunState::kAborted
                                         : storage::RunState::kSealed);
-  if (!run.ok()) return ToGrpcStatus(run.status());
+  if (!run.ok()) return wire::ToGrpcStatus(run.status());
   env_.events->Notify();
   spdlog::info("run {} {} with {} tensors", run->name,
                storage::RunStateName(run->state), run->tensor_count);
@@ -77,10 +77,10 @@ grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* /*context*/,
                                        const v1::DeleteRunRequest* request,
                                        v1::DeleteRunResponse* response) {
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<uint64_t> n = env_.store->DeleteRun(request->name());
-  if (!n.ok()) return ToGrpcStatus(n.status());
+  if (!n.ok()) return wire::ToGrpcStatus(n.status());
   env_.events->Notify();
   spdlog::info("run {} deleted ({} tensors)", request->name(), *n);
   response->set_tensors_deleted(*n);
@@ -91,11 +91,11 @@ grpc::Status RunServiceImpl::ListTensors(grpc::ServerContext* /*context*/,
                                          const v1::ListTensorsRequest* request,
                                          v1::ListTensorsResponse* response) {
   if (absl::Status s = ValidateRunName(request->run()); !s.ok()) {
-    return ToGrpcStatus(s);
+    return wire::ToGrpcStatus(s);
   }
   absl::StatusOr<std::vector<storage::TensorMeta>> tensors =
       env_.store->ListTensors(request->run(), request->checkpoint());
-  if (!tensors.ok()) return ToGrpcStatus(tensors.status());
+  if (!tensors.ok()) return wire::ToGrpcStatus(tensors.status());
   for (const storage::TensorMeta& t : *tensors) {
     v1::TensorInfo* info = response->add_tensors();
     HeaderToProto(t.header, info->mutable_header());

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "client/cpp/wire_convert.h"
 #include "common/crc32c.h"
+#include "proto/wire.h"
 
 namespace reprod::client {
 
@@ -18,7 +18,7 @@ void MakeBeginTensor(const std::string& run, uint64_t tensor_id, const PushItem&
   address->set_checkpoint(item.checkpoint);
   address->set_key(item.key);
   if (item.step.has_value()) address->set_step(*item.step);
-  header->set_dtype(ToWireDType(item.tensor.dtype()));
+  header->set_dtype(wire::DTypeToWire(item.tensor.dtype()));
   for (int64_t d : item.tensor.shape()) header->add_shape(d);
   header->set_byte_length(item.tensor.num_bytes());
   header->set_crc32c(crc32c);

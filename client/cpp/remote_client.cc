@@ -5,8 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "client/cpp/grpc_status.h"
 #include "common/names.h"
+#include "proto/wire.h"
 
 namespace reprod::client {
 namespace {
@@ -69,7 +69,7 @@ RemoteClient::RemoteClient(std::string target, ConnectOptions options,
 RemoteClient::~RemoteClient() = default;
 
 absl::Status RemoteClient::FromRpc(const grpc::Status& status) const {
-  absl::Status s = FromGrpcStatus(status);
+  absl::Status s = wire::FromGrpcStatus(status);
   if (s.code() == absl::StatusCode::kUnavailable) {
     return absl::UnavailableError(
         absl::StrCat("reprod server at ", target_, " unavailable: ", std::string(s.message())));

@@ -2,7 +2,7 @@
 //
 // RemoteClient: a reprod server (reprodd) seen from C++. Wraps the four
 // reprod.v1 services (proto/reprod/v1/*.proto) behind absl::Status /
-// absl::StatusOr: every gRPC status is converted once (FromGrpcStatus, codes
+// absl::StatusOr: every gRPC status is converted once (wire::FromGrpcStatus, codes
 // 1:1, the server's message kept), so callers branch on absl codes.
 //
 //   auto client = RemoteClient::Connect("127.0.0.1:50051");
@@ -186,7 +186,7 @@ class RemoteClient {
  private:
   RemoteClient(std::string target, ConnectOptions options, std::shared_ptr<grpc::Channel> channel);
 
-  // FromGrpcStatus plus the server address for UNAVAILABLE and
+  // wire::FromGrpcStatus plus the server address for UNAVAILABLE and
   // DEADLINE_EXCEEDED.
   absl::Status FromRpc(const grpc::Status& status) const;
   void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const;

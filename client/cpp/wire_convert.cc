@@ -1,21 +1,12 @@
 #include "client/cpp/wire_convert.h"
 
 #include "absl/strings/str_cat.h"
+#include "proto/wire.h"
 
 namespace reprod::client {
 
-v1::DType ToWireDType(DType dtype) { return static_cast<v1::DType>(static_cast<int>(dtype) + 1); }
-
-absl::StatusOr<DType> FromWireDType(v1::DType dtype) {
-  const int value = static_cast<int>(dtype);
-  if (value < 1 || value > kNumDTypes) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown wire dtype ", value));
-  }
-  return static_cast<DType>(value - 1);
-}
-
 std::string WireDTypeName(v1::DType dtype) {
-  absl::StatusOr<DType> d = FromWireDType(dtype);
+  absl::StatusOr<DType> d = wire::DTypeFromWire(dtype);
   if (!d.ok()) return absl::StrCat("dtype(", static_cast<int>(dtype), ")");
   return std::string(DTypeName(*d));
 }

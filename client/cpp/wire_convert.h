@@ -1,10 +1,10 @@
 // File: client/cpp/wire_convert.h
 //
 // Conversions between reprod.v1 wire values and the client's domain types,
-// and the short names reprodctl prints for wire enums. Converting from the
+// and the short names reprodctl prints for wire enums (DType and Status
+// conversions shared with the server are in proto/wire.h). Converting from the
 // wire validates: an unknown enum value is InvalidArgument.
 //
-//   v1::DType d = ToWireDType(tensor.dtype());
 //   std::string where = AddressToString(ack.address());  // "forward/logits@3"
 //
 // Thread-safety: pure functions.
@@ -21,10 +21,6 @@
 #include "reprod/v1/tensor.pb.h"
 
 namespace reprod::client {
-
-// DType <-> v1::DType (wire value = DType value + 1).
-v1::DType ToWireDType(DType dtype);
-absl::StatusOr<DType> FromWireDType(v1::DType dtype);
 
 // "float32", ...; "dtype(<number>)" for values this client does not know.
 std::string WireDTypeName(v1::DType dtype);

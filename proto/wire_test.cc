@@ -1,9 +1,44 @@
-#include "client/cpp/grpc_status.h"
+#include "proto/wire.h"
 
+#include <string>
+#include <utility>
+
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
-namespace reprod::client {
+namespace reprod::wire {
 namespace {
+
+using ::reprod::testing::StatusIs;
+using ::testing::HasSubstr;
+
+TEST(WireDType, RoundTripsEveryDTypeWithTheDocumentedValues) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const DType d = static_cast<DType>(i);
+    const v1::DType w = DTypeToWire(d);
+    EXPECT_EQ(static_cast<int>(w), i + 1);
+    ASSERT_TRUE(DTypeFromWire(w).ok());
+    EXPECT_EQ(*DTypeFromWire(w), d);
+  }
+  EXPECT_EQ(DTypeToWire(DType::kFloat32), v1::DTYPE_FLOAT32);
+  EXPECT_EQ(DTypeToWire(DType::kBFloat16), v1::DTYPE_BFLOAT16);
+  EXPECT_EQ(DTypeToWire(DType::kBool), v1::DTYPE_BOOL);
+}
+
+TEST(WireDType, UnknownValuesAreRefused) {
+  EXPECT_THAT(DTypeFromWire(v1::DTYPE_UNSPECIFIED),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dtype 0")));
+  EXPECT_THAT(DTypeFromWire(static_cast<v1::DType>(99)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("99")));
+}
+
+TEST(ToGrpcStatus, OkAndCodesAndMessagesPass) {
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  const grpc::Status s = ToGrpcStatus(absl::NotFoundError("run 'a/b' not found"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "run 'a/b' not found");
+}
 
 TEST(FromGrpcStatus, OkIsOk) { EXPECT_TRUE(FromGrpcStatus(grpc::Status::OK).ok()); }
 
@@ -40,4 +75,4 @@ TEST(FromGrpcStatus, OutOfRangeCodeIsUnknown) {
 }
 
 }  // namespace
-}  // namespace reprod::client
+}  // namespace reprod::wire

@@ -1,0 +1,39 @@
+#include "proto/wire.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace reprod::wire {
+
+v1::DType DTypeToWire(DType dtype) {
+  return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
+}
+
+absl::StatusOr<DType> DTypeFromWire(v1::DType dtype) {
+  const int v = static_cast<int>(dtype);
+  if (v < 1 || v > kNumDTypes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown dtype ", v, " (expected 1..", kNumDTypes,
+                     ", see reprod.v1.DType)"));
+  }
+  return static_cast<DType>(v - 1);
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  const int code = static_cast<int>(status.error_code());
+  // Both enums follow google.rpc.Code: 1 CANCELLED ... 16 UNAUTHENTICATED.
+  const absl::StatusCode absl_code = code >= 1 && code <= 16
+                                         ? static_cast<absl::StatusCode>(code)
+                                         : absl::StatusCode::kUnknown;
+  return absl::Status(absl_code, status.error_message());
+}
+
+}  // namespace reprod::wire
