@@ -24,25 +24,21 @@
 #include "storage/memory/memory_store.h"
 #include "storage/rocksdb/rocksdb_store.h"
 #include "storage/store.h"
+#include "storage/testing/store_test_util.h"
 #include "tests/testing/status_matchers.h"
 
 namespace reprod::storage {
 namespace {
 
+using ::reprod::storage::testing::HeaderFor;
+using ::reprod::storage::testing::WriteInPieces;
 using ::reprod::testing::IsOk;
+using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
-
-MATCHER_P(IsOkAndHolds, value, "is OK and holds the value") {
-  if (!arg.ok()) {
-    *result_listener << "status: " << arg.status().ToString();
-    return false;
-  }
-  return *arg == value;
-}
 
 struct Backend {
   std::string name;
@@ -84,18 +80,6 @@ TensorAddress Addr(std::string checkpoint, std::string key,
   return TensorAddress{std::move(checkpoint), std::move(key), step};
 }
 
-// A uint8 tensor of shape (n,) holding `bytes`.
-TensorHeader HeaderFor(const TensorAddress& address,
-                       const std::vector<uint8_t>& bytes) {
-  TensorHeader h;
-  h.address = address;
-  h.dtype = DType::kUInt8;
-  h.shape = {static_cast<int64_t>(bytes.size())};
-  h.byte_length = bytes.size();
-  h.crc32c = Crc32c(bytes.data(), bytes.size());
-  return h;
-}
-
 RunInfo MakeRun(std::string name, bool overwrite = false) {
   RunInfo run;
   run.name = std::move(name);
@@ -130,16 +114,7 @@ class StoreTest : public ::testing::TestWithParam<Backend> {
                                      const TensorHeader& header,
                                      const std::vector<uint8_t>& bytes,
                                      size_t piece = 5) {
-    absl::StatusOr<std::unique_ptr<TensorWriter>> writer =
-        store_->BeginTensor(run, header);
-    if (!writer.ok()) return writer.status();
-    for (size_t off = 0; off < bytes.size(); off += piece) {
-      const size_t n = std::min(piece, bytes.size() - off);
-      absl::Status s =
-          (*writer)->Append(absl::Span<const uint8_t>(bytes.data() + off, n));
-      if (!s.ok()) return s;
-    }
-    return (*writer)->Commit();
+    return WriteInPieces(*store_, run, header, bytes, piece);
   }
 
   absl::StatusOr<CommitResult> Write(std::string_view run,
@@ -150,13 +125,7 @@ class StoreTest : public ::testing::TestWithParam<Backend> {
 
   absl::StatusOr<std::vector<uint8_t>> ReadAll(std::string_view run,
                                                const TensorAddress& address) {
-    absl::StatusOr<std::unique_ptr<TensorReader>> reader =
-        store_->OpenTensor(run, address);
-    if (!reader.ok()) return reader.status();
-    std::vector<uint8_t> out((*reader)->meta().header.byte_length);
-    absl::Status s = (*reader)->Read(0, absl::MakeSpan(out));
-    if (!s.ok()) return s;
-    return out;
+    return storage::testing::ReadAll(*store_, run, address);
   }
 
   std::vector<std::string> Keys(std::string_view run,

@@ -24,12 +24,17 @@
 #include "storage/memory/memory_store.h"
 #include "storage/rocksdb/internal/test_hooks.h"
 #include "storage/store.h"
+#include "storage/testing/store_test_util.h"
 #include "tests/testing/status_matchers.h"
 
 namespace reprod::storage {
 namespace {
 
+using ::reprod::storage::testing::HeaderFor;
+using ::reprod::storage::testing::ReadAll;
+using ::reprod::storage::testing::WriteInPieces;
 using ::reprod::testing::IsOk;
+using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
@@ -46,17 +51,6 @@ std::vector<uint8_t> Bytes(size_t n, uint8_t seed = 1) {
   return out;
 }
 
-TensorHeader HeaderFor(TensorAddress address,
-                       const std::vector<uint8_t>& bytes) {
-  TensorHeader h;
-  h.address = std::move(address);
-  h.dtype = DType::kUInt8;
-  h.shape = {static_cast<int64_t>(bytes.size())};
-  h.byte_length = bytes.size();
-  h.crc32c = Crc32c(bytes.data(), bytes.size());
-  return h;
-}
-
 RunInfo MakeRun(std::string name, bool overwrite = false) {
   RunInfo run;
   run.name = std::move(name);
@@ -70,35 +64,7 @@ absl::StatusOr<CommitResult> Write(Store& store, std::string_view run,
                                    const TensorAddress& address,
                                    const std::vector<uint8_t>& bytes,
                                    size_t piece = 1000) {
-  absl::StatusOr<std::unique_ptr<TensorWriter>> writer =
-      store.BeginTensor(run, HeaderFor(address, bytes));
-  if (!writer.ok()) return writer.status();
-  for (size_t off = 0; off < bytes.size(); off += piece) {
-    const size_t n = std::min(piece, bytes.size() - off);
-    absl::Status s =
-        (*writer)->Append(absl::Span<const uint8_t>(bytes.data() + off, n));
-    if (!s.ok()) return s;
-  }
-  return (*writer)->Commit();
-}
-
-absl::StatusOr<std::vector<uint8_t>> ReadAll(Store& store, std::string_view run,
-                                             const TensorAddress& address) {
-  absl::StatusOr<std::unique_ptr<TensorReader>> reader =
-      store.OpenTensor(run, address);
-  if (!reader.ok()) return reader.status();
-  std::vector<uint8_t> out((*reader)->meta().header.byte_length);
-  absl::Status s = (*reader)->Read(0, absl::MakeSpan(out));
-  if (!s.ok()) return s;
-  return out;
-}
-
-MATCHER_P(IsOkAndHolds, value, "is OK and holds the value") {
-  if (!arg.ok()) {
-    *result_listener << "status: " << arg.status().ToString();
-    return false;
-  }
-  return *arg == value;
+  return WriteInPieces(store, run, HeaderFor(address, bytes), bytes, piece);
 }
 
 class RocksDbStoreTest : public ::testing::Test {

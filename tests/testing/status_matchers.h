@@ -6,6 +6,7 @@
 //   EXPECT_THAT(ReadNpy(path), IsOk());
 //   EXPECT_THAT(ReadNpy(path), StatusIs(absl::StatusCode::kInvalidArgument,
 //                                       HasSubstr("offset 10")));
+//   EXPECT_THAT(store.GetRun("a/b"), IsOkAndHolds(expected_run));
 //   ASSERT_OK_AND_ASSIGN(auto file, ReadTensorFile(path));
 #ifndef REPROD_TESTS_TESTING_STATUS_MATCHERS_H_
 #define REPROD_TESTS_TESTING_STATUS_MATCHERS_H_
@@ -36,6 +37,15 @@ MATCHER_P2(StatusIs, code, message_matcher,
   *result_listener << "status: " << s.ToString();
   if (s.code() != code) return false;
   return ::testing::Matches(message_matcher)(std::string(s.message()));
+}
+
+// An OK StatusOr whose value == `value`.
+MATCHER_P(IsOkAndHolds, value, "is OK and holds the value") {
+  if (!arg.ok()) {
+    *result_listener << "status: " << arg.status().ToString();
+    return false;
+  }
+  return *arg == value;
 }
 
 }  // namespace reprod::testing
