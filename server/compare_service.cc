@@ -53,9 +53,8 @@ absl::Status CompareServiceImpl::CompareAndStore(
     std::string_view ref, std::string_view cand, const core::Policy& policy,
     const v1::PolicySpec& spec, v1::ReportFormat format,
     v1::Report* response) {
-  REPROD_ASSIGN_OR_RETURN(core::ReportFormat parsed,
-                          ReportFormatFromProto(format));
-  (void)parsed;
+  // Refuse a bad format before the (long) comparison, not after it.
+  REPROD_RETURN_IF_ERROR(ReportFormatFromProto(format).status());
   const absl::Time start = absl::Now();
   REPROD_ASSIGN_OR_RETURN(
       core::Report report,

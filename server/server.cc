@@ -141,9 +141,8 @@ ReprodServer::ReprodServer(std::unique_ptr<Impl> impl, int port,
 ReprodServer::~ReprodServer() {
   Shutdown(absl::Seconds(5));
   Wait();
-  // Services first (they point into the store), then the store: the
-  // member order of Impl destroys server before store.
-  impl_->server.reset();
+  // Impl's member order destroys the gRPC server, then the services (they
+  // point into the store), then the store.
 }
 
 std::string ReprodServer::address() const {
