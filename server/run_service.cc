@@ -1,5 +1,8 @@
 #include "server/run_service.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -100,6 +103,49 @@ grpc::Status RunServiceImpl::ListTensors(grpc::ServerContext* /*context*/,
     v1::TensorInfo* info = response->add_tensors();
     HeaderToProto(t.header, info->mutable_header());
     info->set_sequence(t.sequence);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RunServiceImpl::ReadTensor(
+    grpc::ServerContext* context, const v1::ReadTensorRequest* request,
+    grpc::ServerWriter<v1::ReadTensorResponse>* writer) {
+  if (absl::Status s = ValidateRunName(request->run()); !s.ok()) {
+    return wire::ToGrpcStatus(s);
+  }
+  const v1::TensorAddress& address = request->address();
+  if (absl::Status s = ValidateCheckpointName(address.checkpoint()); !s.ok()) {
+    return wire::ToGrpcStatus(s);
+  }
+  if (absl::Status s = ValidateTensorKey(address.key()); !s.ok()) {
+    return wire::ToGrpcStatus(s);
+  }
+  absl::StatusOr<std::unique_ptr<storage::TensorReader>> reader =
+      env_.store->OpenTensor(request->run(), AddressFromProto(address));
+  if (!reader.ok()) return wire::ToGrpcStatus(reader.status());
+  const storage::TensorHeader& header = (*reader)->meta().header;
+
+  v1::ReadTensorResponse response;
+  HeaderToProto(header, response.mutable_header());
+  if (!writer->Write(response)) return grpc::Status::CANCELLED;
+
+  uint64_t chunk = request->chunk_bytes() == 0 ? uint64_t{1} << 20
+                                               : request->chunk_bytes();
+  chunk = std::min(chunk, env_.limits.max_chunk_bytes);
+  std::string buffer;
+  for (uint64_t offset = 0; offset < header.byte_length; offset += chunk) {
+    if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    const uint64_t n = std::min(chunk, header.byte_length - offset);
+    buffer.resize(n);
+    absl::Status read = (*reader)->Read(
+        offset, absl::MakeSpan(reinterpret_cast<uint8_t*>(buffer.data()), n));
+    if (!read.ok()) return wire::ToGrpcStatus(read);
+    response.Clear();
+    v1::TensorChunk* out = response.mutable_chunk();
+    out->set_offset(offset);
+    out->mutable_data()->swap(buffer);
+    if (!writer->Write(response)) return grpc::Status::CANCELLED;
+    buffer.swap(*out->mutable_data());
   }
   return grpc::Status::OK;
 }

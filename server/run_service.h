@@ -1,7 +1,7 @@
 // File: server/run_service.h
 //
 // RunService (reprod/v1/runs.proto): create, get, list, seal, delete runs and
-// list a run's tensors. Names are validated (common/names.h) before the
+// list a run's tensors, stream one tensor back. Names are validated (common/names.h) before the
 // store sees them. Sealing or deleting wakes Watch streams.
 //
 // Thread-safety: the gRPC sync server calls handlers concurrently; the store
@@ -36,6 +36,11 @@ class RunServiceImpl final : public v1::RunService::Service {
   grpc::Status ListTensors(grpc::ServerContext* context,
                            const v1::ListTensorsRequest* request,
                            v1::ListTensorsResponse* response) override;
+  // Header first, then the bytes in chunks of at most limits.max_chunk_bytes;
+  // one chunk buffer, so any tensor size reads in bounded memory.
+  grpc::Status ReadTensor(
+      grpc::ServerContext* context, const v1::ReadTensorRequest* request,
+      grpc::ServerWriter<v1::ReadTensorResponse>* writer) override;
 
  private:
   ServiceEnv env_;

@@ -307,6 +307,60 @@ TEST_F(ServerTest, WatchReportsEachPairBeforeEitherRunIsSealed) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+TEST_F(ServerTest, ReadTensorStreamsHeaderThenExactBytes) {
+  CreateRun("it/a");
+  // 2.5 MiB of distinct bytes at step 3, read back in 1 MiB chunks: three
+  // chunks (1, 1, 0.5 MiB) whose concatenation is the pushed bytes.
+  RawTensor t;
+  t.checkpoint = "bp_align";
+  t.key = "grad/w";
+  t.step = 3;
+  t.dtype = v1::DTYPE_UINT8;
+  t.shape = {5, 512 * 1024};
+  t.bytes.resize(5 * 512 * 1024);
+  for (size_t i = 0; i < t.bytes.size(); ++i) {
+    t.bytes[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
+  }
+  ASSERT_TRUE(PushTensors(*ingest_, "it/a", {t}).status.ok());
+
+  grpc::ClientContext ctx;
+  v1::ReadTensorRequest req;
+  req.set_run("it/a");
+  req.mutable_address()->set_checkpoint("bp_align");
+  req.mutable_address()->set_key("grad/w");
+  req.mutable_address()->set_step(3);
+  std::unique_ptr<grpc::ClientReader<v1::ReadTensorResponse>> reader =
+      runs_->ReadTensor(&ctx, req);
+  v1::ReadTensorResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_header());
+  EXPECT_EQ(msg.header().dtype(), v1::DTYPE_UINT8);
+  EXPECT_THAT(msg.header().shape(), ElementsAre(5, 512 * 1024));
+  EXPECT_EQ(msg.header().byte_length(), t.bytes.size());
+  EXPECT_EQ(msg.header().crc32c(), Crc32c(t.bytes));
+  std::string got;
+  int chunks = 0;
+  while (reader->Read(&msg)) {
+    ASSERT_TRUE(msg.has_chunk());
+    EXPECT_EQ(msg.chunk().offset(), got.size());
+    got += msg.chunk().data();
+    ++chunks;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(chunks, 3);
+  EXPECT_TRUE(got == t.bytes);
+
+  // Another step is another address: NOT_FOUND naming it.
+  grpc::ClientContext ctx2;
+  req.mutable_address()->set_step(4);
+  auto missing = runs_->ReadTensor(&ctx2, req);
+  while (missing->Read(&msg)) {
+  }
+  const grpc::Status s = missing->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("grad/w"));
+}
+
 TEST_F(ServerTest, RunLifecycleErrors) {
   CreateRun("it/a");
   grpc::ClientContext c1;
