@@ -4,11 +4,17 @@
 // carries to the GPU machine with few shared libraries
 // (scripts/gpu-check.sh --build bundles it, --run runs it).
 //
-//   reprod_cuda_bench [--quick]
+//   reprod_cuda_bench [--quick] [--huge]
 //
 // Per case: median of 5 timed runs after one warm-up; GB/s counts the bytes
 // of both inputs. Also checks that both backends agree on count, max_index
 // and mismatches, and prints "MISMATCH" otherwise.
+//
+// Baselines measured in the same run (the machine's limits): pinned and
+// pageable host->device cudaMemcpy, device-to-device cudaMemcpy. Each GPU
+// case prints its ratio to the pageable host->device copy of the same bytes,
+// which bounds any backend whose data starts in ordinary host memory.
+// --huge adds one 16 GiB pair (2 x 8 GiB float32 in host memory; GPU only).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -21,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cuda_runtime.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
 #include "common/half.h"
@@ -60,22 +67,68 @@ struct Case {
   double bytes = 0;
 };
 
-void Run(const Case& c, Backend& gpu, Backend& cpu) {
+// Copy bandwidths (GB/s, bytes moved / time), median of 5.
+struct CopyLimits {
+  double h2d_pinned = 0, h2d_pageable = 0, d2d = 0;
+};
+
+CopyLimits MeasureCopyLimits(size_t bytes) {
+  CopyLimits l;
+  void* dev_a = nullptr;
+  void* dev_b = nullptr;
+  void* pinned = nullptr;
+  if (cudaMalloc(&dev_a, bytes) != cudaSuccess || cudaMalloc(&dev_b, bytes) != cudaSuccess ||
+      cudaMallocHost(&pinned, bytes) != cudaSuccess) {
+    std::printf("copy baseline: allocation of %zu bytes failed\n", bytes);
+    return l;
+  }
+  std::vector<uint8_t> pageable(bytes, 1);
+  std::memset(pinned, 1, bytes);
+  auto gbs = [&](const std::function<void()>& copy) {
+    return bytes / MedianMs([&] {
+             copy();
+             cudaDeviceSynchronize();
+           }) / 1e6;
+  };
+  l.h2d_pinned = gbs([&] { cudaMemcpy(dev_a, pinned, bytes, cudaMemcpyHostToDevice); });
+  l.h2d_pageable =
+      gbs([&] { cudaMemcpy(dev_a, pageable.data(), bytes, cudaMemcpyHostToDevice); });
+  // A device copy reads and writes every byte: count both, as the diff
+  // kernel's GB/s counts both inputs it reads.
+  l.d2d = 2 * gbs([&] { cudaMemcpy(dev_b, dev_a, bytes, cudaMemcpyDeviceToDevice); });
+  cudaFree(dev_a);
+  cudaFree(dev_b);
+  cudaFreeHost(pinned);
+  return l;
+}
+
+double g_h2d_pageable = 0;  // GB/s, for the ratio column
+
+void Run(const Case& c, Backend& gpu, Backend* cpu) {
   std::vector<DiffStats> g(c.tasks.size()), h(c.tasks.size());
   bool ok = true;
   auto run = [&](Backend& b, std::vector<DiffStats>& out) {
     ok = ok && b.CompareBatch(c.tasks, absl::MakeSpan(out)).ok();
   };
   const double gpu_ms = MedianMs([&] { run(gpu, g); });
-  const double cpu_ms = MedianMs([&] { run(cpu, h); });
+  const double gpu_gbs = c.bytes / gpu_ms / 1e6;
+  if (cpu == nullptr) {
+    std::printf("%-34s gpu %9.2f ms %7.2f GB/s = %3.0f%% of pageable H2D copy | cpu not run %s\n",
+                c.name.c_str(), gpu_ms, gpu_gbs, 100 * gpu_gbs / g_h2d_pageable,
+                ok ? "" : "ERROR");
+    return;
+  }
+  const double cpu_ms = MedianMs([&] { run(*cpu, h); });
   bool agree = ok;
   for (size_t i = 0; i < g.size() && agree; ++i) {
     agree = g[i].count == h[i].count && g[i].max_index == h[i].max_index &&
             g[i].mismatches == h[i].mismatches && g[i].histogram == h[i].histogram;
   }
-  std::printf("%-34s gpu %9.2f ms %7.2f GB/s | cpu %9.2f ms %7.2f GB/s | x%5.2f %s\n",
-              c.name.c_str(), gpu_ms, c.bytes / gpu_ms / 1e6, cpu_ms, c.bytes / cpu_ms / 1e6,
-              cpu_ms / gpu_ms, agree ? "" : "MISMATCH");
+  std::printf(
+      "%-34s gpu %9.2f ms %7.2f GB/s = %3.0f%% of pageable H2D copy | cpu %9.2f ms %7.2f GB/s "
+      "| x%5.2f %s\n",
+      c.name.c_str(), gpu_ms, gpu_gbs, 100 * gpu_gbs / g_h2d_pageable, cpu_ms,
+      c.bytes / cpu_ms / 1e6, cpu_ms / gpu_ms, agree ? "" : "MISMATCH");
 }
 
 DiffTask Task(DType rd, const void* r, DType cd, const void* c, Shape rs, Shape cs,
@@ -88,13 +141,22 @@ DiffTask Task(DType rd, const void* r, DType cd, const void* c, Shape rs, Shape 
 }
 
 int Main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, huge = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::strcmp(argv[i], "--quick") == 0;
+    huge = huge || std::strcmp(argv[i], "--huge") == 0;
+  }
   absl::StatusOr<std::unique_ptr<Backend>> gpu = CreateCudaBackend();
   if (!gpu.ok()) {
     std::printf("no CUDA device: %s\n", gpu.status().ToString().c_str());
     return 0;
   }
   CpuBackend cpu(0);
+  const CopyLimits limits = MeasureCopyLimits(size_t{256} << 20);
+  g_h2d_pageable = limits.h2d_pageable;
+  std::printf("copy limits (256 MiB): H2D pinned %.2f GB/s, H2D pageable %.2f GB/s, "
+              "D2D %.2f GB/s (read+write)\n",
+              limits.h2d_pinned, limits.h2d_pageable, limits.d2d);
   const size_t big = quick ? (size_t{1} << 24) : (size_t{1} << 27);
   const std::vector<float> a = RandomFloats(big, 1), b = RandomFloats(big, 2);
   std::vector<uint16_t> b16(big);
@@ -119,7 +181,32 @@ int Main(int argc, char** argv) {
     small.bytes += 8000;
   }
   cases.push_back(std::move(small));
-  for (const Case& c : cases) Run(c, **gpu, cpu);
+  // The many-small-pairs case: 5,000 pairs of 16 KiB (4096 f32).
+  Case k16{"5000 pairs x 16 KiB f32 (batch)", {}, 0};
+  for (int i = 0; i < 5000; ++i) {
+    const size_t off = static_cast<size_t>(i) * 4096 % (big - 4096);
+    k16.tasks.push_back(Task(DType::kFloat32, a.data() + off, DType::kFloat32, b.data() + off,
+                             Shape{4096}, Shape{4096}));
+    k16.bytes += 2 * 16384;
+  }
+  cases.push_back(std::move(k16));
+  for (const Case& c : cases) Run(c, **gpu, &cpu);
+  if (huge) {
+    // 2 x 8 GiB float32; a cheap deterministic fill (random generation of
+    // 4G values would dominate the run).
+    const size_t hn = size_t{1} << 31;
+    std::vector<float> ha(hn), hb(hn);
+    for (size_t i = 0; i < hn; ++i) {
+      ha[i] = static_cast<float>(i & 0xffff) * 0.25f;
+      hb[i] = ha[i] + ((i % 7) == 0 ? 0.5f : 0.0f);
+    }
+    const int64_t hn64 = static_cast<int64_t>(hn);
+    Case h{"16 GiB pair f32 (host-resident)",
+           {Task(DType::kFloat32, ha.data(), DType::kFloat32, hb.data(), Shape{hn64},
+                 Shape{hn64})},
+           hn * 8.0};
+    Run(h, **gpu, nullptr);
+  }
   return 0;
 }
 

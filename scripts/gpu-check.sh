@@ -126,7 +126,9 @@ run() {
         set -e
         counts=($(gtest_counts "$logs/$t.$tool.log"))
         local errs
-        errs="$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$logs/$t.$tool.log" | tail -1 || true)"
+        # memcheck ends with "ERROR SUMMARY: N errors", racecheck with
+        # "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)".
+        errs="$(grep -Eo '(ERROR SUMMARY: [0-9]+|RACECHECK SUMMARY: [0-9]+ hazards)' "$logs/$t.$tool.log" | tail -1 || true)"
         summary+=("$(printf '%-34s rc=%-3s passed=%-4s failed=%-4s skipped=%-4s %s' \
           "$t ($tool)" "$rc" "${counts[@]}" "${errs:-no summary}")")
         [[ $rc -eq 0 ]] || ok=0
