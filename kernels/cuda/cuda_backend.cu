@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,7 @@
 #include "common/half.h"
 #include "common/status_macros.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/internal/cuda_status.h"
 #include "kernels/diff_stats.h"
 
@@ -49,6 +51,11 @@ constexpr size_t kAlign = 256;
 // to amortise the per-round launch and sync cost.
 constexpr size_t kMaxRoundBytes = size_t{64} << 20;
 constexpr int kMergeThreads = 128;
+// Host staging: copies into the pinned slot are cut into parts of at most
+// this many bytes and spread over the staging pool. One thread's memcpy from
+// pageable memory (~5-6 GB/s) would otherwise bound the whole pipeline.
+constexpr size_t kStagingPartBytes = size_t{2} << 20;
+constexpr int kMaxStagingThreads = 16;
 
 // One piece of one pair, as the kernel sees it. Element e (0 <= e < count)
 // of the piece pairs ref[e] with cand[e], or, when transposed (the piece is
@@ -177,6 +184,13 @@ struct Piece {
   uint32_t blocks;
 };
 
+// One memcpy of the host staging step.
+struct CopyJob {
+  unsigned char* dst;
+  const unsigned char* src;
+  size_t bytes;
+};
+
 struct Round {
   size_t first_piece;
   size_t num_pieces;
@@ -198,6 +212,8 @@ struct CudaBackend::Impl {
   };
 
   CudaBackendOptions options;
+  // Parallel memcpy into the pinned slots (used under mu only).
+  std::unique_ptr<ThreadPool> staging_pool;
   absl::Mutex mu;
   Slot slots[2] ABSL_GUARDED_BY(mu);
 
@@ -220,6 +236,8 @@ struct CudaBackend::Impl {
   }
 
   absl::Status Init() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const int hw = static_cast<int>(std::thread::hardware_concurrency());
+    staging_pool = std::make_unique<ThreadPool>(std::clamp(hw, 1, kMaxStagingThreads));
     for (Slot& s : slots) {
       REPROD_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
       REPROD_CUDA_RETURN_IF_ERROR(
@@ -301,11 +319,21 @@ struct CudaBackend::Impl {
     return rounds;
   }
 
-  // Packs a round into slot `s` on the host and enqueues copy, reduce,
+  // Queues dst <- src, cut into staging parts.
+  static void AddCopy(unsigned char* dst, const unsigned char* src, size_t bytes,
+                      std::vector<CopyJob>* copies) {
+    for (size_t o = 0; o < bytes; o += kStagingPartBytes) {
+      copies->push_back(CopyJob{dst + o, src + o, std::min(kStagingPartBytes, bytes - o)});
+    }
+  }
+
+  // Packs a round into slot `s` on the host (memcpy spread over the staging
+  // pool) and enqueues copy, reduce,
   // merge and the copy back on the slot's stream.
   absl::Status Launch(Slot& s, const Round& round, const std::vector<Piece>& pieces,
                       absl::Span<const DiffTask> tasks) {
     auto* descs = reinterpret_cast<SegmentDesc*>(s.host);
+    std::vector<CopyJob> copies;
     size_t offset = 0;
     uint32_t first_block = 0;
     for (size_t k = 0; k < round.num_pieces; ++k) {
@@ -316,15 +344,16 @@ struct CudaBackend::Impl {
       unsigned char* cand_dst = ref_dst + AlignUp(p.ref_bytes);
       const auto* ref_src = static_cast<const unsigned char*>(task.ref.data);
       const auto* cand_src = static_cast<const unsigned char*>(task.cand.data);
-      std::memcpy(ref_dst, ref_src + p.begin * rsz, p.ref_bytes);
+      AddCopy(ref_dst, ref_src + p.begin * rsz, p.ref_bytes, &copies);
       if (!task.transpose_cand) {
-        std::memcpy(cand_dst, cand_src + p.begin * csz, p.cand_bytes);
+        AddCopy(cand_dst, cand_src + p.begin * csz, p.cand_bytes, &copies);
       } else {
         // cand is (n, m); gather its columns [r0, r0 + rows) as (n, rows).
         const uint64_t m = static_cast<uint64_t>(task.ref.shape[0]);
         const uint64_t r0 = p.begin / p.cols;
         for (uint64_t j = 0; j < p.cols; ++j) {
-          std::memcpy(cand_dst + j * p.rows * csz, cand_src + (j * m + r0) * csz, p.rows * csz);
+          AddCopy(cand_dst + j * p.rows * csz, cand_src + (j * m + r0) * csz, p.rows * csz,
+                  &copies);
         }
       }
       SegmentDesc& d = descs[k];
@@ -343,6 +372,9 @@ struct CudaBackend::Impl {
       offset += AlignUp(p.ref_bytes) + AlignUp(p.cand_bytes);
       first_block += p.blocks;
     }
+    staging_pool->ParallelFor(static_cast<int64_t>(copies.size()), [&](int64_t i) {
+      std::memcpy(copies[i].dst, copies[i].src, copies[i].bytes);
+    });
     const int num_segments = static_cast<int>(round.num_pieces);
     REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.device, s.host,
                                                 num_segments * sizeof(SegmentDesc),
