@@ -3,8 +3,12 @@
 #   1. Debian packages (compilers, gRPC/Protobuf, Abseil, spdlog, GoogleTest,
 #      Google Benchmark, CLI11, yaml-cpp, nlohmann-json, libzip, clang for the
 #      fuzzers); `apt-get update` only runs when something is missing.
-#   2. A Python venv (.venv) for test tooling from PyPI (numpy, pytest, the
-#      incumbent reprod-log used as an oracle, safetensors).
+#   2. A Python venv (.venv) over /usr/bin/python3 with its system site
+#      packages (so Debian's CPU PyTorch, python3-torch, is importable), plus
+#      from PyPI: test tooling (numpy 1.x for torch's ABI, pytest, the
+#      incumbent reprod-log, safetensors, grpcio), PaddlePaddle (CPU) and our
+#      own Python client (pip install ./client/python, stubs generated from
+#      proto/ at install). torch and paddle must import, or setup fails.
 #   3. Configure and build (build/, Release with debug info).
 # Environment: REPROD_BUILD_DIR (default build), REPROD_JOBS (default nproc),
 # REPROD_SKIP_BUILD=1 to stop after 1 and 2.
@@ -22,7 +26,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libzip-dev zlib1g-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev librocksdb-dev libcpp-httplib-dev
-  python3 python3-venv python3-dev
+  python3 python3-venv python3-dev python3-torch
 )
 
 install_apt_packages() {
@@ -41,23 +45,50 @@ install_apt_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# One hash over the contents of the files named on stdin (install stamps).
+stamp_of() { sort | xargs sha256sum | sha256sum | cut -d' ' -f1; }
+
 setup_venv() {
   local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
+  # The venv must see Debian's python3-torch: recreate one made without
+  # system site packages (older checkouts).
+  if [ -f "$venv/pyvenv.cfg" ] && ! grep -q '^include-system-site-packages = true' "$venv/pyvenv.cfg"; then
+    log "recreating $venv with system site packages (for Debian's python3-torch)"
+    rm -rf "$venv"
+  fi
   if [ ! -x "$venv/bin/python" ]; then
-    log "creating Python venv $venv"
-    /usr/bin/python3 -m venv "$venv"
+    log "creating Python venv $venv (system site packages: Debian's torch)"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
   fi
   # Re-install only when requirements.txt changed since the last install.
   local stamp="$venv/.requirements.sha256"
   local want
   want="$(sha256sum "$req" | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing Python test tooling from PyPI"
+    log "installing Python packages from PyPI (first time: PaddlePaddle is ~200 MB)"
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q -r "$req"
     echo "$want" >"$stamp"
   else
     log "Python venv: up to date"
+  fi
+  # Both frameworks must import: the bert_tiny end-to-end test needs them and
+  # must never be skipped silently.
+  if ! "$venv/bin/python" -c 'import torch, paddle' >/dev/null 2>&1; then
+    "$venv/bin/python" -c 'import torch, paddle' || true
+    log "ERROR: torch (Debian python3-torch) or paddle (PyPI paddlepaddle) does not import in $venv"
+    exit 1
+  fi
+  # Our client, re-installed when its sources or the protos change.
+  local client_stamp="$venv/.reprod_client.sha256"
+  local client_want
+  client_want="$( (find "$ROOT/client/python" -type f \( -name '*.py' -o -name '*.toml' -o -name '*.cfg' \) -not -path '*/build/*' -not -path '*/_proto/*' -not -path '*.egg-info/*'; find "$ROOT/proto" -name '*.proto') | stamp_of)"
+  if [ ! -f "$client_stamp" ] || [ "$(cat "$client_stamp")" != "$client_want" ]; then
+    log "installing reprod_client (client/python; stubs generated from proto/)"
+    "$venv/bin/python" -m pip install -q --no-build-isolation --no-deps --force-reinstall "$ROOT/client/python"
+    echo "$client_want" >"$client_stamp"
+  else
+    log "reprod_client: up to date"
   fi
 }
 

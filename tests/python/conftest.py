@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -61,3 +62,99 @@ def run_reprodctl(*args, timeout=300, cwd=None):
 @pytest.fixture
 def reprodctl():
     return run_reprodctl
+
+
+# --- reprodd for the Python client tests (test_client_*.py) ---------------
+
+REPRODD = BIN_DIR / "server" / "reprodd"
+
+
+class Reprodd:
+    """A reprodd process on loopback: memory store, or RocksDB in data_dir.
+
+    port=0 picks a free port; restart() starts it again on the same port
+    (and data dir), for crash/restart tests.
+    """
+
+    def __init__(self, workdir, store="memory", data_dir=None, port=0):
+        if not REPRODD.exists():
+            pytest.fail(f"reprodd not built at {REPRODD} (set REPROD_BIN_DIR)")
+        self.workdir = Path(workdir)
+        self.store = store
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.port = port
+        self.proc = None
+        self.log = None
+        self.start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        port_file = self.workdir / f"port.{os.getpid()}.{id(self)}"
+        if port_file.exists():
+            port_file.unlink()
+        args = [str(REPRODD), "--listen", f"127.0.0.1:{self.port}", "--port-file", str(port_file),
+                "--backend", "cpu", "--threads", "1", "--log-level", "warn"]
+        if self.store == "memory":
+            args += ["--store", "memory"]
+        else:
+            args += ["--data-dir", str(self.data_dir)]
+        self.log = open(self.workdir / "reprodd.log", "a")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"reprodd exited with {self.proc.returncode}: "
+                            f"{(self.workdir / 'reprodd.log').read_text()[-2000:]}")
+            text = port_file.read_text().strip() if port_file.exists() else ""
+            if text:
+                self.port = int(text)
+                return
+            if time.time() > deadline:
+                self.kill()
+                pytest.fail("reprodd did not write its port file within 30 s")
+            time.sleep(0.02)
+
+    def kill(self):
+        """SIGKILL (a crash)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def stop(self):
+        """SIGTERM (clean stop), SIGKILL after 20 s."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def restart(self):
+        self.start()
+
+
+@pytest.fixture(scope="module")
+def reprodd(tmp_path_factory):
+    """One reprodd (memory store) per test module; yields its Reprodd."""
+    server = Reprodd(tmp_path_factory.mktemp("reprodd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def run_ns(request):
+    """A run namespace of this test's own (valid run-name characters)."""
+    import re
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:100]

@@ -1,0 +1,411 @@
+"""Client: the connection to one reprodd server.
+
+Wraps the reprod.v1 gRPC services (RunService, IngestService,
+CompareService, ReportService) behind plain Python: runs to log into
+(`open_run`), comparisons (`compare`, `watch`), stored tensors
+(`read_tensor`, `list_tensors`) and reports (`get_report`). Every gRPC error
+becomes a ReprodError subclass naming the server address (errors.py).
+
+A Client is thread-safe and cheap to share; runs opened from it share its
+channel. Call close() (or use it as a context manager) to release the
+channel.
+"""
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import types
+from typing import Dict, Optional, Tuple
+
+import grpc
+import numpy as np
+
+from . import tensors as _tensors
+from .crc32c import crc32c_update
+from .errors import (ChecksumMismatch, FailedPrecondition, NotFound, ReprodError,
+                     from_rpc_error)
+from .report import Report, verdict_to_dict
+from .run import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_PENDING_BYTES, Run
+
+try:
+    from ._proto import (compare_pb2, compare_pb2_grpc, ingest_pb2,
+                         ingest_pb2_grpc, runs_pb2, runs_pb2_grpc, tensor_pb2)
+except ImportError as _e:  # pragma: no cover - broken install
+    raise ImportError(
+        "reprod_client's generated gRPC stubs (reprod_client._proto) are missing: "
+        "they are generated from proto/reprod/v1 when the package is built. "
+        "Install it with `pip install --no-build-isolation ./client/python` from a "
+        f"reprod checkout ({_e})") from _e
+
+__all__ = ["Client", "RunInfo", "TensorInfo", "DEFAULT_ADDRESS"]
+
+#: Address used when neither the argument nor $REPROD_SERVER gives one.
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+_PB = types.SimpleNamespace(tensor=tensor_pb2, ingest=ingest_pb2, runs=runs_pb2,
+                            compare=compare_pb2)
+
+_STATE_NAMES = {0: "unspecified", 1: "open", 2: "sealed", 3: "aborted"}
+_FORMATS = {"json": compare_pb2.REPORT_FORMAT_JSON, "text": compare_pb2.REPORT_FORMAT_TEXT,
+            "junit": compare_pb2.REPORT_FORMAT_JUNIT,
+            "markdown": compare_pb2.REPORT_FORMAT_MARKDOWN}
+
+# Channel options: reconnect quickly after a server restart (gRPC's default
+# backoff grows to minutes), and no transparent retries (the Run handles
+# resends itself).
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+
+
+@dataclasses.dataclass
+class RunInfo:
+    """A run as the server describes it (reprod.v1.Run)."""
+    name: str
+    framework: str
+    framework_version: str
+    device: str
+    labels: Dict[str, str]
+    created: Optional[datetime.datetime]
+    owner: str
+    state: str  # "open", "sealed" or "aborted"
+    overwrite: bool
+    tensor_count: int
+    total_bytes: int
+
+    @classmethod
+    def from_proto(cls, run):
+        created = None
+        if run.HasField("created"):
+            created = run.created.ToDatetime(tzinfo=datetime.timezone.utc)
+        return cls(name=run.name, framework=run.framework,
+                   framework_version=run.framework_version, device=run.device,
+                   labels=dict(run.labels), created=created, owner=run.owner,
+                   state=_STATE_NAMES.get(run.state, str(run.state)),
+                   overwrite=run.overwrite, tensor_count=run.tensor_count,
+                   total_bytes=run.total_bytes)
+
+
+@dataclasses.dataclass
+class TensorInfo:
+    """A stored tensor's header (reprod.v1.TensorInfo); dtype is the wire
+    dtype's name ("bfloat16", "float32", ...)."""
+    checkpoint: str
+    key: str
+    step: Optional[int]
+    dtype: str
+    shape: Tuple[int, ...]
+    byte_length: int
+    crc32c: int
+    sequence: int = 0
+
+    @classmethod
+    def from_header(cls, header, sequence=0):
+        a = header.address
+        return cls(checkpoint=a.checkpoint, key=a.key,
+                   step=a.step if a.HasField("step") else None,
+                   dtype=_tensors.DTYPE_NAMES.get(header.dtype, str(header.dtype)),
+                   shape=tuple(header.shape), byte_length=header.byte_length,
+                   crc32c=header.crc32c, sequence=sequence)
+
+
+def _identity(data):
+    return data
+
+
+def _framework_version(framework):
+    mod = {"torch": "torch", "pytorch": "torch", "paddle": "paddle",
+           "paddlepaddle": "paddle"}.get((framework or "").lower())
+    m = sys.modules.get(mod) if mod else None  # never imports a framework
+    return str(getattr(m, "__version__", "")) if m is not None else ""
+
+
+class Client:
+    """Connection to a reprodd server.
+
+    address: "host:port"; default $REPROD_SERVER, else "127.0.0.1:50051".
+    token: bearer token sent as "authorization: Bearer TOKEN" (default
+        $REPROD_TOKEN; the server ignores it while tokens are not
+        implemented).
+    timeout: deadline in seconds of each unary call.
+    reconnect_timeout: default reconnect budget of runs, in seconds.
+    credentials: grpc.ChannelCredentials for TLS (plaintext when None).
+    """
+
+    def __init__(self, address=None, token=None, *, timeout=30.0, reconnect_timeout=30.0,
+                 credentials=None, options=None):
+        self.address = address or os.environ.get("REPROD_SERVER") or DEFAULT_ADDRESS
+        token = token if token is not None else os.environ.get("REPROD_TOKEN")
+        self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout
+        opts = list(_CHANNEL_OPTIONS) + list(options or [])
+        if credentials is not None:
+            self._channel = grpc.secure_channel(self.address, credentials, options=opts)
+        else:
+            self._channel = grpc.insecure_channel(self.address, options=opts)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._pb = _PB
+        self._runs_stub = runs_pb2_grpc.RunServiceStub(self._channel)
+        self._ingest_stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
+        # Ingest taking pre-serialized requests (Run encodes chunks itself).
+        method = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].methods_by_name["Ingest"]
+        self._ingest_raw = self._channel.stream_stream(
+            f"/{method.containing_service.full_name}/{method.name}",
+            request_serializer=_identity,
+            response_deserializer=ingest_pb2.IngestResponse.FromString)
+        self._compare_stub = compare_pb2_grpc.CompareServiceStub(self._channel)
+        self._report_stub = compare_pb2_grpc.ReportServiceStub(self._channel)
+
+    # --- lifecycle --------------------------------------------------------
+
+    def close(self):
+        """Closes the channel. Runs opened from this client stop working."""
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"<reprod_client.Client {self.address}>"
+
+    def _unary(self, what, method, request, run=None, timeout=None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, what, self.address, run=run) from None
+
+    # --- runs ---------------------------------------------------------------
+
+    def open_run(self, name, framework=None, labels=None, overwrite=False, *,
+                 recreate=False, framework_version=None, device=None,
+                 max_pending_bytes=DEFAULT_MAX_PENDING_BYTES, reconnect_timeout=None,
+                 chunk_bytes=DEFAULT_CHUNK_BYTES):
+        """Creates run `name` ("namespace/name") or reopens it if it exists
+        and is open (a restarted producer), and returns a Run to log into.
+
+        framework: "torch", "paddle", ...; its version is filled in from the
+            already imported module when not given.
+        labels: dict of free-form string labels.
+        overwrite: let re-logged addresses replace their bytes (else a
+            different resend is ALREADY_EXISTS).
+        recreate: delete the run first if it exists (any state), so that a
+            rerun of a script starts from an empty run.
+        max_pending_bytes: bound on queued plus unacknowledged bytes
+            (log() blocks beyond it).
+        reconnect_timeout: seconds to keep reconnecting during an outage
+            (default: the client's).
+
+        Raises ValueError for a malformed name, FailedPrecondition when the
+        run exists but is sealed or aborted, or exists with another
+        overwrite setting, ServerUnavailable when the server is unreachable.
+        """
+        _tensors.validate_run_name(name)
+        if framework_version is None:
+            framework_version = _framework_version(framework)
+        run = runs_pb2.Run(name=name, framework=framework or "",
+                           framework_version=framework_version or "",
+                           device=device or "", overwrite=bool(overwrite))
+        for k, v in (labels or {}).items():
+            run.labels[str(k)] = str(v)
+        if recreate:
+            try:
+                self.delete_run(name)
+            except NotFound:
+                pass
+        created = self._unary(f"CreateRun {name!r}", self._runs_stub.CreateRun,
+                              runs_pb2.CreateRunRequest(run=run, exist_ok=True), run=name)
+        info = RunInfo.from_proto(created)
+        if info.state != "open":
+            raise FailedPrecondition(
+                f"run {name!r} on {self.address} exists and is {info.state}; it accepts no "
+                "more tensors (log into a new run, or delete this one first)",
+                address=self.address, run=name)
+        if info.overwrite != bool(overwrite):
+            raise FailedPrecondition(
+                f"run {name!r} on {self.address} exists with overwrite={info.overwrite}, "
+                f"opened with overwrite={bool(overwrite)}", address=self.address, run=name)
+        return Run(self, info, max_pending_bytes=max_pending_bytes,
+                   reconnect_timeout=(self.reconnect_timeout if reconnect_timeout is None
+                                      else reconnect_timeout),
+                   chunk_bytes=chunk_bytes)
+
+    def get_run(self, name):
+        """The RunInfo of run `name`; NotFound if it does not exist."""
+        return RunInfo.from_proto(self._unary(
+            f"GetRun {name!r}", self._runs_stub.GetRun, runs_pb2.GetRunRequest(name=name),
+            run=name))
+
+    def runs(self, prefix=""):
+        """RunInfo of every run whose name starts with `prefix`, by name."""
+        resp = self._unary("ListRuns", self._runs_stub.ListRuns,
+                           runs_pb2.ListRunsRequest(prefix=prefix))
+        return [RunInfo.from_proto(r) for r in resp.runs]
+
+    def seal_run(self, name, abort=False):
+        """Marks run `name` SEALED (or ABORTED); returns its RunInfo.
+        FailedPrecondition when it is not open."""
+        return RunInfo.from_proto(self._unary(
+            f"SealRun {name!r}", self._runs_stub.SealRun,
+            runs_pb2.SealRunRequest(name=name, abort=abort), run=name))
+
+    def delete_run(self, name):
+        """Deletes run `name` and its tensors; returns how many tensors went."""
+        return self._unary(f"DeleteRun {name!r}", self._runs_stub.DeleteRun,
+                           runs_pb2.DeleteRunRequest(name=name), run=name).tensors_deleted
+
+    def list_tensors(self, run, checkpoint=None):
+        """TensorInfo of every stored tensor of `run` (optionally one
+        checkpoint), in arrival order."""
+        resp = self._unary(f"ListTensors {run!r}", self._runs_stub.ListTensors,
+                           runs_pb2.ListTensorsRequest(run=run, checkpoint=checkpoint or ""),
+                           run=run)
+        return [TensorInfo.from_header(t.header, t.sequence) for t in resp.tensors]
+
+    def read_tensor(self, run, checkpoint, key, step=None, *, with_info=False):
+        """Reads one stored tensor back as a numpy array of its shape.
+
+        The array has the stored dtype (little-endian); a bfloat16 tensor
+        comes back as a uint16 array of its bit patterns (numpy has no
+        bfloat16; widen with tensors.bfloat16_to_float32). With
+        with_info=True returns (array, TensorInfo), whose .dtype names the
+        wire dtype ("bfloat16"). The bytes are checked against the stored
+        crc32c (ChecksumMismatch). NotFound when the run or address is
+        absent.
+        """
+        address = tensor_pb2.TensorAddress(checkpoint=checkpoint, key=key)
+        if step is not None:
+            address.step = int(step)
+        where = f"ReadTensor {run}:{checkpoint}/{key}" + ("" if step is None else f"@{step}")
+        request = runs_pb2.ReadTensorRequest(run=run, address=address)
+        try:
+            stream = self._runs_stub.ReadTensor(request, timeout=None,
+                                                metadata=self._metadata)
+            header, buf, filled, crc = None, None, 0, 0
+            for msg in stream:
+                if msg.HasField("header"):
+                    header = msg.header
+                    buf = np.empty(header.byte_length, dtype=np.uint8)
+                    continue
+                if header is None or msg.chunk.offset != filled:
+                    raise ReprodError(f"{where}: malformed response from {self.address} "
+                                      "(chunk out of order)", address=self.address, run=run)
+                data = msg.chunk.data
+                if filled + len(data) > buf.size:
+                    raise ReprodError(f"{where}: server {self.address} sent more bytes than "
+                                      "the header declares", address=self.address, run=run)
+                buf[filled:filled + len(data)] = np.frombuffer(data, dtype=np.uint8)
+                crc = crc32c_update(crc, data)
+                filled += len(data)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise ReprodError(f"{where}: the server at {self.address} does not implement "
+                                  "RunService.ReadTensor (an older reprodd)",
+                                  code=e.code(), details=e.details(), address=self.address,
+                                  run=run) from None
+            raise from_rpc_error(e, where, self.address, run=run) from None
+        if header is None or filled != header.byte_length:
+            raise ReprodError(f"{where}: incomplete response from {self.address}",
+                              address=self.address, run=run)
+        if crc != header.crc32c:
+            raise ChecksumMismatch(
+                f"{where}: crc32c of the bytes read from {self.address} is {crc:#010x}, "
+                f"the stored header says {header.crc32c:#010x}", address=self.address, run=run)
+        arr = buf.view(_tensors.numpy_dtype(header.dtype)).reshape(tuple(header.shape))
+        if with_info:
+            return arr, TensorInfo.from_header(header)
+        return arr
+
+    # --- compare, watch, reports ----------------------------------------------
+
+    @staticmethod
+    def _policy_spec(policy, preset, checkpoints):
+        spec = compare_pb2.PolicySpec()
+        if policy is not None and preset is not None:
+            raise ValueError("give either policy or preset, not both")
+        if preset is not None:
+            spec.preset = preset
+        elif policy is not None:
+            if isinstance(policy, dict):
+                spec.document = json.dumps(policy)
+            elif isinstance(policy, os.PathLike) or (
+                    isinstance(policy, str) and "\n" not in policy and os.path.isfile(policy)):
+                with open(policy, encoding="utf-8") as f:
+                    spec.document = f.read()
+            elif isinstance(policy, str):
+                spec.document = policy
+            else:
+                raise TypeError("policy must be a dict, a YAML/JSON document or a file path")
+        if checkpoints:
+            if isinstance(checkpoints, str):
+                checkpoints = [checkpoints]
+            spec.checkpoints.extend(checkpoints)
+        return spec
+
+    def compare(self, ref, cand, policy=None, preset=None, checkpoints=None, *, timeout=None):
+        """Compares runs `ref` and `cand` as they are now; returns the stored
+        Report (report.passed is False on a failed check: that is not an
+        error).
+
+        policy: a policy document (YAML/JSON text), a path to one, or a dict;
+        preset: "reprod" (default on the server), "competition", "allclose";
+        checkpoints: compare only these. NotFound for an unknown run,
+        InvalidArgument for a bad policy.
+        """
+        request = compare_pb2.CompareRequest(
+            ref=ref, cand=cand, policy=self._policy_spec(policy, preset, checkpoints),
+            format=compare_pb2.REPORT_FORMAT_JSON)
+        proto = self._unary(f"Compare {ref!r} vs {cand!r}", self._compare_stub.Compare,
+                            request, timeout=timeout or max(self.timeout, 600))
+        return Report(proto, self)
+
+    def watch(self, ref, cand, policy=None, preset=None, checkpoints=None, *, timeout=None):
+        """Follows a comparison while both runs are still training.
+
+        A generator: yields one verdict dict per tensor pair as soon as both
+        runs hold it (report.verdict_to_dict: checkpoint, key, step, status,
+        reason, stats), then the final Report once both runs are sealed or
+        aborted, and stops. `timeout` bounds the whole watch (seconds;
+        default none). Closing the generator early cancels the watch.
+        """
+        request = compare_pb2.WatchRequest(
+            ref=ref, cand=cand, policy=self._policy_spec(policy, preset, checkpoints),
+            format=compare_pb2.REPORT_FORMAT_JSON)
+        call = self._compare_stub.Watch(request, timeout=timeout, metadata=self._metadata)
+        try:
+            for event in call:
+                if event.HasField("verdict"):
+                    yield verdict_to_dict(event.verdict)
+                elif event.HasField("report"):
+                    yield Report(event.report, self)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, f"Watch {ref!r} vs {cand!r}", self.address) from None
+        finally:
+            call.cancel()
+
+    def _get_report_proto(self, report_id, fmt="json"):
+        try:
+            fmt_value = _FORMATS[fmt]
+        except KeyError:
+            raise ValueError(f"unknown report format {fmt!r} (json, text, junit, markdown)") from None
+        return self._unary(f"GetReport {report_id}", self._report_stub.GetReport,
+                           compare_pb2.GetReportRequest(id=report_id, format=fmt_value))
+
+    def get_report(self, report_id):
+        """The stored report `report_id` ("rpt-..."); NotFound if unknown."""
+        return Report(self._get_report_proto(report_id, "json"), self)
+
+    def reports(self, run=None, limit=0):
+        """Stored reports involving `run` (all when None), newest first, as
+        Reports built from their metadata (fetch the full JSON with
+        get_report)."""
+        resp = self._unary("ListReports", self._report_stub.ListReports,
+                           compare_pb2.ListReportsRequest(run=run or "", limit=limit))
+        return [Report(r, self) for r in resp.reports]
