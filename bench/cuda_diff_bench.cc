@@ -35,6 +35,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/internal/device_resident_timing.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
@@ -157,6 +158,25 @@ int Main(int argc, char** argv) {
   std::printf("copy limits (256 MiB): H2D pinned %.2f GB/s, H2D pageable %.2f GB/s, "
               "D2D %.2f GB/s (read+write)\n",
               limits.h2d_pinned, limits.h2d_pageable, limits.d2d);
+  // The fused kernel alone on a device-resident pair (256 MiB per side), next
+  // to a D2D copy of the same bytes: the kernel reads 512 MiB, the copy reads
+  // and writes 512 MiB, so the DRAM-traffic ratio is copy_ms / (2 kernel_ms).
+  {
+    const uint64_t n = quick ? (uint64_t{1} << 22) : (uint64_t{1} << 26);
+    absl::StatusOr<internal::DeviceResidentTiming> t = internal::TimeDeviceResidentPair(
+        n, CudaBackendOptions().chunk_elements, 10);
+    if (!t.ok()) {
+      std::printf("device-resident kernel: %s\n", t.status().ToString().c_str());
+    } else {
+      const double kernel_gbs = t->bytes / t->kernel_ms / 1e6;
+      const double copy_gbs = 2 * t->bytes / t->d2d_ms / 1e6;
+      std::printf("fused kernel, device-resident f32 pair (%.0f MiB per side, count %llu): "
+                  "%.3f ms, %.1f GB/s read | D2D copy of the same bytes %.3f ms, %.1f GB/s "
+                  "read+write | kernel = %.0f%% of copy bandwidth\n",
+                  t->bytes / 2 / (1 << 20), static_cast<unsigned long long>(t->count),
+                  t->kernel_ms, kernel_gbs, t->d2d_ms, copy_gbs, 100 * kernel_gbs / copy_gbs);
+    }
+  }
   const size_t big = quick ? (size_t{1} << 24) : (size_t{1} << 27);
   const std::vector<float> a = RandomFloats(big, 1), b = RandomFloats(big, 2);
   std::vector<uint16_t> b16(big);

@@ -31,6 +31,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/internal/cuda_status.h"
+#include "kernels/cuda/internal/device_resident_timing.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
@@ -505,5 +506,131 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
   }
   return std::unique_ptr<Backend>(new CudaBackend(std::move(impl)));
 }
+
+namespace internal {
+namespace {
+
+__global__ void FillPairKernel(float* ref, float* cand, uint64_t n) {
+  for (uint64_t i = blockIdx.x * static_cast<uint64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    ref[i] = static_cast<float>(i & 0xffff) * 0.25f;
+    cand[i] = ref[i] + ((i % 7) == 0 ? 0.5f : 0.0f);
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceResidentTiming> TimeDeviceResidentPair(uint64_t elements,
+                                                            int64_t chunk_elements,
+                                                            int repeats) {
+  if (elements == 0 || chunk_elements < 1 || repeats < 1) {
+    return absl::InvalidArgumentError("TimeDeviceResidentPair: empty pair or bad options");
+  }
+  REPROD_CUDA_RETURN_IF_ERROR(cudaSetDevice(0));
+  const size_t side = elements * sizeof(float);
+  float* ref = nullptr;
+  float* cand = nullptr;
+  float* copy = nullptr;
+  SegmentDesc* d_descs = nullptr;
+  DiffStats* partials = nullptr;
+  DiffStats* out = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  // Frees everything on every return path.
+  struct Cleanup {
+    std::vector<void*> ptrs;
+    cudaEvent_t* events[2];
+    ~Cleanup() {
+      for (void* p : ptrs) cudaFree(p);
+      for (cudaEvent_t* e : events) if (*e != nullptr) cudaEventDestroy(*e);
+    }
+  } cleanup{{}, {&start, &stop}};
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&ref, side));
+  cleanup.ptrs.push_back(ref);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&cand, side));
+  cleanup.ptrs.push_back(cand);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&copy, 2 * side));
+  cleanup.ptrs.push_back(copy);
+  FillPairKernel<<<1024, 256>>>(ref, cand, elements);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+
+  // Pieces exactly as MakePieces cuts a non-transposed pair.
+  std::vector<SegmentDesc> descs;
+  uint32_t first_block = 0;
+  for (uint64_t b = 0; b < elements; b += static_cast<uint64_t>(chunk_elements)) {
+    const uint64_t c = std::min<uint64_t>(chunk_elements, elements - b);
+    SegmentDesc d{};
+    d.ref = reinterpret_cast<const unsigned char*>(ref + b);
+    d.cand = reinterpret_cast<const unsigned char*>(cand + b);
+    d.count = c;
+    d.index_base = b;
+    d.options = DiffOptions();
+    d.first_block = first_block;
+    d.num_blocks = BlocksFor(c);
+    d.ref_dtype = d.cand_dtype = static_cast<uint8_t>(DType::kFloat32);
+    first_block += d.num_blocks;
+    descs.push_back(d);
+  }
+  const int num_segments = static_cast<int>(descs.size());
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&d_descs, descs.size() * sizeof(SegmentDesc)));
+  cleanup.ptrs.push_back(d_descs);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&partials, first_block * sizeof(DiffStats)));
+  cleanup.ptrs.push_back(partials);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&out, descs.size() * sizeof(DiffStats)));
+  cleanup.ptrs.push_back(out);
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpy(d_descs, descs.data(),
+                                         descs.size() * sizeof(SegmentDesc),
+                                         cudaMemcpyHostToDevice));
+  REPROD_CUDA_RETURN_IF_ERROR(cudaEventCreate(&start));
+  REPROD_CUDA_RETURN_IF_ERROR(cudaEventCreate(&stop));
+
+  auto time_ms = [&](auto&& work) -> absl::StatusOr<double> {
+    REPROD_CUDA_RETURN_IF_ERROR(cudaEventRecord(start));
+    work();
+    REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+    REPROD_CUDA_RETURN_IF_ERROR(cudaEventRecord(stop));
+    REPROD_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(stop));
+    float ms = 0;
+    REPROD_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, start, stop));
+    return static_cast<double>(ms);
+  };
+  auto reduce = [&] {
+    ReduceSegmentsKernel<<<first_block, kBlockThreads>>>(d_descs, num_segments, partials);
+    MergePartialsKernel<<<(num_segments + kMergeThreads - 1) / kMergeThreads, kMergeThreads>>>(
+        d_descs, num_segments, partials, out);
+  };
+  auto d2d = [&] {
+    cudaMemcpyAsync(copy, ref, side, cudaMemcpyDeviceToDevice);
+    cudaMemcpyAsync(copy + elements, cand, side, cudaMemcpyDeviceToDevice);
+  };
+  std::vector<double> kernel_ms, copy_ms;
+  for (int i = 0; i <= repeats; ++i) {  // i == 0: warm-up
+    absl::StatusOr<double> k = time_ms(reduce);
+    if (!k.ok()) return k.status();
+    absl::StatusOr<double> c = time_ms(d2d);
+    if (!c.ok()) return c.status();
+    if (i > 0) {
+      kernel_ms.push_back(*k);
+      copy_ms.push_back(*c);
+    }
+  }
+  std::vector<DiffStats> host(descs.size());
+  REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpy(host.data(), out, host.size() * sizeof(DiffStats),
+                                         cudaMemcpyDeviceToHost));
+  DiffStats total;
+  for (const DiffStats& h : host) total.Merge(h);
+  DeviceResidentTiming t;
+  t.kernel_ms = Median(kernel_ms);
+  t.d2d_ms = Median(copy_ms);
+  t.bytes = 2.0 * static_cast<double>(side);
+  t.count = total.count;
+  return t;
+}
+
+}  // namespace internal
 
 }  // namespace reprod::kernels

@@ -1,0 +1,36 @@
+// File: kernels/cuda/internal/device_resident_timing.h
+//
+// Benchmark hook (bench/cuda_diff_bench.cc only): times the fused reduction
+// kernels on one float32 pair that already lives in device memory — no host
+// staging, no transfers — next to a device-to-device cudaMemcpy of the same
+// bytes, so the kernel can be judged against the device's memory bandwidth.
+// Plain C++ header; implemented in cuda_backend.cu, where the kernels live.
+#ifndef REPROD_KERNELS_CUDA_INTERNAL_DEVICE_RESIDENT_TIMING_H_
+#define REPROD_KERNELS_CUDA_INTERNAL_DEVICE_RESIDENT_TIMING_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+
+namespace reprod::kernels::internal {
+
+struct DeviceResidentTiming {
+  // Median over the repeats, in milliseconds.
+  double kernel_ms = 0;  // reduce + merge launches for the whole pair
+  double d2d_ms = 0;     // cudaMemcpyDeviceToDevice of both sides' bytes
+  // Bytes the kernel reads (both sides).
+  double bytes = 0;
+  // Same statistic the backend returns, to prove the work was done.
+  uint64_t count = 0;
+};
+
+// `elements` float32 values per side (filled on the device with a fixed
+// pattern), pieces of `chunk_elements` as CudaBackendOptions cuts them.
+// Device 0. Internal on any CUDA error.
+absl::StatusOr<DeviceResidentTiming> TimeDeviceResidentPair(uint64_t elements,
+                                                            int64_t chunk_elements,
+                                                            int repeats);
+
+}  // namespace reprod::kernels::internal
+
+#endif  // REPROD_KERNELS_CUDA_INTERNAL_DEVICE_RESIDENT_TIMING_H_
