@@ -6,7 +6,12 @@
 #   2. start reprodd on loopback with a RocksDB data dir (temporary, or
 #      REPROD_DATA_DIR), push the torch files as one run and the paddle files
 #      as another, compare the runs on the server, print the stored report,
-#      and stop the server cleanly with SIGTERM.
+#      and stop the server cleanly with SIGTERM;
+#   3. before stopping it: train the bert_tiny example live in PyTorch and in
+#      PaddlePaddle (and a deliberately broken Paddle port), streaming every
+#      acceptance point through the Python client to the same server, and
+#      judge them with the competition preset (good passes, broken fails at
+#      forward/logits).
 # Usage: scripts/main.sh [OUT_DIR]   (default: out/sample_submission)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,6 +80,12 @@ rc=$?
 set -e
 log "server compare exit code $rc (1 expected: the loss pair is broken)"
 [ $rc -eq 1 ]
+
+# --- 3. real frameworks streaming live -------------------------------------
+log "examples/bert_tiny: torch, paddle and paddle --break streaming to $REPROD_SERVER (~1 min)"
+"$ROOT/.venv/bin/python" "$ROOT/examples/bert_tiny/run_all.py" --server "$REPROD_SERVER" \
+  --reprodctl "$REPRODCTL" --out "$ROOT/out/bert_tiny"
+log "bert_tiny reports: $ROOT/out/bert_tiny/{good,broken}.{md,json}"
 
 log "stopping reprodd with SIGTERM"
 kill -TERM "$SERVER_PID"

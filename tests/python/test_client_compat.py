@@ -403,6 +403,53 @@ def test_streaming_needs_a_run(monkeypatch, tmp_path):
         compat.ReprodLogger(run="ns/run", checkpoint="a b")
 
 
+class _RunsCommand:
+    """Unpickling this calls os.system (a malicious reprod_log file)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_load_info_refuses_pickled_code_and_loads_real_files(tmp_path):
+    from reprod_client.compat import ReprodDiffHelper, ReprodLogger
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "forward_paddle.npy"
+    # np.save of a dict whose value runs `touch marker` when unpickled.
+    np.save(evil, {"logits": _RunsCommand(f"touch {marker}")}, allow_pickle=True)
+    helper = ReprodDiffHelper()
+    with pytest.raises(Exception) as err:
+        helper.load_info(str(evil))
+    assert str(evil) in str(err.value) and "system" in str(err.value)
+    assert not marker.exists(), "the pickled command ran"
+
+    # A real reprod_log dict (nested arrays of several dtypes) still loads,
+    # equal to numpy's own (unrestricted) loader.
+    logger = ReprodLogger(run=False)
+    logger.add("logits", np.arange(6, dtype=np.float32).reshape(2, 3))
+    logger.add("ids", np.array([1, 2], dtype=np.int64))
+    good = tmp_path / "good.npy"
+    logger.save(str(good))
+    ours = helper.load_info(str(good))
+    theirs = np.load(good, allow_pickle=True).tolist()
+    assert ours.keys() == theirs.keys()
+    for k in theirs:
+        assert ours[k].dtype == theirs[k].dtype
+        np.testing.assert_array_equal(ours[k], theirs[k])
+    # A bare (non-object) array loads without pickle.
+    bare = tmp_path / "bare.npy"
+    np.save(bare, np.ones(3, dtype=np.float16))
+    np.testing.assert_array_equal(_load_bare(helper, bare), np.ones(3, dtype=np.float16))
+
+
+def _load_bare(helper, path):
+    from reprod_client.compat import _load_npy_safely
+    return _load_npy_safely(str(path))
+
+
 def test_import_does_not_load_paddle_or_torch():
     code = ("import sys, reprod_client.compat; "
             "print(sorted(m for m in ('paddle', 'torch', 'reprod_log') if m in sys.modules))")

@@ -109,6 +109,7 @@ present).
 import logging
 import math
 import os
+import pickle
 import re
 import sys
 import warnings
@@ -513,14 +514,66 @@ def _report_logger(log_file):
     return logger, handlers
 
 
+# Globals a reprod_log .npy dict needs: np.save(dict) pickles a 0-d object
+# array whose items are arrays (numpy 1.x and 2.x module names).
+_NUMPY_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only _NUMPY_GLOBALS (reprod_log's files hold
+    nothing else), so loading an untrusted .npy cannot run code."""
+
+    def __init__(self, file, path):
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module, name):
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"{self._path}: refusing to unpickle global '{module}.{name}': a reprod_log "
+            "file holds only numpy arrays")
+
+
+def _load_npy_safely(path):
+    """np.load(path, allow_pickle=True) for .npy files, with object arrays
+    unpickled by _NumpyOnlyUnpickler."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a .npy file")
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        if not dtype.hasobject:
+            return np.load(path, allow_pickle=False)
+        array = _NumpyOnlyUnpickler(f, path).load()
+    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        raise ValueError(f"{path}: pickled payload does not match the .npy header "
+                         f"(shape {tuple(shape)})")
+    return array
+
+
 class ReprodDiffHelper:
     """reprod_log.ReprodDiffHelper: loads two reprod_log files, computes
     per-key diffs and reports them in reprod_log's log format."""
 
     def load_info(self, path):
-        """Loads a reprod_log .npy dict."""
+        """Loads a reprod_log .npy dict (what reprod_log's
+        np.load(path, allow_pickle=True).tolist() returns), but unpickles
+        only numpy arrays, dtypes and scalars: a file naming any other
+        global (os.system, ...) raises pickle.UnpicklingError naming the file
+        and the global, and nothing of it runs."""
         assert os.path.exists(path), f"{path} does not exist"
-        return np.load(path, allow_pickle=True).tolist()
+        return _load_npy_safely(path).tolist()
 
     def compare_info(self, info1, info2):
         """Computes the diff of two dicts (info1 the reference) into
