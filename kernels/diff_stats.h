@@ -116,7 +116,12 @@ REPROD_HOST_DEVICE inline double AllcloseBound(double atol, double rtol, double 
 #endif
 }
 
-struct DiffStats {
+// Every statistic of a pair except the error histogram: what one element
+// pair updates in registers. DiffStats adds the histogram. Split so that the
+// CUDA kernel reduces these ~35 words across a block (registers and shuffles)
+// and counts the histogram in shared memory; the rules live here once for
+// both backends.
+struct DiffMoments {
   uint64_t count = 0;        // elements compared
   uint64_t nan_diff = 0;     // elements whose d is NaN
   uint64_t inf_diff = 0;     // elements whose d is +inf
@@ -138,6 +143,18 @@ struct DiffStats {
   // Cosine terms over pairs where both values are finite.
   double dot = 0, ref_sq = 0, cand_sq = 0;
 
+  // Adds one element pair (`index`: flat index in ref's layout) and returns
+  // the histogram bin the caller must count for it, or -1 when d is NaN (not
+  // binned).
+  REPROD_HOST_DEVICE int AddUnbinned(double ref, double cand, uint64_t index,
+                                     const DiffOptions& opt);
+
+  // Combines another partial into this one (associative, commutative up to
+  // floating-point rounding of the sums; exact for every other field).
+  REPROD_HOST_DEVICE void MergeMoments(const DiffMoments& o);
+};
+
+struct DiffStats : DiffMoments {
   HistogramCounts histogram;
 
   // Adds one element pair. `index` is the flat index in ref's layout.
@@ -178,6 +195,12 @@ REPROD_HOST_DEVICE inline bool MaxBeats(double a, uint64_t ia, double b, uint64_
 
 REPROD_HOST_DEVICE inline void DiffStats::Add(double ref, double cand, uint64_t index,
                                               const DiffOptions& opt) {
+  const int bin = AddUnbinned(ref, cand, index, opt);
+  if (bin >= 0) ++histogram[bin];
+}
+
+REPROD_HOST_DEVICE inline int DiffMoments::AddUnbinned(double ref, double cand, uint64_t index,
+                                                     const DiffOptions& opt) {
   ++count;
   const bool ref_nan = ref != ref, cand_nan = cand != cand;
   const bool ref_inf = !ref_nan && (ref - ref != ref - ref);
@@ -205,7 +228,7 @@ REPROD_HOST_DEVICE inline void DiffStats::Add(double ref, double cand, uint64_t 
   if (d != d) {
     ++nan_diff;
     ++mismatches;
-    return;
+    return -1;
   }
   const double abs_ref = std::fabs(ref);
   const bool d_inf = d == __builtin_huge_val();
@@ -225,10 +248,15 @@ REPROD_HOST_DEVICE inline void DiffStats::Add(double ref, double cand, uint64_t 
     ref_sq += ref * ref;
     cand_sq += cand * cand;
   }
-  ++histogram[HistogramBin(d)];
+  return HistogramBin(d);
 }
 
 REPROD_HOST_DEVICE inline void DiffStats::Merge(const DiffStats& o) {
+  MergeMoments(o);
+  for (int i = 0; i < kHistogramBins; ++i) histogram[i] += o.histogram[i];
+}
+
+REPROD_HOST_DEVICE inline void DiffMoments::MergeMoments(const DiffMoments& o) {
   if (o.count == 0) return;
   if (count == 0) {
     *this = o;
@@ -256,7 +284,6 @@ REPROD_HOST_DEVICE inline void DiffStats::Merge(const DiffStats& o) {
   dot += o.dot;
   ref_sq += o.ref_sq;
   cand_sq += o.cand_sq;
-  for (int i = 0; i < kHistogramBins; ++i) histogram[i] += o.histogram[i];
 }
 
 }  // namespace reprod::kernels

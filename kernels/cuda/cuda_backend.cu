@@ -106,12 +106,20 @@ __device__ __forceinline__ double LoadAsDouble(uint8_t dtype, const unsigned cha
 }
 
 struct MergeOp {
-  __device__ __forceinline__ DiffStats operator()(const DiffStats& a, const DiffStats& b) const {
-    DiffStats r = a;
-    r.Merge(b);
+  __device__ __forceinline__ DiffMoments operator()(const DiffMoments& a,
+                                                    const DiffMoments& b) const {
+    DiffMoments r = a;
+    r.MergeMoments(b);
     return r;
   }
 };
+
+// Elements a thread loads before it processes them (memory-level
+// parallelism: with ~230 registers per thread only 8 warps fit an SM, so
+// each must keep several loads in flight). The thread still adds its
+// elements in the same order (e, e + stride, e + 2 stride, ...), so results
+// do not depend on it.
+constexpr int kLoadsInFlight = 4;
 
 // One block per (piece, block-of-piece). Writes one partial per block.
 __global__ void __launch_bounds__(kBlockThreads)
@@ -127,28 +135,60 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     segment = lo;
   }
+  // Histogram counters per (bin, thread), 32-bit: a thread adds at most
+  // ceil(piece / (blocks * kBlockThreads)) <= 2^25 / 2^18 elements (pieces
+  // fit a 64 MiB round). Layout bin * kBlockThreads + tid: a warp's
+  // increments hit 32 distinct banks whatever bins they pick, no atomics.
+  __shared__ uint32_t hist[kHistogramBins * kBlockThreads];
+  for (int b = 0; b < kHistogramBins; ++b) hist[b * kBlockThreads + threadIdx.x] = 0;
   __syncthreads();
   const SegmentDesc desc = descs[segment];
 
-  DiffStats acc;
+  DiffMoments acc;
   const uint64_t local_block = blockIdx.x - desc.first_block;
   const uint64_t stride = static_cast<uint64_t>(desc.num_blocks) * kBlockThreads;
-  for (uint64_t e = local_block * kBlockThreads + threadIdx.x; e < desc.count; e += stride) {
-    uint64_t ci = e;
-    if (desc.transpose) {
-      const uint64_t i = e / desc.cols;
-      const uint64_t j = e - i * desc.cols;
-      ci = j * desc.rows + i;
+  for (uint64_t e0 = local_block * kBlockThreads + threadIdx.x; e0 < desc.count;
+       e0 += kLoadsInFlight * stride) {
+    double r[kLoadsInFlight], c[kLoadsInFlight];
+#pragma unroll
+    for (int k = 0; k < kLoadsInFlight; ++k) {
+      const uint64_t e = e0 + k * stride;
+      if (e >= desc.count) break;
+      uint64_t ci = e;
+      if (desc.transpose) {
+        const uint64_t i = e / desc.cols;
+        const uint64_t j = e - i * desc.cols;
+        ci = j * desc.rows + i;
+      }
+      r[k] = LoadAsDouble(desc.ref_dtype, desc.ref, e);
+      c[k] = LoadAsDouble(desc.cand_dtype, desc.cand, ci);
     }
-    const double r = LoadAsDouble(desc.ref_dtype, desc.ref, e);
-    const double c = LoadAsDouble(desc.cand_dtype, desc.cand, ci);
-    acc.Add(r, c, desc.index_base + e, desc.options);
+#pragma unroll
+    for (int k = 0; k < kLoadsInFlight; ++k) {
+      const uint64_t e = e0 + k * stride;
+      if (e >= desc.count) break;
+      const int bin = acc.AddUnbinned(r[k], c[k], desc.index_base + e, desc.options);
+      if (bin >= 0) ++hist[bin * kBlockThreads + threadIdx.x];
+    }
   }
 
-  using BlockReduce = cub::BlockReduce<DiffStats, kBlockThreads>;
+  using BlockReduce = cub::BlockReduce<DiffMoments, kBlockThreads>;
   __shared__ typename BlockReduce::TempStorage temp;
-  const DiffStats total = BlockReduce(temp).Reduce(acc, MergeOp{});
-  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+  __shared__ uint64_t bins[kHistogramBins];
+  __syncthreads();  // every thread's counters are final
+  if (threadIdx.x < kHistogramBins) {
+    uint64_t sum = 0;
+    for (int t = 0; t < kBlockThreads; ++t) sum += hist[threadIdx.x * kBlockThreads + t];
+    bins[threadIdx.x] = sum;
+  }
+  const DiffMoments moments = BlockReduce(temp).Reduce(acc, MergeOp{});
+  __syncthreads();  // bins written
+  if (threadIdx.x == 0) {
+    DiffStats total;
+    static_cast<DiffMoments&>(total) = moments;
+    for (int b = 0; b < kHistogramBins; ++b) total.histogram[b] = bins[b];
+    partials[blockIdx.x] = total;
+  }
 }
 
 // One thread per piece: merges its partials in block order (deterministic).
