@@ -2,6 +2,7 @@
 conflicting resends, invalid keys, sealed runs, unknown runs, all against a
 real reprodd (memory store)."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,30 @@ def test_watch_yields_verdicts_then_the_report(client, run_ns):
     assert by_key[("forward", "enc/b")]["stats"]["mean_abs"] == pytest.approx(1e-3, rel=1e-3)
     assert by_key[("loss", "loss")]["status"] == "pass"
     assert final.first_failure == {"checkpoint": "forward", "key": "enc/b", "step": 0}
+
+
+def test_watch_can_start_before_the_runs_exist(client, run_ns):
+    ref, cand = f"{run_ns}/torch", f"{run_ns}/paddle"
+    with pytest.raises(NotFound):
+        next(client.watch(ref, cand, timeout=10))
+    events, errors = [], []
+
+    def consume():
+        try:
+            events.extend(client.watch(ref, cand, timeout=60, wait=30))
+        except Exception as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    assert thread.is_alive() and not events  # waiting for the runs
+    produce(client, ref, [(0, pair(0.0))], seal=True)
+    produce(client, cand, [(0, pair(0.0))], seal=True)
+    thread.join(60)
+    assert not thread.is_alive() and not errors, errors
+    assert isinstance(events[-1], Report) and events[-1].passed is True
+    assert len(events) == 4  # three forward pairs, then the report
 
 
 def test_conflicting_resend_is_raised_at_flush(client, run_ns, reprodd):

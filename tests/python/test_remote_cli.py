@@ -410,6 +410,36 @@ def test_watch_live_runs(tmp_path, remote, server, ns):
     assert "rpt-" in err
 
 
+def test_watch_waits_for_runs_created_later(tmp_path, remote, server, ns):
+    """Without --wait an unknown run is bad input (exit 2, naming it); with
+    --wait the watch starts before the runs exist and follows them."""
+    res = remote("watch", f"{ns}/torch", f"{ns}/paddle", timeout=30)
+    assert res.code == 2, res
+    assert f"{ns}/torch" in res.stderr
+    res = remote("watch", f"{ns}/torch", f"{ns}/paddle", "--wait", "1", timeout=30)
+    assert res.code == 2 and "waiting up to 1 s" in res.stderr, res
+
+    proc = subprocess.Popen([str(REPRODCTL), "--server", server, "watch", f"{ns}/torch",
+                             f"{ns}/paddle", "--wait", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None  # still waiting for the runs
+        fwd = {"x": np.arange(4, dtype=np.float32)}
+        r, c = push_pair(tmp_path, remote, ns, fwd, fwd)
+        first = proc.stdout.readline()
+        assert first.startswith("PASS  forward/x  mean_abs 0.0"), first
+        for run in (r, c):
+            assert remote("runs", "seal", run).code == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (out, err)
+    assert "waiting up to 60 s" in err
+
+
 # --- no server ----------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 // reprodctl watch RUN_REF RUN_CAND: verdicts as both runs train.
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -28,8 +30,13 @@ With --format text (default) the lines and the reprod_log-style report go to
 stdout; with json, junit or markdown the lines go to stderr so that stdout (or
 --output) holds the report alone.
 
+--wait SECONDS starts the watch before the training scripts have created
+their runs: it waits up to that long for both runs to exist (polling every
+0.5 s, one line on stderr while waiting).
+
 Examples:
   reprodctl watch bert/torch bert/paddle
+  reprodctl watch bert/torch bert/paddle --wait 600      # started before the trainings
   reprodctl watch bert/torch bert/paddle --preset competition --format json --output report.json
   reprodctl watch bert/torch bert/paddle --checkpoint bp_align --threshold 1e-5
 
@@ -43,7 +50,36 @@ struct WatchArgs {
   std::vector<std::string> checkpoints;
   std::string format = "text";
   std::string out;
+  double wait_seconds = 0;
 };
+
+// Waits until both runs exist on the server, up to `seconds`. Returns the
+// last NotFound when they do not appear in time, other errors at once.
+absl::Status WaitForRuns(client::RemoteClient& client, const std::string& ref,
+                         const std::string& cand, double seconds) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(seconds));
+  bool announced = false;
+  while (true) {
+    absl::Status missing = absl::OkStatus();
+    for (const std::string* run : {&ref, &cand}) {
+      absl::StatusOr<v1::Run> got = client.GetRun(*run);
+      if (got.ok()) continue;
+      if (!absl::IsNotFound(got.status())) return got.status();
+      missing = got.status();
+      break;
+    }
+    if (missing.ok()) return absl::OkStatus();
+    if (std::chrono::steady_clock::now() >= deadline) return missing;
+    if (!announced) {
+      std::fprintf(stderr, "reprodctl: waiting up to %g s for runs %s and %s to exist\n",
+                   seconds, ref.c_str(), cand.c_str());
+      announced = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
 
 int RunWatch(const WatchArgs& args, const GlobalOptions& global) {
   absl::StatusOr<v1::ReportFormat> format = client::ReportFormatFromName(args.format);
@@ -56,6 +92,11 @@ int RunWatch(const WatchArgs& args, const GlobalOptions& global) {
 
   auto client = ConnectToServer(global);
   if (!client.ok()) return ReportRemoteError(client.status());
+  if (args.wait_seconds > 0) {
+    if (absl::Status s = WaitForRuns(**client, args.ref, args.cand, args.wait_seconds); !s.ok()) {
+      return ReportRemoteError(s);
+    }
+  }
   v1::WatchRequest request;
   request.set_ref(args.ref);
   request.set_cand(args.cand);
@@ -100,6 +141,9 @@ Runner RegisterWatch(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--format", args->format, "Final report format: text, json, junit, markdown")
       ->capture_default_str();
   cmd->add_option("--out,--output", args->out, "Write the final report to FILE");
+  cmd->add_option("--wait", args->wait_seconds,
+                  "Wait up to SECONDS for both runs to be created before watching")
+      ->check(CLI::NonNegativeNumber);
   return [args, &global] { return RunWatch(*args, global); };
 }
 

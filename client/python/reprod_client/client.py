@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import sys
+import time
 import types
 from typing import Dict, Optional, Tuple
 
@@ -366,15 +367,21 @@ class Client:
                             request, timeout=timeout or max(self.timeout, 600))
         return Report(proto, self)
 
-    def watch(self, ref, cand, policy=None, preset=None, checkpoints=None, *, timeout=None):
+    def watch(self, ref, cand, policy=None, preset=None, checkpoints=None, *, timeout=None,
+              wait=None):
         """Follows a comparison while both runs are still training.
 
         A generator: yields one verdict dict per tensor pair as soon as both
         runs hold it (report.verdict_to_dict: checkpoint, key, step, status,
         reason, stats), then the final Report once both runs are sealed or
         aborted, and stops. `timeout` bounds the whole watch (seconds;
-        default none). Closing the generator early cancels the watch.
+        default none). `wait` (seconds) lets the watch start before the
+        training scripts have created the runs: it polls every 0.5 s until
+        both exist, then NotFound as without it. Closing the generator early
+        cancels the watch.
         """
+        if wait:
+            self._wait_for_runs((ref, cand), wait)
         request = compare_pb2.WatchRequest(
             ref=ref, cand=cand, policy=self._policy_spec(policy, preset, checkpoints),
             format=compare_pb2.REPORT_FORMAT_JSON)
@@ -389,6 +396,18 @@ class Client:
             raise from_rpc_error(e, f"Watch {ref!r} vs {cand!r}", self.address) from None
         finally:
             call.cancel()
+
+    def _wait_for_runs(self, names, seconds):
+        deadline = time.monotonic() + seconds
+        for name in names:
+            while True:
+                try:
+                    self.get_run(name)
+                    break
+                except NotFound:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.5)
 
     def _get_report_proto(self, report_id, fmt="json"):
         try:
