@@ -1,8 +1,9 @@
 // File: server/run_service.h
 //
-// RunService (reprod/v1/runs.proto): create, get, list, seal, delete runs and
-// list a run's tensors, stream one tensor back. Names are validated (common/names.h) before the
-// store sees them. Sealing or deleting wakes Watch streams.
+// RunService (reprod/v1/runs.proto): create, get, list, seal, delete runs,
+// list a run's tensors and stream one tensor back. Names are validated
+// (common/names.h) before the store sees them. Sealing or deleting wakes
+// Watch streams.
 //
 // Thread-safety: the gRPC sync server calls handlers concurrently; the store
 // is thread-safe.

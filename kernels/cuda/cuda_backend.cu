@@ -115,7 +115,7 @@ struct MergeOp {
 };
 
 // Elements a thread loads before it processes them (memory-level
-// parallelism: with ~230 registers per thread only 8 warps fit an SM, so
+// parallelism: at ~128 registers per thread only 16 warps fit an SM, so
 // each must keep several loads in flight). The thread still adds its
 // elements in the same order (e, e + stride, e + 2 stride, ...), so results
 // do not depend on it.
@@ -369,8 +369,8 @@ struct CudaBackend::Impl {
   }
 
   // Packs a round into slot `s` on the host (memcpy spread over the staging
-  // pool) and enqueues copy, reduce,
-  // merge and the copy back on the slot's stream.
+  // pool) and enqueues copy, reduce, merge and the copy back on the slot's
+  // stream.
   absl::Status Launch(Slot& s, const Round& round, const std::vector<Piece>& pieces,
                       absl::Span<const DiffTask> tasks) {
     auto* descs = reinterpret_cast<SegmentDesc*>(s.host);
@@ -598,7 +598,9 @@ absl::StatusOr<DeviceResidentTiming> TimeDeviceResidentPair(uint64_t elements,
   FillPairKernel<<<1024, 256>>>(ref, cand, elements);
   REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
 
-  // Pieces exactly as MakePieces cuts a non-transposed pair.
+  // Pieces of chunk_elements, as MakePieces cuts a non-transposed pair when
+  // the round size does not cap them first (for float32 with the default
+  // 1 GiB budget MakePieces caps at ~8M elements; this times 2^24).
   std::vector<SegmentDesc> descs;
   uint32_t first_block = 0;
   for (uint64_t b = 0; b < elements; b += static_cast<uint64_t>(chunk_elements)) {

@@ -25,7 +25,8 @@ struct DeviceResidentTiming {
 };
 
 // `elements` float32 values per side (filled on the device with a fixed
-// pattern), pieces of `chunk_elements` as CudaBackendOptions cuts them.
+// pattern), cut into pieces of `chunk_elements` (the backend itself also caps
+// a piece at what fits one 64 MiB round, so its float32 pieces are smaller).
 // Device 0. Internal on any CUDA error.
 absl::StatusOr<DeviceResidentTiming> TimeDeviceResidentPair(uint64_t elements,
                                                             int64_t chunk_elements,
