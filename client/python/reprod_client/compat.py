@@ -110,11 +110,12 @@ import logging
 import math
 import os
 import pickle
-import re
 import sys
 import warnings
 
 import numpy as np
+
+from .tensors import supports_numpy_dtype, validate_checkpoint, validate_run_name
 
 __all__ = [
     "ReprodLogger",
@@ -128,14 +129,16 @@ __all__ = [
 _FRAMEWORK_SUFFIXES = ("torch", "pytorch", "pt", "paddle", "pd", "benchmark",
                        "ref", "reference", "cand", "candidate")
 
-# Names on the wire (proto/reprod/v1/runs.proto and tensor.proto).
-_RUN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}/[A-Za-z0-9_.-]{1,128}")
-_CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
 
-# Element types the wire carries, as numpy kinds and itemsizes (any byte
-# order; the client converts to little-endian).
-_WIRE_DTYPES = {("b", 1), ("i", 1), ("u", 1), ("i", 2), ("i", 4), ("i", 8),
-                ("f", 2), ("f", 4), ("f", 8)}
+def _is_valid(validate, name):
+    """Whether tensors.validate_*(name) accepts it (the wire's name rules
+    live there once)."""
+    try:
+        validate(name)
+        return True
+    except ValueError:
+        return False
+
 
 _ADD_MESSAGE = '''val must be np.ndarray, you can convert it by follow code:
                 1. Torch GPU: torch_tensor.cpu().detach().numpy()
@@ -216,11 +219,11 @@ class ReprodLogger(object):
         self._framework = framework
         self._overwrite = bool(overwrite)
         self._checkpoint = checkpoint
-        if self._run_name is not None and not _RUN_NAME.fullmatch(self._run_name):
+        if self._run_name is not None and not _is_valid(validate_run_name, self._run_name):
             raise ValueError(
                 f"reprod_client.compat: run name {self._run_name!r} is not "
                 "'namespace/name' (each part 1-128 of [A-Za-z0-9_.-])")
-        if checkpoint is not None and not _CHECKPOINT_NAME.fullmatch(checkpoint):
+        if checkpoint is not None and not _is_valid(validate_checkpoint, checkpoint):
             raise ValueError(
                 f"reprod_client.compat: checkpoint {checkpoint!r} is not 1-128 "
                 "of [A-Za-z0-9_.+-]")
@@ -337,7 +340,7 @@ class ReprodLogger(object):
 
     def _push_file_data(self, saved_path):
         checkpoint = checkpoint_name_from_path(saved_path)
-        if not _CHECKPOINT_NAME.fullmatch(checkpoint):
+        if not _is_valid(validate_checkpoint, checkpoint):
             raise ValueError(
                 f"checkpoint name {checkpoint!r} from file {saved_path!r} is not "
                 "1-128 of [A-Za-z0-9_.+-]; rename the file or pass "
@@ -387,7 +390,7 @@ def _wire_tensors(data, stacklevel):
             warnings.warn(f"reprod_client.compat: {key}: {type(val).__name__} is not "
                           "an array; not sent to the server", stacklevel=stacklevel)
             continue
-        if (val.dtype.kind, val.dtype.itemsize) not in _WIRE_DTYPES:
+        if not supports_numpy_dtype(val.dtype):
             warnings.warn(f"reprod_client.compat: {key}: unsupported dtype {val.dtype.str!r}; "
                           "not sent to the server", stacklevel=stacklevel)
             continue

@@ -39,7 +39,7 @@ __all__ = [
     "DTYPE_INT64", "DTYPE_FLOAT16", "DTYPE_BFLOAT16", "DTYPE_FLOAT32",
     "DTYPE_FLOAT64", "DTYPE_NAMES", "WireTensor", "to_wire", "flatten",
     "validate_checkpoint", "validate_key", "validate_run_name",
-    "numpy_dtype", "bfloat16_to_float32",
+    "numpy_dtype", "supports_numpy_dtype", "bfloat16_to_float32",
 ]
 
 # reprod.v1.DType values (proto/reprod/v1/tensor.proto); kept here so that
@@ -168,6 +168,14 @@ def _flatten_into(values, prefix, out):
             out[path] = v
 
 
+def supports_numpy_dtype(dtype):
+    """Whether numpy arrays of `dtype` (any byte order) have a wire dtype of
+    their own: bool, int8-64, uint8, float16/32/64. (ml_dtypes.bfloat16,
+    which to_wire also takes, is not counted here.)"""
+    dt = np.dtype(dtype)
+    return dt.byteorder in "<>=|" and dt.newbyteorder("=") in _NUMPY_TO_WIRE
+
+
 def numpy_dtype(wire_dtype):
     """The little-endian numpy dtype holding a wire dtype's bytes (uint16 for
     bfloat16)."""
@@ -208,7 +216,9 @@ def _from_torch(key, t):
                          f"got layout {t.layout}")
     if hasattr(t, "resolve_conj"):
         t = t.resolve_conj().resolve_neg()
-    on_cpu = t.device.type == "cpu"
+    # Only a contiguous CPU tensor's .numpy() shares the caller's memory:
+    # .cpu() of a device tensor and .contiguous() of a strided one are fresh.
+    needs_copy = t.device.type == "cpu" and t.is_contiguous()
     if t.dtype == torch.bfloat16:
         # torch cannot .numpy() bfloat16: move the bits through int16.
         arr = t.cpu().contiguous().view(torch.int16).numpy().view(np.uint16)
@@ -221,9 +231,9 @@ def _from_torch(key, t):
         wire = _NUMPY_TO_WIRE.get(arr.dtype)
         if wire is None:
             raise _unsupported(key, t.dtype)
-    # .numpy() of a CPU tensor shares its memory: copy so that the caller may
-    # update the tensor in place (optimizer step) right after log().
-    return wire, tuple(t.shape), arr, on_cpu
+    # Where it is shared, copy so that the caller may update the tensor in
+    # place (optimizer step) right after log().
+    return wire, tuple(t.shape), arr, needs_copy
 
 
 def _from_paddle(key, t):
