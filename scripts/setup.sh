@@ -46,7 +46,7 @@ install_apt_packages() {
 }
 
 # One hash over the contents of the files named on stdin (install stamps).
-stamp_of() { sort | xargs sha256sum | sha256sum | cut -d' ' -f1; }
+stamp_of() { sort | xargs -d '\n' sha256sum | sha256sum | cut -d' ' -f1; }
 
 setup_venv() {
   local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"

@@ -5,6 +5,7 @@ test uses its own run namespace. Checks exit codes (0 pass, 1 fail, 2 bad
 input, 3 unreachable), what the commands print, and the numbers in reports
 and watch lines against numpy float64 computations.
 """
+import contextlib
 import json
 import os
 import re
@@ -380,15 +381,27 @@ def test_watch_sealed_runs(tmp_path, remote, ns):
     assert "FAIL  forward/b" in res.stderr
 
 
+@contextlib.contextmanager
+def background_watch(server, *args):
+    """`reprodctl watch ARGS` running in the background (text pipes); killed
+    if still running when the block ends."""
+    proc = subprocess.Popen([str(REPRODCTL), "--server", server, "watch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_watch_live_runs(tmp_path, remote, server, ns):
     """Verdicts arrive while both runs are open; the final report once both
     are sealed."""
     rng = np.random.default_rng(5)
     fwd = {"x": rng.standard_normal(5).astype(np.float32)}
     r, c = push_pair(tmp_path, remote, ns, fwd, fwd)
-    proc = subprocess.Popen([str(REPRODCTL), "--server", server, "watch", r, c],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with background_watch(server, r, c) as proc:
         first = proc.stdout.readline()
         assert first.startswith("PASS  forward/x  mean_abs 0.0"), first
         # A new checkpoint arrives on both sides while the watch runs.
@@ -401,10 +414,6 @@ def test_watch_live_runs(tmp_path, remote, server, ns):
         for run in (r, c):
             assert remote("runs", "seal", run).code == 0
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 1, (out, err)
     assert "diff check failed" in out, out
     assert "rpt-" in err
@@ -419,10 +428,7 @@ def test_watch_waits_for_runs_created_later(tmp_path, remote, server, ns):
     res = remote("watch", f"{ns}/torch", f"{ns}/paddle", "--wait", "1", timeout=30)
     assert res.code == 2 and "waiting up to 1 s" in res.stderr, res
 
-    proc = subprocess.Popen([str(REPRODCTL), "--server", server, "watch", f"{ns}/torch",
-                             f"{ns}/paddle", "--wait", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with background_watch(server, f"{ns}/torch", f"{ns}/paddle", "--wait", "60") as proc:
         time.sleep(1.0)
         assert proc.poll() is None  # still waiting for the runs
         fwd = {"x": np.arange(4, dtype=np.float32)}
@@ -432,10 +438,6 @@ def test_watch_waits_for_runs_created_later(tmp_path, remote, server, ns):
         for run in (r, c):
             assert remote("runs", "seal", run).code == 0
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, (out, err)
     assert "waiting up to 60 s" in err
 
