@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the README's test command: set-up, build, then every test.
 #   ctest  (GoogleTest: unit, semantics, formats safety)
-#   pytest (numpy float64 and reprod_log oracles, CLI behaviour)
+#   pytest (numpy float64 and reprod_log oracles, CLI behaviour), in .venv
+#   pytest numpy 2 (the Python client suites, test_client_*.py, again in
+#          .venv-np2: numpy 2.x, no torch or paddle; tests that need those
+#          skip there with the reason shown, they ran in the pass before)
 #   fuzz   (each libFuzzer target for REPROD_FUZZ_SECONDS, default 30)
 # Ends with one line "tests: N passed, M failed"; exit 0 only if all pass.
 set -euo pipefail
@@ -45,15 +48,30 @@ else
 fi
 [ "$ctest_rc" -eq 0 ] || [ -n "$line" ] || failed=$((failed + 1))
 
-log "pytest"
-set +e
-REPROD_BIN_DIR="$BUILD_DIR" "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$ROOT/tests/python" 2>&1 | tee "$LOGS/pytest"
-pytest_rc=${PIPESTATUS[0]}
-set -e
-py_pass=$(grep -oE "[0-9]+ passed" "$LOGS/pytest" | tail -1 | cut -d' ' -f1 || true)
-py_fail=$( (grep -oE "[0-9]+ (failed|error)" "$LOGS/pytest" || true) | awk '{s+=$1} END {print s+0}')
-count pytest "${py_pass:-0}" "${py_fail:-0}"
-if [ "$pytest_rc" -ne 0 ] && [ "${py_fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+# run_pytest NAME PYTHON PYTEST_ARGS...: one pytest pass, counted from its
+# summary line (a non-zero exit without failures, e.g. a collection error,
+# counts as one failure).
+run_pytest() {
+  local name="$1" python="$2"
+  shift 2
+  log "$name"
+  set +e
+  REPROD_BIN_DIR="$BUILD_DIR" "$python" -m pytest -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$LOGS/$name"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  local summary py_pass py_fail py_skip
+  summary=$(grep -E "^=* ?[0-9]+ (passed|failed|error|skipped)" "$LOGS/$name" | tail -1 || true)
+  py_pass=$(grep -oE "[0-9]+ passed" <<<"$summary" | cut -d' ' -f1 || true)
+  py_fail=$( (grep -oE "[0-9]+ (failed|errors?)" <<<"$summary" || true) | awk '{s+=$1} END {print s+0}')
+  py_skip=$(grep -oE "[0-9]+ skipped" <<<"$summary" | cut -d' ' -f1 || true)
+  count "$name" "${py_pass:-0}" "${py_fail:-0}" "${py_skip:-0}"
+  if [ "$rc" -ne 0 ] && [ "${py_fail:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
+run_pytest pytest "$ROOT/.venv/bin/python" "$ROOT/tests/python"
+# The client under numpy 2; torch and paddle are absent there by design.
+REPROD_TEST_FRAMEWORKS=optional run_pytest "pytest-numpy2" "$ROOT/.venv-np2/bin/python" \
+  "$ROOT"/tests/python/test_client_*.py
 
 log "fuzzers (${REPROD_FUZZ_SECONDS:-30}s each)"
 set +e

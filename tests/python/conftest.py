@@ -9,33 +9,38 @@ import os
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
+
+import frameworks
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("REPROD_BIN_DIR", ROOT / "build"))
 REPRODCTL = BIN_DIR / "client" / "cpp" / "reprodctl"
 
 
-def _stub_paddle():
-    """reprod_log imports paddle at module load, only for type annotations
-    (paddle.Tensor, paddle.nn.Layer) and helpers we do not call. Its diff
-    functions (compute_diff, check_print_diff) are pure numpy, so a stub
-    module lets us use them as the oracle without installing PaddlePaddle."""
-    try:
-        import paddle  # noqa: F401
-        return
-    except ImportError:
-        pass
-    paddle = types.ModuleType("paddle")
-    paddle.Tensor = type("Tensor", (), {})
-    paddle.nn = types.SimpleNamespace(Layer=type("Layer", (), {}))
-    sys.modules["paddle"] = paddle
+# reprod_log (an oracle) imports paddle at module load for type hints only; a
+# stub stands in where paddle is not installed (see frameworks.py).
+frameworks.install_paddle_stub()
 
 
-_stub_paddle()
+def pytest_configure(config):
+    for name in ("torch", "paddle"):
+        config.addinivalue_line(
+            "markers", f"requires_{name}: needs the real {name}; skipped where "
+            "REPROD_TEST_FRAMEWORKS=optional and it is not installed, fails elsewhere")
+
+
+def pytest_runtest_setup(item):
+    for name in ("torch", "paddle"):
+        if item.get_closest_marker(f"requires_{name}") is None or frameworks.available(name):
+            continue
+        where = f"{name} is not installed in {sys.prefix}"
+        if frameworks.optional():
+            pytest.skip(f"needs {name}: {where} (REPROD_TEST_FRAMEWORKS=optional)")
+        pytest.fail(f"needs {name}: {where}; scripts/setup.sh installs it into .venv",
+                    pytrace=False)
 
 
 class Result:

@@ -27,6 +27,7 @@ import pytest
 from conftest import ROOT
 
 CLIENT_SRC = ROOT / "client" / "python"
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def _import_compat():
@@ -177,7 +178,9 @@ with open("results.json", "w") as f:
 '''
 
 IMPORTS = {
-    "reprod_log": "import reprod_log as R",
+    # reprod_log imports paddle for type hints only: a stub stands in where
+    # paddle is not installed (the numpy 2 venv); a real paddle is kept.
+    "reprod_log": "import frameworks; frameworks.install_paddle_stub(); import reprod_log as R",
     "compat": "import reprod_client.compat as R",
 }
 
@@ -195,7 +198,7 @@ def parity(tmp_path_factory):
         script.write_text(PARITY_SCRIPT.replace("IMPORT_LINE", line))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(PACKAGE_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+            [str(PACKAGE_ROOT), str(TESTS_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["PYTHONWARNINGS"] = "ignore"
         env.pop("REPROD_RUN", None)         # offline: the compat must not stream here
         proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
@@ -448,6 +451,62 @@ def test_load_info_refuses_pickled_code_and_loads_real_files(tmp_path):
 def _load_bare(helper, path):
     from reprod_client.compat import _load_npy_safely
     return _load_npy_safely(str(path))
+
+
+FIXTURES = ROOT / "formats" / "testdata"
+
+
+@pytest.mark.parametrize("name", ["np1_save_dict.npy", "np2_save_dict.npy"])
+def test_load_info_reads_files_of_either_numpy_major(name):
+    """The two sides of a port often run different numpy majors. numpy 2
+    pickles name numpy._core, which numpy 1.x cannot import, and numpy 2 only
+    keeps numpy.core as a deprecated alias. np.save({'a': np.arange(3,
+    dtype=np.float32)}) as numpy 1.24 and 2.4 wrote it
+    (formats/testdata/make_fixtures.py) loads under either, without warnings."""
+    from reprod_client.compat import ReprodDiffHelper
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        info = ReprodDiffHelper().load_info(str(FIXTURES / name))
+    assert list(info) == ["a"]
+    assert info["a"].dtype == np.float32 and info["a"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_load_info_reads_npy_format_3(tmp_path):
+    """Format 3.0 (a UTF-8 header) has no public header reader in numpy 2:
+    a structured array with non-Latin-1 field names loads as np.load loads it,
+    a pickled dict under a 3.0 header goes through the restricted unpickler."""
+    from reprod_client.compat import ReprodDiffHelper
+
+    helper = ReprodDiffHelper()
+    utf8 = tmp_path / "utf8.npy"
+    arr = np.array([(1, 2.5), (-3, 0.25)], dtype=[("\u03b1", "<i4"), ("\u540d", "<f8")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Stored array in format 3.0"
+        np.save(utf8, arr)
+    with open(utf8, "rb") as f:
+        assert np.lib.format.read_magic(f) == (3, 0)
+    got = _load_bare(helper, utf8)
+    assert got.dtype == arr.dtype and got.tolist() == [(1, 2.5), (-3, 0.25)]
+
+    def write_v3(path, value):
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, np.array(value, dtype=object), version=(3, 0),
+                                      allow_pickle=True)
+
+    good = tmp_path / "dict_v3.npy"
+    write_v3(good, {"a": np.array([1.5, -2.0], dtype=np.float32)})
+    info = helper.load_info(str(good))
+    assert list(info) == ["a"] and info["a"].dtype == np.float32
+    assert info["a"].tolist() == [1.5, -2.0]
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil_v3.npy"
+    write_v3(evil, {"logits": _RunsCommand(f"touch {marker}")})
+    with pytest.raises(Exception) as err:
+        helper.load_info(str(evil))
+    assert str(evil) in str(err.value) and "system" in str(err.value)
+    assert not marker.exists(), "the pickled command ran"
 
 
 def test_import_does_not_load_paddle_or_torch():

@@ -73,6 +73,7 @@ def test_numpy_round_trip(client, run_ns):
     assert client.address in str(e.value)
 
 
+@pytest.mark.requires_paddle
 def test_paddle_round_trip(client, run_ns):
     import paddle  # installed by scripts/setup.sh
 
@@ -120,6 +121,7 @@ TORCH_PRODUCER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.requires_torch
 def test_torch_round_trip_in_subprocess(client, reprodd, run_ns):
     run_name = f"{run_ns}/torch"
     proc = subprocess.run([sys.executable, "-c", TORCH_PRODUCER, reprodd.address, run_name],

@@ -117,6 +117,7 @@ def test_bfloat16_helpers():
     assert T.numpy_dtype(T.DTYPE_BFLOAT16) == np.dtype("<u2")
 
 
+@pytest.mark.requires_paddle
 def test_paddle_tensors():
     import paddle  # installed by scripts/setup.sh; conftest imports it too
 
@@ -178,6 +179,7 @@ TORCH_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.requires_torch
 def test_torch_tensors_in_subprocess():
     proc = subprocess.run([sys.executable, "-c", TORCH_SCRIPT], capture_output=True,
                           text=True, timeout=120)

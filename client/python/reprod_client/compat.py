@@ -524,6 +524,11 @@ _NUMPY_GLOBALS = frozenset({
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
 })
+# numpy 2 renamed numpy.core to numpy._core and pickles under the new name,
+# which numpy 1.x cannot import; numpy 2 only keeps numpy.core as a deprecated
+# alias. The two sides of a port often run different numpy majors, so both
+# spellings resolve to the installed numpy's own module.
+_NUMPY_CORE = "numpy._core" if int(np.__version__.split(".", 1)[0]) >= 2 else "numpy.core"
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -536,6 +541,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in _NUMPY_GLOBALS:
+            if module.startswith(("numpy.core.", "numpy._core.")):
+                module = f"{_NUMPY_CORE}.{module.split('.', 2)[2]}"
             return super().find_class(module, name)
         raise pickle.UnpicklingError(
             f"{self._path}: refusing to unpickle global '{module}.{name}': a reprod_log "
@@ -550,12 +557,16 @@ def _load_npy_safely(path):
             raise ValueError(f"{path}: not a .npy file")
         f.seek(0)
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        # Formats 2.0 and 3.0 share one layout; 3.0's header is UTF-8 (for
+        # non-Latin-1 field names), which reading it as Latin-1 garbles in
+        # field names only, never in whether the dtype holds objects. numpy
+        # has no public reader for 3.0.
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0,
+                       (3, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"{path}: unsupported .npy format version {version}")
+        shape, fortran, dtype = read_header(f)
         if not dtype.hasobject:
             return np.load(path, allow_pickle=False)
         array = _NumpyOnlyUnpickler(f, path).load()
