@@ -8,11 +8,14 @@
 // Supported: .npy (bare array -> key "output"; 0-d object array holding a
 // pickled dict, as reprod_log / np.save(dict) writes -> one tensor per leaf),
 // .npz, .pdparams / paddle.save pickles, raw pickles of dicts of arrays,
-// .safetensors. The format is detected from the file's magic bytes, not its
-// name. Each format's reader and its exact rules are in its own header:
-// formats/npy.h (also EncodeNpy / WriteNpy), formats/npz.h, formats/pickle.h
-// (the restricted unpickler and the flattening rules), formats/safetensors.h
-// (also EncodeSafetensors).
+// torch.save files (.pt / .pth: zip archive or legacy stream), .safetensors.
+// The format is detected from the file's content, not its name. Each
+// format's reader and its exact rules are in its own header: formats/npy.h
+// (also EncodeNpy / WriteNpy), formats/npz.h, formats/pickle.h (the
+// restricted unpickler and the flattening rules), formats/torch.h,
+// formats/safetensors.h (also EncodeSafetensors). TensorFileTypeForPath
+// below is the one table of file-name extensions, for callers that pick
+// files by name (directory scans, help texts).
 //
 // Ownership: returned tensors either borrow from the memory-mapped file
 // (keeping it alive through a shared_ptr) or own a converted copy; a
@@ -20,7 +23,8 @@
 //
 // Safety: every reader validates every size before allocating or indexing;
 // the pickle reader is a restricted interpreter that accepts only the globals
-// numpy/paddle use for arrays, dtypes, scalars and containers, refuses any
+// numpy/paddle use for arrays, dtypes, scalars and containers (and, for
+// torch.save files, those torch uses for tensors and storages), refuses any
 // other global with an error naming it, and never executes anything. Array
 // bytes of C-order little-endian arrays are borrowed from the memory-mapped
 // file (no copy); Fortran-order or big-endian arrays are converted into a new
@@ -37,6 +41,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,10 +53,30 @@
 
 namespace reprod::formats {
 
-enum class FileFormat { kNpy, kNpyPickledDict, kNpz, kPickle, kSafetensors };
+enum class FileFormat { kNpy, kNpyPickledDict, kNpz, kPickle, kSafetensors, kTorch };
 
-// "npy", "npy (pickled dict)", "npz", "pickle", "safetensors".
+// "npy", "npy (pickled dict)", "npz", "pickle", "safetensors", "torch".
 const char* FileFormatName(FileFormat f);
+
+// A file-name extension reprod reads, and the format such files usually
+// hold (the reader is still chosen by content: a .pt may be a plain pickle).
+struct TensorFileType {
+  std::string_view extension;  // lower case, with the dot: ".npy"
+  FileFormat format;
+};
+
+// The one table of tensor-file extensions, in the order help texts list
+// them: .npy .npz .pdparams .pdopt .pkl .pt .pth .safetensors.
+std::span<const TensorFileType> TensorFileTypes();
+
+// The entry whose extension ends `path` (ASCII case-insensitive), or nullopt.
+std::optional<TensorFileType> TensorFileTypeForPath(std::string_view path);
+
+// True when `path` ends with one of TensorFileTypes()' extensions.
+bool IsTensorFileName(std::string_view path);
+
+// The extensions joined by `separator`, for help texts: ".npy, .npz, ...".
+std::string TensorFileExtensionList(std::string_view separator = ", ");
 
 struct ReadOptions {
   // Upper bound on the sum of declared tensor sizes in one file; larger
@@ -86,10 +112,12 @@ absl::StatusOr<TensorFile> ReadTensorBytes(std::shared_ptr<const MappedFile> fil
                                            const ReadOptions& options = {});
 
 // The format of `bytes` from its magic: "\x93NUMPY" -> kNpy (object arrays are
-// only told apart when read), "PK\x03\x04" / "PK\x05\x06" -> kNpz, 0x80
-// followed by a protocol byte 2..5 -> kPickle, an 8-byte length followed by
-// '{' -> kSafetensors. InvalidArgument naming `path` and the first bytes in
-// hex otherwise (also for an empty file).
+// only told apart when read); "PK\x03\x04" / "PK\x05\x06" -> kTorch when the
+// zip has a member "<archive>/data.pkl" (torch.save), else kNpz; 0x80
+// followed by a protocol byte 2..5 -> kTorch when it is the pickle of
+// torch.save's legacy magic number, else kPickle; an 8-byte length followed
+// by '{' -> kSafetensors. InvalidArgument naming `path` and the first bytes
+// in hex otherwise (also for an empty file).
 absl::StatusOr<FileFormat> DetectFormat(std::string_view bytes, const std::string& path);
 
 }  // namespace reprod::formats

@@ -25,8 +25,8 @@ absl::Status Flattener::Emit(const std::string& key, Tensor t) {
     Skip(key, "duplicate key after flattening (first one kept)");
     return absl::OkStatus();
   }
-  REPROD_RETURN_IF_ERROR(budget_->ChargeDeclared(t.num_bytes(),
-                                                 absl::StrCat(what(), ": key ", Quote(leaf))));
+  REPROD_RETURN_IF_ERROR(
+      budget_->ChargeDeclared(t.num_bytes(), absl::StrCat(what(), ": key ", Quote(leaf))));
   out_->tensors.push_back(NamedTensor{std::move(leaf), std::move(t)});
   return absl::OkStatus();
 }
@@ -97,8 +97,7 @@ absl::StatusOr<std::optional<Tensor>> Flattener::ArrayTensor(Obj* o, const std::
 }
 
 absl::Status Flattener::EmitJoinedSlices(const std::string& key, const std::string& target,
-                                         const Shape& shape,
-                                         const std::vector<Obj*>& slices) {
+                                         const Shape& shape, const std::vector<Obj*>& slices) {
   const std::string leaf = Join(key, target);
   std::vector<Tensor> parts;
   int64_t total = 0;
@@ -116,8 +115,8 @@ absl::Status Flattener::EmitJoinedSlices(const std::string& key, const std::stri
   }
   auto count = CheckedNumElements(shape, 1);
   if (parts.empty() || !count.ok() || *count != total) {
-    Skip(leaf, absl::StrCat("paddle big-parameter slices hold ", total,
-                            " elements, OriginShape ", ShapeToString(shape), " needs ",
+    Skip(leaf, absl::StrCat("paddle big-parameter slices hold ", total, " elements, OriginShape ",
+                            ShapeToString(shape), " needs ",
                             count.ok() ? absl::StrCat(*count) : std::string("?")));
     return absl::OkStatus();
   }
@@ -251,8 +250,8 @@ absl::Status Flattener::VisitExternal(Obj* o, const std::string& key) {
 
 absl::Status Flattener::Visit(Obj* o, const std::string& key, int depth) {
   if (visits_left_ == 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        what(), ": pickle shares objects too often to flatten (exponential fan-out)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(what(), ": pickle shares objects too often to flatten (exponential fan-out)"));
   }
   --visits_left_;
   key_bytes_ += key.size();

@@ -38,8 +38,8 @@ class Flattener {
  public:
   // `u` (whose objects are flattened) and `out` must outlive the Flattener.
   // `top_key` is the key prefix of the pickle's top level.
-  Flattener(const Unpickler& u, ReadBudget* budget, const PickleLimits& limits,
-            TensorFile* out, std::string top_key);
+  Flattener(const Unpickler& u, ReadBudget* budget, const PickleLimits& limits, TensorFile* out,
+            std::string top_key);
 
   // Appends the leaves of `o` under `key` to the TensorFile.
   absl::Status Visit(Obj* o, const std::string& key, int depth);

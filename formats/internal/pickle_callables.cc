@@ -34,8 +34,8 @@ absl::Status Unpickler::SetItems(Obj* dict, const std::vector<Obj*>& kv) {
 
 absl::StatusOr<Shape> Unpickler::ToShape(Obj* o, std::string_view what) {
   if (o->kind != Kind::kTuple && o->kind != Kind::kList) {
-    return Invalid(absl::StrCat(std::string(what), " must be a tuple of ints, not ",
-                                KindName(o->kind)));
+    return Invalid(
+        absl::StrCat(std::string(what), " must be a tuple of ints, not ", KindName(o->kind)));
   }
   if (o->items.size() > 64) {
     return Invalid(absl::StrCat(std::string(what), " has ", o->items.size(),
@@ -56,9 +56,9 @@ absl::Status Unpickler::CheckNumericData(const NpArray& a, size_t size) {
   if (!count.ok()) return Invalid(std::string(count.status().message()));
   const uint64_t need = static_cast<uint64_t>(*count) * static_cast<uint64_t>(a.dtype.itemsize);
   if (need != size) {
-    return Invalid(absl::StrCat("array of shape ", ShapeToString(a.shape),
-                                " and dtype ", Quote(a.dtype.Descr()), " needs ",
-                                need, " bytes of data, the pickle holds ", size));
+    return Invalid(absl::StrCat("array of shape ", ShapeToString(a.shape), " and dtype ",
+                                Quote(a.dtype.Descr()), " needs ", need,
+                                " bytes of data, the pickle holds ", size));
   }
   return absl::OkStatus();
 }
@@ -137,8 +137,7 @@ absl::Status Unpickler::SetArrayState(NpArray* a, Obj* state) {
   // ndarray.__setstate__: (version, shape, dtype, is_fortran, rawdata) or
   // the 4-tuple without version.
   if (a->built) return Invalid("numpy.ndarray state set twice");
-  if (state->kind != Kind::kTuple ||
-      (state->items.size() != 5 && state->items.size() != 4)) {
+  if (state->kind != Kind::kTuple || (state->items.size() != 5 && state->items.size() != 4)) {
     return Invalid("numpy.ndarray state must be a 4- or 5-tuple");
   }
   const size_t b = state->items.size() == 5 ? 1 : 0;
@@ -161,8 +160,8 @@ absl::Status Unpickler::SetArrayState(NpArray* a, Obj* state) {
     auto count = CheckedNumElements(a->shape, 1);
     if (!count.ok()) return Invalid(std::string(count.status().message()));
     if (static_cast<uint64_t>(*count) != raw->items.size()) {
-      return Invalid(absl::StrCat("object array of shape ", ShapeToString(a->shape),
-                                  " holds ", raw->items.size(), " items"));
+      return Invalid(absl::StrCat("object array of shape ", ShapeToString(a->shape), " holds ",
+                                  raw->items.size(), " items"));
     }
     REPROD_RETURN_IF_ERROR(ChargeItems(raw->items.size()));
     a->objects = raw->items;
@@ -208,8 +207,8 @@ absl::StatusOr<Obj*> Unpickler::CallScalar(const std::vector<Obj*>& args) {
 // numpy.core.numeric._frombuffer(buffer, dtype, shape, order) -> array
 // (protocol 5 pickles of contiguous arrays).
 absl::StatusOr<Obj*> Unpickler::CallFromBuffer(const std::vector<Obj*>& args) {
-  if (args.size() != 4 || args[0]->kind != Kind::kBytes ||
-      args[1]->kind != Kind::kDType || args[3]->kind != Kind::kStr) {
+  if (args.size() != 4 || args[0]->kind != Kind::kBytes || args[1]->kind != Kind::kDType ||
+      args[3]->kind != Kind::kStr) {
     return Invalid("_frombuffer expects (buffer, dtype, shape, order)");
   }
   Obj* o;
@@ -272,8 +271,7 @@ absl::StatusOr<Obj*> Unpickler::CallCodecsEncode(const std::vector<Obj*>& args) 
     REPROD_RETURN_IF_ERROR(budget_->ChargeCopy(s.size(), in_.what));
     *out = s;
   } else {
-    return Invalid(absl::StrCat("_codecs.encode with unsupported encoding ",
-                                Quote(encoding)));
+    return Invalid(absl::StrCat("_codecs.encode with unsupported encoding ", Quote(encoding)));
   }
   Obj* o;
   REPROD_ASSIGN_OR_RETURN(o, New(Kind::kBytes));
@@ -302,8 +300,7 @@ absl::StatusOr<Obj*> Unpickler::CallContainer(Kind kind, const std::vector<Obj*>
     }
     REPROD_RETURN_IF_ERROR(ChargeItems(2 * src->items.size()));
     for (Obj* pair : src->items) {
-      if ((pair->kind != Kind::kTuple && pair->kind != Kind::kList) ||
-          pair->items.size() != 2) {
+      if ((pair->kind != Kind::kTuple && pair->kind != Kind::kList) || pair->items.size() != 2) {
         return Invalid(absl::StrCat(name, " expects a list of pairs"));
       }
       o->items.push_back(pair->items[0]);
@@ -333,8 +330,7 @@ absl::Status Unpickler::Reduce(Obj* callable, Obj* args) {
     return Invalid(absl::StrCat("REDUCE on a ", KindName(callable->kind)));
   }
   if (args->kind != Kind::kTuple) {
-    return Invalid(absl::StrCat("REDUCE arguments must be a tuple, not ",
-                                KindName(args->kind)));
+    return Invalid(absl::StrCat("REDUCE arguments must be a tuple, not ", KindName(args->kind)));
   }
   const std::vector<Obj*>& a = args->items;
   Obj* result = nullptr;
@@ -366,8 +362,7 @@ absl::Status Unpickler::Reduce(Obj* callable, Obj* args) {
     case Callable::kTuple: {
       REPROD_ASSIGN_OR_RETURN(result, CallContainer(Kind::kTuple, a, "tuple"));
       // paddle.save pickles a paddle Tensor as tuple((name, ndarray)).
-      result->paddle_tensor = result->items.size() == 2 &&
-                              result->items[0]->kind == Kind::kStr &&
+      result->paddle_tensor = result->items.size() == 2 && result->items[0]->kind == Kind::kStr &&
                               result->items[1]->kind == Kind::kArray;
       break;
     }

@@ -51,18 +51,18 @@ const char* KindName(Kind k);
 
 // The allowlisted callables.
 enum class Callable : uint8_t {
-  kReconstruct,  // numpy.core.multiarray._reconstruct
-  kNdarray,      // numpy.ndarray (argument of _reconstruct only)
-  kDType,        // numpy.dtype
-  kScalar,       // numpy.core.multiarray.scalar
-  kFromBuffer,   // numpy.core.numeric._frombuffer
-  kCodecsEncode, // _codecs.encode
-  kOrderedDict,  // collections.OrderedDict
-  kTuple,        // builtins.tuple
-  kList,         // builtins.list
-  kBytes,        // builtins.bytes
-  kBytearray,    // builtins.bytearray
-  kExtension,    // a global of a PickleExtension; Obj::num.i is its id
+  kReconstruct,   // numpy.core.multiarray._reconstruct
+  kNdarray,       // numpy.ndarray (argument of _reconstruct only)
+  kDType,         // numpy.dtype
+  kScalar,        // numpy.core.multiarray.scalar
+  kFromBuffer,    // numpy.core.numeric._frombuffer
+  kCodecsEncode,  // _codecs.encode
+  kOrderedDict,   // collections.OrderedDict
+  kTuple,         // builtins.tuple
+  kList,          // builtins.list
+  kBytes,         // builtins.bytes
+  kBytearray,     // builtins.bytearray
+  kExtension,     // a global of a PickleExtension; Obj::num.i is its id
 };
 
 // The callable modelling `module.name` (numpy and builtins spellings of both
@@ -71,11 +71,11 @@ std::optional<Callable> FindAllowedGlobal(std::string_view module, std::string_v
 
 // A numpy dtype as far as we model it.
 struct NpDType {
-  char kind = 'u';        // numpy kind: b i u f c O S U V M m
-  int64_t itemsize = 1;   // bytes per element (0 when unknown)
-  char byteorder = '=';   // < > | =
+  char kind = 'u';       // numpy kind: b i u f c O S U V M m
+  int64_t itemsize = 1;  // bytes per element (0 when unknown)
+  char byteorder = '=';  // < > | =
   bool structured = false;
-  std::string spec;       // the string given to numpy.dtype(), for messages
+  std::string spec;  // the string given to numpy.dtype(), for messages
 
   // "<f4", "|b1", ... (the order as numpy writes it in .npy headers).
   std::string Descr() const;
@@ -91,8 +91,8 @@ struct NpArray {
   Shape shape;
   bool fortran = false;
   bool built = false;
-  Obj* bytes = nullptr;        // numeric arrays: the data (kBytes)
-  std::vector<Obj*> objects;   // object arrays: the elements
+  Obj* bytes = nullptr;          // numeric arrays: the data (kBytes)
+  std::vector<Obj*> objects;     // object arrays: the elements
   std::optional<Tensor> tensor;  // cached on first flatten
 };
 
@@ -112,8 +112,8 @@ struct Obj {
   const char* data = nullptr;
   size_t size = 0;
   std::shared_ptr<const std::string> owned;
-  uint64_t offset = 0;  // where the object was made, for messages
-  std::vector<Obj*> items;  // list / tuple / set; dict: k0, v0, k1, v1, ...
+  uint64_t offset = 0;             // where the object was made, for messages
+  std::vector<Obj*> items;         // list / tuple / set; dict: k0, v0, k1, v1, ...
   std::unique_ptr<NpDType> dtype;  // kDType
   std::unique_ptr<NpArray> array;  // kArray
 

@@ -31,8 +31,8 @@ absl::Status Unpickler::Invalid(std::string_view what) const {
 }
 
 absl::Status Unpickler::Truncated(std::string_view what) const {
-  return absl::DataLossError(absl::StrCat(in_.what, ": truncated pickle: ", std::string(what),
-                                          " at offset ", Off()));
+  return absl::DataLossError(
+      absl::StrCat(in_.what, ": truncated pickle: ", std::string(what), " at offset ", Off()));
 }
 
 absl::Status Unpickler::Exhausted(std::string_view what) const {
@@ -42,8 +42,8 @@ absl::Status Unpickler::Exhausted(std::string_view what) const {
 
 absl::StatusOr<const char*> Unpickler::Take(uint64_t len, std::string_view what) {
   if (len > n_ - pos_) {
-    return Truncated(absl::StrCat(std::string(what), " needs ", len, " bytes, ", n_ - pos_,
-                                  " left"));
+    return Truncated(
+        absl::StrCat(std::string(what), " needs ", len, " bytes, ", n_ - pos_, " left"));
   }
   const char* p = p_ + pos_;
   pos_ += static_cast<size_t>(len);
@@ -229,8 +229,8 @@ absl::Status Unpickler::PushTuple(std::vector<Obj*> items) {
   return Push(o);
 }
 
-absl::Status Unpickler::ResolveGlobal(std::string_view module, std::string_view name,
-                                      Callable* out, int64_t* extension_id) const {
+absl::Status Unpickler::ResolveGlobal(std::string_view module, std::string_view name, Callable* out,
+                                      int64_t* extension_id) const {
   if (extension_ != nullptr) {
     if (std::optional<int64_t> id = extension_->FindGlobal(module, name)) {
       *out = Callable::kExtension;
@@ -246,10 +246,10 @@ absl::Status Unpickler::ResolveGlobal(std::string_view module, std::string_view 
       extension_ != nullptr ? extension_->AllowedSummary()
                             : "only numpy array/dtype/scalar reconstruction and plain containers "
                               "are allowed";
-  return absl::PermissionDeniedError(absl::StrCat(
-      in_.what, ": refused pickle global ",
-      Quote(absl::StrCat(std::string(module), ".", std::string(name)), 200), " at offset ", Off(),
-      " (", std::string(allowed), "; nothing is executed)"));
+  return absl::PermissionDeniedError(
+      absl::StrCat(in_.what, ": refused pickle global ",
+                   Quote(absl::StrCat(std::string(module), ".", std::string(name)), 200),
+                   " at offset ", Off(), " (", std::string(allowed), "; nothing is executed)"));
 }
 
 absl::Status Unpickler::PushGlobal(std::string_view module, std::string_view name) {
@@ -395,7 +395,7 @@ absl::Status Unpickler::OpText(unsigned char op) {
       REPROD_ASSIGN_OR_RETURN(p, Take(1, "SHORT_BINBYTES"));
       return PushBytes(static_cast<unsigned char>(*p));
     }
-    case 0x8e:  // BINBYTES8
+    case 0x8e:    // BINBYTES8
     case 0x96: {  // BYTEARRAY8 (in-band protocol-5 buffer)
       REPROD_ASSIGN_OR_RETURN(p, Take(8, "BINBYTES8"));
       return PushBytes(LoadLE64(p));
@@ -434,8 +434,8 @@ absl::Status Unpickler::OpContainer(unsigned char op) {
       return PushNew(Kind::kSet);
     case ')':  // EMPTY_TUPLE
       return PushTuple({});
-    case 0x85:  // TUPLE1
-    case 0x86:  // TUPLE2
+    case 0x85:    // TUPLE1
+    case 0x86:    // TUPLE2
     case 0x87: {  // TUPLE3
       const size_t k = op - 0x84;
       if (stack_.size() < Fence() + k) return Invalid("pickle stack underflow");
@@ -609,8 +609,8 @@ absl::Status Unpickler::OpRefused(unsigned char op) {
           absl::StrCat("unsupported pickle opcode ", Quote(std::string(1, static_cast<char>(op)))));
     }
     default:
-      return Invalid(absl::StrCat("unknown pickle opcode 0x",
-                                  HexPrefix(std::string_view(p_ + op_pos_, 1))));
+      return Invalid(
+          absl::StrCat("unknown pickle opcode 0x", HexPrefix(std::string_view(p_ + op_pos_, 1))));
   }
 }
 
@@ -623,10 +623,16 @@ const Unpickler::OpHandler* Unpickler::OpTable() {
     };
     set("\x80\x95()012", &Unpickler::OpStack);
     set("N\x88\x89JKM\x8a\x8bILGF", &Unpickler::OpNumber);
-    set("X\x8c\x8d" "BC\x8e\x96TU\x97\x98", &Unpickler::OpText);
-    set("]}\x8f)\x85\x86\x87tl\x91" "daes\x90u", &Unpickler::OpContainer);
+    set("X\x8c\x8d"
+        "BC\x8e\x96TU\x97\x98",
+        &Unpickler::OpText);
+    set("]}\x8f)\x85\x86\x87tl\x91"
+        "daes\x90u",
+        &Unpickler::OpContainer);
     set("pqr\x94ghj", &Unpickler::OpMemo);
-    set("c\x93iR\x81\x92" "bQ", &Unpickler::OpObject);
+    set("c\x93iR\x81\x92"
+        "bQ",
+        &Unpickler::OpObject);
     return t;
   }();
   return table.data();
@@ -646,8 +652,7 @@ absl::StatusOr<Obj*> Unpickler::Run() {
 // ---------------------------------------------------------------------------
 
 absl::Status UnpickleAndFlatten(const ByteSource& input, const std::string& key_prefix,
-                                ReadBudget* budget, TensorFile* out,
-                                const PickleLimits& limits) {
+                                ReadBudget* budget, TensorFile* out, const PickleLimits& limits) {
   Unpickler u(input, budget, limits);
   Obj* root;
   REPROD_ASSIGN_OR_RETURN(root, u.Run());

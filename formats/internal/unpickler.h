@@ -42,11 +42,11 @@ namespace reprod::formats::internal {
 
 // Bounds on the interpreter, all checked before the memory is used.
 struct PickleLimits {
-  size_t max_stack = size_t{1} << 22;    // stack entries
-  size_t max_marks = size_t{1} << 20;    // open MARKs
-  size_t max_objects = size_t{1} << 23;  // objects created (~128 B each)
-  size_t max_memo = size_t{1} << 23;     // memo entries
-  int max_nesting = 64;                  // container depth when flattening
+  size_t max_stack = size_t{1} << 22;          // stack entries
+  size_t max_marks = size_t{1} << 20;          // open MARKs
+  size_t max_objects = size_t{1} << 23;        // objects created (~128 B each)
+  size_t max_memo = size_t{1} << 23;           // memo entries
+  int max_nesting = 64;                        // container depth when flattening
   uint64_t max_key_bytes = uint64_t{1} << 28;  // sum of flattened key lengths
 };
 
@@ -75,8 +75,7 @@ class PickleExtension {
   // Flattening a kExternal object: its tensor, or nullopt with *why set (it
   // is then listed in TensorFile::skipped). `what` names the file and key.
   virtual absl::StatusOr<std::optional<Tensor>> ToTensor(const Obj& o, const std::string& what,
-                                                          ReadBudget* budget,
-                                                          std::string* why) = 0;
+                                                         ReadBudget* budget, std::string* why) = 0;
 };
 
 class Unpickler {
@@ -133,13 +132,13 @@ class Unpickler {
   // is the opcode just read).
   using OpHandler = absl::Status (Unpickler::*)(unsigned char op);
   static const OpHandler* OpTable();
-  absl::Status OpStack(unsigned char op);       // PROTO FRAME MARK POP POP_MARK DUP
-  absl::Status OpNumber(unsigned char op);      // None, bools, ints, floats
-  absl::Status OpText(unsigned char op);        // str, bytes, buffers
-  absl::Status OpContainer(unsigned char op);   // tuple, list, dict, set builders
-  absl::Status OpMemo(unsigned char op);        // PUT / GET in all spellings
-  absl::Status OpObject(unsigned char op);      // globals, REDUCE, NEWOBJ, BUILD, PERSID
-  absl::Status OpRefused(unsigned char op);     // everything not supported
+  absl::Status OpStack(unsigned char op);      // PROTO FRAME MARK POP POP_MARK DUP
+  absl::Status OpNumber(unsigned char op);     // None, bools, ints, floats
+  absl::Status OpText(unsigned char op);       // str, bytes, buffers
+  absl::Status OpContainer(unsigned char op);  // tuple, list, dict, set builders
+  absl::Status OpMemo(unsigned char op);       // PUT / GET in all spellings
+  absl::Status OpObject(unsigned char op);     // globals, REDUCE, NEWOBJ, BUILD, PERSID
+  absl::Status OpRefused(unsigned char op);    // everything not supported
 
   // Opcode helpers.
   absl::Status PushNew(Kind kind);
@@ -170,8 +169,7 @@ class Unpickler {
   absl::StatusOr<Obj*> CallScalar(const std::vector<Obj*>& args);
   absl::StatusOr<Obj*> CallFromBuffer(const std::vector<Obj*>& args);
   absl::StatusOr<Obj*> CallCodecsEncode(const std::vector<Obj*>& args);
-  absl::StatusOr<Obj*> CallContainer(Kind kind, const std::vector<Obj*>& args,
-                                     const char* name);
+  absl::StatusOr<Obj*> CallContainer(Kind kind, const std::vector<Obj*>& args, const char* name);
   absl::StatusOr<Obj*> CallBytes(const std::vector<Obj*>& args, const char* name);
   absl::Status SetArrayState(NpArray* array, Obj* state);
   absl::Status SetDTypeState(NpDType* dtype, Obj* state);
@@ -201,8 +199,7 @@ class Unpickler {
 // Errors: PermissionDenied (a global outside the allowlist), DataLoss
 // (truncated), InvalidArgument (malformed or unsupported opcodes, out-of-band
 // buffers, persistent ids), ResourceExhausted (limits or budget).
-absl::Status UnpickleAndFlatten(const ByteSource& input,
-                                const std::string& key_prefix,
+absl::Status UnpickleAndFlatten(const ByteSource& input, const std::string& key_prefix,
                                 ReadBudget* budget, TensorFile* out,
                                 const PickleLimits& limits = {});
 

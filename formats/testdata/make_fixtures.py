@@ -144,3 +144,33 @@ if tag == "np2":
     body = local + comp
     eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(body), 0)
     save("huge_member.npz", body + central + eocd)
+
+
+# torch.save, zip archive and legacy stream, with the real torch (skipped
+# without it). Views of one storage: transposed, a row (storage offset 3),
+# every other column (stride 2); a state_dict; a Parameter; one tensor per
+# storage type formats/torch_test.cc checks.
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    w = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    lin = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+        lin.bias.copy_(torch.tensor([0.5, -0.5]))
+    obj = {
+        "w": w, "wt": w.t(), "row": w[1], "cols": w[:, ::2],
+        "sd": lin.state_dict(), "p": lin.weight,
+        "h": torch.tensor([0.5, -1.0], dtype=torch.float16),
+        "bf": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+        "i": torch.tensor([-(2**40), 7], dtype=torch.int64),
+        "b": torch.tensor([True, False]),
+        "s": torch.tensor(2.5, dtype=torch.float64),
+        "step": 3, "name": "x",
+    }
+    for legacy in (False, True):
+        b = io.BytesIO()
+        torch.save(obj, b, _use_new_zipfile_serialization=not legacy)
+        save("torch_legacy.pt" if legacy else "torch_zip.pt", b.getvalue())
