@@ -14,7 +14,7 @@
 namespace reprod {
 
 // reprod::DType
-// Every tensor element type DESIGN.md §Diff semantics lists. Values are stable
+// Every tensor element type docs/design.md §Diff semantics lists. Values are stable
 // (they may be persisted); new types are appended.
 enum class DType : uint8_t {
   kBool = 0,

@@ -1,7 +1,7 @@
 // File: core/policy.h
 //
 // Policy: which metrics and thresholds decide pass/fail, per checkpoint and
-// per key pattern (DESIGN.md §Policies). Policies come from YAML (JSON is
+// per key pattern (docs/design.md §Policies). Policies come from YAML (JSON is
 // accepted: it is parsed as YAML flow style), from built-in presets, or from
 // the reprod_log-style command-line shortcuts.
 //
@@ -29,7 +29,7 @@
 //
 // A check is a mapping {metric, max | min, warn, atol, rtol}:
 //   - metric: mean_abs max_abs min_abs mean_rel max_rel rmse cosine
-//     mismatch_ratio allclose (DESIGN.md §Diff semantics defines each).
+//     mismatch_ratio allclose (docs/design.md §Diff semantics defines each).
 //   - cosine takes `min` (passes when value >= min); every other metric
 //     takes `max` (passes when value <= max). The bound is required, except
 //     for allclose, which passes iff no element mismatches (`max`/`min`/`warn`

@@ -1,4 +1,4 @@
-// kJson: schema reprod.report.v1 (DESIGN.md §Report JSON contract).
+// kJson: schema reprod.report.v1 (docs/design.md §Report JSON contract).
 //
 // Written by hand rather than through nlohmann::json so that every double is
 // printed exactly as Python's json.dumps prints it (float.__repr__: shortest

@@ -1,7 +1,7 @@
 // File: core/report.h
 //
-// Report: the verdict of comparing two runs under a policy (DESIGN.md
-// §Reports), and its renderings.
+// Report: the verdict of comparing two runs under a policy
+// (docs/design.md §Reports), and its renderings.
 //
 //   absl::StatusOr<Report> r = CompareRuns(ref, cand, policy, *backend);
 //   absl::StatusOr<std::string> text = RenderReport(*r, ReportFormat::kJson);
@@ -9,7 +9,7 @@
 // Formats:
 //  - kText: reprod_log's log lines ("[YYYY/MM/DD HH:MM:SS] root INFO: ..."),
 //    local time at rendering, values as Python repr(float).
-//  - kJson: schema "reprod.report.v1" (DESIGN.md §Report JSON contract),
+//  - kJson: schema "reprod.report.v1" (docs/design.md §Report JSON contract),
 //    numbers as Python's json.dumps writes them (shortest round-trip
 //    digits), non-finite numbers as the strings "NaN", "Infinity",
 //    "-Infinity".

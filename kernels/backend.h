@@ -2,7 +2,7 @@
 //
 // Backend: reduces tensor pairs (or chunks of them) to DiffStats. Implemented
 // by cpu/ (all cores, one fused pass, no temporaries) and, when built with
-// nvcc, cuda/ (issue C). Backends must agree as DESIGN.md §Diff semantics says:
+// nvcc, cuda/. Backends must agree as docs/design.md §Diff semantics says:
 // exactly on counts, max/min, indices and histogram; to 1e-12 relative on sums.
 //
 //   auto backend = CreateBackend(BackendKind::kAuto);

@@ -1,5 +1,6 @@
 // The one place that knows which backends this binary has. The only file
-// with #if REPROD_HAVE_CUDA (see STYLE.md §kernels).
+// with #if REPROD_HAVE_CUDA: everything else sees only backend.h, so
+// builds with and without nvcc differ in this one translation unit.
 #include <memory>
 #include <string>
 #include <string_view>

@@ -1,6 +1,6 @@
 // File: kernels/diff_stats.h
 //
-// DiffStats: every statistic of DESIGN.md §Diff semantics for one tensor pair
+// DiffStats: every statistic of docs/design.md §Diff semantics for one tensor pair
 // (ref, cand), as a mergeable accumulator. A backend reduces element pairs
 // into DiffStats partials and combines them with Merge(); partials may be
 // merged in any order and grouping (chunked == one shot), because every field

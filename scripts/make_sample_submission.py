@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a small sample reproduction submission, as reprod_log would.
 
-Layout (the guide's log_reprod/ folder, seeds/000 §2.2.3):
+Layout (the reproduction guide's log_reprod/ folder, §2.2.3; see
+docs/design.md §The reproduction workflow):
     forward_{torch,paddle}.npy      logits of a tiny model          -> pass
     metric_{torch,paddle}.npy       accuracy                         -> pass
     loss_{torch,paddle}.npy         cross entropy; the paddle side

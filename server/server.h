@@ -12,7 +12,7 @@
 //   (*server)->Shutdown(absl::Seconds(10));  // from a signal thread
 //   (*server)->Wait();
 //
-// Security default (DESIGN.md §Security defaults): listening on anything but
+// Security default (docs/design.md §Security defaults): listening on anything but
 // a loopback address needs `insecure` until tokens exist.
 //
 // Thread-safety: Shutdown may be called from any thread, once or more.

@@ -34,7 +34,7 @@
 // transposed pairs likewise) and the partials merged in the backend's
 // pairwise-tree order. Windows smaller than one backend chunk (tiny
 // window_bytes), column-split transposed tiles and other backends change
-// only the rounding of the sums (DESIGN.md §Diff semantics: 1e-12
+// only the rounding of the sums (docs/design.md §Diff semantics: 1e-12
 // relative); counts, extrema and indices are always exact.
 //
 // Run listing: a run's tensors are those ListTensors returns when the call

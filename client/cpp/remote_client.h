@@ -18,7 +18,7 @@
 //   auto report = (*client)->Compare(req);             // report->passed()
 //
 // Connection: Connect uses insecure channel credentials (the server's
-// loopback default, DESIGN.md §Security defaults) and waits at most
+// loopback default, docs/design.md §Security defaults) and waits at most
 // ConnectOptions::connect_timeout for the server to answer; a refused
 // connection fails at once. Unary calls carry a deadline (rpc_timeout, or
 // compare_timeout for Compare/GetReport); Watch and Push streams have none,

@@ -1,7 +1,7 @@
 // File: kernels/cuda/cuda_backend.h
 //
 // CudaBackend: the Backend that reduces tensor pairs on an NVIDIA GPU
-// (DESIGN.md §Backends). Plain C++ header (no CUDA types), so host code that
+// (docs/design.md §Backends). Plain C++ header (no CUDA types), so host code that
 // is not compiled by nvcc can include it; only built when REPROD_HAVE_CUDA.
 //
 //   absl::StatusOr<std::unique_ptr<Backend>> backend = CreateCudaBackend();

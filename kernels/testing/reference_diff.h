@@ -1,7 +1,7 @@
 // File: kernels/testing/reference_diff.h
 //
 // Test-only helpers for kernels/ tests:
-//   - ReferenceDiff: a naive, independent implementation of DESIGN.md
+//   - ReferenceDiff: a naive, independent implementation of docs/design.md
 //     §Diff semantics (element loop in double, sums in long double), written
 //     from the text, not from DiffStats::Add;
 //   - ExpectMatchesReference: exact comparison of counts, extrema, indices
@@ -33,7 +33,7 @@ inline constexpr double kRefEdges[17] = {1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7,
                                          1e-6,  1e-5,  1e-4,  1e-3, 1e-2, 1e-1,
                                          1.0,   10.0,  100.0, 1000.0, 10000.0};
 
-// Histogram bin by DESIGN.md: 0 for d == 0, 1 for d < 1e-12, then one bin
+// Histogram bin by docs/design.md: 0 for d == 0, 1 for d < 1e-12, then one bin
 // per decade, the last one d >= 1e4.
 inline int RefBin(double d) {
   if (d == 0) return 0;

@@ -1,4 +1,4 @@
-"""Independent numpy float64 implementation of DESIGN.md §Diff semantics.
+"""Independent numpy float64 implementation of docs/design.md §Diff semantics.
 
 Written from the design text, not from our C++ code: every element converted
 to float64, d = |cand - ref| with the infinity/NaN rules, then each statistic

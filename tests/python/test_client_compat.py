@@ -281,8 +281,9 @@ def test_diff_logs_agree_line_for_line(parity):
 
 
 def test_nan_mean_fails_unlike_reprod_log(parity):
-    """The planned difference (DESIGN.md): reprod_log passes a NaN mean because
-    nan > threshold is False; the compat fails it. All else is identical."""
+    """The planned difference (docs/design.md §Diff semantics: NaN never
+    passes): reprod_log passes a NaN mean because nan > threshold is False;
+    the compat fails it. All else is identical."""
     ref = _log_lines(parity["reprod_log"][0] / "logs/nan_diff.log")
     got = _log_lines(parity["compat"][0] / "logs/nan_diff.log")
     assert ref == ["root INFO: logits: ",

@@ -1,4 +1,5 @@
-"""The `text` report reproduces reprod_log's log lines (seeds/002): compare
+"""The `text` report reproduces reprod_log's log lines (as the reproduction
+guide's BERT-SST2 example prints them, docs/design.md §Reports): compare
 line by line with what reprod_log's own check_print_diff prints for the same
 files: same keys in the same order, same message shapes, values within 1e-6
 relative (reprod_log computes in the input dtype, we in float64)."""
@@ -46,7 +47,7 @@ def compare_lines(ours, theirs, compare_flags):
 
 
 def test_seed_demo_lines(tmp_path, reprodctl):
-    # The guide's demo (seeds/000 §2.2.2): demo_test_1 equal, demo_test_2 different.
+    # The reproduction guide's demo (§2.2.2): demo_test_1 equal, demo_test_2 different.
     rng = np.random.default_rng(0)
     a, b = rng.random((4, 64)), rng.random((4, 64))
     ref = {"demo_test_1": a, "demo_test_2": a}

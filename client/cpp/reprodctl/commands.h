@@ -17,7 +17,7 @@
 
 namespace reprod::reprodctl {
 
-// Process exit codes (DEVELOPERS.md: 0 pass, 1 verdict failed, 2 bad
+// Process exit codes (docs/design.md §Clients: 0 pass, 1 verdict failed, 2 bad
 // input/usage, 3 server unreachable).
 enum ExitCode : int {
   kExitPass = 0,

@@ -32,8 +32,9 @@ runs (all their checkpoints, or those given with --checkpoint), stores the
 report and sends it back; its id is printed on stderr (see `reprodctl report`).
 
 Thresholds come from one of: --preset (default: reprod, mean abs diff <= 1e-6),
---policy FILE (YAML/JSON, see DESIGN.md), --threshold/--method (reprod_log's
-report(diff_method, diff_threshold)), or --atol/--rtol (numpy allclose).
+--policy FILE (YAML/JSON, see docs/design.md §Policies), --threshold/--method
+(reprod_log's report(diff_method, diff_threshold)), or --atol/--rtol (numpy
+allclose).
 
 Examples:
   reprodctl compare forward_torch.npy forward_paddle.npy

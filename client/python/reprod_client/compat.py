@@ -44,7 +44,8 @@ Same as reprod_log 1.0.1
 Deliberate differences from reprod_log
 --------------------------------------
 - A statistic that is NaN fails its check. reprod_log passes it
-  (``nan > threshold`` is False); ../shared/DESIGN.md forbids copying that.
+  (``nan > threshold`` is False); docs/design.md §Diff semantics forbids
+  copying that.
   The line reads ``check passed: False, value: nan``.
 - ``report()`` logs through a private logger named "root" (hence the same
   line format) that is discarded when report() returns, with its file
@@ -87,7 +88,8 @@ When tensors go to the server:
   unless ``framework=`` is given, and arrays whose dtype the wire lacks
   (uint16/32/64, complex, strings, objects) are skipped with a
   ``UserWarning`` naming key and dtype, like push's notes.
-- ``ReprodLogger(checkpoint="forward", run=...)``: live, as in DESIGN.md.
+- ``ReprodLogger(checkpoint="forward", run=...)``: live, as a training script
+  streams with the client.
   Each ``add()`` hands the tensor to the client's background sender at once
   (the client copies it, so later in-place changes reach the .npy but not the
   server); ``save(path)`` writes the .npy, sends keys put into ``data``

@@ -2,7 +2,7 @@
 
 `Client.compare` and the last item of `Client.watch` return a `Report`. It
 wraps the reprod.v1.Report message whose `rendered` field holds the
-reprod.report.v1 JSON (DESIGN.md §Report JSON contract) and behaves as a
+reprod.report.v1 JSON (docs/design.md §Report JSON contract) and behaves as a
 Mapping over that JSON document::
 
     report["summary"]["failed"], report["tensors"][0]["stats"]["max_abs"]

@@ -1,7 +1,8 @@
 // File: kernels/cuda/internal/cuda_status.h
 //
 // cudaError_t -> absl::Status at the one edge where CUDA errors enter the
-// project (STYLE.md: convert each foreign error at one edge). nvcc-only.
+// project: each foreign error type is converted at one edge, so the rest
+// of the code sees only absl::Status. nvcc-only.
 //
 //   REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(...));
 //   kernel<<<g, b, 0, s>>>(...);
