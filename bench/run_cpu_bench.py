@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side CPU benchmark for issue [A]: reprod vs the incumbent.
+"""Side-by-side CPU benchmark: reprod vs the incumbent it replaces.
 
 One run measures, on the same machine and the same data:
   1. 100M-element float32 pair, all statistics (reprod cpu backend) vs

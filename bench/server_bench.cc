@@ -1,4 +1,4 @@
-// reprod_server_bench: the server issue's two benchmarks in one run, each
+// reprod_server_bench: the server's two headline costs in one run, each
 // next to its yardstick on the same machine:
 //
 //  1. Ingest throughput: one Ingest stream (RemoteClient::Push, pipelined,
