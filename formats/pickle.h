@@ -19,9 +19,14 @@
 //   bytearray.
 // Any other global is refused with PermissionDenied naming it and its offset
 // ("x.pdparams: refused pickle global 'os.system' at offset 23 ..."). Nothing
-// is ever executed. Out-of-band buffers (NEXT_BUFFER), persistent ids (torch
-// archives), the extension registry, INST/OBJ and protocol-0 STRING/UNICODE
-// are refused with InvalidArgument.
+// is ever executed. Out-of-band buffers (NEXT_BUFFER), persistent ids, the
+// extension registry, INST/OBJ and protocol-0 STRING/UNICODE are refused with
+// InvalidArgument. torch.save files, whose pickles name storages through
+// persistent ids, are read by formats/torch.h, which extends this
+// interpreter with torch's tensor globals (formats/internal/torch_pickle.h).
+// The implementation: formats/internal/unpickler.h (opcodes),
+// pickle_object.h (object model and allowlist), pickle_callables.cc (the
+// modelled callables) and flattener.h (the flattening below).
 //
 // Flattening: nested dicts become "a/b/c" keys, list and tuple items "a/0",
 // "a/1"; numpy arrays and scalars become tensors; Python int / float / bool
