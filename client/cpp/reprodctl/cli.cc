@@ -11,8 +11,9 @@ constexpr char kDescription[] =
 
 Compares the tensor dicts that a reference (usually PyTorch) and a port
 (usually PaddlePaddle) dump at the same checkpoints: forward outputs,
-metrics, losses, gradients, learning rates. Reads reprod_log .npy dicts,
-.npy, .npz, .pdparams / paddle.save pickles and .safetensors files.
+metrics, losses, gradients, learning rates. Reads reprod_log .npy dicts and
+the files of numpy, paddle.save, torch.save and safetensors (`reprodctl inspect
+--help` lists the file types).
 
 Offline, files are compared directly. With a reprod server (reprodd; choose it
 with --server HOST:PORT or REPROD_SERVER, default 127.0.0.1:50051), tensor

@@ -11,16 +11,10 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "formats/tensor_file.h"
 
 namespace reprod::reprodctl {
 namespace {
-
-bool HasTensorFileExtension(const std::string& s) {
-  for (const char* ext : {".npy", ".npz", ".pdparams", ".pdopt", ".pkl", ".pt", ".safetensors"}) {
-    if (absl::EndsWithIgnoreCase(s, ext)) return true;
-  }
-  return false;
-}
 
 bool PathExists(const std::string& s) {
   std::error_code ec;
@@ -32,7 +26,7 @@ bool PathExists(const std::string& s) {
 bool CompareTargetsAreRuns(const std::string& ref, const std::string& cand, bool remote_flag) {
   if (remote_flag) return true;
   for (const std::string* s : {&ref, &cand}) {
-    if (PathExists(*s) || HasTensorFileExtension(*s) || !ValidateRunName(*s).ok()) return false;
+    if (PathExists(*s) || formats::IsTensorFileName(*s) || !ValidateRunName(*s).ok()) return false;
   }
   return true;
 }

@@ -19,7 +19,7 @@ namespace reprod::reprodctl {
 // True when `compare REF CAND` should go to the server: with --remote
 // always; otherwise when neither argument exists as a path and both are
 // valid run names ("namespace/name") without a tensor-file extension
-// (.npy, .npz, .pdparams, .pdopt, .pkl, .pt, .safetensors). Anything else
+// (formats::IsTensorFileName). Anything else
 // stays an offline file comparison (which reports a missing file).
 bool CompareTargetsAreRuns(const std::string& ref, const std::string& cand, bool remote_flag);
 

@@ -92,7 +92,9 @@ Runner RegisterInspect(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* cmd = app.add_subcommand("inspect", "Keys, dtypes, shapes and value ranges of tensor files");
   cmd->footer(kInspectHelp);
-  cmd->add_option("FILE", args->files, "Tensor files (.npy .npz .pdparams .safetensors ...)")->required();
+  cmd->add_option("FILE", args->files,
+                  absl::StrCat("Tensor files (", formats::TensorFileExtensionList(), ")"))
+      ->required();
   cmd->add_option("--format", args->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();

@@ -17,6 +17,7 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "formats/tensor_file.h"
 
 namespace reprod::reprodctl {
 namespace {
@@ -26,8 +27,8 @@ constexpr char kPushHelp[] = R"(Upload tensor files into a run on the reprod ser
 Each file is one checkpoint, named after the file like the offline commands
 do (forward_paddle.npy -> forward) unless --checkpoint names it; dict files
 push every key (nested dicts flatten to a/b/c), a bare array has the key
-"output". Reads every format compare reads (.npy incl. reprod_log dicts, .npz,
-.pdparams / .pkl, .safetensors). The run is created when it does not exist
+"output". Reads every format compare reads (FILE above lists the file types).
+The run is created when it does not exist
 (--no-create refuses instead). Tensors stream in 1 MiB chunks with a crc32c
 each; pushing the same files again is harmless (identical tensors are
 acknowledged as already present), different bytes under a stored address are
@@ -171,7 +172,8 @@ Runner RegisterPush(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<PushArgs>();
   CLI::App* cmd = app.add_subcommand("push", "Upload tensor files into a run on the server");
   cmd->footer(kPushHelp);
-  cmd->add_option("FILE", args->files, "Tensor files (.npy, .npz, .pdparams, .safetensors, ...)")
+  cmd->add_option("FILE", args->files,
+                  absl::StrCat("Tensor files (", formats::TensorFileExtensionList(), ")"))
       ->required();
   cmd->add_option("--run", args->run, "Run to push into (namespace/name, e.g. bert/paddle)")
       ->required();

@@ -17,6 +17,7 @@
 #include "core/compare.h"
 #include "core/py_float.h"
 #include "core/report.h"
+#include "formats/tensor_file.h"
 #include "kernels/backend.h"
 
 namespace reprod::reprodctl {
@@ -44,11 +45,7 @@ const char* const kAcceptancePoints[] = {"forward", "metric", "loss", "bp_align"
 const char* const kRefSuffixes[] = {"_torch", "_benchmark", "_ref"};
 constexpr char kCandSuffix[] = "_paddle";
 
-bool IsTensorFile(const fs::path& p) {
-  const std::string ext = p.extension().string();
-  return ext == ".npy" || ext == ".npz" || ext == ".pdparams" || ext == ".safetensors" ||
-         ext == ".pkl" || ext == ".pdopt";
-}
+bool IsTensorFile(const fs::path& p) { return formats::IsTensorFileName(p.filename().string()); }
 
 struct Pairing {
   std::string ref_path;   // may be empty
