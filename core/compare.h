@@ -19,15 +19,23 @@
 //
 // Matching: a ref tensor (checkpoint, key, step) pairs with the cand tensor of
 // the same checkpoint and step whose key, after the policy's `rename`, equals
-// key. Unpaired tensors are reported missing_in_ref / missing_in_cand.
+// key. When a key is held by exactly one tensor on each side, one with a step
+// and one without (a file pushed without --step against a run logged with
+// step=0), the two pair with a note. Unpaired tensors are reported
+// missing_in_ref / missing_in_cand; the reason names the steps the other
+// side holds for the same key. Matching and shapes are in
+// internal/pairing.h, judging in internal/judge.h.
 //
 // Shapes: equal shapes compare element-wise. Transposition follows the
 // policy's `transpose` (see policy.h): `auto` compares cand.T with ref when
 // both are 2-D, non-square and reversed; a glob list transposes the listed
-// keys when the shapes are (m, n) and (n, m), square included. Anything else
-// is shape_mismatch; nothing is broadcast or reshaped ((4, 1) vs (4,) and
-// () vs (1,) are mismatches). Pairs with different dtypes are compared by
-// value and carry a note. Equal empty shapes compare zero elements and pass.
+// keys when the shapes are (m, n) and (n, m), square included. Shapes that
+// differ only in size-1 dimensions (() vs (1,), (1, 1000) vs (1000,)) compare
+// element-wise in flat C order with a note, unless the policy has `shapes:
+// strict`. Anything else is shape_mismatch; nothing is broadcast. Pairs with
+// different dtypes are compared by value and carry a note; uint16 tensors
+// named by the policy's `as_bf16` are read as bfloat16. Equal empty shapes
+// compare zero elements and pass.
 //
 // Checks: each compared pair gets the checks its policy resolution gives.
 // allclose and mismatch_ratio count mismatches with the check's tolerance
@@ -42,12 +50,15 @@
 // order. first_failure is the first non-passing tensor in that order.
 //
 // Verdicts: a checkpoint passes when all its tensors pass (warn passes), its
-// min_steps is met and, if required, it exists in both runs. The report
-// passes when every checkpoint passes and no required checkpoint is absent.
+// min_steps is met, it holds a tensor in at least one run and, if required,
+// it exists in both runs. The report passes when every checkpoint passes, no
+// required checkpoint is absent and at least one pair was reduced: nothing
+// compared is never a pass (Report::reasons says why).
 //
 // Pair filter (CompareOptions::pair_filter): matched pairs it rejects are
 // skipped entirely (not reduced, not listed, not counted); tensors present
-// on one side only are still listed. Checkpoint-level facts (steps for
+// on one side only are still listed, and the nothing-compared rules do not
+// apply (a watch round may have no new pair). Checkpoint-level facts (steps for
 // min_steps, presence for `required`) still count every tensor.
 //
 // Errors (the comparison could not be made, as opposed to a failed verdict):

@@ -77,12 +77,12 @@ TEST(CompareIndexedTest, PlansPairsByPositionWithTransposeAndTolerances) {
   RunIndex ref{"ref",
                {{"forward",
                  {T("w", kF32, {2, 3}), T("b", kF32, {3}),
-                  T("only_ref", kF32, {1}), T("mismatch", kF32, {4, 1})}},
+                  T("only_ref", kF32, {1}), T("mismatch", kF32, {4, 2})}},
                 {"loss", {T("loss", kF64, {}, 1), T("loss", kF64, {}, 2)}}}};
   RunIndex cand{"cand",
                 {{"loss", {T("loss", kF32, {}, 2), T("loss", kF32, {}, 1)}},
                  {"forward",
-                  {T("mismatch", kF32, {4}), T("b", kF32, {3}),
+                  {T("mismatch", kF32, {8}), T("b", kF32, {3}),
                    T("w", kF32, {3, 2}), T("only_cand", kF32, {1})}}}};
   Policy policy = MaxAbs(10);
   // loss/*: two allclose tolerances plus mismatch_ratio at the first one.

@@ -175,7 +175,9 @@ TEST(CompareRunsTest, SquareIsNeverGuessedButGlobTransposes) {
   EXPECT_EQ(Find(r2, "fwd", "w").status, TensorStatus::kPass);
 
   // A square reversed pair of different shapes cannot exist, but a listed
-  // non-square key is transposed and an unlisted one is a mismatch.
+  // non-square key is transposed. An unlisted (1, 2) vs (2, 1) differs only
+  // in size-1 dimensions and compares flat (the same element pairing);
+  // under `shapes: strict` it is a mismatch.
   RunData ref3 = MakeRun(
       "r",
       {{"fwd", {E("a", F64({1, 2}, {1, 2})), E("b", F64({1, 2}, {1, 2}))}}});
@@ -186,8 +188,15 @@ TEST(CompareRunsTest, SquareIsNeverGuessedButGlobTransposes) {
   ASSERT_OK_AND_ASSIGN(Report r3, CompareRuns(ref3, cand3, globs, backend));
   EXPECT_TRUE(Find(r3, "fwd", "a").transposed);
   EXPECT_EQ(Find(r3, "fwd", "a").status, TensorStatus::kPass);
-  EXPECT_EQ(Find(r3, "fwd", "b").status, TensorStatus::kShapeMismatch);
-  EXPECT_EQ(Find(r3, "fwd", "b").reason,
+  EXPECT_EQ(Find(r3, "fwd", "b").status, TensorStatus::kPass);
+  EXPECT_FALSE(Find(r3, "fwd", "b").transposed);
+  EXPECT_THAT(Find(r3, "fwd", "b").notes,
+              ElementsAre("shapes (1, 2) and (2, 1) differ only in size-1 "
+                          "dimensions"));
+  globs.shapes = ShapeMode::kStrict;
+  ASSERT_OK_AND_ASSIGN(Report r4, CompareRuns(ref3, cand3, globs, backend));
+  EXPECT_EQ(Find(r4, "fwd", "b").status, TensorStatus::kShapeMismatch);
+  EXPECT_EQ(Find(r4, "fwd", "b").reason,
             "shape mismatch: ref (1, 2) vs cand (2, 1) (key not listed under "
             "'transpose')");
 }
@@ -210,24 +219,28 @@ TEST(CompareRunsTest, TransposeNeverIsShapeMismatch) {
 }
 
 TEST(CompareRunsTest, NoBroadcast) {
-  RunData ref = MakeRun("r", {{"fwd",
-                               {E("a", F32({4, 1}, {1, 2, 3, 4})),
-                                E("s", F32({}, {1})), E("z", F32({}, {1}))}}});
-  RunData cand =
-      MakeRun("c", {{"fwd",
-                     {E("a", F32({4}, {1, 2, 3, 4})), E("s", F32({1}, {1})),
-                      E("z", F32({}, {1.5f}))}}});
+  // Different element counts, or equal counts in differently shaped
+  // dimensions other than 1, never compare.
+  RunData ref = MakeRun(
+      "r", {{"fwd",
+             {E("a", F32({4}, {1, 2, 3, 4})), E("b", F32({2, 2}, {1, 2, 3, 4})),
+              E("c", F32({1, 4, 1}, {1, 2, 3, 4})), E("z", F32({}, {1}))}}});
+  RunData cand = MakeRun(
+      "c", {{"fwd",
+             {E("a", F32({1}, {1})), E("b", F32({4}, {1, 2, 3, 4})),
+              E("c", F32({2, 2}, {1, 2, 3, 4})), E("z", F32({}, {1.5f}))}}});
   FakeBackend backend;
   ASSERT_OK_AND_ASSIGN(Report r, CompareRuns(ref, cand, Reprod(), backend));
   const TensorResult& a = Find(r, "fwd", "a");
   EXPECT_EQ(a.status, TensorStatus::kShapeMismatch);
-  EXPECT_EQ(a.reason, "shape mismatch: ref (4, 1) vs cand (4,)");
+  EXPECT_EQ(a.reason, "shape mismatch: ref (4,) vs cand (1,)");
   EXPECT_FALSE(a.stats.has_value());
-  EXPECT_EQ(*a.shape_ref, (Shape{4, 1}));
-  EXPECT_EQ(*a.shape_cand, (Shape{4}));
-  const TensorResult& s = Find(r, "fwd", "s");
-  EXPECT_EQ(s.status, TensorStatus::kShapeMismatch);
-  EXPECT_EQ(s.reason, "shape mismatch: ref () vs cand (1,)");
+  EXPECT_EQ(*a.shape_ref, (Shape{4}));
+  EXPECT_EQ(*a.shape_cand, (Shape{1}));
+  EXPECT_EQ(Find(r, "fwd", "b").reason,
+            "shape mismatch: ref (2, 2) vs cand (4,)");
+  EXPECT_EQ(Find(r, "fwd", "c").reason,
+            "shape mismatch: ref (1, 4, 1) vs cand (2, 2)");
   // 0-d pairs compare their one element.
   const TensorResult& z = Find(r, "fwd", "z");
   EXPECT_EQ(z.status, TensorStatus::kFail);
@@ -235,7 +248,164 @@ TEST(CompareRunsTest, NoBroadcast) {
   EXPECT_EQ(z.checks[0].value, 0.5);
   EXPECT_THAT(z.max_abs_index, IsEmpty());
   EXPECT_THAT(z.reason, HasSubstr("largest error at []: ref 1.0, cand 1.5"));
-  EXPECT_EQ(r.summary.failed, 3);
+  EXPECT_EQ(r.summary.failed, 4);
+}
+
+TEST(CompareRunsTest, ShapesDifferingOnlyInSize1DimsCompareFlat) {
+  // Paddle < 2.5 returns every loss as (1,), torch as ().
+  RunData ref = MakeRun(
+      "r", {{"fwd",
+             {E("loss", F32({}, {2.5f})), E("logits", F64({1, 3}, {1, 2, 3})),
+              E("col", F64({4, 1}, {1, 2, 3, 4}))}}});
+  RunData cand = MakeRun(
+      "c", {{"fwd",
+             {E("loss", F32({1}, {2.5f})), E("logits", F64({3}, {1, 2, 3.5})),
+              E("col", F64({1, 4}, {1, 2, 3, 4}))}}});
+  FakeBackend backend;
+  Policy never = Reprod();
+  never.transpose = TransposeMode::kNever;  // (4, 1) vs (1, 4) too
+  ASSERT_OK_AND_ASSIGN(Report r, CompareRuns(ref, cand, never, backend));
+  const TensorResult& loss = Find(r, "fwd", "loss");
+  EXPECT_EQ(loss.status, TensorStatus::kPass);
+  EXPECT_EQ(loss.stats->count, 1u);
+  EXPECT_THAT(loss.notes,
+              ElementsAre("shapes () and (1,) differ only in size-1 "
+                          "dimensions"));
+  const TensorResult& logits = Find(r, "fwd", "logits");
+  EXPECT_EQ(logits.status, TensorStatus::kFail);  // decided by the checks
+  EXPECT_EQ(logits.stats->count, 3u);
+  EXPECT_DOUBLE_EQ(logits.checks[0].value, 0.5 / 3);
+  EXPECT_THAT(logits.max_abs_index, ElementsAre(0, 2));  // in ref's shape
+  EXPECT_THAT(logits.reason,
+              HasSubstr("largest error at [0, 2]: ref 3.0, cand 3.5"));
+  EXPECT_FALSE(logits.transposed);
+  const TensorResult& col = Find(r, "fwd", "col");
+  EXPECT_EQ(col.status, TensorStatus::kPass);
+  EXPECT_FALSE(col.transposed);
+  EXPECT_TRUE(r.summary.compared == 3);
+
+  Policy strict = Reprod();
+  strict.shapes = ShapeMode::kStrict;
+  ASSERT_OK_AND_ASSIGN(Report s, CompareRuns(ref, cand, strict, backend));
+  EXPECT_EQ(Find(s, "fwd", "loss").status, TensorStatus::kShapeMismatch);
+  EXPECT_EQ(Find(s, "fwd", "loss").reason,
+            "shape mismatch: ref () vs cand (1,) (policy has shapes: strict)");
+  EXPECT_EQ(Find(s, "fwd", "logits").status, TensorStatus::kShapeMismatch);
+  // Under strict, (4, 1) vs (1, 4) is reversed 2-D: transpose auto takes it.
+  EXPECT_TRUE(Find(s, "fwd", "col").transposed);
+  EXPECT_FALSE(s.passed);
+}
+
+TEST(CompareRunsTest, UnsteppedPairsWithTheOnlyStepOfTheOtherSide) {
+  auto v = F32({1}, {1});
+  // ref: a file pushed without --step; cand: a run logged with step=0.
+  RunData ref = MakeRun("r", {{"loss", {E("loss", v), E("acc", v),
+                                        E("lr", v, 0), E("lr", v, 1)}}});
+  RunData cand = MakeRun(
+      "c", {{"loss", {E("loss", v, 0), E("acc", v, 3), E("acc", v, 4),
+                      E("lr", v)}}});
+  FakeBackend backend;
+  ASSERT_OK_AND_ASSIGN(Report r, CompareRuns(ref, cand, Reprod(), backend));
+  const TensorResult& loss = Find(r, "loss", "loss", 0);
+  EXPECT_EQ(loss.status, TensorStatus::kPass);
+  EXPECT_THAT(loss.notes,
+              ElementsAre("paired by key: ref has no step, cand has step 0"));
+  // Two cand steps: no guess; the missing side names the other's steps.
+  EXPECT_EQ(Find(r, "loss", "acc", 3).status, TensorStatus::kMissingInRef);
+  EXPECT_EQ(Find(r, "loss", "acc", 3).reason,
+            "missing in ref (ref has it without a step)");
+  EXPECT_EQ(Find(r, "loss", "acc").reason,
+            "missing in cand (cand has it at steps 3, 4)");
+  EXPECT_EQ(Find(r, "loss", "lr").reason,
+            "missing in ref (ref has it at steps 0, 1)");
+  EXPECT_EQ(Find(r, "loss", "lr", 1).reason,
+            "missing in cand (cand has it without a step)");
+  EXPECT_EQ(r.summary.compared, 1);
+  EXPECT_FALSE(r.passed);
+
+  // The reverse: ref stepped once, cand without a step.
+  RunData ref2 = MakeRun("r", {{"loss", {E("loss", v, 7)}}});
+  RunData cand2 = MakeRun("c", {{"loss", {E("loss", v)}}});
+  ASSERT_OK_AND_ASSIGN(Report r2, CompareRuns(ref2, cand2, Reprod(), backend));
+  ASSERT_EQ(r2.tensors.size(), 1u);
+  EXPECT_EQ(r2.tensors[0].step, 7);
+  EXPECT_THAT(r2.tensors[0].notes,
+              ElementsAre("paired by key: ref has step 7, cand has no step"));
+  EXPECT_TRUE(r2.passed);
+}
+
+TEST(CompareRunsTest, NothingComparedNeverPasses) {
+  FakeBackend backend;
+  // Two empty runs.
+  ASSERT_OK_AND_ASSIGN(
+      Report empty,
+      CompareRuns(MakeRun("r", {}), MakeRun("c", {}), Reprod(), backend));
+  EXPECT_FALSE(empty.passed);
+  EXPECT_EQ(empty.summary.compared, 0);
+  EXPECT_THAT(empty.reasons,
+              ElementsAre("nothing to compare: neither side holds a tensor"));
+  // Two empty checkpoints (files whose every member was skipped).
+  ASSERT_OK_AND_ASSIGN(
+      Report hollow, CompareRuns(MakeRun("r", {{"fwd", {}}}),
+                                 MakeRun("c", {{"fwd", {}}}), Reprod(), backend));
+  EXPECT_FALSE(hollow.passed);
+  ASSERT_EQ(hollow.checkpoints.size(), 1u);
+  EXPECT_FALSE(hollow.checkpoints[0].passed);
+  EXPECT_THAT(hollow.checkpoints[0].reasons,
+              ElementsAre("checkpoint 'fwd' holds no tensor in either run: "
+                          "nothing compared"));
+  // Disjoint keys.
+  auto v = F32({1}, {1});
+  ASSERT_OK_AND_ASSIGN(
+      Report disjoint,
+      CompareRuns(MakeRun("r", {{"fwd", {E("a", v)}}}),
+                  MakeRun("c", {{"fwd", {E("b", v)}}}), Reprod(), backend));
+  EXPECT_FALSE(disjoint.passed);
+  EXPECT_THAT(disjoint.reasons,
+              ElementsAre("nothing compared: no tensor pairs with a "
+                          "comparable tensor on the other side (1 missing in "
+                          "ref, 1 missing in cand, 0 shape mismatches)"));
+  EXPECT_EQ(backend.batch_calls, 0);
+  // One real pair is enough.
+  ASSERT_OK_AND_ASSIGN(
+      Report one, CompareRuns(MakeRun("r", {{"fwd", {E("a", v)}}}),
+                              MakeRun("c", {{"fwd", {E("a", v)}}}), Reprod(),
+                              backend));
+  EXPECT_TRUE(one.passed);
+  EXPECT_THAT(one.reasons, IsEmpty());
+  // A watch round (pair filter) that rejects every pair is not a failure.
+  CompareOptions filtered;
+  filtered.pair_filter = [](const TensorAddress&) { return false; };
+  ASSERT_OK_AND_ASSIGN(
+      Report none, CompareRuns(MakeRun("r", {{"fwd", {E("a", v)}}}),
+                               MakeRun("c", {{"fwd", {E("a", v)}}}), Reprod(),
+                               backend, filtered));
+  EXPECT_TRUE(none.passed);
+}
+
+TEST(CompareRunsTest, AsBf16ReinterpretsListedUint16Leaves) {
+  // bfloat16 bits of 1.0, 2.0, -0.5 (0x3F80, 0x4000, 0xBF00).
+  const std::vector<uint16_t> bits = {0x3F80, 0x4000, 0xBF00};
+  RunData ref = MakeRun(
+      "r", {{"fwd", {E("w", F32({3}, {1.0f, 2.0f, -0.5f})),
+                     E("ids", F32({3}, {16256, 16384, 48896}))}}});
+  RunData cand = MakeRun(
+      "c", {{"fwd", {E("w", Make(DType::kUInt16, {3}, bits)),
+                     E("ids", Make(DType::kUInt16, {3}, bits))}}});
+  FakeBackend backend;
+  Policy p = Reprod();
+  p.as_bf16 = {"fwd/w"};
+  ASSERT_OK_AND_ASSIGN(Report r, CompareRuns(ref, cand, p, backend));
+  const TensorResult& w = Find(r, "fwd", "w");
+  EXPECT_EQ(w.status, TensorStatus::kPass);
+  EXPECT_EQ(*w.dtype_cand, DType::kBFloat16);
+  EXPECT_THAT(w.notes, ElementsAre("cand uint16 read as bfloat16 (as_bf16)",
+                                   "dtypes differ (ref float32, cand "
+                                   "bfloat16); compared by value"));
+  // Not listed: the uint16 values themselves.
+  const TensorResult& ids = Find(r, "fwd", "ids");
+  EXPECT_EQ(ids.status, TensorStatus::kPass);
+  EXPECT_EQ(*ids.dtype_cand, DType::kUInt16);
 }
 
 TEST(CompareRunsTest, EmptyPairsPass) {

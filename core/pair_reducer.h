@@ -30,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "common/dtype.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::core {
@@ -45,13 +46,19 @@ struct TensorPosition {
 };
 
 // One pair the engine wants reduced. The two tensors have been matched and
-// their shapes checked: equal shapes (element i of ref pairs with element i
-// of cand), or, when transpose_cand, ref (m, n) against cand (n, m) (ref[i,
-// j] pairs with cand[j, i]); dtypes may differ.
+// their shapes checked: the same number of elements (element i of ref pairs
+// with element i of cand in flat C order: equal shapes, or shapes that differ
+// only in size-1 dimensions), or, when transpose_cand, ref (m, n) against
+// cand (n, m) (ref[i, j] pairs with cand[j, i]); dtypes may differ.
 struct PlannedPair {
   TensorPosition ref;   // in the ref RunIndex
   TensorPosition cand;  // in the cand RunIndex
   bool transpose_cand = false;
+  // The dtype each side's bytes are read as. Equal to the stored dtype except
+  // for a uint16 tensor the policy's as_bf16 names (read as bfloat16, same
+  // element size, so chunk offsets are unchanged).
+  DType ref_dtype = DType::kFloat32;
+  DType cand_dtype = DType::kFloat32;
   // One entry per distinct allclose tolerance the key's checks need (never
   // empty; equal_nan as the policy resolves it). options[0] gives the
   // statistics shown in the report.

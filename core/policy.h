@@ -25,6 +25,8 @@
 //       checks: [{metric: cosine, min: 0.99999}, {metric: max_abs, max: 1e-4}]
 //   rename:    [{from: "encoder.layers.", to: "encoder.layer."}]
 //   transpose: auto                 # auto | never | ["*.weight", ...]
+//   shapes:    size1                # size1 | strict
+//   as_bf16:   ["*.weight"]         # uint16 leaves holding bfloat16 bits
 //   required:  [forward, metric, loss, bp_align, train_align]
 //
 // A check is a mapping {metric, max | min, warn, atol, rtol}:
@@ -63,6 +65,16 @@
 // transposes exactly the listed keys (matched on "checkpoint/key") whenever
 // the shapes are (m, n) and (n, m), square included, and no other key.
 //
+// `shapes`: `size1` (default) compares shapes that differ only in size-1
+// dimensions and hold the same number of elements (`()` vs `(1,)`, `(1, 1000)`
+// vs `(1000,)`, `(4, 1)` vs `(4,)`) element-wise in flat C order, with a note;
+// `strict` makes them a shape mismatch. Nothing is ever broadcast. The
+// transpose rule is applied first.
+//
+// `as_bf16`: globs on "checkpoint/key"; a matching leaf of dtype uint16 is
+// read as bfloat16 bit patterns (Paddle exposes bf16 parameters as a uint16
+// view), with a note. Other dtypes are not reinterpreted.
+//
 // `min_steps` counts the distinct steps of that checkpoint present in the
 // candidate run; when no candidate tensor of the checkpoint carries a step
 // (file inputs), it counts the checkpoint's candidate tensors instead. Fewer
@@ -87,6 +99,10 @@
 
 namespace reprod::core {
 
+// reprod_log's default diff threshold (mean diff <= 1e-6): the `defaults` of
+// a policy document that sets none, and of the "reprod" preset.
+inline constexpr double kReprodLogThreshold = 1e-6;
+
 // reprod::core::Metric — the statistics a check can bound.
 enum class Metric {
   kMeanAbs,
@@ -102,6 +118,9 @@ enum class Metric {
 
 // "mean_abs", "max_abs", ..., "allclose" (the policy/JSON names).
 std::string_view MetricName(Metric m);
+
+// Every metric name, comma-separated, in a stable order (for messages).
+std::string MetricNameList();
 
 // Inverse of MetricName; nullopt for unknown names.
 std::optional<Metric> MetricFromName(std::string_view name);
@@ -175,6 +194,11 @@ struct Rename {
   std::string to;
 };
 
+enum class ShapeMode {
+  kSize1,   // shapes equal after dropping size-1 dims compare flat
+  kStrict,  // any shape difference is a mismatch (unless transposed)
+};
+
 enum class TransposeMode {
   kAuto,   // 2-D, non-square, reversed shapes -> transposed compare
   kNever,  // never transpose
@@ -192,6 +216,8 @@ struct Policy {
   std::vector<Rename> rename;
   TransposeMode transpose = TransposeMode::kAuto;
   std::vector<std::string> transpose_globs;  // kGlobs only
+  ShapeMode shapes = ShapeMode::kSize1;
+  std::vector<std::string> as_bf16;  // globs on "checkpoint/key"
   std::vector<std::string> required;
 
   // The checkpoint's entry, or nullptr.
@@ -214,6 +240,14 @@ PolicyResolution ResolvePolicy(const Policy& policy,
 
 // The candidate key after the policy's rename entries.
 std::string ApplyRename(const Policy& policy, std::string_view cand_key);
+
+// "size1" or "strict" (the `shapes` field); InvalidArgument naming the
+// value and the choices otherwise.
+absl::StatusOr<ShapeMode> ParseShapeMode(std::string_view name);
+
+// True when "checkpoint/key" matches one of the policy's as_bf16 globs.
+bool ReadAsBFloat16(const Policy& policy, std::string_view checkpoint,
+                    std::string_view key);
 
 // fnmatch(3)-style glob without FNM_PATHNAME (see the file comment).
 bool GlobMatch(std::string_view pattern, std::string_view text);

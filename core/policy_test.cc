@@ -216,6 +216,34 @@ TEST(ParsePolicyTest, ErrorsNameProblemAndLine) {
   }
 }
 
+TEST(ParsePolicyTest, ShapesAndAsBf16) {
+  ASSERT_OK_AND_ASSIGN(Policy d, ParsePolicy("name: x\n", "p.yaml"));
+  EXPECT_EQ(d.shapes, ShapeMode::kSize1);  // the default
+  EXPECT_TRUE(d.as_bf16.empty());
+  EXPECT_FALSE(ReadAsBFloat16(d, "forward", "w"));
+  ASSERT_OK_AND_ASSIGN(
+      Policy p, ParsePolicy("shapes: strict\nas_bf16: [\"*.weight\", "
+                            "\"fwd/b\"]\n",
+                            "p.yaml"));
+  EXPECT_EQ(p.shapes, ShapeMode::kStrict);
+  EXPECT_THAT(p.as_bf16, ElementsAre("*.weight", "fwd/b"));
+  EXPECT_TRUE(ReadAsBFloat16(p, "bp_align", "grad/fc.weight"));
+  EXPECT_TRUE(ReadAsBFloat16(p, "fwd", "b"));
+  EXPECT_FALSE(ReadAsBFloat16(p, "fwd", "bias"));
+  ASSERT_OK_AND_ASSIGN(Policy s1, ParsePolicy("shapes: size1\n", "p.yaml"));
+  EXPECT_EQ(s1.shapes, ShapeMode::kSize1);
+  EXPECT_THAT(ParsePolicy("\nshapes: squeeze\n", "p.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("p.yaml:2:"),
+                             HasSubstr("unknown shapes mode 'squeeze'"))));
+  EXPECT_THAT(ParsePolicy("as_bf16: w\n", "p.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("'as_bf16' must be a list of strings")));
+  EXPECT_THAT(ParseShapeMode("loose"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("expected size1")));
+}
+
 TEST(ParsePolicyTest, EmptyDocumentIsAnError) {
   EXPECT_THAT(ParsePolicy("", "empty.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -6,7 +6,8 @@
 // non-finite numbers become the strings "NaN", "Infinity", "-Infinity".
 // Fields beyond the contract (extras): top level `backend`; checkpoints
 // `passed_tensors`, `warned_tensors`, `failed_tensors`, `steps`, `min_steps`,
-// `present_in_ref`, `present_in_cand`, `reasons`, `worst`; tensors
+// `present_in_ref`, `present_in_cand`, `reasons`, `worst`; top level
+// `reasons`, summary `compared`; tensors
 // `cand_key`, `policy_source`, `reason`, `notes`; stats `nan_diff`,
 // `inf_diff`, `atol`, `rtol` (the tolerance `mismatches` was counted with);
 // checks `atol`, `rtol` (allclose / mismatch_ratio).
@@ -394,7 +395,13 @@ std::string RenderJson(const Report& report) {
   w.Int(report.summary.missing_in_ref);
   w.Key("missing_in_cand");
   w.Int(report.summary.missing_in_cand);
+  w.Key("compared");
+  w.Int(report.summary.compared);
   w.EndObject();
+  w.Key("reasons");
+  w.BeginArray(/*inline_=*/false);
+  for (const std::string& r : report.reasons) w.String(r);
+  w.EndArray();
   w.Key("first_failure");
   if (report.first_failure) {
     w.BeginObject(/*inline_=*/true);

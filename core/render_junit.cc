@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
@@ -84,9 +85,25 @@ std::string RenderJunit(const Report& report) {
     tests += c.tensors + (c.reasons.empty() ? 0 : 1);
     failures += c.failed_tensors + (c.reasons.empty() ? 0 : 1);
   }
+  const std::string report_failure = absl::StrJoin(report.reasons, "; ");
+  if (!report.reasons.empty()) {
+    ++tests;
+    ++failures;
+  }
   std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
   absl::StrAppend(&out, "<testsuites name=\"reprod\" tests=\"", tests,
                   "\" failures=\"", failures, "\" errors=\"0\">\n");
+  if (!report.reasons.empty()) {
+    // Report-level failures ("nothing compared") belong to no checkpoint.
+    absl::StrAppend(&out,
+                    "  <testsuite name=\"[report]\" tests=\"1\" "
+                    "failures=\"1\" errors=\"0\" skipped=\"0\">\n"
+                    "    <testcase classname=\"[report]\" name=\"[report]\">"
+                    "\n      <failure message=\"",
+                    Xml(report_failure), "\" type=\"report\">",
+                    Xml(report_failure),
+                    "</failure>\n    </testcase>\n  </testsuite>\n");
+  }
   for (const CheckpointResult& c : report.checkpoints) {
     const int64_t suite_tests = c.tensors + (c.reasons.empty() ? 0 : 1);
     const int64_t suite_failures =

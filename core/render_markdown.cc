@@ -80,6 +80,9 @@ std::string RenderMarkdown(const Report& report) {
                   "|---:|---:|---:|---:|---:|---:|\n| ", s.tensors, " | ",
                   s.passed, " | ", s.warned, " | ", s.failed, " | ",
                   s.missing_in_ref, " | ", s.missing_in_cand, " |\n\n");
+  for (const std::string& r : report.reasons) {
+    absl::StrAppend(&out, "**", Cell(r), "**\n\n");
+  }
   if (report.first_failure) {
     const TensorAddress& f = *report.first_failure;
     absl::StrAppend(

@@ -84,6 +84,7 @@ std::string RenderText(const Report& report, absl::Time now) {
   for (const CheckpointResult& c : report.checkpoints) {
     for (const std::string& r : c.reasons) w.Line(SanitizeUtf8(r));
   }
+  for (const std::string& r : report.reasons) w.Line(SanitizeUtf8(r));
   return w.Finish(report.passed);
 }
 

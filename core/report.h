@@ -95,7 +95,9 @@ struct TensorResult {
   // location and values there; or the shapes; or the missing side).
   std::string reason;
   // Remarks that do not change the verdict: differing dtypes ("dtypes differ
-  // (ref float32, cand float16); compared by value"), transposition.
+  // (ref float32, cand float16); compared by value"), transposition, shapes
+  // differing only in size-1 dimensions, a step-less tensor paired with a
+  // stepped one, a uint16 read as bfloat16.
   std::vector<std::string> notes;
 
   // "key" or "key@step".
@@ -135,8 +137,11 @@ struct CheckpointResult {
 
 // Totals over all tensors. tensors = passed + warned + failed +
 // missing_in_ref + missing_in_cand; `failed` includes shape mismatches.
+// `compared` counts the pairs whose statistics were reduced (pass, warn and
+// fail); a report with compared == 0 never passes.
 struct ReportSummary {
   int64_t tensors = 0;
+  int64_t compared = 0;
   int64_t passed = 0;
   int64_t warned = 0;
   int64_t failed = 0;
@@ -168,6 +173,9 @@ struct Report {
   // Tensors grouped by checkpoint (same order as `checkpoints`), in the
   // candidate's producer order, then those missing in cand (ref order).
   std::vector<TensorResult> tensors;
+  // Report-level failures that belong to no checkpoint, one per line (today:
+  // "nothing compared: ..." when no pair could be reduced).
+  std::vector<std::string> reasons;
 
   const CheckpointResult* FindCheckpoint(std::string_view name) const;
 };

@@ -163,7 +163,8 @@ TEST(RenderTextTest, MultiCheckpointMismatchMissingAndReasons) {
                {"bp_align", {E("loss", F64({}, {1}), 0)}}}};
   RunData cand{
       "c",
-      {{"forward", {E("a", F64({4}, {1, 2, 3, 4})), E("extra", F64({1}, {1}))}},
+      {{"forward",
+        {E("a", F64({2, 2}, {1, 2, 3, 4})), E("extra", F64({1}, {1}))}},
        {"bp_align", {E("loss", F64({}, {1}), 0)}}}};
   Policy p = *PresetPolicy("reprod");
   p.checkpoints.push_back({"bp_align", CheckpointPolicy{{}, 2, {}}});
@@ -173,7 +174,7 @@ TEST(RenderTextTest, MultiCheckpointMismatchMissingAndReasons) {
   const std::string P = kPrefix;
   EXPECT_THAT(Lines(text),
               ElementsAre(P + "forward/a: ",
-                          P + "\tshape mismatch: ref (4, 1) vs cand (4,)",
+                          P + "\tshape mismatch: ref (4, 1) vs cand (2, 2)",
                           P + "forward/extra: ", P + "\tmissing in ref",
                           P + "forward/gone: ", P + "\tmissing in cand",
                           P + "bp_align/loss@0: ",
@@ -187,7 +188,7 @@ TEST(RenderTextTest, MultiCheckpointMismatchMissingAndReasons) {
                        RenderReprodLogText(r, "forward", At()));
   EXPECT_THAT(
       Lines(fwd),
-      ElementsAre(P + "a: ", P + "\tshape mismatch: ref (4, 1) vs cand (4,)",
+      ElementsAre(P + "a: ", P + "\tshape mismatch: ref (4, 1) vs cand (2, 2)",
                   P + "extra: ", P + "\tmissing in ref", P + "gone: ",
                   P + "\tmissing in cand", P + "diff check failed"));
   ASSERT_OK_AND_ASSIGN(std::string bp,
@@ -233,7 +234,7 @@ Report RichReport() {
       {{"forward",
         {E("logits", F64({3, 2}, {1, 4, 2, 5, 3, 6.5})),
          E("nan", F64({2}, {1, 1})), E("inf", F64({2}, {0, 1})),
-         E("shape", F64({4}, {1, 2, 3, 4})), E("only_cand", F64({1}, {1}))}},
+         E("shape", F64({2, 2}, {1, 2, 3, 4})), E("only_cand", F64({1}, {1}))}},
        {"loss", {E("loss", F64({}, {0.3}), 7)}}}};
   Policy p = *PresetPolicy("reprod");
   p.defaults.push_back(MinCheck(Metric::kCosine, 0.5, 0.99));
@@ -256,8 +257,9 @@ TEST(RenderJsonTest, ContractFieldsAndTypes) {
   EXPECT_EQ(j["policy"], "reprod");
   EXPECT_EQ(j["backend"], "fake");
   ExpectType(j, "summary", V::object);
+  ExpectType(j, "reasons", V::array);
   for (const char* f : {"tensors", "passed", "warned", "failed",
-                        "missing_in_ref", "missing_in_cand"}) {
+                        "missing_in_ref", "missing_in_cand", "compared"}) {
     ExpectInteger(j["summary"], f);
   }
   EXPECT_EQ(j["summary"]["tensors"], 7);
@@ -360,7 +362,7 @@ TEST(RenderJsonTest, ContractFieldsAndTypes) {
   EXPECT_EQ(shape["status"], "shape_mismatch");
   EXPECT_TRUE(shape["stats"].is_null());
   EXPECT_EQ(shape["shape_ref"], Json::parse("[4, 1]"));
-  EXPECT_EQ(shape["shape_cand"], Json::parse("[4]"));
+  EXPECT_EQ(shape["shape_cand"], Json::parse("[2, 2]"));
 
   const Json& only_cand = j["tensors"][4];
   EXPECT_EQ(only_cand["status"], "missing_in_ref");
@@ -409,6 +411,32 @@ TEST(RenderJsonTest, EmptyPair) {
 
 // ---------------------------------------------------------------------------
 // JUnit and markdown
+
+TEST(RenderAllFormatsTest, NothingComparedIsAFailureInEveryFormat) {
+  Report r = Compare(RunData{"r", {}}, RunData{"c", {}},
+                     *PresetPolicy("reprod"));
+  ASSERT_FALSE(r.passed);
+  const std::string reason = "nothing to compare: neither side holds a tensor";
+  ASSERT_OK_AND_ASSIGN(std::string text,
+                       RenderReport(r, ReportFormat::kText, At()));
+  EXPECT_THAT(Lines(text), ElementsAre(std::string(kPrefix) + reason,
+                                       std::string(kPrefix) +
+                                           "diff check failed"));
+  ASSERT_OK_AND_ASSIGN(std::string json, RenderReport(r, ReportFormat::kJson));
+  const Json j = Json::parse(json);
+  EXPECT_EQ(j["passed"], false);
+  EXPECT_EQ(j["summary"]["compared"], 0);
+  EXPECT_EQ(j["reasons"], Json::parse("[\"" + reason + "\"]"));
+  ASSERT_OK_AND_ASSIGN(std::string junit,
+                       RenderReport(r, ReportFormat::kJunit));
+  EXPECT_THAT(junit, HasSubstr("tests=\"1\" failures=\"1\""));
+  EXPECT_THAT(junit, HasSubstr("<failure message=\"" + reason +
+                               "\" type=\"report\">"));
+  ASSERT_OK_AND_ASSIGN(std::string md,
+                       RenderReport(r, ReportFormat::kMarkdown));
+  EXPECT_THAT(md, HasSubstr("# reprod report: FAILED"));
+  EXPECT_THAT(md, HasSubstr("**" + reason + "**"));
+}
 
 TEST(RenderJunitTest, SuitesCasesAndFailures) {
   Report r = RichReport();

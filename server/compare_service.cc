@@ -37,7 +37,9 @@ bool Finished(storage::RunState s) { return s != storage::RunState::kOpen; }
 
 }  // namespace
 
-absl::StatusOr<core::Policy> PolicyFromSpec(const v1::PolicySpec& spec) {
+namespace {
+
+absl::StatusOr<core::Policy> BasePolicyFromSpec(const v1::PolicySpec& spec) {
   switch (spec.source_case()) {
     case v1::PolicySpec::kPreset:
       return core::PresetPolicy(spec.preset());
@@ -47,6 +49,18 @@ absl::StatusOr<core::Policy> PolicyFromSpec(const v1::PolicySpec& spec) {
       break;
   }
   return core::PresetPolicy("reprod");
+}
+
+}  // namespace
+
+absl::StatusOr<core::Policy> PolicyFromSpec(const v1::PolicySpec& spec) {
+  REPROD_ASSIGN_OR_RETURN(core::Policy policy, BasePolicyFromSpec(spec));
+  policy.as_bf16.insert(policy.as_bf16.end(), spec.as_bf16().begin(),
+                        spec.as_bf16().end());
+  if (!spec.shapes().empty()) {
+    REPROD_ASSIGN_OR_RETURN(policy.shapes, core::ParseShapeMode(spec.shapes()));
+  }
+  return policy;
 }
 
 absl::Status CompareServiceImpl::CompareAndStore(

@@ -236,8 +236,8 @@ class Planner {
     }
     JobTask t;
     t.pair = i;
-    t.ref = TensorView{r.dtype, r.shape, nullptr};
-    t.cand = TensorView{c.dtype, c.shape, nullptr};
+    t.ref = TensorView{p.ref_dtype, r.shape, nullptr};
+    t.cand = TensorView{p.cand_dtype, c.shape, nullptr};
     t.ref_dst = small_.Reserve(rb);
     t.cand_dst = small_.Reserve(cb);
     t.transpose = p.transpose_cand;
@@ -267,8 +267,8 @@ class Planner {
       JobTask t;
       t.pair = i;
       t.part = part;
-      t.ref = TensorView{r.dtype, Shape{len}, nullptr};
-      t.cand = TensorView{c.dtype, Shape{len}, nullptr};
+      t.ref = TensorView{p.ref_dtype, Shape{len}, nullptr};
+      t.cand = TensorView{p.cand_dtype, Shape{len}, nullptr};
       t.ref_dst = job.Reserve(static_cast<size_t>(len) * rs);
       t.cand_dst = job.Reserve(static_cast<size_t>(len) * cs);
       t.index_base = static_cast<uint64_t>(e0);
@@ -312,8 +312,8 @@ class Planner {
         t.pair = i;
         t.part = part;
         t.transpose = true;
-        t.ref = TensorView{r.dtype, Shape{tr, tc}, nullptr};
-        t.cand = TensorView{c.dtype, Shape{tc, tr}, nullptr};
+        t.ref = TensorView{p.ref_dtype, Shape{tr, tc}, nullptr};
+        t.cand = TensorView{p.cand_dtype, Shape{tc, tr}, nullptr};
         t.ref_dst = job.Reserve(static_cast<size_t>(tr * tc) * rs);
         t.cand_dst = job.Reserve(static_cast<size_t>(tr * tc) * cs);
         if (tc == n) {

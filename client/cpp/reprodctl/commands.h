@@ -56,6 +56,12 @@ absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
 // kExitUnreachable for an unreachable server.
 int ReportError(const absl::Status& status);
 
+// The exit code of a finished comparison. A comparison that held no tensor
+// at all (every member skipped, two empty files, folders or runs) is bad
+// input, never a pass: prints "reprodctl: error: nothing to compare: <what>"
+// and returns kExitBadInput. Otherwise kExitPass or kExitFail by `passed`.
+int VerdictExitCode(bool passed, int64_t tensors, const std::string& what);
+
 // Writes `text` to `path`, or stdout when path is empty. Creates no
 // directories. Errors name the path.
 absl::Status WriteOutput(const std::string& path, const std::string& text);

@@ -11,6 +11,14 @@ int ReportError(const absl::Status& status) {
   return kExitBadInput;
 }
 
+int VerdictExitCode(bool passed, int64_t tensors, const std::string& what) {
+  if (tensors == 0) {
+    std::fprintf(stderr, "reprodctl: error: nothing to compare: %s\n", what.c_str());
+    return kExitBadInput;
+  }
+  return passed ? kExitPass : kExitFail;
+}
+
 absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
     const GlobalOptions& global) {
   auto kind = kernels::ParseBackendKind(global.backend);

@@ -109,7 +109,11 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
   // reprod_log's text lines carry no locations; say where each failure is on
   // stderr, so stdout stays byte-compatible with reprod_log's log.
   if (*format == core::ReportFormat::kText && !global.quiet) PrintFailures(*report);
-  return report->passed ? kExitPass : kExitFail;
+  return VerdictExitCode(
+      report->passed, report->summary.tensors,
+      absl::StrCat("neither ", args.ref, " nor ", args.cand,
+                   " holds a tensor that could be read",
+                   notes.empty() ? "" : " (skipped values are noted above)"));
 }
 
 }  // namespace

@@ -60,7 +60,9 @@ int RunRemoteCompare(const RemoteCompareArgs& args, const GlobalOptions& global)
   }
   std::fprintf(stderr, "reprodctl: report %s (reprodctl report get %s)\n", report->id().c_str(),
                report->id().c_str());
-  return report->passed() ? kExitPass : kExitFail;
+  return VerdictExitCode(report->passed(), static_cast<int64_t>(report->summary().tensors()),
+                         absl::StrCat("runs ", args.ref, " and ", args.cand,
+                                      " hold no tensor in the compared checkpoints"));
 }
 
 }  // namespace reprod::reprodctl

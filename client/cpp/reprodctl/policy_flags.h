@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
@@ -23,13 +24,21 @@ struct PolicyFlags {
   std::string method = "mean";
   std::optional<double> atol;
   std::optional<double> rtol;
+  // Added to whichever policy the flags above choose.
+  std::vector<std::string> as_bf16;  // --as-bf16 GLOB (repeatable)
+  std::string shapes;                // --shapes size1|strict ("" = policy's)
 
   // Adds the flags to `cmd`; `default_preset` applies when none is given.
   void Register(CLI::App& cmd, const std::string& default_preset);
 
-  // The policy the flags describe. InvalidArgument for unknown presets,
-  // methods or bad numbers; errors of LoadPolicyFile for --policy.
+  // The policy the flags describe, with --as-bf16 and --shapes applied.
+  // InvalidArgument for unknown presets, methods, shapes modes or bad
+  // numbers; errors of LoadPolicyFile for --policy.
   absl::StatusOr<core::Policy> Resolve() const;
+
+ private:
+  // The policy chosen by --policy/--preset/--threshold/--atol/--rtol.
+  absl::StatusOr<core::Policy> ResolveBase() const;
 };
 
 }  // namespace reprod::reprodctl

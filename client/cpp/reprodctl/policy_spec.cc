@@ -50,6 +50,8 @@ absl::StatusOr<v1::PolicySpec> PolicySpecFromFlags(const PolicyFlags& flags,
     if (absl::Status s = ValidateCheckpointName(c); !s.ok()) return s;
     spec.add_checkpoints(c);
   }
+  for (const std::string& g : flags.as_bf16) spec.add_as_bf16(g);
+  spec.set_shapes(flags.shapes);
   // Resolving checks the flags (and parses a policy file) locally.
   absl::StatusOr<core::Policy> policy = flags.Resolve();
   if (!policy.ok()) return policy.status();

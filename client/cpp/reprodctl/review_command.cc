@@ -200,7 +200,9 @@ int RunReview(const ReviewArgs& args, const GlobalOptions& global) {
   const bool passed = report->passed && !any_missing_pair;
   absl::StrAppend(&out, "Review ", passed ? "PASSED" : "FAILED", "\n");
   if (auto s = WriteOutput("", out); !s.ok()) return ReportError(s);
-  return passed ? kExitPass : kExitFail;
+  return VerdictExitCode(
+      passed, report->summary.tensors,
+      absl::StrCat(args.dir, " holds no X_torch/X_paddle pair with a tensor that could be read"));
 }
 
 }  // namespace
