@@ -5,7 +5,7 @@
 #   scripts/run-fuzzers.sh [SECONDS]
 #
 # Environment: BUILD_DIR (default build-fuzz), FUZZERS (default
-# "npy pickle npz safetensors"), JOBS (ninja -j, default 2).
+# "npy pickle npz safetensors torch"), JOBS (ninja -j, default 2).
 # Prints one summary line per fuzzer; exits non-zero when any fuzzer finds a
 # crash, leak, timeout or out-of-memory (the reproducer is kept under
 # $BUILD_DIR/fuzz-findings/<name>/).
@@ -14,7 +14,7 @@ set -euo pipefail
 SECONDS_PER_FUZZER="${1:-30}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build-fuzz}"
-FUZZERS="${FUZZERS:-npy pickle npz safetensors}"
+FUZZERS="${FUZZERS:-npy pickle npz safetensors torch}"
 JOBS="${JOBS:-2}"
 
 if ! command -v clang++ >/dev/null; then
