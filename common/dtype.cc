@@ -6,7 +6,8 @@ namespace reprod {
 namespace {
 constexpr std::array<std::string_view, kNumDTypes> kNames = {
     "bool",  "int8",    "uint8",    "int16",   "int32",
-    "int64", "float16", "bfloat16", "float32", "float64"};
+    "int64", "float16", "bfloat16", "float32", "float64",
+    "uint16", "uint32", "uint64"};
 }  // namespace
 
 std::string_view DTypeName(DType t) {

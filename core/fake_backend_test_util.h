@@ -15,43 +15,14 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "common/half.h"
+#include "common/element.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
 
 namespace reprod::core::testing {
 
 inline double ElementAt(const TensorView& v, int64_t i) {
-  const auto* p = static_cast<const unsigned char*>(v.data) +
-                  static_cast<size_t>(i) * DTypeSize(v.dtype);
-  auto load = [p](auto tag) {
-    decltype(tag) x;
-    std::memcpy(&x, p, sizeof(x));
-    return x;
-  };
-  switch (v.dtype) {
-    case DType::kBool:
-      return load(uint8_t{}) != 0 ? 1.0 : 0.0;
-    case DType::kInt8:
-      return load(int8_t{});
-    case DType::kUInt8:
-      return load(uint8_t{});
-    case DType::kInt16:
-      return load(int16_t{});
-    case DType::kInt32:
-      return load(int32_t{});
-    case DType::kInt64:
-      return static_cast<double>(load(int64_t{}));
-    case DType::kFloat16:
-      return Float16ToFloat(load(uint16_t{}));
-    case DType::kBFloat16:
-      return BFloat16ToFloat(load(uint16_t{}));
-    case DType::kFloat32:
-      return load(float{});
-    case DType::kFloat64:
-      return load(double{});
-  }
-  return 0;
+  return LoadElementAsDouble(v.dtype, v.data, i);
 }
 
 class FakeBackend : public kernels::Backend {

@@ -24,6 +24,17 @@ absl::Status Invalid(const std::string& what, std::string_view msg) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", std::string(msg)));
 }
 
+// "b1 i1 u1 ...": the numpy type codes reprod reads, for messages.
+std::string SupportedTypeCodes() {
+  std::string codes;
+  for (int i = 0; i < kNumDTypes; ++i) {
+    if (const auto code = internal::NpyTypeCode(static_cast<DType>(i)); code.has_value()) {
+      absl::StrAppend(&codes, codes.empty() ? "" : " ", std::string(*code));
+    }
+  }
+  return codes;
+}
+
 // Maps a numpy descr to a DType (nullopt for '|O'); sets *big_endian.
 absl::StatusOr<std::optional<DType>> DescrToDType(const std::string& descr,
                                                   const std::string& what,
@@ -34,17 +45,7 @@ absl::StatusOr<std::optional<DType>> DescrToDType(const std::string& descr,
     const std::string_view code = std::string_view(descr).substr(1);
     if (order == '<' || order == '>' || order == '|' || order == '=') {
       if (code == "O" || code == "O8") return std::optional<DType>();
-      std::optional<DType> t;
-      if (code == "b1") t = DType::kBool;
-      if (code == "i1") t = DType::kInt8;
-      if (code == "u1") t = DType::kUInt8;
-      if (code == "i2") t = DType::kInt16;
-      if (code == "i4") t = DType::kInt32;
-      if (code == "i8") t = DType::kInt64;
-      if (code == "f2") t = DType::kFloat16;
-      if (code == "f4") t = DType::kFloat32;
-      if (code == "f8") t = DType::kFloat64;
-      if (t.has_value()) {
+      if (const std::optional<DType> t = internal::DTypeFromNpyTypeCode(code); t.has_value()) {
         *big_endian = order == '>' && DTypeSize(*t) > 1;
         return t;
       }
@@ -52,7 +53,7 @@ absl::StatusOr<std::optional<DType>> DescrToDType(const std::string& descr,
   }
   return absl::InvalidArgumentError(absl::StrCat(
       what, ": unsupported npy dtype ", internal::Quote(descr),
-      " (supported: b1 i1 u1 i2 i4 i8 f2 f4 f8 and pickled objects |O)"));
+      " (supported: ", SupportedTypeCodes(), " and pickled objects |O)"));
 }
 
 }  // namespace
@@ -217,19 +218,9 @@ absl::StatusOr<TensorFile> ReadNpy(std::shared_ptr<const MappedFile> file,
 }
 
 std::optional<std::string> NpyDescr(DType dtype) {
-  switch (dtype) {
-    case DType::kBool: return "|b1";
-    case DType::kInt8: return "|i1";
-    case DType::kUInt8: return "|u1";
-    case DType::kInt16: return "<i2";
-    case DType::kInt32: return "<i4";
-    case DType::kInt64: return "<i8";
-    case DType::kFloat16: return "<f2";
-    case DType::kFloat32: return "<f4";
-    case DType::kFloat64: return "<f8";
-    case DType::kBFloat16: return std::nullopt;
-  }
-  return std::nullopt;
+  const std::optional<std::string_view> code = internal::NpyTypeCode(dtype);
+  if (!code.has_value()) return std::nullopt;
+  return absl::StrCat(DTypeSize(dtype) == 1 ? "|" : "<", std::string(*code));
 }
 
 absl::StatusOr<std::string> EncodeNpy(const TensorView& tensor) {

@@ -6,14 +6,14 @@
 //   absl::StatusOr<std::string> bytes = EncodeNpy(view);  // v1 header
 //
 // Reading: the header (a Python dict literal) is parsed without evaluating
-// anything. Numeric arrays with descr b1 i1 i2 i4 i8 u1 f2 f4 f8 in any byte
-// order ('<', '>', '|', '=') are returned under the key "output"; C-order
+// anything. Numeric arrays with descr b1 i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 in
+// any byte order ('<', '>', '|', '=') are returned under the key "output"; C-order
 // little-endian data aligned to the element size is borrowed from the file
 // (zero copy), Fortran-order or big-endian data is converted into a new
 // C-order little-endian buffer. Object arrays ('|O', what np.save writes for
 // a dict and reprod_log writes) hold a pickle, which is read by the
 // restricted unpickler of formats/pickle.h and flattened into one tensor per
-// leaf (format kNpyPickledDict). Other descrs (u2, u4, u8, complex, strings,
+// leaf (format kNpyPickledDict). Other descrs (complex, strings, datetimes,
 // structured) are refused with InvalidArgument naming the descr. Trailing
 // bytes after the array data are ignored, as numpy does.
 //

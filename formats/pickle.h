@@ -38,8 +38,8 @@
 // last value, as in Python. paddle's protocol-2/3 big-parameter slices
 // ("k@@.0", "k@@.1", ... with the "UnpackBigParamInfor@@" table) are joined
 // back into "k". Strings, None, bytes, empty containers, Python ints outside
-// int64, arrays of dtypes reprod lacks (uint16/32/64, complex, strings,
-// datetimes, structured) and paddle's "StructuredToParameterName@@" /
+// int64, arrays of dtypes reprod lacks (complex, strings, datetimes,
+// structured) and paddle's "StructuredToParameterName@@" /
 // "UnpackBigParamInfor@@" tables go to TensorFile::skipped as "key: reason".
 // When two leaves flatten to the same key, the first is kept and the second
 // is listed in `skipped`.

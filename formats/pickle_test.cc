@@ -90,7 +90,7 @@ TEST_P(NestedFixture, FlattensContainersAndScalars) {
   ASSERT_OK_AND_ASSIGN(TensorFile f, ReadFixture(GetParam()));
   EXPECT_THAT(Keys(f), ElementsAre("model/layer/weight", "list/0", "list/1", "list/2",
                                    "list/3", "tuple/0", "tuple/1", "od/z", "od/y",
-                                   "scalar_f8", "scalar_b", "7"));
+                                   "scalar_f8", "scalar_b", "7", "u2"));
   EXPECT_THAT(Values<float>(*Find(f, "model/layer/weight")), ElementsAre(0, 1, 2, 3));
   EXPECT_THAT(Values<int32_t>(*Find(f, "list/0")), ElementsAre(1));
   EXPECT_EQ(Find(f, "list/1")->dtype(), DType::kInt64);
@@ -106,9 +106,9 @@ TEST_P(NestedFixture, FlattensContainersAndScalars) {
   EXPECT_THAT(Values<double>(*Find(f, "scalar_f8")), ElementsAre(0.125));
   EXPECT_EQ(Find(f, "scalar_b")->dtype(), DType::kBool);
   EXPECT_THAT(Values<uint8_t>(*Find(f, "7")), ElementsAre(7));
-  EXPECT_THAT(f.skipped, ElementsAre(StartsWith("name: str 'a string'"), StartsWith("none: None"),
-                                     AllOf(StartsWith("u2: unsupported numpy dtype"),
-                                           HasSubstr("u2"))));
+  EXPECT_EQ(Find(f, "u2")->dtype(), DType::kUInt16);
+  EXPECT_THAT(Values<uint16_t>(*Find(f, "u2")), ElementsAre(1, 2));
+  EXPECT_THAT(f.skipped, ElementsAre(StartsWith("name: str 'a string'"), StartsWith("none: None")));
 }
 
 INSTANTIATE_TEST_SUITE_P(NumpyVersionsAndProtocols, NestedFixture,
@@ -329,6 +329,38 @@ TEST(PickleHandWritten, BigEndianAndFortranAreConverted) {
   ASSERT_OK_AND_ASSIGN(TensorFile f, ReadBytes(w.str()));
   ASSERT_EQ(f.tensors.size(), 1u);
   EXPECT_THAT(Values<int16_t>(f.tensors[0].tensor), ElementsAre(1, 3, 2, 4));
+}
+
+TEST(PickleHandWritten, UnsignedWideTypesAreReadInEveryLayout) {
+  // Little-endian uint16/32/64 at their maxima, big-endian uint64, Fortran
+  // uint32 (2, 2): column-major [[1, 3], [2, 4]]^T. complex64 is still skipped.
+  auto le = [](auto... v) {
+    std::string out;
+    ((out.append(reinterpret_cast<const char*>(&v), sizeof(v))), ...);
+    return out;
+  };
+  PickleWriter w;
+  w.Proto(4).Op('}').Op('(');
+  w.Str("u2").Array({2}, "u2", "<", false, le(uint16_t{65535}, uint16_t{7}));
+  w.Str("u4").Array({2}, "u4", "<", false, le(uint32_t{4294967295u}, uint32_t{1}));
+  w.Str("u8").Array({2}, "u8", "<", false, le(~uint64_t{0}, (uint64_t{1} << 53) + 1));
+  w.Str("be_u8").Array({1}, "u8", ">", false, std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8));
+  w.Str("f_u4").Array({2, 2}, "u4", "<", true, le(1u, 2u, 3u, 4u));
+  w.Str("c8").Array({1}, "c8", "<", false, std::string(8, '\0'));
+  w.Op('u').Op('.');
+  ASSERT_OK_AND_ASSIGN(TensorFile f, ReadBytes(w.str()));
+  EXPECT_THAT(Keys(f), ElementsAre("u2", "u4", "u8", "be_u8", "f_u4"));
+  EXPECT_EQ(Find(f, "u2")->dtype(), DType::kUInt16);
+  EXPECT_THAT(Values<uint16_t>(*Find(f, "u2")), ElementsAre(65535, 7));
+  EXPECT_EQ(Find(f, "u4")->dtype(), DType::kUInt32);
+  EXPECT_THAT(Values<uint32_t>(*Find(f, "u4")), ElementsAre(4294967295u, 1u));
+  EXPECT_EQ(Find(f, "u8")->dtype(), DType::kUInt64);
+  EXPECT_THAT(Values<uint64_t>(*Find(f, "u8")), ElementsAre(~uint64_t{0}, (uint64_t{1} << 53) + 1));
+  EXPECT_THAT(Values<uint64_t>(*Find(f, "be_u8")), ElementsAre(uint64_t{0x0102030405060708}));
+  EXPECT_EQ(Find(f, "f_u4")->shape(), (Shape{2, 2}));
+  EXPECT_THAT(Values<uint32_t>(*Find(f, "f_u4")), ElementsAre(1u, 3u, 2u, 4u));
+  EXPECT_THAT(f.skipped, ElementsAre(AllOf(StartsWith("c8: unsupported numpy dtype"),
+                                           HasSubstr("c8"))));
 }
 
 TEST(PickleHandWritten, DuplicateKeysKeepPositionTakeLastValue) {

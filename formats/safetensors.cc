@@ -30,6 +30,9 @@ constexpr std::array<NameAndType, kNumDTypes> kDTypes = {{
     {"BF16", DType::kBFloat16},
     {"F32", DType::kFloat32},
     {"F64", DType::kFloat64},
+    {"U16", DType::kUInt16},
+    {"U32", DType::kUInt32},
+    {"U64", DType::kUInt64},
 }};
 
 struct Entry {

@@ -16,8 +16,8 @@
 // their data offsets (the producer's order; the JSON keys are usually
 // sorted) and borrow from the file when aligned to their element size
 // (otherwise copied). "__metadata__" is ignored. Supported dtypes: BOOL U8 I8
-// I16 I32 I64 F16 BF16 F32 F64; entries of other dtypes (U16, F8_E4M3, C64,
-// ...) are listed in TensorFile::skipped with the dtype's name.
+// U16 I16 U32 I32 U64 I64 F16 BF16 F32 F64; entries of other dtypes (F8_E4M3,
+// C64, ...) are listed in TensorFile::skipped with the dtype's name.
 //
 // Errors name the file (and the key): DataLoss (file shorter than the header
 // or the data it declares), InvalidArgument (malformed JSON or entries),

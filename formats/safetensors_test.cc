@@ -58,10 +58,8 @@ TEST(Safetensors, ReadsFixtureInDataOrder) {
 
 TEST(Safetensors, RoundTripKeepsProducerOrderAndEveryDType) {
   std::vector<NamedTensor> in;
-  const DType types[] = {DType::kFloat64, DType::kBool,    DType::kInt8,
-                         DType::kUInt8,   DType::kInt16,   DType::kInt32,
-                         DType::kInt64,   DType::kFloat16, DType::kBFloat16,
-                         DType::kFloat32};
+  constexpr auto kAll = AllDTypes();
+  const std::vector<DType> types(kAll.rbegin(), kAll.rend());
   int i = 0;
   for (DType t : types) {
     auto tensor = Tensor::Allocate(t, Shape{2, 2});
@@ -69,7 +67,7 @@ TEST(Safetensors, RoundTripKeepsProducerOrderAndEveryDType) {
     for (size_t k = 0; k < tensor->num_bytes(); ++k) {
       static_cast<char*>(tensor->mutable_data())[k] = static_cast<char>(t == DType::kBool ? k % 2 : k + i);
     }
-    in.push_back(NamedTensor{"z" + std::to_string(9 - i++), *tensor});
+    in.push_back(NamedTensor{"z" + std::to_string(99 - i++), *tensor});
   }
   ASSERT_OK_AND_ASSIGN(std::string bytes, EncodeSafetensors(in));
   ASSERT_OK_AND_ASSIGN(TensorFile f, Read(bytes));

@@ -9,8 +9,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/element.h"
 #include "common/tensor.h"
-#include "kernels/cpu/internal/element_load.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace reprod::kernels {
@@ -43,7 +43,7 @@ void SummarizeRange(const unsigned char* p, int64_t begin, int64_t end, Partial*
     const int64_t e = std::min(end, b + kBlock);
     double block_sum = 0;  // per-block sums keep the total well conditioned
     for (int64_t i = b; i < e; ++i) {
-      const double v = internal::LoadElement<D>(p, i);
+      const double v = LoadElement<D>(p, i);
       if (v - v == 0) {  // finite
         ++s.finite;
         block_sum += v;
@@ -65,19 +65,7 @@ void SummarizeRange(const unsigned char* p, int64_t begin, int64_t end, Partial*
 using RangeFn = void (*)(const unsigned char*, int64_t, int64_t, Partial*);
 
 RangeFn RangeFor(DType d) {
-  switch (d) {
-    case DType::kBool: return &SummarizeRange<DType::kBool>;
-    case DType::kInt8: return &SummarizeRange<DType::kInt8>;
-    case DType::kUInt8: return &SummarizeRange<DType::kUInt8>;
-    case DType::kInt16: return &SummarizeRange<DType::kInt16>;
-    case DType::kInt32: return &SummarizeRange<DType::kInt32>;
-    case DType::kInt64: return &SummarizeRange<DType::kInt64>;
-    case DType::kFloat16: return &SummarizeRange<DType::kFloat16>;
-    case DType::kBFloat16: return &SummarizeRange<DType::kBFloat16>;
-    case DType::kFloat32: return &SummarizeRange<DType::kFloat32>;
-    case DType::kFloat64: return &SummarizeRange<DType::kFloat64>;
-  }
-  return nullptr;
+  return VisitDType(d, [](auto tag) -> RangeFn { return &SummarizeRange<decltype(tag)::value>; });
 }
 
 }  // namespace

@@ -6,6 +6,10 @@
 
 namespace reprod::wire {
 
+// The wire enum is common/dtype.h's, shifted by one for DTYPE_UNSPECIFIED.
+static_assert(v1::DType_MAX == kNumDTypes, "reprod.v1.DType and reprod::DType differ");
+static_assert(v1::DTYPE_UINT64 == static_cast<int>(DType::kUInt64) + 1);
+
 v1::DType DTypeToWire(DType dtype) {
   return static_cast<v1::DType>(static_cast<int>(dtype) + 1);
 }

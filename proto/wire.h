@@ -29,7 +29,7 @@ namespace reprod::wire {
 
 v1::DType DTypeToWire(DType dtype);
 
-// InvalidArgument ("unknown dtype N (expected 1..10, see reprod.v1.DType)")
+// InvalidArgument ("unknown dtype N (expected 1..13, see reprod.v1.DType)")
 // for DTYPE_UNSPECIFIED and values outside the enum.
 absl::StatusOr<DType> DTypeFromWire(v1::DType dtype);
 

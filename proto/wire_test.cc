@@ -24,6 +24,10 @@ TEST(WireDType, RoundTripsEveryDTypeWithTheDocumentedValues) {
   EXPECT_EQ(DTypeToWire(DType::kFloat32), v1::DTYPE_FLOAT32);
   EXPECT_EQ(DTypeToWire(DType::kBFloat16), v1::DTYPE_BFLOAT16);
   EXPECT_EQ(DTypeToWire(DType::kBool), v1::DTYPE_BOOL);
+  EXPECT_EQ(DTypeToWire(DType::kUInt16), v1::DTYPE_UINT16);
+  EXPECT_EQ(DTypeToWire(DType::kUInt32), v1::DTYPE_UINT32);
+  EXPECT_EQ(DTypeToWire(DType::kUInt64), v1::DTYPE_UINT64);
+  EXPECT_EQ(static_cast<int>(v1::DTYPE_UINT64), 13);  // persisted by clients: never renumbered
 }
 
 TEST(WireDType, UnknownValuesAreRefused) {
@@ -31,6 +35,8 @@ TEST(WireDType, UnknownValuesAreRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dtype 0")));
   EXPECT_THAT(DTypeFromWire(static_cast<v1::DType>(99)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("99")));
+  EXPECT_THAT(DTypeFromWire(static_cast<v1::DType>(kNumDTypes + 1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 1..13")));
 }
 
 TEST(ToGrpcStatus, OkAndCodesAndMessagesPass) {

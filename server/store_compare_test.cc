@@ -20,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "common/crc32c.h"
+#include "common/element.h"
 #include "common/half.h"
 #include "common/tensor.h"
 #include "core/compare.h"
@@ -103,35 +104,7 @@ class Gen {
   }
 
   static double Load(const Tensor& t, int64_t i) {
-    const auto* p = static_cast<const uint8_t*>(t.data()) +
-                    static_cast<size_t>(i) * DTypeSize(t.dtype());
-    auto get = [p](auto x) {
-      std::memcpy(&x, p, sizeof(x));
-      return x;
-    };
-    switch (t.dtype()) {
-      case DType::kBool:
-        return get(uint8_t{}) != 0;
-      case DType::kInt8:
-        return get(int8_t{});
-      case DType::kUInt8:
-        return get(uint8_t{});
-      case DType::kInt16:
-        return get(int16_t{});
-      case DType::kInt32:
-        return get(int32_t{});
-      case DType::kInt64:
-        return static_cast<double>(get(int64_t{}));
-      case DType::kFloat16:
-        return Float16ToFloat(get(uint16_t{}));
-      case DType::kBFloat16:
-        return BFloat16ToFloat(get(uint16_t{}));
-      case DType::kFloat32:
-        return get(float{});
-      case DType::kFloat64:
-        return get(double{});
-    }
-    return 0;
+    return LoadElementAsDouble(t.dtype(), t.data(), i);
   }
 
   static void Set(Tensor& t, int64_t i, double v) {
@@ -190,6 +163,12 @@ class Gen {
         return put(static_cast<float>(v));
       case DType::kFloat64:
         return put(v);
+      case DType::kUInt16:
+        return put(static_cast<uint16_t>(std::clamp(iv, 0.0, 60000.0)));
+      case DType::kUInt32:
+        return put(static_cast<uint32_t>(std::max(iv, 0.0)));
+      case DType::kUInt64:
+        return put(static_cast<uint64_t>(std::max(iv, 0.0)));
     }
   }
 

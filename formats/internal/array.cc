@@ -128,6 +128,33 @@ absl::StatusOr<Tensor> MakeTensor(const ArrayBytes& src, ReadBudget* budget,
   return out;
 }
 
+std::optional<std::string_view> NpyTypeCode(DType dtype) {
+  switch (dtype) {
+    case DType::kBool: return "b1";
+    case DType::kInt8: return "i1";
+    case DType::kUInt8: return "u1";
+    case DType::kInt16: return "i2";
+    case DType::kUInt16: return "u2";
+    case DType::kInt32: return "i4";
+    case DType::kUInt32: return "u4";
+    case DType::kInt64: return "i8";
+    case DType::kUInt64: return "u8";
+    case DType::kFloat16: return "f2";
+    case DType::kFloat32: return "f4";
+    case DType::kFloat64: return "f8";
+    case DType::kBFloat16: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<DType> DTypeFromNpyTypeCode(std::string_view code) {
+  for (int i = 0; i < kNumDTypes; ++i) {
+    const auto t = static_cast<DType>(i);
+    if (NpyTypeCode(t) == code) return t;
+  }
+  return std::nullopt;
+}
+
 uint16_t LoadLE16(const char* p) {
   const auto* u = reinterpret_cast<const unsigned char*>(p);
   return static_cast<uint16_t>(u[0] | (u[1] << 8));

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -87,6 +88,15 @@ struct ArrayBytes {
 // `budget` (ChargeCopy).
 absl::StatusOr<Tensor> MakeTensor(const ArrayBytes& src, ReadBudget* budget,
                                   const std::string& what);
+
+// numpy's type code (descr without the byte order) of `dtype`: "b1", "u2",
+// "f4", ...; nullopt for bfloat16, which numpy has no type for. The one
+// table of numpy codes: the npy writer and the npy and pickle readers use it.
+std::optional<std::string_view> NpyTypeCode(DType dtype);
+
+// Inverse of NpyTypeCode: "u2" -> kUInt16; nullopt for codes reprod has no
+// dtype for ("c8", "U3", "O", "M8").
+std::optional<DType> DTypeFromNpyTypeCode(std::string_view code);
 
 // True when `p` is aligned for elements of `size` bytes.
 inline bool IsAligned(const void* p, size_t size) {

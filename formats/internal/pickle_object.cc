@@ -69,29 +69,8 @@ std::string NpDType::Descr() const {
 }
 
 std::optional<DType> NpDType::ToDType() const {
-  if (structured) return std::nullopt;
-  switch (kind) {
-    case 'b':
-      if (itemsize == 1) return DType::kBool;
-      break;
-    case 'i':
-      if (itemsize == 1) return DType::kInt8;
-      if (itemsize == 2) return DType::kInt16;
-      if (itemsize == 4) return DType::kInt32;
-      if (itemsize == 8) return DType::kInt64;
-      break;
-    case 'u':
-      if (itemsize == 1) return DType::kUInt8;
-      break;
-    case 'f':
-      if (itemsize == 2) return DType::kFloat16;
-      if (itemsize == 4) return DType::kFloat32;
-      if (itemsize == 8) return DType::kFloat64;
-      break;
-    default:
-      break;
-  }
-  return std::nullopt;
+  if (structured || itemsize <= 0 || itemsize > 8) return std::nullopt;
+  return DTypeFromNpyTypeCode(absl::StrCat(std::string(1, kind), itemsize));
 }
 
 }  // namespace reprod::formats::internal

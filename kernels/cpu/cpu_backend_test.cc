@@ -1,6 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -43,10 +44,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int64_t kChunk = CpuBackend::kChunkElements;
 
-constexpr DType kAllDTypes[] = {DType::kBool,    DType::kInt8,     DType::kUInt8,
-                                DType::kInt16,   DType::kInt32,    DType::kInt64,
-                                DType::kFloat16, DType::kBFloat16, DType::kFloat32,
-                                DType::kFloat64};
+constexpr std::array<DType, kNumDTypes> kAllDTypes = AllDTypes();
 
 std::vector<KernelIsa> SupportedIsas() {
   std::vector<KernelIsa> isas;
@@ -103,6 +101,9 @@ std::vector<double> RandomValues(DType d, size_t n, std::mt19937_64& rng) {
       case DType::kInt16:
       case DType::kInt32: v[i] = small(rng); break;
       case DType::kInt64: v[i] = static_cast<double>(small(rng)) * 1e6; break;
+      case DType::kUInt16: v[i] = std::abs(small(rng)) * 600; break;
+      case DType::kUInt32: v[i] = std::abs(small(rng)) * 4e7; break;
+      case DType::kUInt64: v[i] = std::abs(small(rng)) * 1e17; break;  // past 2^53
       default: {
         const int kind = small(rng);
         if (kind > 95) {
@@ -303,6 +304,68 @@ TEST_P(PerIsaTest, MixedDTypesCompareByValue) {
   ASSERT_OK_AND_ASSIGN(DiffStats bff, backend_.Compare(Task(bf, f)));
   ExpectMatchesReference(bff, ReferenceDiff(bf.values, f.values, {}));
   EXPECT_EQ(bff.max_index, 4u);
+}
+
+// uint16/32/64 at their extremes (0, max, max - 1, 2^53 + 1), against the
+// same dtype, float64 and int64, at sizes around the kernel's steps and
+// chunks. Reference values are C++'s integer -> double conversion, which
+// rounds uint64 beyond 2^53 to nearest, the documented rule.
+template <typename T>
+void ExpectUnsignedMatchesReference(Backend& backend, DType dtype) {
+  for (size_t n : {size_t{0}, size_t{1}, size_t{31}, (size_t{1} << 20) + 3}) {
+    const std::vector<T> r = testing::UnsignedTestValues<T>(n, 11 + n);
+    const HostTensor ref = testing::MakeIntTensor(dtype, r);
+    const HostTensor cands[] = {
+        testing::MakeIntTensor(dtype, testing::PerturbUnsigned(r, 23 + n)),
+        MakeTensor(DType::kFloat64, ref.values),
+        testing::MakeIntTensor(DType::kInt64, std::vector<int64_t>(r.begin(), r.end())),
+    };
+    for (const HostTensor& cand : cands) {
+      DiffOptions opt;
+      opt.atol = 0.5;
+      ASSERT_OK_AND_ASSIGN(DiffStats got, backend.Compare(Task(ref, cand, opt)));
+      ExpectMatchesReference(got, ReferenceDiff(ref.values, cand.values, opt), 1e-12,
+                             absl::StrCat(std::string(DTypeName(dtype)), " vs ",
+                                          std::string(DTypeName(cand.dtype)), " n=", n));
+    }
+  }
+}
+
+TEST_P(PerIsaTest, UnsignedExtremesMatchReference) {
+  ExpectUnsignedMatchesReference<uint16_t>(backend_, DType::kUInt16);
+  ExpectUnsignedMatchesReference<uint32_t>(backend_, DType::kUInt32);
+  ExpectUnsignedMatchesReference<uint64_t>(backend_, DType::kUInt64);
+}
+
+TEST_P(PerIsaTest, UnsignedMaximaConvertExactlyOrToNearest) {
+  // Hand-computed: 65535 and 2^32 - 1 are exact doubles; 2^64 - 1 and
+  // 2^64 - 2 both round to 2^64, so they compare equal (d = 0) by design.
+  const HostTensor u16 = testing::MakeIntTensor<uint16_t>(DType::kUInt16, {65535, 0, 1});
+  const HostTensor u16z = testing::MakeIntTensor<uint16_t>(DType::kUInt16, {0, 0, 1});
+  ASSERT_OK_AND_ASSIGN(DiffStats a, backend_.Compare(Task(u16, u16z)));
+  EXPECT_EQ(a.max_abs, 65535.0);
+  EXPECT_EQ(a.ref_at_max, 65535.0);
+
+  const HostTensor u32 = testing::MakeIntTensor<uint32_t>(
+      DType::kUInt32, {4294967295u, 4294967294u, 2147483648u, 2147483647u, 0, 1, 2, 3, 4});
+  const HostTensor f64 = MakeTensor(DType::kFloat64, {0, 4294967294, 2147483648, 0, 0, 1, 2, 3, 4});
+  ASSERT_OK_AND_ASSIGN(DiffStats b, backend_.Compare(Task(u32, f64)));
+  EXPECT_EQ(b.max_abs, 4294967295.0);
+  EXPECT_EQ(b.max_index, 0u);
+  EXPECT_EQ(b.ref_at_max, 4294967295.0);
+  EXPECT_EQ(b.sum_abs, 4294967295.0 + 2147483647.0);
+  EXPECT_EQ(b.mismatches, 2u);
+
+  const uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const HostTensor u64 = testing::MakeIntTensor<uint64_t>(
+      DType::kUInt64, {kMax, kMax, uint64_t{1} << 63, (uint64_t{1} << 53) + 1, 0, 5, 6, 7, 8});
+  const HostTensor u64c = testing::MakeIntTensor<uint64_t>(
+      DType::kUInt64, {kMax - 1, 0, uint64_t{1} << 63, uint64_t{1} << 53, 0, 5, 6, 7, 8});
+  ASSERT_OK_AND_ASSIGN(DiffStats c, backend_.Compare(Task(u64, u64c)));
+  EXPECT_EQ(c.max_abs, 18446744073709551616.0);  // 2^64 - 1 vs 0
+  EXPECT_EQ(c.max_index, 1u);
+  EXPECT_EQ(c.mismatches, 1u);  // kMax vs kMax - 1 and 2^53 + 1 vs 2^53: d = 0
+  EXPECT_EQ(c.histogram[0], 8u);
 }
 
 TEST_P(PerIsaTest, EmptyAndZeroDimensional) {

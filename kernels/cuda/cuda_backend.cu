@@ -26,7 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
-#include "common/half.h"
+#include "common/element.h"
 #include "common/status_macros.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
@@ -86,23 +86,13 @@ constexpr size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; 
 // Device code.
 
 // Element i of an array of `dtype` at `p` (aligned: the slot places every
-// side at a 256-byte boundary) as a double; exact for every dtype.
+// side at a 256-byte boundary) as a double, converted as everywhere else
+// (common/element.h).
 __device__ __forceinline__ double LoadAsDouble(uint8_t dtype, const unsigned char* p, uint64_t i) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::kBool: return p[i] != 0 ? 1.0 : 0.0;
-    case DType::kInt8: return static_cast<double>(reinterpret_cast<const int8_t*>(p)[i]);
-    case DType::kUInt8: return static_cast<double>(p[i]);
-    case DType::kInt16: return static_cast<double>(reinterpret_cast<const int16_t*>(p)[i]);
-    case DType::kInt32: return static_cast<double>(reinterpret_cast<const int32_t*>(p)[i]);
-    case DType::kInt64: return static_cast<double>(reinterpret_cast<const int64_t*>(p)[i]);
-    case DType::kFloat16:
-      return static_cast<double>(Float16ToFloat(reinterpret_cast<const uint16_t*>(p)[i]));
-    case DType::kBFloat16:
-      return static_cast<double>(BFloat16ToFloat(reinterpret_cast<const uint16_t*>(p)[i]));
-    case DType::kFloat32: return static_cast<double>(reinterpret_cast<const float*>(p)[i]);
-    case DType::kFloat64: return reinterpret_cast<const double*>(p)[i];
-  }
-  return 0.0;
+  return VisitDType(static_cast<DType>(dtype), [p, i](auto tag) {
+    constexpr DType kD = decltype(tag)::value;
+    return ToDouble<kD>(reinterpret_cast<const StorageT<kD>*>(p)[i]);
+  });
 }
 
 struct MergeOp {

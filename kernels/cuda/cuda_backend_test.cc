@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -40,10 +41,7 @@ using ::testing::HasSubstr;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-constexpr DType kAllDTypes[] = {DType::kBool,    DType::kInt8,     DType::kUInt8,
-                                DType::kInt16,   DType::kInt32,    DType::kInt64,
-                                DType::kFloat16, DType::kBFloat16, DType::kFloat32,
-                                DType::kFloat64};
+constexpr std::array<DType, kNumDTypes> kAllDTypes = AllDTypes();
 
 // Block-related sizes of the kernel (256 threads, >= 4096 elements a block).
 constexpr int64_t kSizes[] = {0,    1,    31,   32,   33,    255,   256,    257,
@@ -151,6 +149,32 @@ TEST_F(CudaBackendTest, EveryDTypePair) {
       HostTensor cand = MakeTensor(b, c);
       ExpectSameAsCpu(MakeTask(ref.view(), cand.view()),
                       absl::StrCat(std::string(DTypeName(a)), " vs ", std::string(DTypeName(b))));
+    }
+  }
+}
+
+// uint16/32/64 at their extremes (0, max, max - 1, 2^53 + 1) against the
+// same dtype and float64, across block and warp boundaries.
+template <typename T>
+std::vector<HostTensor> UnsignedPair(DType dtype, int64_t n, uint64_t seed) {
+  const std::vector<T> r = testing::UnsignedTestValues<T>(static_cast<size_t>(n), seed);
+  HostTensor ref = testing::MakeIntTensor(dtype, r);
+  HostTensor same = testing::MakeIntTensor(dtype, testing::PerturbUnsigned(r, seed + 1));
+  HostTensor f64 = MakeTensor(DType::kFloat64, ref.values, Shape{n});
+  return {ref, same, f64};
+}
+
+TEST_F(CudaBackendTest, UnsignedExtremes) {
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{31}, int64_t{4097}, (int64_t{1} << 20) + 3}) {
+    const std::vector<HostTensor> sets[] = {UnsignedPair<uint16_t>(DType::kUInt16, n, 1),
+                                            UnsignedPair<uint32_t>(DType::kUInt32, n, 2),
+                                            UnsignedPair<uint64_t>(DType::kUInt64, n, 3)};
+    for (const std::vector<HostTensor>& set : sets) {
+      for (size_t c = 1; c < set.size(); ++c) {
+        ExpectSameAsCpu(MakeTask(set[0].view(), set[c].view()),
+                        absl::StrCat(std::string(DTypeName(set[0].dtype)), " vs ",
+                                     std::string(DTypeName(set[c].dtype)), " n=", n));
+      }
     }
   }
 }
@@ -277,7 +301,7 @@ TEST_F(CudaBackendTest, BatchEqualsOneByOne) {
   std::mt19937 rng(41);
   for (int i = 0; i < 300; ++i) {
     const int64_t n = i % 37 == 0 ? 0 : static_cast<int64_t>(rng() % 9000);
-    const DType a = kAllDTypes[rng() % 10], b = kAllDTypes[rng() % 10];
+    const DType a = kAllDTypes[rng() % kNumDTypes], b = kAllDTypes[rng() % kNumDTypes];
     const std::vector<double> r = RandomValues(n, 100 + i, 10.0);
     refs.push_back(MakeTensor(a, r, Shape{n}));
     cands.push_back(MakeTensor(b, Perturb(r, 200 + i, 1e-3), Shape{n}));

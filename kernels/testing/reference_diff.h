@@ -6,8 +6,10 @@
 //     from the text, not from DiffStats::Add;
 //   - ExpectMatchesReference: exact comparison of counts, extrema, indices
 //     and histogram, 1e-12 relative for sums;
-//   - HostTensor: a tensor of any DType built from doubles or raw bits, with
-//     the exact double value of every element for the reference.
+//   - HostTensor: a tensor of any DType built from doubles, raw bits or
+//     exact integers (MakeIntTensor; UnsignedTestValues for uint16/32/64 at
+//     their extremes), with the double value of every element for the
+//     reference.
 //
 // Thread-safety: plain functions and values.
 #ifndef REPROD_KERNELS_TESTING_REFERENCE_DIFF_H_
@@ -17,7 +19,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/dtype.h"
@@ -355,6 +359,24 @@ inline void SetElement(HostTensor& t, size_t i, double v) {
       t.values[i] = v;
       break;
     }
+    case DType::kUInt16: {
+      const auto x = SaturateCast<uint16_t>(v);
+      std::memcpy(p, &x, 2);
+      t.values[i] = x;
+      break;
+    }
+    case DType::kUInt32: {
+      const auto x = SaturateCast<uint32_t>(v);
+      std::memcpy(p, &x, 4);
+      t.values[i] = x;
+      break;
+    }
+    case DType::kUInt64: {
+      const auto x = SaturateCast<uint64_t>(v);
+      std::memcpy(p, &x, 8);
+      t.values[i] = static_cast<double>(x);  // nearest double beyond 2^53
+      break;
+    }
   }
 }
 
@@ -367,6 +389,59 @@ inline HostTensor MakeTensor(DType dtype, const std::vector<double>& values, Sha
   t.values.assign(values.size(), 0);
   for (size_t i = 0; i < values.size(); ++i) SetElement(t, i, values[i]);
   return t;
+}
+
+// An integer tensor of `dtype` (whose storage type is T) from exact values,
+// for the ones doubles cannot spell (2^64 - 1, 2^63 + 1, ...).
+template <typename T>
+HostTensor MakeIntTensor(DType dtype, const std::vector<T>& ints) {
+  HostTensor t;
+  t.dtype = dtype;
+  t.shape = Shape{static_cast<int64_t>(ints.size())};
+  t.bytes.resize(ints.size() * sizeof(T));
+  if (!ints.empty()) std::memcpy(t.bytes.data(), ints.data(), t.bytes.size());
+  t.values.resize(ints.size());
+  for (size_t i = 0; i < ints.size(); ++i) t.values[i] = static_cast<double>(ints[i]);
+  return t;
+}
+
+// n values of the unsigned type T: uniform random bits, with 0, 1, max,
+// max - 1 and max / 2 + 1 (and 2^53 + 1 for uint64, the first integer a
+// double cannot hold) at the start, the middle and the end.
+template <typename T>
+std::vector<T> UnsignedTestValues(size_t n, uint64_t seed) {
+  static_assert(std::is_unsigned_v<T>);
+  constexpr T kMax = std::numeric_limits<T>::max();
+  std::vector<T> specials = {0, 1, kMax, static_cast<T>(kMax - 1), static_cast<T>(kMax / 2 + 1)};
+  if constexpr (sizeof(T) == 8) specials.push_back((T{1} << 53) + 1);
+  std::mt19937_64 rng(seed);
+  std::vector<T> v(n);
+  for (T& x : v) x = static_cast<T>(rng());
+  for (size_t k = 0; k < specials.size() && n > 0; ++k) {
+    v[k % n] = specials[k];
+    v[(n / 2 + k) % n] = specials[k];
+    v[n - 1 - k % n] = specials[specials.size() - 1 - k];
+  }
+  return v;
+}
+
+// `ref` with some elements moved by one (wrapping), replaced by 0 or max, or
+// redrawn; the rest equal.
+template <typename T>
+std::vector<T> PerturbUnsigned(const std::vector<T>& ref, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<T> c = ref;
+  for (T& x : c) {
+    switch (rng() % 10) {
+      case 5: x = static_cast<T>(x + 1); break;
+      case 6: x = static_cast<T>(x - 1); break;
+      case 7: x = std::numeric_limits<T>::max(); break;
+      case 8: x = 0; break;
+      case 9: x = static_cast<T>(rng()); break;
+      default: break;
+    }
+  }
+  return c;
 }
 
 // A 16-bit float tensor from raw bit patterns.

@@ -13,7 +13,7 @@
 #endif
 
 #include "common/dtype.h"
-#include "kernels/cpu/internal/element_load.h"
+#include "common/element.h"
 #include "kernels/diff_stats.h"
 
 #if !defined(__GNUC__)

@@ -36,7 +36,8 @@
 // Dtype pairs: every floating pair and every integer type against itself
 // have their own instantiation; other pairs (mixed integers, integer vs
 // float, bool vs anything else) are widened to float64 a block at a time
-// (exactly) and reduced by the float64 kernel.
+// (as common/element.h converts: exactly, but for 64-bit integers past 2^53)
+// and reduced by the float64 kernel.
 //
 // Sums: per-lane partial sums within a block (well conditioned: at most
 // kBlockElements / lanes terms each), block sums added to the range's sums;
