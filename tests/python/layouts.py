@@ -45,7 +45,8 @@ def save_safetensors(path, data, bf16_keys=()):
     are written with dtype BF16."""
     codes = {np.dtype("bool"): "BOOL", np.dtype("uint8"): "U8", np.dtype("int8"): "I8",
              np.dtype("int16"): "I16", np.dtype("int32"): "I32", np.dtype("int64"): "I64",
-             np.dtype("float16"): "F16", np.dtype("float32"): "F32", np.dtype("float64"): "F64"}
+             np.dtype("float16"): "F16", np.dtype("float32"): "F32", np.dtype("float64"): "F64",
+             np.dtype("uint16"): "U16", np.dtype("uint32"): "U32", np.dtype("uint64"): "U64"}
     flat = flatten(data)
     header, blobs, offset = {}, [], 0
     for k, v in flat.items():

@@ -177,6 +177,27 @@ def test_inspect_matches_numpy(tmp_path, reprodctl):
     assert info["n"]["dtype"] == "int32" and info["n"]["max"] == 3
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_inspect_reads_unsigned_arrays_from_pickles(tmp_path, reprodctl, protocol):
+    """pickled uint16/32/64 arrays (paddle.save's layout), little- and
+    big-endian, are read, not skipped; min/max/mean are numpy's float64."""
+    arrays = {"u16": np.array([0, 7, 65535], np.uint16),
+              "u32": np.array([[1, 2**32 - 1], [5, 0]], ">u4"),
+              "u64": np.array([3, 2**53 + 1, 2**64 - 1], np.uint64)}
+    path = tmp_path / "w.pdparams"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    res = reprodctl("inspect", path, "--format", "json")
+    assert res.code == 0, res
+    out = res.json()
+    assert out["skipped"] == []
+    info = {t["key"]: t for t in out["tensors"]}
+    for key, a in arrays.items():
+        f = a.astype(np.float64)
+        assert info[key]["dtype"] == a.dtype.name and info[key]["shape"] == list(a.shape), key
+        assert (info[key]["min"], info[key]["max"]) == (f.min(), f.max()), key
+        assert info[key]["mean"] == pytest.approx(f.mean(), rel=1e-15), key
+
+
 def test_global_options_after_subcommand_and_version(tmp_path, reprodctl):
     a = {"x": np.arange(5, dtype=np.float32)}
     ref, cand = write_pair(tmp_path, "g", a, a)

@@ -611,8 +611,11 @@ def test_changed_bytes_at_a_stored_address_raise_at_save(server, client, run_nam
 def test_unsupported_dtypes_are_skipped_with_a_warning(server, client, run_name, tmp_path):
     logger = compat.ReprodLogger(server=server, run=run_name, framework="paddle")
     logger.add("ok", np.arange(3, dtype=np.int32))
-    logger.add("u32", np.arange(3, dtype=np.uint32))
+    logger.add("c64", np.arange(3, dtype=np.complex64))
     logger.add("words", np.array(["a", "b"]))
+    unsigned = {f"u{8 * n}": np.array([0, 7, 2**(8 * n) - 1], dtype=f"<u{n}") for n in (2, 4, 8)}
+    for key, value in unsigned.items():   # sent as they are, never skipped
+        logger.add(key, value)
     logger.data["nested"] = {"w": np.ones(2, np.float32)}   # direct dict use, flattened
     logger.data[7] = np.zeros(1, np.int8)                   # int key: "7", as push reads it
     with warnings.catch_warnings(record=True) as caught:
@@ -620,13 +623,15 @@ def test_unsupported_dtypes_are_skipped_with_a_warning(server, client, run_name,
         logger.save(str(tmp_path / "metric.npy"))
     messages = sorted(str(w.message) for w in caught)
     assert len(messages) == 2, messages
-    assert "u32: unsupported dtype '<u4'" in messages[0]
+    assert "c64: unsupported dtype '<c8'" in messages[0]
     assert "words: unsupported dtype '<U1'" in messages[1]
     assert all(w.filename == __file__ for w in caught)
     _assert_stored(client, run_name, "metric", "ok", np.arange(3, dtype=np.int32))
     _assert_stored(client, run_name, "metric", "nested/w", np.ones(2, np.float32))
     _assert_stored(client, run_name, "metric", "7", np.zeros(1, np.int8))
-    assert len(client.list_tensors(run_name)) == 3
+    for key, value in unsigned.items():
+        _assert_stored(client, run_name, "metric", key, value)
+    assert len(client.list_tensors(run_name)) == 6
     assert np.load(tmp_path / "metric.npy", allow_pickle=True).tolist().keys() == \
         logger.data.keys()
 

@@ -43,8 +43,11 @@ def test_numpy_round_trip(client, run_ns):
         "i32": rng.integers(-9, 9, 4, dtype=np.int32),
         "i16": np.array([-3, 4], np.int16), "i8": np.array([-1], np.int8),
         "u8": np.arange(5, dtype=np.uint8), "bool": rng.random(11) > 0.5,
+        "u16": np.array([0, 1, 2**16 - 1], np.uint16),
+        "u32": np.array([[0, 2**31], [2**32 - 2, 2**32 - 1]], np.uint32),
+        "u64": np.array([0, 2**53 + 1, 2**63, 2**64 - 1], np.uint64),  # bytes kept exactly
         "empty": np.zeros((0, 3), np.float32), "scalar": np.float32(2.5),
-        "big_endian": np.arange(6, dtype=">i4"),
+        "big_endian": np.arange(6, dtype=">i4"), "big_endian_u64": np.arange(3, dtype=">u8"),
         "transposed": np.arange(12, dtype=np.float64).reshape(3, 4).T,
         "nested": {"deep": {"w": np.ones(3, np.float32)}},
         "py_int": 3, "py_float": 0.25, "py_bool": True,
@@ -52,7 +55,8 @@ def test_numpy_round_trip(client, run_ns):
     expected = {
         "f32": values["f32"].copy(), "f16": values["f16"], "f64": values["f64"], "i64": values["i64"],
         "i32": values["i32"], "i16": values["i16"], "i8": values["i8"], "u8": values["u8"],
-        "bool": values["bool"], "empty": values["empty"],
+        "bool": values["bool"], "u16": values["u16"], "u32": values["u32"], "u64": values["u64"],
+        "empty": values["empty"], "big_endian_u64": np.arange(3, dtype="<u8"),
         "scalar": np.array(2.5, np.float32), "big_endian": np.arange(6, dtype="<i4"),
         "transposed": np.ascontiguousarray(values["transposed"]),
         "nested/deep/w": np.ones(3, np.float32), "py_int": np.array(3, np.int64),
@@ -67,6 +71,8 @@ def test_numpy_round_trip(client, run_ns):
                      want.astype(want.dtype.newbyteorder("<")).tobytes())
     got = client.read_tensor(run_name, "forward", "f32", step=3)
     assert got.dtype == np.float32 and np.array_equal(got, expected["f32"])
+    got = client.read_tensor(run_name, "forward", "u64", step=3)
+    assert got.dtype == np.uint64 and got.tolist() == [0, 2**53 + 1, 2**63, 2**64 - 1]
     assert client.get_run(run_name).tensor_count == len(expected)
     with pytest.raises(NotFound) as e:
         client.read_tensor(run_name, "forward", "f32")  # no step: another address

@@ -20,7 +20,8 @@ def wire(value, key="k"):
     (np.bool_, T.DTYPE_BOOL), (np.int8, T.DTYPE_INT8), (np.uint8, T.DTYPE_UINT8),
     (np.int16, T.DTYPE_INT16), (np.int32, T.DTYPE_INT32), (np.int64, T.DTYPE_INT64),
     (np.float16, T.DTYPE_FLOAT16), (np.float32, T.DTYPE_FLOAT32),
-    (np.float64, T.DTYPE_FLOAT64)])
+    (np.float64, T.DTYPE_FLOAT64), (np.uint16, T.DTYPE_UINT16), (np.uint32, T.DTYPE_UINT32),
+    (np.uint64, T.DTYPE_UINT64)])
 def test_numpy_dtypes(dtype, wire_dtype):
     a = (np.arange(24).reshape(2, 3, 4) % 2).astype(dtype)
     w = wire(a)
@@ -67,9 +68,26 @@ def test_copy_is_private():
     assert w.data.view(np.float32).tolist() == [1.0] * 8
 
 
+def test_unsigned_dtypes_keep_their_values_and_byte_order():
+    for dt, top in (("u2", 2**16 - 1), ("u4", 2**32 - 1), ("u8", 2**64 - 1)):
+        big = np.array([0, 1, top], dtype=">" + dt)
+        w = wire(big)
+        assert w.dtype == {"u2": T.DTYPE_UINT16, "u4": T.DTYPE_UINT32, "u8": T.DTYPE_UINT64}[dt]
+        assert w.data.view("<" + dt).tolist() == [0, 1, top]
+        assert T.numpy_dtype(w.dtype) == np.dtype("<" + dt)
+    assert T.DTYPE_NAMES[T.DTYPE_UINT64] == "uint64" and T.DTYPE_NAMES[T.DTYPE_BFLOAT16] == "bfloat16"
+
+
+def test_wire_constants_match_the_proto():
+    from reprod_client._proto import tensor_pb2
+    for name, value in tensor_pb2.DType.items():
+        if name != "DTYPE_UNSPECIFIED":
+            assert getattr(T, name) == value, name
+            assert T.DTYPE_NAMES[value] == name[len("DTYPE_"):].lower()
+
+
 @pytest.mark.parametrize("value,name", [
-    (np.zeros(3, np.complex64), "complex64"), (np.zeros(3, np.uint16), "uint16"),
-    (np.zeros(3, np.uint32), "uint32"), (np.zeros(3, np.uint64), "uint64"),
+    (np.zeros(3, np.complex64), "complex64"),
     (np.array(["a"]), "<U1"), (np.array([object()]), "object")])
 def test_unsupported_dtypes_name_key_and_dtype(value, name):
     with pytest.raises(ValueError) as e:

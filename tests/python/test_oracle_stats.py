@@ -18,7 +18,7 @@ defaults:
 ATOL, RTOL = 1e-3, 1e-2
 
 FLOATS = ["float32", "float64", "float16"]
-INTS = ["int8", "int16", "int32", "int64", "uint8", "bool"]
+INTS = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"]
 
 
 def random_array(rng, dtype, shape):
@@ -142,6 +142,79 @@ def test_bare_npy_fortran_and_big_endian(tmp_path, reprodctl):
     assert t["key"] == "output" and t["checkpoint"] == "x"
     assert t["dtype_ref"] == "float64" and t["dtype_cand"] == "float32"
     check_stats(t, a, b.astype("<f4"))
+
+
+def unsigned_extremes(rng, dtype, n):
+    """n values of an unsigned dtype: 0, 1, max, max - 1, max // 2 + 1 (and
+    2**53 + 1, the first integer float64 cannot hold) among random ones."""
+    top = int(np.iinfo(dtype).max)
+    special = [0, 1, top, top - 1, top // 2 + 1] + ([2**53 + 1] if top > 2**53 else [])
+    a = rng.integers(0, top, size=n, dtype=dtype, endpoint=True)
+    a[:len(special)] = special
+    a[-len(special):] = special[::-1]
+    return a
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "uint64"])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_unsigned_npy_extremes_equal_numpy_float64(tmp_path, reprodctl, dtype, order):
+    """np.save'd uint16/32/64 (either byte order) against numpy's float64
+    stats: every element becomes the nearest float64, so uint64 values past
+    2**53 that differ by less than their spacing compare equal."""
+    rng = np.random.default_rng(len(dtype) + ord(order))
+    ref = unsigned_extremes(rng, dtype, 4099)
+    cand = ref.copy()
+    pick = rng.integers(0, 6, size=ref.size)
+    cand[pick == 1] += 1                                    # wraps at max
+    cand[pick == 2] -= 1                                    # wraps at 0
+    cand[pick == 3] = np.iinfo(dtype).max
+    cand[-1] = 1                                            # ref ends with 0
+    np.save(tmp_path / "u_torch.npy", ref.astype(order + ref.dtype.str[1:]))
+    np.save(tmp_path / "u_paddle.npy", cand.astype(order + cand.dtype.str[1:]))
+    res = reprodctl("compare", tmp_path / "u_torch.npy", tmp_path / "u_paddle.npy",
+                    "--format", "json", "--atol", ATOL, "--rtol", RTOL)
+    assert res.code == 1, res
+    (t,) = res.json()["tensors"]
+    assert t["dtype_ref"] == t["dtype_cand"] == dtype
+    check_stats(t, ref, cand)
+    if dtype == "uint64":  # 2**64 - 1 and 2**64 - 2 are both 2**64 as doubles
+        assert float(np.uint64(2**64 - 1)) == float(np.uint64(2**64 - 2))
+
+
+def test_unsigned_safetensors_from_the_safetensors_package(tmp_path, reprodctl):
+    """U16 / U32 / U64 entries written by the real safetensors package."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    ref = {dt: unsigned_extremes(rng, dt, 257) for dt in ("uint16", "uint32", "uint64")}
+    cand = {k: v.copy() for k, v in ref.items()}
+    for v in cand.values():
+        v[::7] += 3
+    save_file(ref, str(tmp_path / "s_torch.safetensors"))
+    save_file(cand, str(tmp_path / "s_paddle.safetensors"))
+    res = reprodctl("compare", tmp_path / "s_torch.safetensors", tmp_path / "s_paddle.safetensors",
+                    "--format", "json", "--atol", ATOL, "--rtol", RTOL)
+    assert res.code == 1, res
+    tensors = {t["key"]: t for t in res.json()["tensors"]}
+    assert set(tensors) == set(ref)
+    for key, t in tensors.items():
+        assert t["dtype_ref"] == key
+        check_stats(t, ref[key], cand[key])
+
+
+def test_unsigned_against_float64_file(tmp_path, reprodctl):
+    """uint32 ref against its float64 values plus a step: compared by value."""
+    ref = np.array([0, 1, 2**31, 2**32 - 1, 4_000_000_000], dtype=np.uint32)
+    cand = ref.astype(np.float64)
+    cand[3] += 0.5
+    np.save(tmp_path / "v_torch.npy", ref)
+    np.save(tmp_path / "v_paddle.npy", cand)
+    res = reprodctl("compare", tmp_path / "v_torch.npy", tmp_path / "v_paddle.npy",
+                    "--format", "json", "--atol", ATOL, "--rtol", RTOL)
+    (t,) = res.json()["tensors"]
+    assert (t["dtype_ref"], t["dtype_cand"]) == ("uint32", "float64")
+    assert t["stats"]["max_abs"] == 0.5 and t["stats"]["ref_at_max"] == 2**32 - 1
+    check_stats(t, ref, cand)
 
 
 def test_bf16_safetensors(tmp_path, reprodctl):

@@ -86,8 +86,8 @@ When tensors go to the server:
   tensor. The server then holds what ``reprodctl push <that file> --run RUN``
   would store: the run's framework is taken from the suffix (paddle / torch)
   unless ``framework=`` is given, and arrays whose dtype the wire lacks
-  (uint16/32/64, complex, strings, objects) are skipped with a
-  ``UserWarning`` naming key and dtype, like push's notes.
+  (complex, strings, objects) are skipped with a ``UserWarning`` naming key
+  and dtype, like push's notes; uint16/32/64 arrays are sent as they are.
 - ``ReprodLogger(checkpoint="forward", run=...)``: live, as a training script
   streams with the client.
   Each ``add()`` hands the tensor to the client's background sender at once

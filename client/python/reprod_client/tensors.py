@@ -13,7 +13,7 @@ Dtype rules (nothing is upcast; a bfloat16 tensor travels as bfloat16):
 input                  wire dtype
 =====================  ====================================================
 bool / int / float     BOOL / INT64 / FLOAT64 (Python scalars)
-numpy                  same dtype (bool, int8-64, uint8, float16/32/64;
+numpy                  same dtype (bool, int8-64, uint8-64, float16/32/64;
                        ml_dtypes.bfloat16 -> BFLOAT16)
 torch                  same dtype; bfloat16 via a bit view (torch 1.13
                        cannot .numpy() bfloat16)
@@ -21,8 +21,11 @@ paddle                 same dtype; paddle.bfloat16 (whose .numpy() gives
                        uint16) -> BFLOAT16
 =====================  ====================================================
 
-uint16/uint32/uint64 (other than paddle's bfloat16), complex, string and
-object arrays raise ValueError naming the key and the dtype. The bytes are
+A uint16 array is sent as UINT16; only paddle.bfloat16 tensors (whose
+.numpy() is a uint16 view) become BFLOAT16. Every element is compared as a
+double, so uint64 and int64 values above 2**53 round to the nearest double
+on the server. Complex, string and object arrays raise ValueError naming the
+key and the dtype. The bytes are
 always copied at conversion time, so the caller may modify the tensor in
 place as soon as `to_wire` returns.
 """
@@ -37,7 +40,7 @@ import numpy as np
 __all__ = [
     "DTYPE_BOOL", "DTYPE_INT8", "DTYPE_UINT8", "DTYPE_INT16", "DTYPE_INT32",
     "DTYPE_INT64", "DTYPE_FLOAT16", "DTYPE_BFLOAT16", "DTYPE_FLOAT32",
-    "DTYPE_FLOAT64", "DTYPE_NAMES", "WireTensor", "to_wire", "flatten",
+    "DTYPE_FLOAT64", "DTYPE_UINT16", "DTYPE_UINT32", "DTYPE_UINT64", "DTYPE_NAMES", "WireTensor", "to_wire", "flatten",
     "validate_checkpoint", "validate_key", "validate_run_name",
     "numpy_dtype", "supports_numpy_dtype", "bfloat16_to_float32",
 ]
@@ -54,22 +57,23 @@ DTYPE_FLOAT16 = 7
 DTYPE_BFLOAT16 = 8
 DTYPE_FLOAT32 = 9
 DTYPE_FLOAT64 = 10
-
-#: Wire dtype value -> lowercase name ("bfloat16", ...).
-DTYPE_NAMES = {
-    DTYPE_BOOL: "bool", DTYPE_INT8: "int8", DTYPE_UINT8: "uint8",
-    DTYPE_INT16: "int16", DTYPE_INT32: "int32", DTYPE_INT64: "int64",
-    DTYPE_FLOAT16: "float16", DTYPE_BFLOAT16: "bfloat16",
-    DTYPE_FLOAT32: "float32", DTYPE_FLOAT64: "float64",
-}
+DTYPE_UINT16 = 11
+DTYPE_UINT32 = 12
+DTYPE_UINT64 = 13
 
 _NUMPY_TO_WIRE = {
     np.dtype(np.bool_): DTYPE_BOOL, np.dtype(np.int8): DTYPE_INT8,
     np.dtype(np.uint8): DTYPE_UINT8, np.dtype(np.int16): DTYPE_INT16,
     np.dtype(np.int32): DTYPE_INT32, np.dtype(np.int64): DTYPE_INT64,
     np.dtype(np.float16): DTYPE_FLOAT16, np.dtype(np.float32): DTYPE_FLOAT32,
-    np.dtype(np.float64): DTYPE_FLOAT64,
+    np.dtype(np.float64): DTYPE_FLOAT64, np.dtype(np.uint16): DTYPE_UINT16,
+    np.dtype(np.uint32): DTYPE_UINT32, np.dtype(np.uint64): DTYPE_UINT64,
 }
+
+#: Wire dtype value -> lowercase name ("bfloat16", "uint16", ...): numpy's
+#: names, which are reprod's (common/dtype.h).
+DTYPE_NAMES = {wire: dt.name for dt, wire in _NUMPY_TO_WIRE.items()}
+DTYPE_NAMES[DTYPE_BFLOAT16] = "bfloat16"
 
 _WIRE_TO_NUMPY = {v: k.newbyteorder("<") for k, v in _NUMPY_TO_WIRE.items()}
 _WIRE_TO_NUMPY[DTYPE_BFLOAT16] = np.dtype("<u2")  # bit pattern
@@ -170,7 +174,7 @@ def _flatten_into(values, prefix, out):
 
 def supports_numpy_dtype(dtype):
     """Whether numpy arrays of `dtype` (any byte order) have a wire dtype of
-    their own: bool, int8-64, uint8, float16/32/64. (ml_dtypes.bfloat16,
+    their own: bool, int8-64, uint8-64, float16/32/64. (ml_dtypes.bfloat16,
     which to_wire also takes, is not counted here.)"""
     dt = np.dtype(dtype)
     return dt.byteorder in "<>=|" and dt.newbyteorder("=") in _NUMPY_TO_WIRE
@@ -203,8 +207,8 @@ def _framework(value):
 
 def _unsupported(key, dtype):
     return ValueError(
-        f"tensor {key!r}: unsupported dtype {dtype} (reprod stores bool, int8, uint8, "
-        "int16, int32, int64, float16, bfloat16, float32, float64)")
+        f"tensor {key!r}: unsupported dtype {dtype} (reprod stores "
+        f"{', '.join(DTYPE_NAMES[w] for w in sorted(DTYPE_NAMES))})")
 
 
 def _from_torch(key, t):
