@@ -1,11 +1,13 @@
 #include "server/ingest_service.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
+#include "common/status_macros.h"
 #include "common/tensor.h"
 #include "proto/wire.h"
 #include "server/proto_convert.h"
@@ -41,6 +43,138 @@ struct InFlight {
   storage::TensorHeader header;
   uint64_t received = 0;
   std::unique_ptr<storage::TensorWriter> writer;
+};
+
+using IngestStream = grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>;
+
+// One Ingest call's state between requests: at most one tensor in flight.
+// Each request goes through one job: open a tensor from its header
+// (BeginTensor), check a chunk against it (CheckChunk), write the chunk
+// (WriteChunk), and ack it once the last byte is durable (CommitAndAck).
+// Every error ends the stream.
+class StreamHandler {
+ public:
+  StreamHandler(const ServiceEnv& env, IngestStream* stream) : env_(env), stream_(stream) {}
+
+  absl::Status Handle(const v1::IngestRequest& request) {
+    if (request.has_begin()) return BeginTensor(request.begin());
+    if (request.has_chunk()) {
+      REPROD_RETURN_IF_ERROR(CheckChunk(request.chunk()));
+      return WriteChunk(request.chunk());
+    }
+    return absl::InvalidArgumentError("IngestRequest with neither begin nor chunk");
+  }
+
+  bool between_tensors() const { return !current_.has_value(); }
+  uint64_t acked() const { return acked_; }
+
+  // The status of a stream whose client closed it (or went away): OK between
+  // tensors; otherwise the tensor in flight is discarded.
+  grpc::Status Finish(grpc::ServerContext* context) const {
+    if (!current_) return grpc::Status::OK;
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
+    }
+    return wire::ToGrpcStatus(InCurrent(absl::InvalidArgumentError(absl::StrCat(
+        "stream closed after ", current_->received, " of ", current_->header.byte_length,
+        " bytes; the tensor was discarded"))));
+  }
+
+ private:
+  // Validates the header and opens a writer for it; commits at once when the
+  // tensor is empty.
+  absl::Status BeginTensor(const v1::BeginTensor& begin) {
+    if (current_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "BeginTensor for ", storage::AddressToString(AddressFromProto(begin.header().address())),
+          " while tensor ", storage::AddressToString(current_->header.address), " of run '",
+          current_->run, "' is incomplete (", current_->received, " of ",
+          current_->header.byte_length, " bytes received)"));
+    }
+    absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
+    if (!header.ok()) return header.status();
+    absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
+        env_.store->BeginTensor(begin.run(), *header);
+    if (writer.status().code() == absl::StatusCode::kNotFound) {
+      // An address naming no run is a bad header, like a bad key.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown run '", begin.run(), "' in the header of ",
+          storage::AddressToString(header->address),
+          "; create the run first (RunService.CreateRun; reprodctl push creates it)"));
+    }
+    if (!writer.ok()) return WithContext(writer.status(), begin.run(), header->address);
+    current_.emplace();
+    current_->run = begin.run();
+    current_->tensor_id = begin.tensor_id();
+    current_->header = *std::move(header);
+    current_->writer = *std::move(writer);
+    if (current_->header.byte_length == 0) return CommitAndAck();
+    return absl::OkStatus();
+  }
+
+  // A chunk must follow a BeginTensor, continue at the next offset, stay
+  // under --max-chunk-bytes and not run past the declared size.
+  absl::Status CheckChunk(const v1::TensorChunk& chunk) const {
+    if (!current_) {
+      return absl::InvalidArgumentError("TensorChunk without a BeginTensor before it");
+    }
+    if (chunk.offset() != current_->received) {
+      return InCurrent(absl::InvalidArgumentError(
+          absl::StrCat("chunk at offset ", chunk.offset(), ", expected offset ",
+                       current_->received, " (chunks must arrive in order)")));
+    }
+    if (chunk.data().size() > env_.limits.max_chunk_bytes) {
+      return InCurrent(absl::InvalidArgumentError(
+          absl::StrCat("chunk of ", chunk.data().size(), " bytes is over the limit ",
+                       env_.limits.max_chunk_bytes, " (--max-chunk-bytes)")));
+    }
+    if (chunk.data().size() > current_->header.byte_length - current_->received) {
+      return InCurrent(absl::InvalidArgumentError(
+          absl::StrCat("chunk [", chunk.offset(), ", ", chunk.offset() + chunk.data().size(),
+                       ") runs past the declared size ", current_->header.byte_length)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Appends a checked chunk; commits after the last byte.
+  absl::Status WriteChunk(const v1::TensorChunk& chunk) {
+    const std::string& data = chunk.data();
+    if (absl::Status s = current_->writer->Append(absl::MakeConstSpan(
+            reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+        !s.ok()) {
+      return InCurrent(s);
+    }
+    current_->received += data.size();
+    if (current_->received == current_->header.byte_length) return CommitAndAck();
+    return absl::OkStatus();
+  }
+
+  // Commits the tensor in flight (durable, crc32c verified), wakes watchers
+  // and acks it; Cancelled when the client is gone before the ack.
+  absl::Status CommitAndAck() {
+    absl::StatusOr<storage::CommitResult> done = current_->writer->Commit();
+    if (!done.ok()) return InCurrent(done.status());
+    env_.events->Notify();
+    v1::IngestResponse ack;
+    ack.set_tensor_id(current_->tensor_id);
+    AddressToProto(current_->header.address, ack.mutable_address());
+    ack.set_kind(AckKindToProto(done->kind));
+    ack.set_sequence(done->sequence);
+    current_.reset();
+    ++acked_;
+    if (!stream_->Write(ack)) return absl::CancelledError("client went away before the ack");
+    return absl::OkStatus();
+  }
+
+  // `s` with the run and address of the tensor in flight.
+  absl::Status InCurrent(const absl::Status& s) const {
+    return WithContext(s, current_->run, current_->header.address);
+  }
+
+  const ServiceEnv& env_;
+  IngestStream* stream_;
+  std::optional<InFlight> current_;
+  uint64_t acked_ = 0;
 };
 
 }  // namespace
@@ -89,125 +223,22 @@ absl::StatusOr<storage::TensorHeader> ValidateHeader(
   return header;
 }
 
-grpc::Status IngestServiceImpl::Ingest(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>* stream) {
+grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStream* stream) {
   RunEvents::CallGuard guard(env_.events);
   if (env_.events->shutting_down()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "server shutting down; retry after the restart");
   }
-  std::optional<InFlight> current;
-  uint64_t acked = 0;
-
-  auto commit = [&]() -> absl::Status {
-    absl::StatusOr<storage::CommitResult> done = current->writer->Commit();
-    if (!done.ok()) {
-      return WithContext(done.status(), current->run, current->header.address);
-    }
-    env_.events->Notify();
-    v1::IngestResponse ack;
-    ack.set_tensor_id(current->tensor_id);
-    AddressToProto(current->header.address, ack.mutable_address());
-    ack.set_kind(AckKindToProto(done->kind));
-    ack.set_sequence(done->sequence);
-    current.reset();
-    ++acked;
-    if (!stream->Write(ack)) {
-      return absl::CancelledError("client went away before the ack");
-    }
-    return absl::OkStatus();
-  };
-
+  StreamHandler handler(env_, stream);
   v1::IngestRequest request;
   while (stream->Read(&request)) {
-    absl::Status status;
-    if (request.has_begin()) {
-      const v1::BeginTensor& begin = request.begin();
-      if (current) {
-        status = absl::InvalidArgumentError(absl::StrCat(
-            "BeginTensor for ",
-            storage::AddressToString(
-                AddressFromProto(begin.header().address())),
-            " while tensor ", storage::AddressToString(current->header.address),
-            " of run '", current->run, "' is incomplete (", current->received,
-            " of ", current->header.byte_length, " bytes received)"));
-      } else if (absl::StatusOr<storage::TensorHeader> header =
-                     ValidateHeader(begin, env_.limits);
-                 !header.ok()) {
-        status = header.status();
-      } else {
-        absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
-            env_.store->BeginTensor(begin.run(), *header);
-        if (writer.status().code() == absl::StatusCode::kNotFound) {
-          // An address naming no run is a bad header, like a bad key.
-          status = absl::InvalidArgumentError(absl::StrCat(
-              "unknown run '", begin.run(), "' in the header of ",
-              storage::AddressToString(header->address),
-              "; create the run first (RunService.CreateRun; reprodctl push "
-              "creates it)"));
-        } else if (!writer.ok()) {
-          status = WithContext(writer.status(), begin.run(), header->address);
-        } else {
-          current.emplace();
-          current->run = begin.run();
-          current->tensor_id = begin.tensor_id();
-          current->header = *std::move(header);
-          current->writer = *std::move(writer);
-          if (current->header.byte_length == 0) status = commit();
-        }
-      }
-    } else if (request.has_chunk()) {
-      const v1::TensorChunk& chunk = request.chunk();
-      if (!current) {
-        status = absl::InvalidArgumentError(
-            "TensorChunk without a BeginTensor before it");
-      } else if (chunk.offset() != current->received) {
-        status = WithContext(
-            absl::InvalidArgumentError(absl::StrCat(
-                "chunk at offset ", chunk.offset(), ", expected offset ",
-                current->received, " (chunks must arrive in order)")),
-            current->run, current->header.address);
-      } else if (chunk.data().size() > env_.limits.max_chunk_bytes) {
-        status = WithContext(
-            absl::InvalidArgumentError(absl::StrCat(
-                "chunk of ", chunk.data().size(),
-                " bytes is over the limit ", env_.limits.max_chunk_bytes,
-                " (--max-chunk-bytes)")),
-            current->run, current->header.address);
-      } else if (chunk.data().size() >
-                 current->header.byte_length - current->received) {
-        status = WithContext(
-            absl::InvalidArgumentError(absl::StrCat(
-                "chunk [", chunk.offset(), ", ",
-                chunk.offset() + chunk.data().size(),
-                ") runs past the declared size ",
-                current->header.byte_length)),
-            current->run, current->header.address);
-      } else {
-        const std::string& data = chunk.data();
-        status = current->writer->Append(absl::MakeConstSpan(
-            reinterpret_cast<const uint8_t*>(data.data()), data.size()));
-        if (status.ok()) {
-          current->received += data.size();
-          if (current->received == current->header.byte_length) {
-            status = commit();
-          }
-        } else {
-          status = WithContext(status, current->run, current->header.address);
-        }
-      }
-    } else {
-      status = absl::InvalidArgumentError(
-          "IngestRequest with neither begin nor chunk");
-    }
-    if (!status.ok()) {
+    if (absl::Status status = handler.Handle(request); !status.ok()) {
       if (status.code() != absl::StatusCode::kCancelled) {
         spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
       }
       return wire::ToGrpcStatus(status);
     }
-    if (!current && env_.events->shutting_down()) {
+    if (handler.between_tensors() && env_.events->shutting_down()) {
       // Between tensors: stop here so the client resends the rest elsewhere
       // or after the restart.
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -215,18 +246,9 @@ grpc::Status IngestServiceImpl::Ingest(
     }
     request.Clear();
   }
-  if (current) {
-    if (context->IsCancelled()) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
-    }
-    return wire::ToGrpcStatus(WithContext(
-        absl::InvalidArgumentError(absl::StrCat(
-            "stream closed after ", current->received, " of ",
-            current->header.byte_length, " bytes; the tensor was discarded")),
-        current->run, current->header.address));
-  }
-  spdlog::debug("ingest from {}: {} tensors acked", context->peer(), acked);
-  return grpc::Status::OK;
+  const grpc::Status end = handler.Finish(context);
+  if (end.ok()) spdlog::debug("ingest from {}: {} tensors acked", context->peer(), handler.acked());
+  return end;
 }
 
 }  // namespace reprod::server
