@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <system_error>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/cpp/progress.h"
 #include "client/cpp/reprodctl/policy_spec.h"
