@@ -295,6 +295,10 @@ TEST(PresetPolicyTest, AllcloseUsesDtypeDefaults) {
             (Tolerance{1e-7, 1e-7}));
   EXPECT_EQ(c.ToleranceFor(DType::kInt64, DType::kInt64), (Tolerance{0, 0}));
   EXPECT_EQ(c.ToleranceFor(DType::kBool, DType::kBool), (Tolerance{0, 0}));
+  for (DType u : {DType::kUInt8, DType::kUInt16, DType::kUInt32,
+                  DType::kUInt64}) {
+    EXPECT_EQ(c.ToleranceFor(u, u), (Tolerance{0, 0})) << DTypeName(u);
+  }
   // Mixed: the looser side decides.
   EXPECT_EQ(c.ToleranceFor(DType::kFloat32, DType::kFloat16),
             (Tolerance{1e-5, 1e-3}));
