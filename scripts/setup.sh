@@ -82,18 +82,30 @@ install_client() {
   fi
 }
 
-setup_venv() {
-  local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
-  # The venv must see Debian's python3-torch: recreate one made without
-  # system site packages (older checkouts).
-  if [ -f "$venv/pyvenv.cfg" ] && ! grep -q '^include-system-site-packages = true' "$venv/pyvenv.cfg"; then
-    log "recreating $venv with system site packages (for Debian's python3-torch)"
+# ensure_venv DIR SYSTEM_SITE(true|false) WHY: creates DIR over /usr/bin/python3,
+# seeing the system site packages or not, and recreates one that was made
+# the other way (older checkouts).
+ensure_venv() {
+  local venv="$1" system_site="$2" why="$3"
+  if [ -f "$venv/pyvenv.cfg" ] &&
+     ! grep -q "^include-system-site-packages = $system_site" "$venv/pyvenv.cfg"; then
+    log "recreating $venv (system site packages must be $system_site: $why)"
     rm -rf "$venv"
   fi
   if [ ! -x "$venv/bin/python" ]; then
-    log "creating Python venv $venv (system site packages: Debian's torch)"
-    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    log "creating Python venv $venv ($why)"
+    if [ "$system_site" = true ]; then
+      /usr/bin/python3 -m venv --system-site-packages "$venv"
+    else
+      /usr/bin/python3 -m venv "$venv"
+    fi
   fi
+}
+
+setup_venv() {
+  local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
+  # The venv must see Debian's python3-torch.
+  ensure_venv "$venv" true "Debian's python3-torch must be importable"
   install_requirements "$venv" "$req" \
     "installing Python packages from PyPI (first time: PaddlePaddle is ~200 MB)"
   # Both frameworks must import: the bert_tiny end-to-end test needs them and
@@ -108,16 +120,9 @@ setup_venv() {
 
 setup_venv_np2() {
   local venv="$ROOT/.venv-np2" req="$ROOT/tests/python/requirements-np2.txt"
-  # Torch- and paddle-free on purpose: recreate one that sees system site
-  # packages (Debian's torch and numpy 1.x would leak in).
-  if [ -f "$venv/pyvenv.cfg" ] && ! grep -q '^include-system-site-packages = false' "$venv/pyvenv.cfg"; then
-    log "recreating $venv without system site packages"
-    rm -rf "$venv"
-  fi
-  if [ ! -x "$venv/bin/python" ]; then
-    log "creating Python venv $venv (numpy 2, no torch, no paddle)"
-    /usr/bin/python3 -m venv "$venv"
-  fi
+  # Torch- and paddle-free on purpose: Debian's torch and numpy 1.x must not
+  # leak in.
+  ensure_venv "$venv" false "numpy 2, no torch, no paddle"
   install_requirements "$venv" "$req" "installing numpy 2 test packages from PyPI into $venv"
   if ! "$venv/bin/python" -c 'import sys, numpy; sys.exit(int(numpy.__version__.split(".")[0]) < 2)'; then
     log "ERROR: $venv does not have numpy 2.x ($req)"
