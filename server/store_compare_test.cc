@@ -721,6 +721,21 @@ class ObservedStore : public storage::Store {
       std::string_view run, size_t limit) override {
     return base_.ListReports(run, limit);
   }
+  absl::StatusOr<storage::RunInfo> SetRunReference(std::string_view name,
+                                                   bool reference) override {
+    return base_.SetRunReference(name, reference);
+  }
+  absl::Status PutAuthRecord(std::string_view key,
+                             std::string_view value) override {
+    return base_.PutAuthRecord(key, value);
+  }
+  absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override {
+    return base_.GetAuthRecord(key);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  ListAuthRecords(std::string_view prefix) override {
+    return base_.ListAuthRecords(prefix);
+  }
 
   std::string fail_key;  // reads of this key fail with DataLoss
   size_t max_read = 0;

@@ -42,6 +42,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -69,6 +70,10 @@ struct RunInfo {
   std::string owner;
   RunState state = RunState::kOpen;
   bool overwrite = false;  // allow replacing a tensor with different bytes
+  // A reference run (e.g. the upstream PyTorch output of a paper) that
+  // submitters may compare their own runs against (server/auth/acl.h).
+  // Stored as given by CreateRun; changed with SetRunReference.
+  bool reference = false;
   uint64_t tensor_count = 0;
   uint64_t total_bytes = 0;
 };
@@ -179,6 +184,9 @@ class Store {
                                           RunState final_state) = 0;
   // Removes the run and every tensor under it; returns the tensor count.
   virtual absl::StatusOr<uint64_t> DeleteRun(std::string_view name) = 0;
+  // Sets or clears the run's reference flag in any state; returns the run.
+  virtual absl::StatusOr<RunInfo> SetRunReference(std::string_view name,
+                                                  bool reference) = 0;
 
   // --- tensors ------------------------------------------------------------
   // Starts receiving a tensor into an OPEN run. Fails early (before any byte
@@ -202,6 +210,19 @@ class Store {
   // or cand is that run. Renderings are left empty.
   virtual absl::StatusOr<std::vector<StoredReport>> ListReports(
       std::string_view run, size_t limit) = 0;
+
+  // --- auth records -------------------------------------------------------
+  // Small opaque values of the authentication layer (server/auth: token
+  // records keyed by their hash), apart from runs and reports. Keys are
+  // non-empty and hold no NUL byte (InvalidArgument otherwise). Put creates
+  // or replaces, durably (RocksDB: synced) when it returns OK.
+  virtual absl::Status PutAuthRecord(std::string_view key,
+                                     std::string_view value) = 0;
+  // NotFound (naming the key's length, never the key) when absent.
+  virtual absl::StatusOr<std::string> GetAuthRecord(std::string_view key) = 0;
+  // (key, value) pairs whose key starts with prefix, sorted by key.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  ListAuthRecords(std::string_view prefix) = 0;
 };
 
 }  // namespace reprod::storage

@@ -717,6 +717,78 @@ TEST_P(StoreTest, ListReportsNewestFirstWithFilterAndLimit) {
   EXPECT_THAT(list, IsEmpty());
 }
 
+// --- reference flag ---------------------------------------------------------
+
+TEST_P(StoreTest, ReferenceFlagIsStoredByCreateAndChangedBySet) {
+  ASSERT_OK_AND_ASSIGN(RunInfo plain, store_->GetRun(kRun));
+  EXPECT_FALSE(plain.reference);
+  RunInfo ref = MakeRun("upstream/bert-torch");
+  ref.reference = true;
+  ASSERT_THAT(store_->CreateRun(ref), IsOk());
+  ASSERT_OK_AND_ASSIGN(RunInfo got, store_->GetRun("upstream/bert-torch"));
+  EXPECT_TRUE(got.reference);
+  EXPECT_EQ(got.labels, ref.labels);  // the flag does not disturb the rest
+
+  ASSERT_OK_AND_ASSIGN(RunInfo set, store_->SetRunReference(kRun, true));
+  EXPECT_TRUE(set.reference);
+  EXPECT_EQ(set.owner, "alice");
+  // Any state: a sealed run can become (or stop being) a reference.
+  ASSERT_THAT(store_->SealRun(kRun, RunState::kSealed), IsOk());
+  ASSERT_OK_AND_ASSIGN(got, store_->GetRun(kRun));
+  EXPECT_TRUE(got.reference);
+  EXPECT_EQ(got.state, RunState::kSealed);
+  ASSERT_OK_AND_ASSIGN(set, store_->SetRunReference(kRun, false));
+  EXPECT_FALSE(set.reference);
+  EXPECT_EQ(set.state, RunState::kSealed);
+  ASSERT_OK_AND_ASSIGN(std::vector<RunInfo> runs, store_->ListRuns(""));
+  ASSERT_THAT(runs, SizeIs(2));
+  EXPECT_FALSE(runs[0].reference);  // team42/bert-paddle
+  EXPECT_TRUE(runs[1].reference);   // upstream/bert-torch
+  EXPECT_THAT(store_->SetRunReference("team42/nope", true),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("team42/nope")));
+}
+
+// --- auth records -----------------------------------------------------------
+
+TEST_P(StoreTest, AuthRecordsPutGetListAndReplace) {
+  EXPECT_THAT(store_->GetAuthRecord("tok/aa"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       ::testing::AllOf(HasSubstr("6-byte key"),
+                                        ::testing::Not(HasSubstr("tok/aa")))));
+  ASSERT_THAT(store_->PutAuthRecord("tok/bb", "second"), IsOk());
+  ASSERT_THAT(store_->PutAuthRecord("tok/aa", std::string("fi\0rst", 6)),
+              IsOk());
+  ASSERT_THAT(store_->PutAuthRecord("other", "x"), IsOk());
+  EXPECT_THAT(store_->GetAuthRecord("tok/aa"),
+              IsOkAndHolds(std::string("fi\0rst", 6)));
+  ASSERT_THAT(store_->PutAuthRecord("tok/aa", ""), IsOk());  // replaces
+  EXPECT_THAT(store_->GetAuthRecord("tok/aa"), IsOkAndHolds(""));
+
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_THAT(store_->ListAuthRecords("tok/"),
+              IsOkAndHolds(Pairs{{"tok/aa", ""}, {"tok/bb", "second"}}));
+  EXPECT_THAT(store_->ListAuthRecords(""),
+              IsOkAndHolds(Pairs{
+                  {"other", "x"}, {"tok/aa", ""}, {"tok/bb", "second"}}));
+  EXPECT_THAT(store_->ListAuthRecords("zzz"), IsOkAndHolds(Pairs{}));
+  // Auth records are not runs and runs are not auth records.
+  ASSERT_OK_AND_ASSIGN(std::vector<RunInfo> runs, store_->ListRuns(""));
+  EXPECT_THAT(runs, SizeIs(1));
+  EXPECT_THAT(store_->GetAuthRecord(kRun),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("not found")));
+}
+
+TEST_P(StoreTest, AuthRecordKeyMustBeNonEmptyWithoutNul) {
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_THAT(store_->PutAuthRecord("", "v"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
+  EXPECT_THAT(store_->PutAuthRecord(std::string("a\0b", 3), "v"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
+  EXPECT_THAT(store_->GetAuthRecord(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
+  EXPECT_THAT(store_->ListAuthRecords(""), IsOkAndHolds(Pairs{}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::ValuesIn(Backends()),
                          [](const ::testing::TestParamInfo<Backend>& info) {
                            return info.param.name;

@@ -68,6 +68,20 @@ absl::Status ConflictError(std::string_view run, const TensorHeader& stored,
       absl::StrJoin(diffs, ", "), ")"));
 }
 
+absl::Status CheckAuthKey(std::string_view key) {
+  if (key.empty() || key.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("auth record key of ", key.size(),
+                     " bytes is empty or holds a NUL byte"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuthRecordNotFoundError(std::string_view key) {
+  return absl::NotFoundError(
+      absl::StrCat("auth record (", key.size(), "-byte key) not found"));
+}
+
 absl::Status RunNotFoundError(std::string_view run) {
   return absl::NotFoundError(
       absl::StrCat("run ", std::string(run), " not found"));

@@ -58,6 +58,12 @@ absl::Status CommittedTwiceError(std::string_view run,
 absl::Status CheckReadRange(std::string_view run, const TensorMeta& meta,
                             uint64_t offset, uint64_t size);
 
+// InvalidArgument for an auth record key that is empty or holds a NUL byte;
+// NotFound for an absent one. Neither message shows the key (it may be
+// derived from a credential), only its length.
+absl::Status CheckAuthKey(std::string_view key);
+absl::Status AuthRecordNotFoundError(std::string_view key);
+
 // Times are kept with microsecond precision by every store (RocksDB records
 // them as Unix microseconds); `t` truncated accordingly.
 absl::Time TruncateToMicros(absl::Time t);

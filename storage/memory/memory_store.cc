@@ -155,6 +155,15 @@ class MemoryStore : public Store {
     return count;
   }
 
+  absl::StatusOr<RunInfo> SetRunReference(std::string_view name,
+                                          bool reference) override {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(name);
+    if (it == runs_.end()) return internal::RunNotFoundError(name);
+    it->second.info.reference = reference;
+    return it->second.info;
+  }
+
   absl::StatusOr<std::unique_ptr<TensorWriter>> BeginTensor(
       std::string_view run, const TensorHeader& header) override {
     REPROD_RETURN_IF_ERROR(internal::CheckHeader(run, header));
@@ -252,6 +261,33 @@ class MemoryStore : public Store {
     return out;
   }
 
+  absl::Status PutAuthRecord(std::string_view key,
+                             std::string_view value) override {
+    REPROD_RETURN_IF_ERROR(internal::CheckAuthKey(key));
+    absl::MutexLock lock(&mu_);
+    auth_[std::string(key)] = std::string(value);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override {
+    REPROD_RETURN_IF_ERROR(internal::CheckAuthKey(key));
+    absl::MutexLock lock(&mu_);
+    auto it = auth_.find(key);
+    if (it == auth_.end()) return internal::AuthRecordNotFoundError(key);
+    return it->second;
+  }
+
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  ListAuthRecords(std::string_view prefix) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto it = auth_.lower_bound(prefix);
+         it != auth_.end() && it->first.starts_with(prefix); ++it) {
+      out.emplace_back(it->first, it->second);
+    }
+    return out;
+  }
+
   // Publishes a writer's tensor (bytes == nullptr: verify-only writer).
   absl::StatusOr<CommitResult> Publish(const std::string& run,
                                        uint64_t incarnation,
@@ -304,6 +340,7 @@ class MemoryStore : public Store {
   std::map<std::string, MemoryRun, std::less<>> runs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, StoredReport, std::less<>> reports_
       ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string, std::less<>> auth_ ABSL_GUARDED_BY(mu_);
   uint64_t incarnations_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

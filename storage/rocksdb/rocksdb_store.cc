@@ -363,6 +363,19 @@ absl::StatusOr<RunInfo> RocksDbStore::SealRun(std::string_view name,
   return std::move(record.info);
 }
 
+absl::StatusOr<RunInfo> RocksDbStore::SetRunReference(std::string_view name,
+                                                      bool reference) {
+  absl::MutexLock lock(&mu_);
+  REPROD_ASSIGN_OR_RETURN(RunRecord record, ReadRun(name, nullptr));
+  record.info.reference = reference;
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, RunKey(name), EncodeRunRecord(record))
+      .PermitUncheckedError();
+  REPROD_RETURN_IF_ERROR(
+      Write(batch, options_.sync_commits, "set run reference"));
+  return std::move(record.info);
+}
+
 absl::StatusOr<uint64_t> RocksDbStore::DeleteRun(std::string_view name) {
   absl::MutexLock lock(&mu_);
   REPROD_ASSIGN_OR_RETURN(const RunRecord record, ReadRun(name, nullptr));
@@ -621,6 +634,43 @@ absl::StatusOr<std::vector<StoredReport>> RocksDbStore::ListReports(
               return a.id > b.id;
             });
   if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+// --- auth records
+// ------------------------------------------------------------
+
+absl::Status RocksDbStore::PutAuthRecord(std::string_view key,
+                                         std::string_view value) {
+  REPROD_RETURN_IF_ERROR(CheckAuthKey(key));
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, AuthKey(key), EncodeAuthRecord(value))
+      .PermitUncheckedError();
+  // Always synced: a token printed to its holder must survive a crash.
+  return Write(batch, /*sync=*/true, "put auth record");
+}
+
+absl::StatusOr<std::string> RocksDbStore::GetAuthRecord(std::string_view key) {
+  REPROD_RETURN_IF_ERROR(CheckAuthKey(key));
+  rocksdb::PinnableSlice value;
+  const rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), meta_, AuthKey(key), &value);
+  if (s.IsNotFound()) return AuthRecordNotFoundError(key);
+  REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read auth record"));
+  return DecodeAuthRecord(ToView(value));
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+RocksDbStore::ListAuthRecords(std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, AuthKey(prefix), nullptr,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        REPROD_ASSIGN_OR_RETURN(std::string decoded, DecodeAuthRecord(value));
+        out.emplace_back(std::string(key.substr(kAuthPrefix.size())),
+                         std::move(decoded));
+        return absl::OkStatus();
+      }));
   return out;
 }
 

@@ -155,6 +155,15 @@ TEST_F(RocksDbStoreTest, ReopenKeepsRunsTensorsAndReports) {
   EXPECT_EQ(PendingUploads(), 0u);
 }
 
+TEST_F(RocksDbStoreTest, ReopenKeepsReferenceFlagAndAuthRecords) {
+  ASSERT_OK_AND_ASSIGN(RunInfo run, store_->SetRunReference(kRun, true));
+  ASSERT_THAT(store_->PutAuthRecord("token/ab", "record"), IsOk());
+  ASSERT_THAT(Reopen(), IsOk());
+  ASSERT_OK_AND_ASSIGN(run, store_->GetRun(kRun));
+  EXPECT_TRUE(run.reference);
+  EXPECT_THAT(store_->GetAuthRecord("token/ab"), IsOkAndHolds("record"));
+}
+
 TEST_F(RocksDbStoreTest, CrashBeforeCommitLeavesNothingAndReclaimsChunks) {
   const std::vector<uint8_t> committed = Bytes(64, 3);  // 10 chunks of 7
   const std::vector<uint8_t> orphan = Bytes(700, 4);

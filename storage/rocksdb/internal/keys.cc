@@ -97,6 +97,12 @@ std::string ChunkRunPrefix(uint64_t run_id) {
   return key;
 }
 
+std::string AuthKey(std::string_view key) {
+  std::string out(kAuthPrefix);
+  out.append(key);
+  return out;
+}
+
 std::string ReportKey(std::string_view id) {
   std::string key(kReportPrefix);
   key.append(id);

@@ -10,6 +10,7 @@
 //            'r' run-name                          run record
 //            't' run-id:be64 address               tensor index entry
 //            'p' blob-id:be64                      pending upload marker
+//            'a' auth-key                          auth record (server/auth)
 //   chunks:  run-id:be64 blob-id:be64 index:be64   one chunk of a tensor
 //   reports: 's' report-id                         report summary
 //            'r' report-id 0x00 format             one rendering
@@ -48,6 +49,10 @@ std::string PendingKey(uint64_t blob_id);
 inline constexpr std::string_view kPendingPrefix = "p";
 // Blob id of a PendingKey; false on a malformed key.
 bool ParsePendingKey(std::string_view key, uint64_t* blob_id);
+
+// Auth records (Store::PutAuthRecord); AuthKey(prefix) is a scan prefix.
+std::string AuthKey(std::string_view key);
+inline constexpr std::string_view kAuthPrefix = "a";
 
 // --- chunks ---------------------------------------------------------------
 std::string ChunkKey(uint64_t run_id, uint64_t blob_id, uint64_t index);

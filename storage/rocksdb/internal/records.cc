@@ -123,6 +123,10 @@ std::string EncodeRunRecord(const RunRecord& r) {
     PutLengthPrefixed(&out, k);
     PutLengthPrefixed(&out, v);
   }
+  // Optional trailer, written only when non-zero so that a run without flags
+  // stays readable by builds that predate it.
+  const uint64_t flags = r.info.reference ? kRunFlagReference : 0;
+  if (flags != 0) PutVarint64(&out, flags);
   return out;
 }
 
@@ -152,6 +156,15 @@ absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
       return Corrupt("run", "truncated label");
     }
     r.info.labels.emplace(std::move(k), std::move(v));
+  }
+  if (!d.done()) {
+    uint64_t flags = 0;
+    // Zero is never written (no trailer instead), so it is damage too.
+    if (!d.Varint64(&flags) || flags == 0 ||
+        (flags & ~kRunFlagReference) != 0) {
+      return Corrupt("run", "unknown flags");
+    }
+    r.info.reference = (flags & kRunFlagReference) != 0;
   }
   if (!d.done()) return Corrupt("run", "trailing bytes");
   return r;
@@ -299,6 +312,20 @@ std::string EncodeRendering(std::string_view text) {
   PutByte(&out, kRecordVersion);
   out.append(text);
   return out;
+}
+
+std::string EncodeAuthRecord(std::string_view value) {
+  std::string out;
+  out.reserve(value.size() + 1);
+  PutByte(&out, kRecordVersion);
+  out.append(value);
+  return out;
+}
+
+absl::StatusOr<std::string> DecodeAuthRecord(std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "auth record"); !s.ok()) return s;
+  return std::string(d.rest());
 }
 
 absl::StatusOr<std::string> DecodeRendering(std::string_view value) {

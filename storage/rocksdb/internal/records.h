@@ -43,6 +43,9 @@ std::string EncodeRunRecord(const RunRecord& record);
 absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
                                           std::string_view value);
 
+// Bits of the run record's optional trailing flags field (FORMAT.md).
+inline constexpr uint64_t kRunFlagReference = 1;
+
 // meta 't': a committed tensor. The address lives in the key.
 struct IndexEntry {
   TensorHeader header;
@@ -75,6 +78,10 @@ absl::StatusOr<std::string_view> DecodeChunk(std::string_view value,
 std::string EncodeReportSummary(const StoredReport& report);
 absl::StatusOr<StoredReport> DecodeReportSummary(std::string_view id,
                                                  std::string_view value);
+// meta 'a': an auth record (version byte, then the value's bytes).
+std::string EncodeAuthRecord(std::string_view value);
+absl::StatusOr<std::string> DecodeAuthRecord(std::string_view value);
+
 // reports 'r': one rendering.
 std::string EncodeRendering(std::string_view text);
 absl::StatusOr<std::string> DecodeRendering(std::string_view value);

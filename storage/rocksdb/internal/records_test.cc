@@ -19,6 +19,7 @@ namespace reprod::storage::internal {
 namespace {
 
 using ::reprod::testing::IsOk;
+using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -158,6 +159,47 @@ TEST(RecordsTest, RunRecordRoundTrips) {
   bad_state[4] = 7;  // version, run_id (2 bytes), next_sequence, state
   EXPECT_THAT(DecodeRunRecord("ns/run", bad_state).status().code(),
               absl::StatusCode::kDataLoss);
+}
+
+TEST(RecordsTest, RunRecordReferenceFlagIsAnOptionalTrailer) {
+  RunRecord r;
+  r.run_id = 3;
+  r.info.owner = "bob";
+  r.info.labels = {{"k", "v"}};
+  const std::string plain = EncodeRunRecord(r);
+  r.info.reference = true;
+  const std::string flagged = EncodeRunRecord(r);
+  // A run without flags is encoded exactly as before the flag existed (so
+  // older builds still read it); the flag adds varint(1) at the end.
+  EXPECT_EQ(flagged, plain + std::string(1, '\x01'));
+  ASSERT_OK_AND_ASSIGN(RunRecord back, DecodeRunRecord("ns/run", plain));
+  EXPECT_FALSE(back.info.reference);
+  ASSERT_OK_AND_ASSIGN(back, DecodeRunRecord("ns/run", flagged));
+  EXPECT_TRUE(back.info.reference);
+  EXPECT_EQ(back.info.labels, r.info.labels);
+  EXPECT_EQ(back.info.owner, "bob");
+  // Unknown bits, an explicit zero, a truncated varint or bytes after the
+  // flags are damage.
+  for (const std::string& bad :
+       {plain + std::string(1, '\x02'), plain + std::string(1, '\x00'),
+        plain + std::string(1, '\x81'), flagged + "x"}) {
+    EXPECT_THAT(DecodeRunRecord("ns/run", bad),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
+  }
+}
+
+TEST(RecordsTest, AuthRecordsKeepEveryByte) {
+  const std::string value("a\0\xff", 3);
+  const std::string v = EncodeAuthRecord(value);
+  EXPECT_EQ(v, std::string(1, static_cast<char>(kRecordVersion)) + value);
+  EXPECT_THAT(DecodeAuthRecord(v), IsOkAndHolds(value));
+  EXPECT_THAT(DecodeAuthRecord(EncodeAuthRecord("")), IsOkAndHolds(""));
+  EXPECT_THAT(DecodeAuthRecord(""),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
+  EXPECT_THAT(DecodeAuthRecord(std::string("\x09x")),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("version 9")));
+  EXPECT_EQ(AuthKey("abc"), "aabc");
+  EXPECT_EQ(AuthKey(""), kAuthPrefix);
 }
 
 TEST(RecordsTest, IndexEntryRoundTrips) {

@@ -71,6 +71,8 @@ class RocksDbStore final : public Store {
   absl::StatusOr<RunInfo> SealRun(std::string_view name,
                                   RunState final_state) override;
   absl::StatusOr<uint64_t> DeleteRun(std::string_view name) override;
+  absl::StatusOr<RunInfo> SetRunReference(std::string_view name,
+                                          bool reference) override;
   absl::StatusOr<std::unique_ptr<TensorWriter>> BeginTensor(
       std::string_view run, const TensorHeader& header) override;
   absl::StatusOr<std::vector<TensorMeta>> ListTensors(
@@ -81,6 +83,11 @@ class RocksDbStore final : public Store {
   absl::StatusOr<StoredReport> GetReport(std::string_view id) override;
   absl::StatusOr<std::vector<StoredReport>> ListReports(std::string_view run,
                                                         size_t limit) override;
+  absl::Status PutAuthRecord(std::string_view key,
+                             std::string_view value) override;
+  absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
+  ListAuthRecords(std::string_view prefix) override;
 
   // --- for writers --------------------------------------------------------
   // Allocates a blob id for an upload into run `run_id` and records its
