@@ -30,6 +30,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libzip-dev zlib1g-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev librocksdb-dev libcpp-httplib-dev
+  libssl-dev
   python3 python3-venv python3-dev python3-torch
 )
 
