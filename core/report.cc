@@ -50,9 +50,10 @@ absl::StatusOr<ReportFormat> ParseReportFormat(std::string_view name) {
   if (name == "json") return ReportFormat::kJson;
   if (name == "junit") return ReportFormat::kJunit;
   if (name == "markdown" || name == "md") return ReportFormat::kMarkdown;
+  if (name == "html") return ReportFormat::kHtml;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown report format '", std::string(name),
-                   "' (expected text, json, junit or markdown)"));
+                   "' (expected text, json, junit, markdown or html)"));
 }
 
 absl::StatusOr<std::string> RenderReport(const Report& report,
@@ -67,6 +68,8 @@ absl::StatusOr<std::string> RenderReport(const Report& report,
       return internal::RenderJunit(report);
     case ReportFormat::kMarkdown:
       return internal::RenderMarkdown(report);
+    case ReportFormat::kHtml:
+      return internal::RenderHtml(report);
   }
   return absl::InvalidArgumentError("unknown report format");
 }

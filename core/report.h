@@ -15,6 +15,10 @@
 //    "-Infinity".
 //  - kJunit: one <testsuite> per checkpoint, one <testcase> per tensor.
 //  - kMarkdown: summary table, one table per checkpoint, failure details.
+//  - kHtml: one self-contained page (inline CSS and SVG, no script, nothing
+//    fetched): verdict, acceptance checklist, first failure, failing tensors
+//    by severity with |d| histograms, step-drift charts, a key x step heat
+//    map, and every tensor with passing rows hidden by a CSS-only toggle.
 //
 // Thread-safety: Report is a plain value; the render functions are
 // reentrant.
@@ -185,9 +189,10 @@ struct Report {
 // 0.2500152" or "shape mismatch: ref (4, 1) vs cand (4,)".
 std::string DescribeTensor(const TensorResult& t);
 
-enum class ReportFormat { kText, kJson, kJunit, kMarkdown };
+enum class ReportFormat { kText, kJson, kJunit, kMarkdown, kHtml };
 
-// "text", "json", "junit", "markdown" (also "md"); InvalidArgument otherwise.
+// "text", "json", "junit", "markdown" (also "md"), "html"; InvalidArgument
+// otherwise.
 absl::StatusOr<ReportFormat> ParseReportFormat(std::string_view name);
 
 struct RenderOptions {

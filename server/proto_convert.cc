@@ -151,6 +151,8 @@ absl::StatusOr<core::ReportFormat> ReportFormatFromProto(v1::ReportFormat f) {
       return core::ReportFormat::kJunit;
     case v1::REPORT_FORMAT_MARKDOWN:
       return core::ReportFormat::kMarkdown;
+    case v1::REPORT_FORMAT_HTML:
+      return core::ReportFormat::kHtml;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("unknown report format ", static_cast<int>(f)));
@@ -168,6 +170,8 @@ const char* FormatKey(core::ReportFormat f) {
       return "junit";
     case core::ReportFormat::kMarkdown:
       return "markdown";
+    case core::ReportFormat::kHtml:
+      return "html";
   }
   return "json";
 }
@@ -198,6 +202,13 @@ absl::Status ReportToProto(const storage::StoredReport& r,
   if (!f.ok()) return f.status();
   const auto it = r.renderings.find(FormatKey(*f));
   if (it == r.renderings.end()) {
+    // Reports stored before the html format existed have only the others.
+    if (*f == core::ReportFormat::kHtml) {
+      return absl::NotFoundError(absl::StrCat(
+          "report ", r.id,
+          " has no html rendering: it was stored before HTML reports "
+          "existed; compare the runs again to store one with html"));
+    }
     return absl::DataLossError(absl::StrCat("report ", r.id, " has no ",
                                             FormatKey(*f), " rendering"));
   }

@@ -45,12 +45,14 @@ v1::TensorStatus TensorStatusToProto(core::TensorStatus s);
 void VerdictToProto(const core::TensorResult& t, v1::TensorVerdict* out);
 
 // Metadata of a stored report, and `rendered` in `format` when non-empty
-// (UNSPECIFIED = JSON). InvalidArgument for an unknown format.
+// (UNSPECIFIED = JSON). InvalidArgument for an unknown format; NotFound for
+// html of a report stored before that format existed; DataLoss for another
+// missing rendering.
 absl::Status ReportToProto(const storage::StoredReport& r,
                            v1::ReportFormat format, bool with_rendering,
                            v1::Report* out);
 
-// "json", "text", "junit", "markdown" for the storage map;
+// "json", "text", "junit", "markdown", "html" for the storage map;
 // InvalidArgument for an unknown value.
 absl::StatusOr<core::ReportFormat> ReportFormatFromProto(v1::ReportFormat f);
 

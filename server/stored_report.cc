@@ -46,7 +46,8 @@ absl::StatusOr<storage::StoredReport> MakeStoredReport(
        {std::pair{"json", core::ReportFormat::kJson},
         std::pair{"text", core::ReportFormat::kText},
         std::pair{"junit", core::ReportFormat::kJunit},
-        std::pair{"markdown", core::ReportFormat::kMarkdown}}) {
+        std::pair{"markdown", core::ReportFormat::kMarkdown},
+        std::pair{"html", core::ReportFormat::kHtml}}) {
     absl::StatusOr<std::string> rendered =
         core::RenderReport(report, format, options);
     if (!rendered.ok()) return rendered.status();

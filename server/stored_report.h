@@ -2,8 +2,8 @@
 //
 // Turns a core::Report into the record the store keeps: a fresh id, the
 // summary for listings, and the report rendered in every format (json, text,
-// junit, markdown) so that GetReport serves any of them byte for byte as
-// they were at compare time.
+// junit, markdown, html) so that GetReport serves any of them byte for byte
+// as they were at compare time.
 //
 // Thread-safety: pure functions (the id comes from a thread-safe generator).
 #ifndef REPROD_SERVER_STORED_REPORT_H_

@@ -58,8 +58,9 @@ absl::StatusOr<v1::ReportFormat> ReportFormatFromName(std::string_view name) {
   if (name == "json") return v1::REPORT_FORMAT_JSON;
   if (name == "junit") return v1::REPORT_FORMAT_JUNIT;
   if (name == "markdown" || name == "md") return v1::REPORT_FORMAT_MARKDOWN;
+  if (name == "html") return v1::REPORT_FORMAT_HTML;
   return absl::InvalidArgumentError(absl::StrCat("unknown report format '", std::string(name),
-                                                 "' (expected text, json, junit or markdown)"));
+                                                 "' (expected text, json, junit, markdown or html)"));
 }
 
 }  // namespace reprod::client

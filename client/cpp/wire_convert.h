@@ -38,7 +38,7 @@ std::string_view TensorStatusName(v1::TensorStatus status);
 // True for pass and warn.
 bool IsPassingStatus(v1::TensorStatus status);
 
-// "text", "json", "junit", "markdown" (also "md") -> the wire format;
+// "text", "json", "junit", "markdown" (also "md"), "html" -> the wire format;
 // InvalidArgument naming the accepted names otherwise.
 absl::StatusOr<v1::ReportFormat> ReportFormatFromName(std::string_view name);
 

@@ -61,7 +61,8 @@ TensorStatus Evaluate(const Check& c, double value) {
   return TensorStatus::kPass;
 }
 
-// How far a check is from/over its bound (see WorstCheck).
+}  // namespace
+
 double Severity(const CheckResult& r) {
   const double v = r.value, b = r.check.bound;
   if (std::isnan(v)) return std::numeric_limits<double>::infinity();
@@ -72,6 +73,8 @@ double Severity(const CheckResult& r) {
   if (b < 1) return (1.0 - v) / (1.0 - b);
   return v < b ? std::numeric_limits<double>::infinity() : 0.0;
 }
+
+namespace {
 
 std::string FailureText(const CheckResult& cr, const kernels::DiffStats& s) {
   const Check& c = cr.check;

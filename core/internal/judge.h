@@ -26,6 +26,12 @@ namespace reprod::core::internal {
 // its DiffStats in the reducer's output; [0] gives the reported stats.
 using ToleranceStats = std::vector<std::pair<Tolerance, size_t>>;
 
+// How far a check is past (>= 1) or short of (< 1) its bound: value/bound
+// for max-checks, (1-value)/(1-bound) for min-checks; +inf for a NaN value
+// or a violated bound of 0 (max) / 1 (min). Orders WorstCheck and the HTML
+// report's failing tensors.
+double Severity(const CheckResult& r);
+
 // Fills t.stats, t.max_abs_index, t.checks, t.status and t.reason from the
 // pair's statistics (`stats` is the reducer's whole output). t.shape_ref and
 // t.dtype_ref / t.dtype_cand must be set.

@@ -27,6 +27,12 @@ std::string RenderTextCheckpoint(const Report& report,
 std::string RenderJson(const Report& report);
 std::string RenderJunit(const Report& report);
 std::string RenderMarkdown(const Report& report);
+std::string RenderHtml(const Report& report);
+
+// `raw` (sanitized to UTF-8) safe as HTML text and as a double- or
+// single-quoted attribute value: & < > " ' become entities, C0 controls
+// other than tab and newline become '?'.
+std::string HtmlEscape(std::string_view raw);
 
 // `s` with every invalid UTF-8 sequence replaced by U+FFFD.
 std::string SanitizeUtf8(std::string_view s);
