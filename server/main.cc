@@ -11,12 +11,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "server/auth/token_command.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
 
@@ -56,6 +58,11 @@ bool WritePortFile(const std::string& path, int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `reprodd token ...` manages tokens in the stopped server's data dir.
+  if (argc > 1 && std::string(argv[1]) == "token") {
+    return reprod::server::auth::RunTokenCommand(argc - 1, argv + 1,
+                                                 std::cout, std::cerr);
+  }
   using reprod::server::ServerOptions;
   CLI::App app(kDescription, "reprodd");
   ServerOptions options;
