@@ -36,11 +36,17 @@ Thresholds come from one of: --preset (default: reprod, mean abs diff <= 1e-6),
 (reprod_log's report(diff_method, diff_threshold)), or --atol/--rtol (numpy
 allclose).
 
+--format html writes one self-contained page (no script, nothing fetched):
+verdict, acceptance checklist, first failure, failing tensors by how far past
+their bound with |d| histograms, step-drift charts and a key x step heat map,
+and every tensor ("differences only" toggle). Open it in any browser.
+
 Examples:
   reprodctl compare forward_torch.npy forward_paddle.npy
   reprodctl compare loss_torch.npy loss_paddle.npy --threshold 1e-5 --method all
   reprodctl compare w_torch.safetensors w_paddle.pdparams --atol 1e-6 --rtol 1e-4
   reprodctl compare a.npz b.npz --policy policy.yaml --format json --out report.json
+  reprodctl compare a.npz b.npz --format html --out report.html
   reprodctl compare bert/torch bert/paddle --preset competition
   reprodctl compare bert/torch bert/paddle --checkpoint forward --format junit --output r.xml
 
@@ -128,7 +134,7 @@ Runner RegisterCompare(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("CAND", args->cand, "Candidate file (forward_paddle.npy) or run (bert/paddle)")
       ->required();
   args->policy.Register(*cmd, "reprod");
-  cmd->add_option("--format", args->format, "Report format: text, json, junit, markdown")
+  cmd->add_option("--format", args->format, "Report format: text, json, junit, markdown, html")
       ->capture_default_str();
   cmd->add_option("--out,--output", args->out, "Write the report to FILE instead of stdout");
   cmd->add_flag("--remote", args->remote,

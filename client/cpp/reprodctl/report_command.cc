@@ -97,10 +97,12 @@ Runner RegisterReport(CLI::App& app, const GlobalOptions& global) {
   cmd->fallthrough();
 
   args->get = cmd->add_subcommand("get", "Print a stored report");
-  args->get->footer("Example:\n  reprodctl report get rpt-0123456789abcdef --format markdown");
+  args->get->footer(
+      "Examples:\n  reprodctl report get rpt-0123456789abcdef --format markdown\n"
+      "  reprodctl report get rpt-0123456789abcdef --format html --output report.html");
   args->get->fallthrough();
   args->get->add_option("ID", args->id, "Report id (rpt-...)")->required();
-  args->get->add_option("--format", args->format, "text, json, junit, markdown")
+  args->get->add_option("--format", args->format, "text, json, junit, markdown, html (reports stored before html existed have none)")
       ->capture_default_str();
   args->get->add_option("--out,--output", args->out, "Write the report to FILE");
 

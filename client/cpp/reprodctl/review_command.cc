@@ -33,11 +33,15 @@ competition, the guide's five acceptance points forward, metric, loss,
 bp_align, train_align), writes X_diff.log for each pair in reprod_log's
 format, and prints a summary of the acceptance points: present, passed, worst
 value. Files without a partner and acceptance points without files are listed.
+--html FILE also writes the whole review as one self-contained HTML page
+(acceptance checklist, failing tensors with histograms, step-drift charts;
+see `reprodctl compare --help`).
 
 Examples:
   reprodctl review log_reprod/
   reprodctl review log_reprod/ --out-dir /tmp/logs --preset reprod
-  reprodctl review submission/ --policy judge.yaml)";
+  reprodctl review submission/ --policy judge.yaml
+  reprodctl review log_reprod/ --html review.html)";
 
 const char* const kAcceptancePoints[] = {"forward", "metric", "loss", "bp_align", "train_align"};
 
@@ -57,7 +61,17 @@ struct ReviewArgs {
   std::string dir;
   PolicyFlags policy;
   std::string out_dir;
+  std::string html;  // --html FILE; empty = none
 };
+
+// The whole report as HTML into `path`; "" when not asked for.
+absl::StatusOr<std::string> WriteHtmlReport(const core::Report& report, const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> html = core::RenderReport(report, core::ReportFormat::kHtml);
+  if (!html.ok()) return html.status();
+  if (absl::Status s = WriteOutput(path, *html); !s.ok()) return s;
+  return absl::StrCat("Wrote HTML report to ", path, "\n");
+}
 
 std::string Row(const std::string& a, const std::string& b, const std::string& c,
                 const std::string& d) {
@@ -197,6 +211,9 @@ int RunReview(const ReviewArgs& args, const GlobalOptions& global) {
                     report->first_failure->key, "\n");
   }
   absl::StrAppend(&out, "\nWrote ", written.size(), " diff logs to ", out_dir, "\n");
+  absl::StatusOr<std::string> html_line = WriteHtmlReport(*report, args.html);
+  if (!html_line.ok()) return ReportError(html_line.status());
+  out += *html_line;
   const bool passed = report->passed && !any_missing_pair;
   absl::StrAppend(&out, "Review ", passed ? "PASSED" : "FAILED", "\n");
   if (auto s = WriteOutput("", out); !s.ok()) return ReportError(s);
@@ -214,6 +231,7 @@ Runner RegisterReview(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("DIR", args->dir, "Submission folder (e.g. log_reprod/)")->required();
   args->policy.Register(*cmd, "competition");
   cmd->add_option("--out-dir", args->out_dir, "Where to write X_diff.log files (default: DIR)");
+  cmd->add_option("--html", args->html, "Also write the whole review as an HTML page to FILE");
   return [args, &global] { return RunReview(*args, global); };
 }
 

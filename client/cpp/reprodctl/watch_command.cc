@@ -27,8 +27,8 @@ follows, and the exit code gives the verdict.
 
 Each line: STATUS checkpoint/key[@step]  mean_abs X  max_abs Y  [reason].
 With --format text (default) the lines and the reprod_log-style report go to
-stdout; with json, junit or markdown the lines go to stderr so that stdout (or
---output) holds the report alone.
+stdout; with json, junit, markdown or html the lines go to stderr so that
+stdout (or --output) holds the report alone.
 
 --wait SECONDS starts the watch before the training scripts have created
 their runs: it waits up to that long for both runs to exist (polling every
@@ -138,7 +138,7 @@ Runner RegisterWatch(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--checkpoint", args->checkpoints, "Watch only this checkpoint (repeatable)")
       ->allow_extra_args(false)
       ->delimiter(',');
-  cmd->add_option("--format", args->format, "Final report format: text, json, junit, markdown")
+  cmd->add_option("--format", args->format, "Final report format: text, json, junit, markdown, html")
       ->capture_default_str();
   cmd->add_option("--out,--output", args->out, "Write the final report to FILE");
   cmd->add_option("--wait", args->wait_seconds,
