@@ -16,8 +16,7 @@ namespace {
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-constexpr char kVisibleRuns[] =
-    "submitter: runs in scope or flagged reference; judge, admin: all";
+constexpr char kVisibleRuns[] = "submitter: runs in scope or flagged reference; judge, admin: all";
 constexpr char kVisibleReports[] =
     "submitter: reports whose ref and cand are visible and one is in scope; "
     "judge, admin: all";
@@ -88,59 +87,62 @@ constexpr AclEntry kTable[] = {
      .access = Access::kAdmin,
      .target = TargetKind::kRunNames,
      .fields = "name"},
-    {.route = "/reprod.v1.TokenService/CreateToken",
-     .planned = true,
-     .access = Access::kAdmin},
-    {.route = "/reprod.v1.TokenService/ListTokens",
-     .planned = true,
-     .access = Access::kAdmin},
-    {.route = "/reprod.v1.TokenService/RevokeToken",
-     .planned = true,
-     .access = Access::kAdmin},
-    {.route = "/reprod.v1.AuditService/ListEvents",
-     .planned = true,
-     .access = Access::kAdmin},
+    {.route = "/reprod.v1.TokenService/CreateToken", .planned = true, .access = Access::kAdmin},
+    {.route = "/reprod.v1.TokenService/ListTokens", .planned = true, .access = Access::kAdmin},
+    {.route = "/reprod.v1.TokenService/RevokeToken", .planned = true, .access = Access::kAdmin},
+    {.route = "/reprod.v1.AuditService/ListEvents", .planned = true, .access = Access::kAdmin},
     // --- planned HTTP routes (web UI) ----------------------------------------
-    {.route = "GET /healthz", .http = true, .planned = true,
-     .access = Access::kPublic},
-    {.route = "GET /api/v1/runs", .http = true, .planned = true,
-     .access = Access::kAuthenticated, .results = kVisibleRuns},
-    {.route = "GET /api/v1/runs/{run}", .http = true, .planned = true,
-     .access = Access::kReadRun, .target = TargetKind::kRunNames,
+    {.route = "GET /healthz", .http = true, .planned = true, .access = Access::kPublic},
+    {.route = "GET /api/v1/runs",
+     .http = true,
+     .planned = true,
+     .access = Access::kAuthenticated,
+     .results = kVisibleRuns},
+    {.route = "GET /api/v1/runs/{run}",
+     .http = true,
+     .planned = true,
+     .access = Access::kReadRun,
+     .target = TargetKind::kRunNames,
      .fields = "run"},
-    {.route = "GET /api/v1/runs/{run}/tensors", .http = true, .planned = true,
-     .access = Access::kReadRun, .target = TargetKind::kRunNames,
+    {.route = "GET /api/v1/runs/{run}/tensors",
+     .http = true,
+     .planned = true,
+     .access = Access::kReadRun,
+     .target = TargetKind::kRunNames,
      .fields = "run"},
-    {.route = "POST /api/v1/compare", .http = true, .planned = true,
-     .access = Access::kCompareRuns, .target = TargetKind::kRunNames,
+    {.route = "POST /api/v1/compare",
+     .http = true,
+     .planned = true,
+     .access = Access::kCompareRuns,
+     .target = TargetKind::kRunNames,
      .fields = "ref,cand"},
-    {.route = "GET /api/v1/reports", .http = true, .planned = true,
-     .access = Access::kAuthenticated, .results = kVisibleReports},
-    {.route = "GET /api/v1/reports/{id}", .http = true, .planned = true,
-     .access = Access::kCompareRuns, .target = TargetKind::kReportId,
+    {.route = "GET /api/v1/reports",
+     .http = true,
+     .planned = true,
+     .access = Access::kAuthenticated,
+     .results = kVisibleReports},
+    {.route = "GET /api/v1/reports/{id}",
+     .http = true,
+     .planned = true,
+     .access = Access::kCompareRuns,
+     .target = TargetKind::kReportId,
      .fields = "id"},
-    {.route = "GET /api/v1/tokens", .http = true, .planned = true,
-     .access = Access::kAdmin},
-    {.route = "GET /api/v1/audit", .http = true, .planned = true,
-     .access = Access::kAdmin},
+    {.route = "GET /api/v1/tokens", .http = true, .planned = true, .access = Access::kAdmin},
+    {.route = "GET /api/v1/audit", .http = true, .planned = true, .access = Access::kAdmin},
 };
 
 bool InScope(const Principal& p, const RunTarget& run) {
   return p.scope.has_value() && p.scope->Matches(run.name);
 }
 
-absl::Status Denied(const Principal& p, std::string_view route,
-                    std::string_view why) {
+absl::Status Denied(const Principal& p, std::string_view route, std::string_view why) {
   return absl::PermissionDeniedError(
-      absl::StrCat(std::string(route), ": token '", p.label, "' (",
-                   std::string(RoleName(p.role)),
-                   p.scope ? absl::StrCat(" of ", p.scope->ns()) : "", ") ",
-                   std::string(why)));
+      absl::StrCat(std::string(route), ": token '", p.label, "' (", std::string(RoleName(p.role)),
+                   p.scope ? absl::StrCat(" of ", p.scope->ns()) : "", ") ", std::string(why)));
 }
 
 // Submitter rules of the run-based access kinds.
-absl::Status AuthorizeSubmitter(const Principal& p, const AclEntry& e,
-                                const Target& target) {
+absl::Status AuthorizeSubmitter(const Principal& p, const AclEntry& e, const Target& target) {
   bool any_in_scope = false;
   for (const RunTarget& run : target.runs) {
     const bool in_scope = InScope(p, run);
@@ -149,34 +151,30 @@ absl::Status AuthorizeSubmitter(const Principal& p, const AclEntry& e,
       return Denied(p, e.route, "may not write run " + run.name);
     }
     if (!in_scope && !run.reference) {
-      return Denied(p, e.route,
-                    absl::StrCat("may not read run ", run.name,
-                                 " (neither in scope nor a reference run)"));
+      return Denied(
+          p, e.route,
+          absl::StrCat("may not read run ", run.name, " (neither in scope nor a reference run)"));
     }
   }
   if (e.access == Access::kCompareRuns && !any_in_scope) {
-    return Denied(p, e.route,
-                  "may compare only when one of the runs is in its scope");
+    return Denied(p, e.route, "may compare only when one of the runs is in its scope");
   }
   return absl::OkStatus();
 }
 
 // "a.b" -> the string at that path; "" when an enclosing message is unset.
-absl::StatusOr<std::string> StringAt(const Message& request,
-                                     std::string_view path) {
+absl::StatusOr<std::string> StringAt(const Message& request, std::string_view path) {
   const Message* msg = &request;
   const std::string path_text(path);
   const std::vector<std::string> parts = absl::StrSplit(path_text, '.');
   for (size_t i = 0; i < parts.size(); ++i) {
-    const FieldDescriptor* f =
-        msg->GetDescriptor()->FindFieldByName(parts[i]);
+    const FieldDescriptor* f = msg->GetDescriptor()->FindFieldByName(parts[i]);
     const bool last = i + 1 == parts.size();
-    const auto want = last ? FieldDescriptor::CPPTYPE_STRING
-                           : FieldDescriptor::CPPTYPE_MESSAGE;
+    const auto want = last ? FieldDescriptor::CPPTYPE_STRING : FieldDescriptor::CPPTYPE_MESSAGE;
     if (f == nullptr || f->is_repeated() || f->cpp_type() != want) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ACL field path '", path_text, "' does not name a string field of ",
-          request.GetDescriptor()->full_name()));
+      return absl::InvalidArgumentError(absl::StrCat("ACL field path '", path_text,
+                                                     "' does not name a string field of ",
+                                                     request.GetDescriptor()->full_name()));
     }
     if (last) return msg->GetReflection()->GetString(*msg, f);
     if (!msg->GetReflection()->HasField(*msg, f)) return std::string();
@@ -214,8 +212,8 @@ const AclEntry* FindAclEntry(std::string_view route) {
   return nullptr;
 }
 
-absl::StatusOr<std::vector<std::string>> TargetValues(
-    const AclEntry& entry, const Message& request) {
+absl::StatusOr<std::vector<std::string>> TargetValues(const AclEntry& entry,
+                                                      const Message& request) {
   std::vector<std::string> out;
   if (entry.target == TargetKind::kNone) return out;
   const std::string fields(entry.fields);
@@ -227,16 +225,13 @@ absl::StatusOr<std::vector<std::string>> TargetValues(
   return out;
 }
 
-absl::StatusOr<Target> ResolveTarget(const AclEntry& entry,
-                                     const Message& request,
+absl::StatusOr<Target> ResolveTarget(const AclEntry& entry, const Message& request,
                                      storage::Store& store) {
-  REPROD_ASSIGN_OR_RETURN(std::vector<std::string> values,
-                          TargetValues(entry, request));
+  REPROD_ASSIGN_OR_RETURN(std::vector<std::string> values, TargetValues(entry, request));
   std::vector<std::string> runs;
   if (entry.target == TargetKind::kReportId) {
     for (const std::string& id : values) {
-      REPROD_ASSIGN_OR_RETURN(storage::StoredReport report,
-                              store.GetReport(id));
+      REPROD_ASSIGN_OR_RETURN(storage::StoredReport report, store.GetReport(id));
       runs.push_back(report.ref);
       runs.push_back(report.cand);
     }
@@ -257,8 +252,7 @@ absl::StatusOr<Target> ResolveTarget(const AclEntry& entry,
   return target;
 }
 
-absl::Status Authorize(const Principal* principal, std::string_view route,
-                       const Target& target) {
+absl::Status Authorize(const Principal* principal, std::string_view route, const Target& target) {
   const AclEntry* e = FindAclEntry(route);
   if (e == nullptr) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -304,11 +298,9 @@ bool CanSeeRun(const Principal& p, const RunTarget& run) {
   return p.role != Role::kSubmitter || InScope(p, run) || run.reference;
 }
 
-bool CanSeeReport(const Principal& p, const RunTarget& ref,
-                  const RunTarget& cand) {
+bool CanSeeReport(const Principal& p, const RunTarget& ref, const RunTarget& cand) {
   if (p.role != Role::kSubmitter) return true;
-  return CanSeeRun(p, ref) && CanSeeRun(p, cand) &&
-         (InScope(p, ref) || InScope(p, cand));
+  return CanSeeRun(p, ref) && CanSeeRun(p, cand) && (InScope(p, ref) || InScope(p, cand));
 }
 
 std::string RenderAclMarkdown() {
@@ -346,13 +338,11 @@ std::string RenderAclMarkdown() {
     if (e.target == TargetKind::kRunNames) {
       target = absl::StrCat("runs: `", std::string(e.fields), "`");
     } else if (e.target == TargetKind::kReportId) {
-      target = absl::StrCat("ref and cand of report `", std::string(e.fields),
-                            "`");
+      target = absl::StrCat("ref and cand of report `", std::string(e.fields), "`");
     }
     if (e.per_message) absl::StrAppend(&target, ", each message");
-    absl::StrAppend(&out, "| `", std::string(e.route), "` | ",
-                    e.planned ? "planned" : "built", " | ",
-                    std::string(AccessName(e.access)), " | ", target, " | ",
+    absl::StrAppend(&out, "| `", std::string(e.route), "` | ", e.planned ? "planned" : "built",
+                    " | ", std::string(AccessName(e.access)), " | ", target, " | ",
                     e.results.empty() ? "—" : std::string(e.results), " |\n");
   }
   return out;

@@ -105,8 +105,8 @@ struct Target {
 // The non-empty string values at the entry's field paths of `request`, in
 // order. InvalidArgument when a path does not name a string field of the
 // request's type (a table error, caught by the tests).
-absl::StatusOr<std::vector<std::string>> TargetValues(
-    const AclEntry& entry, const google::protobuf::Message& request);
+absl::StatusOr<std::vector<std::string>> TargetValues(const AclEntry& entry,
+                                                      const google::protobuf::Message& request);
 
 // TargetValues resolved against `store`: each run's reference flag, or the
 // runs of the report a kReportId entry names (NotFound for an unknown
@@ -121,14 +121,12 @@ absl::StatusOr<Target> ResolveTarget(const AclEntry& entry,
 // the run that is out of reach; PERMISSION_DENIED for a route missing from
 // the table (default deny). Internal when a run-based entry is given no
 // run (a caller bug: per_message entries are checked per message).
-absl::Status Authorize(const Principal* principal, std::string_view route,
-                       const Target& target);
+absl::Status Authorize(const Principal* principal, std::string_view route, const Target& target);
 
 // Result filters for listings: whether `principal` may see the run, or a
 // report of ref against cand (compare-runs over the pair).
 bool CanSeeRun(const Principal& principal, const RunTarget& run);
-bool CanSeeReport(const Principal& principal, const RunTarget& ref,
-                  const RunTarget& cand);
+bool CanSeeReport(const Principal& principal, const RunTarget& ref, const RunTarget& cand);
 
 // docs/acl.md: the table and the role matrix of every access kind.
 std::string RenderAclMarkdown();

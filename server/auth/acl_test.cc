@@ -50,8 +50,7 @@ void LinkGeneratedFiles() {
 std::map<std::string, const MethodDescriptor*> ProtoMethods() {
   LinkGeneratedFiles();
   std::map<std::string, const MethodDescriptor*> out;
-  const std::filesystem::path dir =
-      std::filesystem::path(REPROD_SOURCE_DIR) / "proto/reprod/v1";
+  const std::filesystem::path dir = std::filesystem::path(REPROD_SOURCE_DIR) / "proto/reprod/v1";
   size_t files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".proto") continue;
@@ -65,8 +64,7 @@ std::map<std::string, const MethodDescriptor*> ProtoMethods() {
     for (int s = 0; s < file->service_count(); ++s) {
       for (int m = 0; m < file->service(s)->method_count(); ++m) {
         const MethodDescriptor* method = file->service(s)->method(m);
-        out["/" + method->service()->full_name() + "/" + method->name()] =
-            method;
+        out["/" + method->service()->full_name() + "/" + method->name()] = method;
       }
     }
   }
@@ -93,8 +91,7 @@ TEST(AclTableTest, EveryProtoRpcIsInTheTableAndNothingStale) {
   }
   std::set<std::string> routes;
   for (const AclEntry& e : AclTable()) {
-    EXPECT_TRUE(routes.insert(std::string(e.route)).second)
-        << "duplicate " << e.route;
+    EXPECT_TRUE(routes.insert(std::string(e.route)).second) << "duplicate " << e.route;
     if (!e.http && e.route.starts_with("/reprod.")) {
       EXPECT_EQ(methods.contains(std::string(e.route)), !e.planned)
           << e.route << ": built entries must be RPCs of the protos and "
@@ -106,8 +103,7 @@ TEST(AclTableTest, EveryProtoRpcIsInTheTableAndNothingStale) {
 TEST(AclTableTest, TargetFieldsNameStringFieldsOfTheRequest) {
   for (const auto& [route, method] : ProtoMethods()) {
     const AclEntry& e = *FindAclEntry(route);
-    const bool run_based = e.access == Access::kReadRun ||
-                           e.access == Access::kWriteRun ||
+    const bool run_based = e.access == Access::kReadRun || e.access == Access::kWriteRun ||
                            e.access == Access::kCompareRuns;
     // Run-based access needs the runs; admin entries may name theirs too.
     if (run_based) {
@@ -116,10 +112,9 @@ TEST(AclTableTest, TargetFieldsNameStringFieldsOfTheRequest) {
     if (e.access == Access::kPublic || e.access == Access::kAuthenticated) {
       EXPECT_EQ(e.target, TargetKind::kNone) << route;
     }
-    std::unique_ptr<Message> request(
-        google::protobuf::MessageFactory::generated_factory()
-            ->GetPrototype(method->input_type())
-            ->New());
+    std::unique_ptr<Message> request(google::protobuf::MessageFactory::generated_factory()
+                                         ->GetPrototype(method->input_type())
+                                         ->New());
     EXPECT_THAT(TargetValues(e, *request), IsOk()) << route;
   }
 }
@@ -129,10 +124,8 @@ TEST(AclTableTest, DocsAreTheRenderedTable) {
   if (const char* path = std::getenv("REPROD_WRITE_ACL_MD")) {
     std::ofstream(path) << rendered;
   }
-  const std::string docs =
-      ReadFile(std::filesystem::path(REPROD_SOURCE_DIR) / "docs/acl.md");
-  EXPECT_EQ(docs, rendered)
-      << "docs/acl.md is stale; replace it with:\n" << rendered;
+  const std::string docs = ReadFile(std::filesystem::path(REPROD_SOURCE_DIR) / "docs/acl.md");
+  EXPECT_EQ(docs, rendered) << "docs/acl.md is stale; replace it with:\n" << rendered;
   for (const AclEntry& e : AclTable()) {
     EXPECT_THAT(rendered, HasSubstr(std::string(e.route)));
   }
@@ -143,11 +136,9 @@ TEST(AclTableTest, UnknownRoutesAreDeniedEvenToAdmins) {
   admin.label = "root";
   admin.role = Role::kAdmin;
   EXPECT_THAT(Authorize(&admin, "/reprod.v1.RunService/Nope", {}),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("not in the access table")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("not in the access table")));
   EXPECT_THAT(Authorize(nullptr, "/x.Y/Z", {}),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("/x.Y/Z")));
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("/x.Y/Z")));
   EXPECT_THAT(Authorize(nullptr, "/grpc.health.v1.Health/Check", {}), IsOk());
   EXPECT_THAT(Authorize(&admin, "/reprod.v1.RunService/GetRun", {}),
               StatusIs(absl::StatusCode::kInternal, HasSubstr("run(s)")));
@@ -158,8 +149,7 @@ TEST(AclTableTest, UnknownRoutesAreDeniedEvenToAdmins) {
 // Sets the string at a dotted path of `msg` (creating parents).
 void SetPath(Message& msg, std::string_view path, const std::string& value) {
   Message* m = &msg;
-  const std::vector<std::string> parts =
-      absl::StrSplit(std::string(path), '.');
+  const std::vector<std::string> parts = absl::StrSplit(std::string(path), '.');
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     const FieldDescriptor* f = m->GetDescriptor()->FindFieldByName(parts[i]);
     ASSERT_NE(f, nullptr) << path;
@@ -190,8 +180,7 @@ const std::map<std::string, Row>& Expected() {
       {"/reprod.v1.RunService/ListTensors", {{"run"}, false, "UUUU+D++"}},
       {"/reprod.v1.RunService/ReadTensor", {{"run"}, false, "UUUU+D++"}},
       {"/reprod.v1.IngestService/Ingest", {{"begin.run"}, false, "UUUU+DD+"}},
-      {"/reprod.v1.CompareService/Compare",
-       {{"ref", "cand"}, false, "UUUU+D++"}},
+      {"/reprod.v1.CompareService/Compare", {{"ref", "cand"}, false, "UUUU+D++"}},
       {"/reprod.v1.CompareService/Watch", {{"ref", "cand"}, false, "UUUU+D++"}},
       {"/reprod.v1.ReportService/GetReport", {{"id"}, true, "UUUU+D++"}},
       {"/reprod.v1.ReportService/ListReports", {{}, false, "UUUU++++"}},
@@ -253,13 +242,11 @@ class AclMatrixTest : public ::testing::Test {
   // The outcome of `route` for caller `c`: in-scope requests for every
   // caller but the submitter-out column, which asks for the other team's
   // run (or a report of it).
-  char Outcome(const std::string& route, const MethodDescriptor* method,
-               const Row& row, size_t c) {
+  char Outcome(const std::string& route, const MethodDescriptor* method, const Row& row, size_t c) {
     const bool out = c == 5;
-    std::unique_ptr<Message> request(
-        google::protobuf::MessageFactory::generated_factory()
-            ->GetPrototype(method->input_type())
-            ->New());
+    std::unique_ptr<Message> request(google::protobuf::MessageFactory::generated_factory()
+                                         ->GetPrototype(method->input_type())
+                                         ->New());
     if (row.report) {
       SetPath(*request, row.run_fields[0], out ? "rpt-out" : "rpt-in");
     } else if (row.run_fields.size() == 2) {  // ref, cand
@@ -273,14 +260,11 @@ class AclMatrixTest : public ::testing::Test {
     absl::StatusOr<Target> target = ResolveTarget(*entry, *request, *store_);
     EXPECT_THAT(target, IsOk()) << route;
     if (!target.ok()) return '?';
-    absl::StatusOr<Principal> who =
-        tokens_.Authenticate(tokens_by_caller_[c], kNow);
+    absl::StatusOr<Principal> who = tokens_.Authenticate(tokens_by_caller_[c], kNow);
     if (c < 4) {
-      EXPECT_THAT(who, StatusIs(absl::StatusCode::kUnauthenticated,
-                                ::testing::_));
+      EXPECT_THAT(who, StatusIs(absl::StatusCode::kUnauthenticated, ::testing::_));
     }
-    const absl::Status s =
-        Authorize(who.ok() ? &*who : nullptr, route, *target);
+    const absl::Status s = Authorize(who.ok() ? &*who : nullptr, route, *target);
     switch (s.code()) {
       case absl::StatusCode::kOk:
         return '+';
@@ -306,29 +290,25 @@ TEST_F(AclMatrixTest, EveryRpcForEveryCaller) {
   const auto methods = ProtoMethods();
   for (const auto& [route, method] : methods) {
     auto it = Expected().find(route);
-    ASSERT_NE(it, Expected().end())
-        << route << " has no expected row in acl_test.cc";
+    ASSERT_NE(it, Expected().end()) << route << " has no expected row in acl_test.cc";
     std::string got;
     for (size_t c = 0; c < 8; ++c) {
       got.push_back(Outcome(route, method, it->second, c));
     }
-    EXPECT_EQ(got, it->second.outcomes)
-        << route << " (none, bad, expired, revoked, submitter-in, "
-        << "submitter-out, judge, admin)";
+    EXPECT_EQ(got, it->second.outcomes) << route << " (none, bad, expired, revoked, submitter-in, "
+                                        << "submitter-out, judge, admin)";
   }
   EXPECT_EQ(methods.size(), Expected().size());
 }
 
 TEST_F(AclMatrixTest, SubmitterComparesOwnRunsAndReferencesOnly) {
-  ASSERT_OK_AND_ASSIGN(Principal p,
-                       tokens_.Authenticate(tokens_by_caller_[4], kNow));
+  ASSERT_OK_AND_ASSIGN(Principal p, tokens_.Authenticate(tokens_by_caller_[4], kNow));
   const std::string route = "/reprod.v1.CompareService/Compare";
   auto compare = [&](const std::string& ref, const std::string& cand) {
     v1::CompareRequest req;
     req.set_ref(ref);
     req.set_cand(cand);
-    absl::StatusOr<Target> t =
-        ResolveTarget(*FindAclEntry(route), req, *store_);
+    absl::StatusOr<Target> t = ResolveTarget(*FindAclEntry(route), req, *store_);
     EXPECT_THAT(t, IsOk());
     return Authorize(&p, route, t.ok() ? *t : Target{}).code();
   };
@@ -347,26 +327,22 @@ TEST_F(AclMatrixTest, SubmitterComparesOwnRunsAndReferencesOnly) {
 }
 
 TEST_F(AclMatrixTest, ReferenceRunsAreReadableButNotWritableBySubmitters) {
-  ASSERT_OK_AND_ASSIGN(Principal p,
-                       tokens_.Authenticate(tokens_by_caller_[4], kNow));
+  ASSERT_OK_AND_ASSIGN(Principal p, tokens_.Authenticate(tokens_by_caller_[4], kNow));
   const Target ref{{RunTarget{kReference, true}}};
   EXPECT_THAT(Authorize(&p, "/reprod.v1.RunService/GetRun", ref), IsOk());
   EXPECT_THAT(Authorize(&p, "/reprod.v1.RunService/ReadTensor", ref), IsOk());
   EXPECT_THAT(Authorize(&p, "/reprod.v1.RunService/SealRun", ref),
               StatusIs(absl::StatusCode::kPermissionDenied,
                        HasSubstr("may not write run upstream/bert-torch")));
-  EXPECT_THAT(Authorize(&p, "/reprod.v1.IngestService/Ingest", ref),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       HasSubstr("'team42' (submitter of team42)")));
+  EXPECT_THAT(
+      Authorize(&p, "/reprod.v1.IngestService/Ingest", ref),
+      StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("'team42' (submitter of team42)")));
 }
 
 TEST_F(AclMatrixTest, ListFiltersAndPerMessageTargets) {
-  ASSERT_OK_AND_ASSIGN(Principal sub,
-                       tokens_.Authenticate(tokens_by_caller_[4], kNow));
-  ASSERT_OK_AND_ASSIGN(Principal judge,
-                       tokens_.Authenticate(tokens_by_caller_[6], kNow));
-  const RunTarget own{kOwn, false}, other{kOther, false},
-      ref{kReference, true};
+  ASSERT_OK_AND_ASSIGN(Principal sub, tokens_.Authenticate(tokens_by_caller_[4], kNow));
+  ASSERT_OK_AND_ASSIGN(Principal judge, tokens_.Authenticate(tokens_by_caller_[6], kNow));
+  const RunTarget own{kOwn, false}, other{kOther, false}, ref{kReference, true};
   EXPECT_TRUE(CanSeeRun(sub, own));
   EXPECT_TRUE(CanSeeRun(sub, ref));
   EXPECT_FALSE(CanSeeRun(sub, other));
@@ -379,15 +355,13 @@ TEST_F(AclMatrixTest, ListFiltersAndPerMessageTargets) {
   // A chunk message of an Ingest stream names no run: nothing to check.
   v1::IngestRequest chunk;
   chunk.mutable_chunk()->set_offset(0);
-  ASSERT_OK_AND_ASSIGN(
-      std::vector<std::string> values,
-      TargetValues(*FindAclEntry("/reprod.v1.IngestService/Ingest"), chunk));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> values,
+                       TargetValues(*FindAclEntry("/reprod.v1.IngestService/Ingest"), chunk));
   EXPECT_TRUE(values.empty());
   // An unknown report is NotFound from ResolveTarget.
   v1::GetReportRequest get;
   get.set_id("rpt-none");
-  EXPECT_THAT(ResolveTarget(*FindAclEntry("/reprod.v1.ReportService/GetReport"),
-                            get, *store_),
+  EXPECT_THAT(ResolveTarget(*FindAclEntry("/reprod.v1.ReportService/GetReport"), get, *store_),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("rpt-none")));
 }
 

@@ -37,8 +37,8 @@ absl::StatusOr<Role> ParseRole(std::string_view name) {
   for (Role r : {Role::kSubmitter, Role::kJudge, Role::kAdmin}) {
     if (name == RoleName(r)) return r;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "role '", std::string(name), "' is not one of submitter, judge, admin"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("role '", std::string(name), "' is not one of submitter, judge, admin"));
 }
 
 std::string ToHex(std::string_view bytes) {
@@ -58,21 +58,19 @@ absl::StatusOr<std::string> GenerateToken() {
     const ssize_t n = getrandom(buf + got, sizeof(buf) - got, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return absl::InternalError(
-          absl::StrCat("getrandom failed: ", std::strerror(errno)));
+      return absl::InternalError(absl::StrCat("getrandom failed: ", std::strerror(errno)));
     }
     got += static_cast<size_t>(n);
   }
-  std::string token = absl::StrCat(
-      std::string(kTokenPrefix),
-      ToHex(std::string_view(reinterpret_cast<const char*>(buf), sizeof(buf))));
+  std::string token =
+      absl::StrCat(std::string(kTokenPrefix),
+                   ToHex(std::string_view(reinterpret_cast<const char*>(buf), sizeof(buf))));
   OPENSSL_cleanse(buf, sizeof(buf));
   return token;
 }
 
 bool IsWellFormedToken(std::string_view token) {
-  if (token.size() != kTokenPrefix.size() + kTokenHexDigits ||
-      !token.starts_with(kTokenPrefix)) {
+  if (token.size() != kTokenPrefix.size() + kTokenHexDigits || !token.starts_with(kTokenPrefix)) {
     return false;
   }
   for (char c : token.substr(kTokenPrefix.size())) {
@@ -86,16 +84,13 @@ std::string HashToken(std::string_view token) {
   unsigned int length = 0;
   // EVP_Digest with SHA-256 fails only on allocation failure inside
   // OpenSSL; an empty hash then matches no stored record.
-  if (EVP_Digest(token.data(), token.size(), digest, &length, EVP_sha256(),
-                 nullptr) != 1) {
+  if (EVP_Digest(token.data(), token.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
     return std::string();
   }
   return std::string(reinterpret_cast<const char*>(digest), length);
 }
 
-std::string TokenId(std::string_view hash) {
-  return ToHex(hash).substr(0, kTokenIdHexDigits);
-}
+std::string TokenId(std::string_view hash) { return ToHex(hash).substr(0, kTokenIdHexDigits); }
 
 bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -108,18 +103,17 @@ absl::StatusOr<Scope> Scope::Parse(std::string_view text) {
   // A namespace is valid exactly when "ns/x" is a valid run name.
   const absl::Status valid = ValidateRunName(absl::StrCat(std::string(ns), "/x"));
   if (ns.empty() || ns.find('/') != std::string_view::npos || !valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "scope '", absl::CEscape(std::string(text)),
-        "' is not a namespace: write NAMESPACE or NAMESPACE/* (e.g. team42 "
-        "or team42/*) with NAMESPACE 1-128 bytes of [A-Za-z0-9_.-]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("scope '", absl::CEscape(std::string(text)),
+                     "' is not a namespace: write NAMESPACE or NAMESPACE/* (e.g. team42 "
+                     "or team42/*) with NAMESPACE 1-128 bytes of [A-Za-z0-9_.-]"));
   }
   return Scope(std::string(ns));
 }
 
 bool Scope::Matches(std::string_view run) const {
   const size_t slash = run.find('/');
-  return slash != std::string_view::npos && run.substr(0, slash) == ns_ &&
-         slash + 1 < run.size() &&
+  return slash != std::string_view::npos && run.substr(0, slash) == ns_ && slash + 1 < run.size() &&
          run.find('/', slash + 1) == std::string_view::npos;
 }
 
@@ -136,9 +130,9 @@ absl::StatusOr<absl::Duration> ParseExpiresIn(std::string_view text) {
     ok = absl::ParseDuration(std::string(text), &d);
   }
   if (!ok || d <= absl::ZeroDuration() || d == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "expiry '", absl::CEscape(std::string(text)),
-        "' is not a positive duration (e.g. 30d, 720h, 90m)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("expiry '", absl::CEscape(std::string(text)),
+                     "' is not a positive duration (e.g. 30d, 720h, 90m)"));
   }
   return d;
 }

@@ -33,28 +33,24 @@ Examples:
   reprodd token revoke 3fa9c0d17b2e)";
 
 std::string FormatOptionalTime(const std::optional<absl::Time>& t) {
-  return t ? absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *t, absl::UTCTimeZone())
-           : "never";
+  return t ? absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *t, absl::UTCTimeZone()) : "never";
 }
 
 // Opens the store, naming the usual cause when it is locked.
-absl::StatusOr<std::unique_ptr<storage::Store>> OpenStore(
-    const std::string& dir) {
-  absl::StatusOr<std::unique_ptr<storage::Store>> store =
-      storage::OpenRocksDbStore(dir, {});
+absl::StatusOr<std::unique_ptr<storage::Store>> OpenStore(const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<storage::Store>> store = storage::OpenRocksDbStore(dir, {});
   if (absl::IsFailedPrecondition(store.status()) &&
       store.status().message().find("in use") != std::string::npos) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        store.status().message(),
-        "\n(stop reprodd first: tokens are managed while it is stopped)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(store.status().message(),
+                     "\n(stop reprodd first: tokens are managed while it is stopped)"));
   }
   return store;
 }
 
 }  // namespace
 
-int RunTokenCommand(int argc, char** argv, std::ostream& out,
-                    std::ostream& err) {
+int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app(kDescription, "reprodd token");
   app.require_subcommand(1);
   std::string data_dir = "reprod-data";
@@ -67,16 +63,12 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out,
   create->add_option("--role", role, "submitter, judge or admin")
       ->required()
       ->check(CLI::IsMember({"submitter", "judge", "admin"}));
-  create->add_option("--label", label, "Who or what holds it (shown in logs)")
-      ->required();
-  create->add_option("--scope", scope,
-                     "Submitters only: NAMESPACE or NAMESPACE/*");
-  create->add_option("--expires-in", expires_in,
-                     "Lifetime: 30d, 720h, 90m (default: no expiry)");
+  create->add_option("--label", label, "Who or what holds it (shown in logs)")->required();
+  create->add_option("--scope", scope, "Submitters only: NAMESPACE or NAMESPACE/*");
+  create->add_option("--expires-in", expires_in, "Lifetime: 30d, 720h, 90m (default: no expiry)");
   CLI::App* list = app.add_subcommand("list", "List tokens (never secrets)");
   CLI::App* revoke = app.add_subcommand("revoke", "Revoke a token by its id");
-  revoke->add_option("id", id, "Token id or its first 8+ hex digits")
-      ->required();
+  revoke->add_option("id", id, "Token id or its first 8+ hex digits")->required();
   // --data-dir after the subcommand too.
   for (CLI::App* sub : {create, list, revoke}) sub->fallthrough();
   try {
@@ -125,9 +117,8 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out,
     }
     const TokenRecord& r = issued->record;
     err << "token " << r.id() << " (" << RoleName(r.role)
-        << (r.scope.empty() ? "" : " of " + r.scope) << ", '" << r.label
-        << "', expires " << FormatOptionalTime(r.expires)
-        << ") created; it is shown once, now:\n";
+        << (r.scope.empty() ? "" : " of " + r.scope) << ", '" << r.label << "', expires "
+        << FormatOptionalTime(r.expires) << ") created; it is shown once, now:\n";
     out << issued->token << "\n";
     return 0;
   }
@@ -139,10 +130,8 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out,
     }
     out << "id\trole\tscope\tcreated\texpires\trevoked\tlabel\n";
     for (const TokenRecord& r : *all) {
-      out << r.id() << "\t" << RoleName(r.role) << "\t"
-          << (r.scope.empty() ? "-" : r.scope) << "\t"
-          << FormatOptionalTime(r.created) << "\t"
-          << FormatOptionalTime(r.expires) << "\t"
+      out << r.id() << "\t" << RoleName(r.role) << "\t" << (r.scope.empty() ? "-" : r.scope) << "\t"
+          << FormatOptionalTime(r.created) << "\t" << FormatOptionalTime(r.expires) << "\t"
           << (r.revoked ? "yes" : "no") << "\t" << r.label << "\n";
     }
     return 0;
@@ -152,8 +141,7 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out,
     err << "reprodd token revoke: " << revoked.status().message() << "\n";
     return absl::IsInvalidArgument(revoked.status()) ? 2 : 1;
   }
-  err << "token " << revoked->id() << " ('" << revoked->label
-      << "') is revoked\n";
+  err << "token " << revoked->id() << " ('" << revoked->label << "') is revoked\n";
   return 0;
 }
 

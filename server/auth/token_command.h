@@ -24,8 +24,7 @@ namespace reprod::server::auth {
 
 // argv[0] is "token" (main passes argc - 1, argv + 1). Writes the token (or
 // the listing) to `out` and messages to `err`; returns the exit code.
-int RunTokenCommand(int argc, char** argv, std::ostream& out,
-                    std::ostream& err);
+int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err);
 
 }  // namespace reprod::server::auth
 

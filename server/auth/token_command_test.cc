@@ -37,8 +37,7 @@ class TokenCommandTest : public ::testing::Test {
     for (std::string& a : args) argv.push_back(a.data());
     out_.str("");
     err_.str("");
-    return RunTokenCommand(static_cast<int>(argv.size()), argv.data(), out_,
-                           err_);
+    return RunTokenCommand(static_cast<int>(argv.size()), argv.data(), out_, err_);
   }
 
   std::string dir_;
@@ -46,9 +45,8 @@ class TokenCommandTest : public ::testing::Test {
 };
 
 TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
-  ASSERT_EQ(Run({"create", "--role", "submitter", "--scope", "team42/*",
-                 "--label", "team42 CI", "--expires-in", "30d", "--data-dir",
-                 dir_}),
+  ASSERT_EQ(Run({"create", "--role", "submitter", "--scope", "team42/*", "--label", "team42 CI",
+                 "--expires-in", "30d", "--data-dir", dir_}),
             0)
       << err_.str();
   std::string token = out_.str();
@@ -70,8 +68,7 @@ TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
     EXPECT_EQ(p.role, Role::kSubmitter);
     EXPECT_EQ(p.scope->ns(), "team42");
     EXPECT_THAT(tokens.Authenticate(token, absl::Now() + absl::Hours(24 * 31)),
-                StatusIs(absl::StatusCode::kUnauthenticated,
-                         HasSubstr("expired")));
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("expired")));
   }
 
   const std::string id = ToHex(HashToken(token)).substr(0, 10);
@@ -80,30 +77,23 @@ TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
   ASSERT_OK_AND_ASSIGN(auto store, storage::OpenRocksDbStore(dir_, {}));
   TokenStore tokens(*store);
   EXPECT_THAT(tokens.Authenticate(token, absl::Now()),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("revoked")));
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("revoked")));
 }
 
 TEST_F(TokenCommandTest, ARunningServerHoldsTheDirectory) {
   ASSERT_OK_AND_ASSIGN(auto held, storage::OpenRocksDbStore(dir_, {}));
-  EXPECT_EQ(Run({"create", "--role", "admin", "--label", "ops", "--data-dir",
-                 dir_}),
-            1);
+  EXPECT_EQ(Run({"create", "--role", "admin", "--label", "ops", "--data-dir", dir_}), 1);
   EXPECT_THAT(err_.str(), HasSubstr("in use"));
   EXPECT_THAT(err_.str(), HasSubstr("stop reprodd first"));
   EXPECT_EQ(out_.str(), "");
 }
 
 TEST_F(TokenCommandTest, BadUsageIsExitTwoAndStoresNothing) {
-  EXPECT_EQ(Run({"create", "--role", "root", "--label", "x", "--data-dir",
-                 dir_}),
-            2);
-  EXPECT_EQ(Run({"create", "--role", "submitter", "--label", "x",
-                 "--data-dir", dir_}),
-            2);
+  EXPECT_EQ(Run({"create", "--role", "root", "--label", "x", "--data-dir", dir_}), 2);
+  EXPECT_EQ(Run({"create", "--role", "submitter", "--label", "x", "--data-dir", dir_}), 2);
   EXPECT_THAT(err_.str(), HasSubstr("needs a scope"));
-  EXPECT_EQ(Run({"create", "--role", "judge", "--label", "x", "--expires-in",
-                 "soon", "--data-dir", dir_}),
+  EXPECT_EQ(Run({"create", "--role", "judge", "--label", "x", "--expires-in", "soon", "--data-dir",
+                 dir_}),
             2);
   EXPECT_THAT(err_.str(), HasSubstr("positive duration"));
   EXPECT_EQ(Run({"revoke", "xyz", "--data-dir", dir_}), 2);

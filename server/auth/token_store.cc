@@ -27,11 +27,10 @@ absl::Status Unauthenticated(std::string_view why) {
 
 absl::Status CheckLabel(std::string_view label) {
   if (label.empty() || label.size() > kMaxLabelBytes ||
-      !std::all_of(label.begin(), label.end(),
-                   [](char c) { return c >= 0x20 && c < 0x7f; })) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token label must be 1-", kMaxLabelBytes,
-        " printable ASCII bytes (got ", label.size(), " bytes)"));
+      !std::all_of(label.begin(), label.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+    return absl::InvalidArgumentError(absl::StrCat("token label must be 1-", kMaxLabelBytes,
+                                                   " printable ASCII bytes (got ", label.size(),
+                                                   " bytes)"));
   }
   return absl::OkStatus();
 }
@@ -67,19 +66,17 @@ std::string EncodeTokenRecord(const TokenRecord& r) {
   return j.dump();
 }
 
-absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key,
-                                              std::string_view value) {
+absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key, std::string_view value) {
   auto corrupt = [&](std::string_view why) {
-    return absl::DataLossError(absl::StrCat("corrupt token record ",
-                                            std::string(key), ": ", std::string(why)));
+    return absl::DataLossError(
+        absl::StrCat("corrupt token record ", std::string(key), ": ", std::string(why)));
   };
   const Json j = Json::parse(value, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return corrupt("not a JSON object");
   TokenRecord r;
   try {
     if (j.at("v").get<int>() != 1) return corrupt("unknown version");
-    if (!FromHex(j.at("hash").get<std::string>(), &r.hash) ||
-        r.hash.size() != 32) {
+    if (!FromHex(j.at("hash").get<std::string>(), &r.hash) || r.hash.size() != 32) {
       return corrupt("bad hash");
     }
     absl::StatusOr<Role> role = ParseRole(j.at("role").get<std::string>());
@@ -102,8 +99,7 @@ absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key,
   return r;
 }
 
-absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec,
-                                               absl::Time now) {
+absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec, absl::Time now) {
   REPROD_RETURN_IF_ERROR(CheckLabel(spec.label));
   IssuedToken out;
   TokenRecord& r = out.record;
@@ -111,14 +107,13 @@ absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec,
   r.label = spec.label;
   if (spec.role == Role::kSubmitter) {
     if (spec.scope.empty()) {
-      return absl::InvalidArgumentError(
-          "a submitter token needs a scope (e.g. --scope team42)");
+      return absl::InvalidArgumentError("a submitter token needs a scope (e.g. --scope team42)");
     }
     REPROD_ASSIGN_OR_RETURN(Scope scope, Scope::Parse(spec.scope));
     r.scope = scope.ns();
   } else if (!spec.scope.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a ", std::string(RoleName(spec.role)), " token has no scope (it covers every run)"));
+    return absl::InvalidArgumentError(absl::StrCat("a ", std::string(RoleName(spec.role)),
+                                                   " token has no scope (it covers every run)"));
   }
   if (spec.expires_in.has_value()) {
     if (*spec.expires_in <= absl::ZeroDuration()) {
@@ -131,20 +126,16 @@ absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec,
   REPROD_ASSIGN_OR_RETURN(out.token, GenerateToken());
   r.hash = HashToken(out.token);
   if (r.hash.size() != 32) return absl::InternalError("SHA-256 failed");
-  REPROD_RETURN_IF_ERROR(store_.PutAuthRecord(KeyFor(r.hash),
-                                              EncodeTokenRecord(r)));
-  spdlog::info("token {} created: role {}, label '{}'{}", r.id(),
-               RoleName(r.role), r.label,
+  REPROD_RETURN_IF_ERROR(store_.PutAuthRecord(KeyFor(r.hash), EncodeTokenRecord(r)));
+  spdlog::info("token {} created: role {}, label '{}'{}", r.id(), RoleName(r.role), r.label,
                r.scope.empty() ? "" : absl::StrCat(", scope ", r.scope));
   return out;
 }
 
-absl::StatusOr<Principal> TokenStore::Authenticate(std::string_view token,
-                                                   absl::Time now) {
+absl::StatusOr<Principal> TokenStore::Authenticate(std::string_view token, absl::Time now) {
   if (token.empty()) return Unauthenticated("no token given");
   if (!IsWellFormedToken(token)) {
-    return Unauthenticated(
-        "malformed token (expected rpd_ followed by 64 hex digits)");
+    return Unauthenticated("malformed token (expected rpd_ followed by 64 hex digits)");
   }
   const std::string hash = HashToken(token);
   const std::string key = KeyFor(hash);
@@ -159,8 +150,8 @@ absl::StatusOr<Principal> TokenStore::Authenticate(std::string_view token,
     return Unauthenticated(absl::StrCat("token '", r.label, "' was revoked"));
   }
   if (r.expires.has_value() && now >= *r.expires) {
-    return Unauthenticated(absl::StrCat("token '", r.label, "' expired at ",
-                                        absl::FormatTime(*r.expires)));
+    return Unauthenticated(
+        absl::StrCat("token '", r.label, "' expired at ", absl::FormatTime(*r.expires)));
   }
   Principal p;
   p.id = r.id();
@@ -169,8 +160,8 @@ absl::StatusOr<Principal> TokenStore::Authenticate(std::string_view token,
   if (r.role == Role::kSubmitter) {
     absl::StatusOr<Scope> scope = Scope::Parse(r.scope);
     if (!scope.ok()) {
-      return absl::DataLossError(absl::StrCat("corrupt token record ", key,
-                                              ": ", std::string(scope.status().message())));
+      return absl::DataLossError(
+          absl::StrCat("corrupt token record ", key, ": ", std::string(scope.status().message())));
     }
     p.scope = *std::move(scope);
   }
@@ -193,30 +184,25 @@ absl::StatusOr<TokenRecord> TokenStore::Revoke(std::string_view id_prefix) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
   });
   if (id_prefix.size() < 8 || id_prefix.size() > 64 || !hex) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "token id '", absl::CEscape(std::string(id_prefix)),
-        "' must be 8-64 lowercase hex digits (see `reprodd token list`)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token id '", absl::CEscape(std::string(id_prefix)),
+                     "' must be 8-64 lowercase hex digits (see `reprodd token list`)"));
   }
   absl::MutexLock lock(&revoke_mu_);
-  REPROD_ASSIGN_OR_RETURN(
-      auto pairs,
-      store_.ListAuthRecords(
-          absl::StrCat(std::string(kTokenKeyPrefix), std::string(id_prefix))));
+  REPROD_ASSIGN_OR_RETURN(auto pairs, store_.ListAuthRecords(absl::StrCat(
+                                          std::string(kTokenKeyPrefix), std::string(id_prefix))));
   if (pairs.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("no token with id ", std::string(id_prefix)));
+    return absl::NotFoundError(absl::StrCat("no token with id ", std::string(id_prefix)));
   }
   if (pairs.size() > 1) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        pairs.size(), " tokens have ids starting with ", std::string(id_prefix),
-        "; give more digits"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(pairs.size(), " tokens have ids starting with ", std::string(id_prefix),
+                     "; give more digits"));
   }
-  REPROD_ASSIGN_OR_RETURN(TokenRecord r,
-                          DecodeTokenRecord(pairs[0].first, pairs[0].second));
+  REPROD_ASSIGN_OR_RETURN(TokenRecord r, DecodeTokenRecord(pairs[0].first, pairs[0].second));
   if (!r.revoked) {
     r.revoked = true;
-    REPROD_RETURN_IF_ERROR(
-        store_.PutAuthRecord(pairs[0].first, EncodeTokenRecord(r)));
+    REPROD_RETURN_IF_ERROR(store_.PutAuthRecord(pairs[0].first, EncodeTokenRecord(r)));
     spdlog::info("token {} ('{}') revoked", r.id(), r.label);
   }
   return r;

@@ -83,8 +83,7 @@ class TokenStore {
   absl::StatusOr<IssuedToken> Create(const TokenSpec& spec, absl::Time now);
 
   // The principal behind `token` at `now` (see the file comment).
-  absl::StatusOr<Principal> Authenticate(std::string_view token,
-                                         absl::Time now);
+  absl::StatusOr<Principal> Authenticate(std::string_view token, absl::Time now);
 
   // Every token, sorted by id.
   absl::StatusOr<std::vector<TokenRecord>> List();
@@ -101,8 +100,7 @@ class TokenStore {
 
 // The record's JSON and back (DataLoss naming the key on a bad record).
 std::string EncodeTokenRecord(const TokenRecord& record);
-absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key,
-                                              std::string_view value);
+absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key, std::string_view value);
 
 inline constexpr std::string_view kTokenKeyPrefix = "token/";
 

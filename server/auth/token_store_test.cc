@@ -38,11 +38,9 @@ class TokenStoreTest : public ::testing::Test {
 };
 
 TEST_F(TokenStoreTest, CreatedTokensAuthenticateWithTheirRoleAndScope) {
-  ASSERT_OK_AND_ASSIGN(
-      IssuedToken sub,
-      tokens_.Create(Spec(Role::kSubmitter, "team42/*", "team42 CI"), kNow));
-  ASSERT_OK_AND_ASSIGN(IssuedToken judge,
-                       tokens_.Create(Spec(Role::kJudge, "", "judges"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken sub,
+                       tokens_.Create(Spec(Role::kSubmitter, "team42/*", "team42 CI"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken judge, tokens_.Create(Spec(Role::kJudge, "", "judges"), kNow));
   EXPECT_TRUE(IsWellFormedToken(sub.token));
   EXPECT_EQ(sub.record.scope, "team42");  // stored canonical
   EXPECT_EQ(sub.record.created, kNow);
@@ -60,8 +58,7 @@ TEST_F(TokenStoreTest, CreatedTokensAuthenticateWithTheirRoleAndScope) {
 }
 
 TEST_F(TokenStoreTest, OnlyTheHashIsStored) {
-  ASSERT_OK_AND_ASSIGN(IssuedToken t,
-                       tokens_.Create(Spec(Role::kAdmin, "", "root"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken t, tokens_.Create(Spec(Role::kAdmin, "", "root"), kNow));
   ASSERT_OK_AND_ASSIGN(auto records, store_->ListAuthRecords(""));
   ASSERT_THAT(records, SizeIs(1));
   const std::string secret = t.token.substr(4);
@@ -79,38 +76,30 @@ TEST_F(TokenStoreTest, MissingMalformedUnknownExpiredRevokedAreUnauthenticated) 
   EXPECT_THAT(tokens_.Authenticate(t.token, kNow + absl::Minutes(59)), IsOk());
   EXPECT_THAT(tokens_.Authenticate(t.token, kNow + absl::Hours(1)),
               StatusIs(absl::StatusCode::kUnauthenticated,
-                       AllOf(HasSubstr("'short-lived' expired"),
-                             Not(HasSubstr(t.token)))));
+                       AllOf(HasSubstr("'short-lived' expired"), Not(HasSubstr(t.token)))));
 
   EXPECT_THAT(tokens_.Authenticate("", kNow),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("no token")));
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("no token")));
   EXPECT_THAT(tokens_.Authenticate("rpd_nothex", kNow),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("malformed")));
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("malformed")));
   // A one-digit change of a real token is unknown.
   std::string forged = t.token;
   forged.back() = forged.back() == '0' ? '1' : '0';
   EXPECT_THAT(tokens_.Authenticate(forged, kNow),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("unknown token")));
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("unknown token")));
 
-  ASSERT_OK_AND_ASSIGN(IssuedToken r,
-                       tokens_.Create(Spec(Role::kAdmin, "", "ops"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken r, tokens_.Create(Spec(Role::kAdmin, "", "ops"), kNow));
   ASSERT_OK_AND_ASSIGN(TokenRecord revoked, tokens_.Revoke(r.record.id()));
   EXPECT_TRUE(revoked.revoked);
   EXPECT_THAT(tokens_.Authenticate(r.token, kNow),
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       HasSubstr("'ops' was revoked")));
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("'ops' was revoked")));
   EXPECT_THAT(tokens_.Revoke(r.record.id().substr(0, 8)), IsOk());  // again
-  EXPECT_THAT(tokens_.Authenticate(t.token, kNow), IsOk());  // others unharmed
+  EXPECT_THAT(tokens_.Authenticate(t.token, kNow), IsOk());         // others unharmed
 }
 
 TEST_F(TokenStoreTest, ListAndRevokeById) {
-  ASSERT_OK_AND_ASSIGN(IssuedToken a,
-                       tokens_.Create(Spec(Role::kAdmin, "", "a"), kNow));
-  ASSERT_OK_AND_ASSIGN(IssuedToken b,
-                       tokens_.Create(Spec(Role::kSubmitter, "t", "b"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken a, tokens_.Create(Spec(Role::kAdmin, "", "a"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken b, tokens_.Create(Spec(Role::kSubmitter, "t", "b"), kNow));
   ASSERT_OK_AND_ASSIGN(std::vector<TokenRecord> all, tokens_.List());
   ASSERT_THAT(all, SizeIs(2));
   EXPECT_LT(all[0].id(), all[1].id());
@@ -128,14 +117,11 @@ TEST_F(TokenStoreTest, ListAndRevokeById) {
 
 TEST_F(TokenStoreTest, BadSpecsAreRefused) {
   EXPECT_THAT(tokens_.Create(Spec(Role::kSubmitter, "", "x"), kNow),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("needs a scope")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs a scope")));
   EXPECT_THAT(tokens_.Create(Spec(Role::kJudge, "team42", "x"), kNow),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("judge token has no scope")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("judge token has no scope")));
   EXPECT_THAT(tokens_.Create(Spec(Role::kSubmitter, "team*", "x"), kNow),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("scope")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scope")));
   EXPECT_THAT(tokens_.Create(Spec(Role::kAdmin, "", ""), kNow),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("label")));
   EXPECT_THAT(tokens_.Create(Spec(Role::kAdmin, "", "a\nb"), kNow),
@@ -143,39 +129,32 @@ TEST_F(TokenStoreTest, BadSpecsAreRefused) {
   TokenSpec past = Spec(Role::kAdmin, "", "x");
   past.expires_in = -absl::Seconds(1);
   EXPECT_THAT(tokens_.Create(past, kNow),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("future")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("future")));
   ASSERT_OK_AND_ASSIGN(auto records, store_->ListAuthRecords(""));
   EXPECT_THAT(records, SizeIs(0));
 }
 
 TEST_F(TokenStoreTest, DamagedRecordIsDataLossNamingTheKey) {
-  ASSERT_OK_AND_ASSIGN(IssuedToken t,
-                       tokens_.Create(Spec(Role::kAdmin, "", "a"), kNow));
+  ASSERT_OK_AND_ASSIGN(IssuedToken t, tokens_.Create(Spec(Role::kAdmin, "", "a"), kNow));
   const std::string key = "token/" + ToHex(HashToken(t.token));
-  for (const std::string& bad :
-       {std::string("{"), std::string("[]"), std::string("{\"v\":2}"),
-        std::string("{\"v\":1,\"hash\":\"00\"}")}) {
+  for (const std::string& bad : {std::string("{"), std::string("[]"), std::string("{\"v\":2}"),
+                                 std::string("{\"v\":1,\"hash\":\"00\"}")}) {
     ASSERT_THAT(store_->PutAuthRecord(key, bad), IsOk());
     EXPECT_THAT(tokens_.Authenticate(t.token, kNow),
                 StatusIs(absl::StatusCode::kDataLoss, HasSubstr(key)))
         << bad;
   }
   // A record moved under another hash's key does not authenticate.
-  ASSERT_OK_AND_ASSIGN(IssuedToken other,
-                       tokens_.Create(Spec(Role::kJudge, "", "j"), kNow));
-  ASSERT_OK_AND_ASSIGN(std::string good, store_->GetAuthRecord(
-                                             "token/" + ToHex(HashToken(
-                                                            other.token))));
+  ASSERT_OK_AND_ASSIGN(IssuedToken other, tokens_.Create(Spec(Role::kJudge, "", "j"), kNow));
+  ASSERT_OK_AND_ASSIGN(std::string good,
+                       store_->GetAuthRecord("token/" + ToHex(HashToken(other.token))));
   ASSERT_THAT(store_->PutAuthRecord(key, good), IsOk());
   EXPECT_THAT(tokens_.Authenticate(t.token, kNow),
-              StatusIs(absl::StatusCode::kDataLoss,
-                       HasSubstr("does not match its key")));
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("does not match its key")));
 }
 
 TEST(TokenStoreRocksDbTest, TokensSurviveReopen) {
-  std::string dir =
-      (std::filesystem::temp_directory_path() / "tokens_XXXXXX").string();
+  std::string dir = (std::filesystem::temp_directory_path() / "tokens_XXXXXX").string();
   ASSERT_NE(mkdtemp(dir.data()), nullptr);
   std::string token;
   {
@@ -193,8 +172,7 @@ TEST(TokenStoreRocksDbTest, TokensSurviveReopen) {
     EXPECT_EQ(p.label, "ci");
     EXPECT_EQ(p.scope->ns(), "team42");
     EXPECT_THAT(tokens.Authenticate(token, kNow + absl::Hours(24) * 30),
-                StatusIs(absl::StatusCode::kUnauthenticated,
-                         HasSubstr("expired")));
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("expired")));
   }
   std::filesystem::remove_all(dir);
 }

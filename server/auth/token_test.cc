@@ -64,8 +64,7 @@ TEST(TokenTest, Roles) {
   EXPECT_THAT(ParseRole("judge"), IsOkAndHolds(Role::kJudge));
   EXPECT_THAT(ParseRole("admin"), IsOkAndHolds(Role::kAdmin));
   EXPECT_THAT(ParseRole("Admin"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("submitter, judge, admin")));
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("submitter, judge, admin")));
 }
 
 TEST(ScopeTest, BothSpellingsNameOneNamespace) {
@@ -88,15 +87,13 @@ TEST(ScopeTest, BothSpellingsNameOneNamespace) {
 }
 
 TEST(ScopeTest, AnythingElseIsRejected) {
-  for (const char* bad : {"", "/*", "*", "team*", "team42/", "team42/bert",
-                          "team42/**", "a/b/*", "team 42", "..", "."}) {
+  for (const char* bad : {"", "/*", "*", "team*", "team42/", "team42/bert", "team42/**", "a/b/*",
+                          "team 42", "..", "."}) {
     EXPECT_THAT(Scope::Parse(bad),
-                StatusIs(absl::StatusCode::kInvalidArgument,
-                         HasSubstr("NAMESPACE or NAMESPACE/*")))
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NAMESPACE or NAMESPACE/*")))
         << bad;
   }
-  EXPECT_THAT(Scope::Parse(std::string(128, 'n')),
-              ::reprod::testing::IsOk());
+  EXPECT_THAT(Scope::Parse(std::string(128, 'n')), ::reprod::testing::IsOk());
   EXPECT_THAT(Scope::Parse(std::string(129, 'n')),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("scope")));
 }
@@ -105,11 +102,9 @@ TEST(TokenTest, ExpiresIn) {
   EXPECT_THAT(ParseExpiresIn("30d"), IsOkAndHolds(absl::Hours(720)));
   EXPECT_THAT(ParseExpiresIn("720h"), IsOkAndHolds(absl::Hours(720)));
   EXPECT_THAT(ParseExpiresIn("90m"), IsOkAndHolds(absl::Minutes(90)));
-  for (const char* bad : {"", "0d", "-1d", "0s", "-5h", "inf", "soon", "1w",
-                          "d"}) {
+  for (const char* bad : {"", "0d", "-1d", "0s", "-5h", "inf", "soon", "1w", "d"}) {
     EXPECT_THAT(ParseExpiresIn(bad),
-                StatusIs(absl::StatusCode::kInvalidArgument,
-                         HasSubstr("positive duration")))
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("positive duration")))
         << bad;
   }
 }
