@@ -54,20 +54,28 @@ LogRange RangeOf(const std::vector<DriftPoint>& points, double bound) {
       mx = std::max(mx, v);
     }
   };
-  for (const DriftPoint& p : points) take(p.error);
+  bool zero = false;
+  for (const DriftPoint& p : points) {
+    take(p.error);
+    zero = zero || p.error <= 0;
+  }
   take(bound);
   if (mx == 0) return {};
   LogRange r{static_cast<int>(std::floor(std::log10(mn))),
              static_cast<int>(std::ceil(std::log10(mx)))};
   if (r.hi <= r.lo) r.hi = r.lo + 1;
+  // Zero errors sit on the bottom edge: keep that edge a decade below the
+  // smallest value so that they do not read as lying on the bound.
+  if (zero) --r.lo;
   return r;
 }
 
 // Geometry of the drift chart's plot area.
 struct DriftFrame {
-  static constexpr double kW = 520, kH = 220, kL = 64, kR = 14, kT = 12,
+  static constexpr double kW = 520, kH = 220, kL = 64, kR = 14, kT = 24,
                           kB = 40;
   LogRange range;
+  bool has_zero = false;  // some error is 0: drawn on the bottom edge
   int64_t step_min = 0, step_max = 0;
 
   double X(int64_t step) const {
@@ -89,8 +97,10 @@ std::string DriftAxes(const DriftFrame& f, std::string_view y_label) {
   const int stride = std::max(1, (f.range.hi - f.range.lo + 5) / 6);
   for (int d = f.range.lo; d <= f.range.hi; d += stride) {
     const double y = f.Y(std::pow(10.0, d));
+    const bool zero_edge = d == f.range.lo && f.has_zero;
     absl::StrAppend(&out, Line(f.kL, y, f.kW - f.kR, y, "grid"),
-                    Text(f.kL - 4, y + 4, "tick y", absl::StrCat("1e", d)));
+                    Text(f.kL - 4, y + 4, "tick y",
+                         absl::StrCat(zero_edge ? "0, " : "", "1e", d)));
   }
   const double bottom = f.kH - f.kB;
   absl::StrAppend(&out, Line(f.kL, f.kT, f.kL, bottom, "axis"),
@@ -103,7 +113,7 @@ std::string DriftAxes(const DriftFrame& f, std::string_view y_label) {
     absl::StrAppend(&out, Text(f.X(s), bottom + 14, "tick x", absl::StrCat(s)));
   }
   absl::StrAppend(&out, Text((f.kL + f.kW) / 2, f.kH - 6, "label", "step"),
-                  Text(12, f.kT + 4, "label", y_label));
+                  Text(f.kL, 12, "label", y_label));
   return out;
 }
 
@@ -174,6 +184,8 @@ std::string DriftChart(const std::vector<DriftPoint>& points, double bound,
                        std::string_view y_label) {
   DriftFrame f;
   f.range = RangeOf(points, bound);
+  f.has_zero = std::any_of(points.begin(), points.end(),
+                           [](const DriftPoint& p) { return p.error <= 0; });
   if (!points.empty()) {
     const auto [mn, mx] = std::minmax_element(
         points.begin(), points.end(),
@@ -200,14 +212,17 @@ std::string HistogramChart(const kernels::HistogramCounts& counts) {
     const double c = static_cast<double>(counts[i]);
     const double bh = scale > 0 ? kPlot * std::log10(1.0 + c) / scale : 0;
     const double x = kL + kBar * i;
+    // Every fourth decade is labelled; all labels would overlap.
+    const bool labelled = i == 0 || i == kBins - 1 || (i - 2) % 4 == 0;
     absl::StrAppend(&out, "<rect class=\"bar", counts[i] ? "" : " empty",
                     "\" x=\"", Num(x + 1), "\" y=\"", Num(kT + kPlot - bh),
                     "\" width=\"", Num(kBar - 2), "\" height=\"", Num(bh),
                     "\"><title>",
                     HtmlEscape(absl::StrCat(HistogramRange(i), ": ", counts[i])),
                     "</title></rect>",
-                    Text(x + kBar / 2, kT + kPlot + 12, "tick x",
-                         HistogramLabel(i)));
+                    labelled ? Text(x + kBar / 2, kT + kPlot + 12, "tick x",
+                                    HistogramLabel(i))
+                             : std::string());
   }
   absl::StrAppend(&out, Line(kL, kT + kPlot, w - kL, kT + kPlot, "axis"),
                   Text(w / 2, h - 4, "label", "|d| (decade lower edge)"),

@@ -41,7 +41,8 @@ std::string DriftChart(const std::vector<DriftPoint>& points, double bound,
 // The |d| histogram as 19 bars (bin 0: d == 0, bin 1: (0, 1e-12), bins
 // 2..17: decades [1e-12, 1e-11) ... [1e3, 1e4), bin 18: >= 1e4). Bar heights
 // are log-scaled counts so that a bin of 1 next to one of 1e6 stays visible;
-// each bar's <title> gives its range and exact count.
+// each bar's <title> gives its range and exact count; every fourth decade is
+// labelled under the axis.
 std::string HistogramChart(const kernels::HistogramCounts& counts);
 
 // One cell of the layer x step heat map.
