@@ -163,7 +163,8 @@ struct StoredReport {
   uint64_t tensors = 0, passed_tensors = 0, warned = 0, failed = 0,
            missing_in_ref = 0, missing_in_cand = 0;
   std::optional<TensorAddress> first_failure;
-  // Renderings by format name ("json", "text", "junit", "markdown").
+  // Renderings by format name ("json", "text", "junit", "markdown", "html";
+  // reports stored before the html format existed lack "html").
   std::map<std::string, std::string> renderings;
 };
 
