@@ -325,10 +325,12 @@ std::string FailingTensors(const Report& r, int64_t first) {
   std::string out = absl::StrCat(
       "<section id=\"failures\"><h2>Failing tensors (", failing.size(),
       ", furthest past the bound first)</h2>");
-  for (size_t k = 0; k < failing.size() && k < kMaxFailureCards; ++k) {
+  for (size_t k = 0; k < failing.size(); ++k) {
     const size_t i = failing[k].second;
-    absl::StrAppend(&out, FailureCard(r.tensors[i], i,
-                                      static_cast<int64_t>(i) == first));
+    const bool is_first = static_cast<int64_t>(i) == first;
+    // The first failure keeps its card (it is linked from the top).
+    if (k >= kMaxFailureCards && !is_first) continue;
+    absl::StrAppend(&out, FailureCard(r.tensors[i], i, is_first));
   }
   if (failing.size() > kMaxFailureCards) {
     absl::StrAppend(&out, "<p class=\"hidden-note\">", failing.size() -

@@ -227,6 +227,27 @@ TEST(RenderHtmlTest, HeatMapOneCellPerSteppedTensor) {
   EXPECT_EQ(Count(map, "<rect class=\"cell fail\""), 2);
 }
 
+TEST(RenderHtmlTest, CapsFailureCardsButKeepsTheFirstFailure) {
+  // 250 failing keys; the first (in cand order) is the least severe, so it
+  // ranks last and would fall past the 200-card cap.
+  RunData ref{"r", {{"forward", {}}}}, cand{"c", {{"forward", {}}}};
+  for (int i = 0; i < 250; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    ref.checkpoints[0].tensors.push_back(E(key, F64({1}, {1})));
+    cand.checkpoints[0].tensors.push_back(E(key, F64({1}, {1 + 1e-5 * (i + 1)})));
+  }
+  FakeBackend backend;
+  absl::StatusOr<Report> r =
+      CompareRuns(ref, cand, *PresetPolicy("reprod"), backend);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->first_failure->key, "k0");
+  const std::string html = Html(*r);
+  EXPECT_EQ(Count(html, "<div class=\"failure"), 201);
+  EXPECT_THAT(html, HasSubstr("<div class=\"failure first-failure\" id=\"f-0\">"));
+  EXPECT_THAT(html, HasSubstr("50 more failing tensors"));
+  EXPECT_EQ(Count(html, "<tr id=\"t-"), 250);
+}
+
 TEST(RenderHtmlTest, PassingReportHasNoFailureSections) {
   RunData run{"r", {{"forward", {E("a", F64({1}, {1}))}}}};
   FakeBackend backend;
