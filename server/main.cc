@@ -34,10 +34,20 @@ Examples:
   reprodd                                   # 127.0.0.1:50051, ./reprod-data
   reprodd --data-dir /var/lib/reprod --listen 127.0.0.1:7000
   reprodd --listen 127.0.0.1:0 --port-file /tmp/reprodd.port   # free port
+  reprodd --tls-cert server.pem --tls-key server.key            # TLS
+  reprodd --tls-cert server.pem --tls-key server.key --tls-client-ca ca.pem
+                                            # mutual TLS: clients need a cert
   REPROD_DATA_DIR=/srv/reprod reprodd --log-level debug
 
 Then: reprodctl push forward_paddle.npy --run team42/bert-paddle
       reprodctl compare team42/bert-torch team42/bert-paddle
+
+TLS: --tls-cert and --tls-key (PEM) encrypt the gRPC listener; clients then
+need --tls-ca (reprodctl) or tls_ca= (Python) naming the CA that signed the
+certificate. --tls-client-ca adds mutual TLS: only clients presenting a
+certificate signed by that CA get in. Tokens are not implemented yet, so a
+non-loopback --listen still needs --insecure, with or without TLS. (Their
+variables are REPROD_LISTEN_TLS_*: reprodctl's REPROD_TLS_* name its own.)
 
 Every option can also be set by the environment variable named in [env].
 SIGTERM or Ctrl-C stop it cleanly: no new calls, tensors in flight are
@@ -78,6 +88,16 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", options.insecure,
                "Allow a non-loopback --listen address without tokens")
       ->envname("REPROD_INSECURE");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "TLS: PEM certificate chain of the listener (with --tls-key)")
+      ->envname("REPROD_LISTEN_TLS_CERT");
+  app.add_option("--tls-key", options.tls_key_file,
+                 "TLS: PEM private key of --tls-cert (unencrypted; keep it 0600)")
+      ->envname("REPROD_LISTEN_TLS_KEY");
+  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+                 "Mutual TLS: PEM CA certificate(s); clients must present a "
+                 "certificate signed by one (needs --tls-cert/--tls-key)")
+      ->envname("REPROD_LISTEN_TLS_CLIENT_CA");
   app.add_option("--data-dir", options.data_dir,
                  "Directory of the embedded RocksDB store (created if missing)")
       ->envname("REPROD_DATA_DIR")

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "common/tls.h"
 #include "server/compare_service.h"
 #include "server/ingest_service.h"
 #include "server/report_service.h"
@@ -39,6 +40,30 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(
     host = host.substr(1, host.size() - 2);
   }
   return std::pair{host, port};
+}
+
+// Plaintext credentials, or TLS ones from the checked PEM (mutual TLS when
+// it has a client CA). Logs which, never the key.
+std::shared_ptr<grpc::ServerCredentials> ListenerCredentials(const ServerOptions& options,
+                                                             const tls::TlsPem& pem) {
+  if (pem.cert_chain.empty()) {
+    spdlog::info("TLS: off (plaintext gRPC; give --tls-cert and --tls-key to encrypt)");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({pem.private_key, pem.cert_chain});
+  if (pem.ca_certs.empty()) {
+    ssl.client_certificate_request = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+    spdlog::info("TLS: on (certificate {})", options.tls_cert_file);
+  } else {
+    ssl.pem_root_certs = pem.ca_certs;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    spdlog::info(
+        "TLS: on, mutual (certificate {}; clients need a certificate "
+        "signed by {})",
+        options.tls_cert_file, options.tls_client_ca_file);
+  }
+  return grpc::SslServerCredentials(ssl);
 }
 
 }  // namespace
@@ -72,8 +97,14 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
         "refusing to listen on non-loopback address ", options.listen,
         " without authentication; tokens are not implemented yet, so pass "
         "--insecure to accept anyone who can reach it, or listen on "
-        "127.0.0.1"));
+        "127.0.0.1",
+        options.tls_cert_file.empty() ? ""
+                                      : " (TLS does not lift this rule: it encrypts the traffic, "
+                                        "tokens will decide who may call)"));
   }
+  REPROD_ASSIGN_OR_RETURN(
+      const tls::TlsPem tls_pem,
+      tls::LoadServerTls(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file));
   if (!loopback) {
     spdlog::warn("listening on {} with --insecure: anyone who can reach it "
                  "can read and write every run",
@@ -108,8 +139,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(options.listen, ListenerCredentials(options, tls_pem), &port);
   // Chunks are at most max_chunk_bytes; leave room for the envelope, and
   // never go below gRPC's 4 MiB default.
   const uint64_t max_receive =

@@ -13,7 +13,9 @@
 //   (*server)->Wait();
 //
 // Security default (docs/design.md §Security defaults): listening on anything but
-// a loopback address needs `insecure` until tokens exist.
+// a loopback address needs `insecure` until tokens exist; TLS does not change
+// that (it encrypts and, with a client CA, authenticates, but no call is
+// authorized per user yet).
 //
 // Thread-safety: Shutdown may be called from any thread, once or more.
 #ifndef REPROD_SERVER_SERVER_H_
@@ -35,6 +37,12 @@ struct ServerOptions {
   // HOST:PORT; port 0 picks a free one (see ReprodServer::port()).
   std::string listen = "127.0.0.1:50051";
   bool insecure = false;  // allow non-loopback addresses without tokens
+  // TLS (PEM files, common/tls.h): certificate chain and key both or neither
+  // (plaintext); with client_ca_file, mutual TLS: clients must present a
+  // certificate signed by it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   StoreKind store = StoreKind::kRocksDb;
   std::string data_dir = "reprod-data";
   kernels::BackendKind backend = kernels::BackendKind::kAuto;
@@ -48,8 +56,9 @@ absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen);
 
 class ReprodServer {
  public:
-  // Opens the store, creates the backend, starts listening. Errors:
-  // InvalidArgument (bad address, non-loopback without insecure),
+  // Reads the TLS files, opens the store, creates the backend, starts
+  // listening. Errors: InvalidArgument (bad address, non-loopback without
+  // insecure, a TLS file unreadable or invalid, naming it),
   // Unavailable (port in use), the store's errors (locked data dir, ...).
   static absl::StatusOr<std::unique_ptr<ReprodServer>> Start(
       const ServerOptions& options);

@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
 #include "proto/wire.h"
@@ -19,7 +21,75 @@ constexpr int kMaxReconnectBackoffMs = 2000;
 
 absl::Status CheckRun(const std::string& name) { return ValidateRunName(name); }
 
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ConnectOptions& options) {
+  if (!options.tls.has_value()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls->ca_certs;
+  ssl.pem_private_key = options.tls->private_key;
+  ssl.pem_cert_chain = options.tls->cert_chain;
+  return grpc::SslCredentials(ssl);
+}
+
+// Why the channel failed, as gRPC says it: a call on a channel in
+// TRANSIENT_FAILURE fails at once with the last connection error.
+std::string ProbeConnectError(v1::RunService::Stub& stub) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  v1::GetRunRequest request;
+  v1::Run response;
+  const grpc::Status status = stub.GetRun(&context, request, &response);
+  return status.error_message();
+}
+
+bool Mentions(const std::string& text, std::initializer_list<const char*> needles) {
+  for (const char* n : needles) {
+    if (absl::StrContains(absl::AsciiStrToLower(text), n)) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+std::string TlsHint(const std::string& grpc_message, bool tls, bool client_cert, bool connecting) {
+  // A connection the server closed is a TLS mismatch only while connecting;
+  // later it is an outage (a restart) like any other.
+  const bool closed =
+      connecting && Mentions(grpc_message, {"socket closed", "connection reset",
+                                            "end of tcp stream", "connection closed"});
+  if (!tls) {
+    // A TLS server drops a connection that does not start a handshake.
+    if (closed) {
+      return "the server probably requires TLS: give the CA that signed its certificate with "
+             "--tls-ca FILE (REPROD_TLS_CA)";
+    }
+    return "";
+  }
+  if (Mentions(grpc_message, {"wrong version number", "wrong_version_number", "http_request",
+                              "packet length too long"})) {
+    return "the server does not speak TLS (plaintext reprodd): drop --tls-ca/--tls-cert, or "
+           "start reprodd with --tls-cert and --tls-key";
+  }
+  if (Mentions(grpc_message, {"peer name", "hostname", "subject alternative"})) {
+    return "the server's certificate is not issued for this address: connect by a name or IP "
+           "in its subjectAltName";
+  }
+  if (Mentions(grpc_message, {"certificate verify failed", "certificate_verify_failed",
+                              "unable to get local issuer", "self signed", "self-signed"})) {
+    return "the server's certificate is not trusted: it is not signed by the CA in --tls-ca "
+           "(or it has expired)";
+  }
+  if (closed ||
+      Mentions(grpc_message,
+               {"certificate required", "certificate_required", "unknown ca", "unknown_ca",
+                "bad certificate", "bad_certificate", "handshake failure", "handshake_failure"})) {
+    return client_cert
+               ? "the server refused the TLS connection: its --tls-client-ca probably did not "
+                 "sign the client certificate in --tls-cert"
+               : "the server probably requires a client certificate (mutual TLS): give "
+                 "--tls-cert FILE and --tls-key FILE (REPROD_TLS_CERT, REPROD_TLS_KEY)";
+  }
+  return "";
+}
 
 absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string target,
                                                                     ConnectOptions options) {
@@ -32,7 +102,7 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string 
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+      grpc::CreateCustomChannel(target, ChannelCredentials(options), args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to '", target, "'"));
   }
@@ -42,8 +112,7 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string 
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
     if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
-      return absl::UnavailableError(absl::StrCat("cannot reach the reprod server at ", target,
-                                                 ": connection refused or failed"));
+      return ConnectFailure(target, options, channel);
     }
     if (!channel->WaitForStateChange(state, deadline)) {
       return absl::UnavailableError(absl::StrCat("cannot reach the reprod server at ", target,
@@ -68,11 +137,32 @@ RemoteClient::RemoteClient(std::string target, ConnectOptions options,
 
 RemoteClient::~RemoteClient() = default;
 
+absl::Status RemoteClient::ConnectFailure(const std::string& target, const ConnectOptions& options,
+                                          const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::RunService::NewStub(channel);
+  const std::string why = ProbeConnectError(*stub);
+  const bool tls = options.tls.has_value();
+  const std::string hint =
+      TlsHint(why, tls, tls && !options.tls->cert_chain.empty(), /*connecting=*/true);
+  if (!hint.empty()) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to the reprod server at ", target,
+                                               ": ", hint, " (", why, ")"));
+  }
+  return absl::UnavailableError(absl::StrCat("cannot reach the reprod server at ", target,
+                                             ": connection refused or failed (", why, ")"));
+}
+
 absl::Status RemoteClient::FromRpc(const grpc::Status& status) const {
   absl::Status s = wire::FromGrpcStatus(status);
   if (s.code() == absl::StatusCode::kUnavailable) {
+    const bool tls = options_.tls.has_value();
+    const std::string hint =
+        TlsHint(std::string(s.message()), tls, tls && !options_.tls->cert_chain.empty(),
+                /*connecting=*/absl::StrContains(s.message(), "failed to connect"));
+    const std::string why =
+        hint.empty() ? std::string(s.message()) : absl::StrCat(hint, " (", s.message(), ")");
     return absl::UnavailableError(
-        absl::StrCat("reprod server at ", target_, " unavailable: ", std::string(s.message())));
+        absl::StrCat("reprod server at ", target_, " unavailable: ", why));
   }
   if (s.code() == absl::StatusCode::kDeadlineExceeded) {
     return absl::DeadlineExceededError(absl::StrCat(

@@ -17,8 +17,10 @@
 //   req.set_cand("team42/bert-paddle");
 //   auto report = (*client)->Compare(req);             // report->passed()
 //
-// Connection: Connect uses insecure channel credentials (the server's
-// loopback default, docs/design.md §Security defaults) and waits at most
+// Connection: Connect uses plaintext channel credentials (the server's
+// loopback default, docs/design.md §Security defaults), or TLS ones when
+// ConnectOptions::tls is set (mutual TLS when it has a client certificate),
+// and waits at most
 // ConnectOptions::connect_timeout for the server to answer; a refused
 // connection fails at once. Unary calls carry a deadline (rpc_timeout, or
 // compare_timeout for Compare/GetReport); Watch and Push streams have none,
@@ -28,9 +30,12 @@
 // run or report, INVALID_ARGUMENT for bad names or policies, ALREADY_EXISTS,
 // FAILED_PRECONDITION, ...). UNAVAILABLE when the server cannot be reached
 // and DEADLINE_EXCEEDED when it did not answer in time; both messages name
-// the server address. Names (runs, checkpoints, keys) are validated with
-// common/names.h before anything is sent: a bad one is INVALID_ARGUMENT
-// without a round trip.
+// the server address. When the failure looks like a TLS mismatch (a
+// plaintext client at a TLS server, a TLS client at a plaintext one, an
+// untrusted certificate, a missing client certificate) the UNAVAILABLE
+// message says so and which flag to use (TlsHint). Names (runs,
+// checkpoints, keys) are validated with common/names.h before anything is
+// sent: a bad one is INVALID_ARGUMENT without a round trip.
 //
 // Thread-safety: every method may be called from several threads at once
 // (gRPC stubs are thread-safe). The callbacks of Watch and Push run on the
@@ -42,6 +47,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +56,7 @@
 #include "absl/time/time.h"
 #include "client/cpp/ingest_messages.h"
 #include "client/cpp/tensor_source.h"
+#include "common/tls.h"
 #include "reprod/v1/compare.grpc.pb.h"
 #include "reprod/v1/ingest.grpc.pb.h"
 #include "reprod/v1/runs.grpc.pb.h"
@@ -68,7 +75,20 @@ struct ConnectOptions {
   // Largest response accepted, in bytes: rendered reports of big runs are
   // large (gRPC's default is 4 MiB). Requests stay small (1 MiB chunks).
   int max_receive_message_bytes = 256 << 20;
+  // TLS when set (common/tls.h LoadClientTls): ca_certs verify the server
+  // (empty: the system's roots); cert_chain and private_key, when not empty,
+  // are the client certificate of mutual TLS. Plaintext when unset.
+  std::optional<tls::TlsPem> tls;
 };
+
+// A sentence explaining a failed connection as a TLS mismatch, from the gRPC
+// error text `grpc_message` and whether the client used TLS (`tls`) with a
+// client certificate (`client_cert`); "" when the text shows no TLS cause.
+// `connecting`: the channel never got up, so a connection the server closed
+// points at TLS (a plaintext client at a TLS server: "the server probably
+// requires TLS: give the CA that signed its certificate with --tls-ca FILE
+// (REPROD_TLS_CA)"); on a call it is an ordinary outage and gets no hint.
+std::string TlsHint(const std::string& grpc_message, bool tls, bool client_cert, bool connecting);
 
 // reprod::client::PushProgress — a snapshot passed to PushOptions::on_progress.
 struct PushProgress {
@@ -186,8 +206,12 @@ class RemoteClient {
  private:
   RemoteClient(std::string target, ConnectOptions options, std::shared_ptr<grpc::Channel> channel);
 
+  // UNAVAILABLE for a channel that failed to connect: gRPC's reason, and a
+  // TlsHint when there is one.
+  static absl::Status ConnectFailure(const std::string& target, const ConnectOptions& options,
+                                     const std::shared_ptr<grpc::Channel>& channel);
   // wire::FromGrpcStatus plus the server address for UNAVAILABLE and
-  // DEADLINE_EXCEEDED.
+  // DEADLINE_EXCEEDED (and a TlsHint when there is one).
   absl::Status FromRpc(const grpc::Status& status) const;
   void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) const;
 

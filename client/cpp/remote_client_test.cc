@@ -30,7 +30,9 @@ namespace {
 
 using ::reprod::testing::IsOk;
 using ::reprod::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // What the fake ingest service stored, shared by server instances (a
 // restarted fake server keeps its "disk").
@@ -262,6 +264,49 @@ TEST(Connect, NothingListeningIsUnavailableQuicklyAndNamesTheAddress) {
   auto client = RemoteClient::Connect(target);
   EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnavailable, HasSubstr(target)));
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+}
+
+TEST(Connect, NothingListeningGetsNoTlsHint) {
+  const std::string target = absl::StrCat("127.0.0.1:", FreePort());
+  ConnectOptions options;
+  options.tls = tls::TlsPem{};  // TLS with the system roots: still "refused"
+  for (const auto& opts : {ConnectOptions{}, options}) {
+    EXPECT_THAT(RemoteClient::Connect(target, opts),
+                StatusIs(absl::StatusCode::kUnavailable,
+                         AllOf(HasSubstr("connection refused or failed"), HasSubstr("refused"),
+                               Not(HasSubstr("TLS")))));
+  }
+}
+
+// The texts are gRPC 1.51's (with OpenSSL 3) for each mismatch, as seen
+// against a real reprodd (tests/python/test_tls.py runs them end to end).
+TEST(TlsHint, NamesTheMissingFlagForEachMismatch) {
+  const std::string closed =
+      "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:4: Socket "
+      "closed";
+  const std::string plaintext_server =
+      "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:4: Ssl "
+      "handshake failed: SSL_ERROR_SSL: error:0A00010B:SSL routines::wrong version number";
+  const std::string untrusted =
+      "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:4: Ssl "
+      "handshake failed: SSL_ERROR_SSL: error:0A000086:SSL routines::certificate verify failed";
+  const std::string refused =
+      "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:4: Failed to "
+      "connect to remote host: Connection refused";
+  EXPECT_THAT(TlsHint(closed, false, false, true),
+              AllOf(HasSubstr("requires TLS"), HasSubstr("--tls-ca")));
+  EXPECT_THAT(TlsHint(closed, true, false, true),
+              AllOf(HasSubstr("client certificate"), HasSubstr("--tls-cert")));
+  EXPECT_THAT(TlsHint(closed, true, true, true), HasSubstr("--tls-client-ca"));
+  EXPECT_THAT(TlsHint(plaintext_server, true, false, true), HasSubstr("does not speak TLS"));
+  EXPECT_THAT(TlsHint(untrusted, true, false, true),
+              AllOf(HasSubstr("not trusted"), HasSubstr("--tls-ca")));
+  EXPECT_EQ(TlsHint(refused, false, false, true), "");
+  EXPECT_EQ(TlsHint(refused, true, true, true), "");
+  // A connection closed after it was up is an outage (a restart), not TLS.
+  EXPECT_EQ(TlsHint("Socket closed", false, false, false), "");
+  EXPECT_EQ(TlsHint("Socket closed", true, false, false), "");
+  EXPECT_THAT(TlsHint(untrusted, true, false, false), HasSubstr("not trusted"));
 }
 
 TEST(Connect, EmptyTargetIsInvalid) {

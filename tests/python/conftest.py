@@ -78,16 +78,18 @@ class Reprodd:
     """A reprodd process on loopback: memory store, or RocksDB in data_dir.
 
     port=0 picks a free port; restart() starts it again on the same port
-    (and data dir), for crash/restart tests.
+    (and data dir), for crash/restart tests. extra_args are appended to the
+    command line (e.g. the --tls-* flags).
     """
 
-    def __init__(self, workdir, store="memory", data_dir=None, port=0):
+    def __init__(self, workdir, store="memory", data_dir=None, port=0, extra_args=()):
         if not REPRODD.exists():
             pytest.fail(f"reprodd not built at {REPRODD} (set REPROD_BIN_DIR)")
         self.workdir = Path(workdir)
         self.store = store
         self.data_dir = Path(data_dir) if data_dir else None
         self.port = port
+        self.extra_args = [str(a) for a in extra_args]
         self.proc = None
         self.log = None
         self.start()
@@ -106,6 +108,7 @@ class Reprodd:
             args += ["--store", "memory"]
         else:
             args += ["--data-dir", str(self.data_dir)]
+        args += self.extra_args
         self.log = open(self.workdir / "reprodd.log", "a")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30

@@ -20,6 +20,11 @@ with --server HOST:PORT or REPROD_SERVER, default 127.0.0.1:50051), tensor
 files are pushed into named runs, and runs are compared, watched while they
 train, and their reports kept.
 
+A server started with --tls-cert/--tls-key needs --tls-ca CA.pem (the CA that
+signed its certificate; REPROD_TLS_CA); one with --tls-client-ca (mutual TLS)
+also --tls-cert and --tls-key, the client certificate (REPROD_TLS_CERT,
+REPROD_TLS_KEY).
+
 Examples:
   reprodctl compare forward_torch.npy forward_paddle.npy
   reprodctl compare bp_align_torch.npy bp_align_paddle.npy --threshold 1e-5 --method all
@@ -30,6 +35,7 @@ Examples:
   reprodctl compare bert/torch bert/paddle --preset competition
   reprodctl watch bert/torch bert/paddle
   reprodctl runs ls
+  reprodctl --server reprod.lan:50051 --tls-ca ca.pem runs ls
   reprodctl report get rpt-0123456789abcdef
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage,
@@ -39,7 +45,8 @@ Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage,
 
 Cli::Cli() : app_(kDescription, "reprodctl") {
   app_.require_subcommand(1);
-  // Global options (--backend, --quiet, --log-level, --server) may also follow the subcommand.
+  // Global options (--backend, --quiet, --log-level, --server, --tls-*) may also follow the
+  // subcommand.
   app_.fallthrough();
   app_.add_flag("-q,--quiet", global_.quiet, "No progress messages on stderr");
   app_.add_option("--backend", global_.backend, "Diff backend: auto, cpu, cuda")
@@ -51,6 +58,14 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
   app_.add_option("--server", global_.server, "reprod server HOST:PORT for the remote commands")
       ->envname("REPROD_SERVER")
       ->capture_default_str();
+  app_.add_option("--tls-ca", global_.tls_ca,
+                  "TLS to the server: PEM CA certificate(s) that signed its certificate")
+      ->envname("REPROD_TLS_CA");
+  app_.add_option("--tls-cert", global_.tls_cert,
+                  "Mutual TLS: PEM client certificate (with --tls-key)")
+      ->envname("REPROD_TLS_CERT");
+  app_.add_option("--tls-key", global_.tls_key, "Mutual TLS: PEM private key of --tls-cert")
+      ->envname("REPROD_TLS_KEY");
   app_.set_version_flag("--version",
                         std::string("reprodctl 0.1.0 (backends: cpu") +
                             (kernels::BuiltWithCuda() ? ", cuda)" : "; built without CUDA)"));

@@ -33,6 +33,11 @@ struct GlobalOptions {
   std::string log_level = "warn";
   // reprod server for the remote commands (--server, REPROD_SERVER).
   std::string server = "127.0.0.1:50051";
+  // TLS to the server (--tls-ca, --tls-cert, --tls-key; REPROD_TLS_*): PEM
+  // files; TLS is on when any is given (see ConnectToServer).
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 using Runner = std::function<int()>;

@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "client/cpp/wire_convert.h"
+#include "common/tls.h"
 
 namespace reprod::reprodctl {
 namespace {
@@ -27,7 +29,14 @@ nlohmann::json AddressJson(const v1::TensorAddress& a) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global) {
-  return client::RemoteClient::Connect(global.server);
+  client::ConnectOptions options;
+  if (!global.tls_ca.empty() || !global.tls_cert.empty() || !global.tls_key.empty()) {
+    absl::StatusOr<tls::TlsPem> pem =
+        tls::LoadClientTls(global.tls_ca, global.tls_cert, global.tls_key);
+    if (!pem.ok()) return pem.status();
+    options.tls = *std::move(pem);
+  }
+  return client::RemoteClient::Connect(global.server, std::move(options));
 }
 
 int ExitCodeForStatus(const absl::Status& status) {
@@ -44,7 +53,10 @@ int ExitCodeForStatus(const absl::Status& status) {
 int ReportRemoteError(const absl::Status& status) {
   const int code = ExitCodeForStatus(status);
   std::fprintf(stderr, "reprodctl: error: %s\n", std::string(status.message()).c_str());
-  if (code == kExitUnreachable) {
+  // A TLS mismatch already says what to do (remote_client.h TlsHint).
+  const bool tls_hint = absl::StrContains(status.message(), "TLS") ||
+                        absl::StrContains(status.message(), "certificate");
+  if (code == kExitUnreachable && !tls_hint) {
     std::fprintf(stderr,
                  "reprodctl: hint: start a server with `reprodd --listen HOST:PORT "
                  "--data-dir DIR`, or point at one with --server HOST:PORT (or "

@@ -26,8 +26,10 @@
 
 namespace reprod::reprodctl {
 
-// Connects to global.server. UNAVAILABLE (within a few seconds) when no
-// server answers there.
+// Connects to global.server, over TLS when --tls-ca, --tls-cert or
+// --tls-key is given (files read and checked first: InvalidArgument naming
+// a bad one). UNAVAILABLE (within a few seconds) when no server answers
+// there, with a TLS hint when the failure looks like a TLS mismatch.
 absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global);
 
 // kExitUnreachable for UNAVAILABLE and DEADLINE_EXCEEDED (the server could

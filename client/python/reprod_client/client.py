@@ -118,6 +118,48 @@ def _identity(data):
     return data
 
 
+def _read_pem(value, name, env):
+    """PEM bytes from `value` (a path or PEM bytes/str) or, when None, from
+    the file named by $`env`; None when neither is given."""
+    if value is None:
+        value = os.environ.get(env) or None
+        if value is None:
+            return None
+        name = f"${env}"
+    if isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+        where = f"{name} (PEM bytes)"
+    elif isinstance(value, str) and value.lstrip().startswith("-----BEGIN"):
+        data = value.encode()
+        where = f"{name} (PEM text)"
+    else:
+        path = os.fspath(value)
+        where = f"{name} {path}"
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ValueError(f"{where}: cannot read: {e.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{where}: not PEM (expected -----BEGIN ...-----)")
+    return data
+
+
+def _tls_credentials(tls_ca, tls_cert, tls_key):
+    """(grpc.ChannelCredentials or None, (tls on, client cert given))."""
+    ca = _read_pem(tls_ca, "tls_ca", "REPROD_TLS_CA")
+    cert = _read_pem(tls_cert, "tls_cert", "REPROD_TLS_CERT")
+    key = _read_pem(tls_key, "tls_key", "REPROD_TLS_KEY")
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key go together: the client certificate of mutual "
+                         "TLS needs its key (or set neither)")
+    if ca is None and cert is None:
+        return None, (False, False)
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                         certificate_chain=cert)
+    return creds, (True, cert is not None)
+
+
 def _framework_version(framework):
     mod = {"torch": "torch", "pytorch": "torch", "paddle": "paddle",
            "paddlepaddle": "paddle"}.get((framework or "").lower())
@@ -134,16 +176,36 @@ class Client:
         implemented).
     timeout: deadline in seconds of each unary call.
     reconnect_timeout: default reconnect budget of runs, in seconds.
-    credentials: grpc.ChannelCredentials for TLS (plaintext when None).
+    tls_ca: TLS to a reprodd started with --tls-cert/--tls-key: the CA
+        certificate(s) that signed the server's certificate, as a file path
+        or PEM bytes (default $REPROD_TLS_CA; plaintext when neither this nor
+        tls_cert is given).
+    tls_cert, tls_key: the client certificate and its key (path or PEM
+        bytes; default $REPROD_TLS_CERT, $REPROD_TLS_KEY) for a server with
+        --tls-client-ca (mutual TLS); both or neither. Given alone they turn
+        TLS on with the system's root certificates.
+    credentials: grpc.ChannelCredentials, instead of the tls_* arguments.
+
+    Raises ValueError naming the file for an unreadable or non-PEM tls_*
+    file, or tls_cert without tls_key. A TLS mismatch (plaintext client at a
+    TLS server and the reverse, an untrusted certificate, a missing client
+    certificate) shows at the first call as ServerUnavailable whose message
+    says so.
     """
 
-    def __init__(self, address=None, token=None, *, timeout=30.0, reconnect_timeout=30.0,
-                 credentials=None, options=None):
+    def __init__(self, address=None, token=None, *, tls_ca=None, tls_cert=None, tls_key=None,
+                 timeout=30.0, reconnect_timeout=30.0, credentials=None, options=None):
         self.address = address or os.environ.get("REPROD_SERVER") or DEFAULT_ADDRESS
         token = token if token is not None else os.environ.get("REPROD_TOKEN")
         self.timeout = timeout
         self.reconnect_timeout = reconnect_timeout
         opts = list(_CHANNEL_OPTIONS) + list(options or [])
+        tls_credentials, self._tls = _tls_credentials(tls_ca, tls_cert, tls_key)
+        if credentials is not None and tls_credentials is not None:
+            raise ValueError("give either credentials= or tls_ca/tls_cert/tls_key, not both")
+        if credentials is not None:
+            self._tls = (True, False)
+        credentials = credentials if credentials is not None else tls_credentials
         if credentials is not None:
             self._channel = grpc.secure_channel(self.address, credentials, options=opts)
         else:
@@ -181,7 +243,7 @@ class Client:
         try:
             return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as e:
-            raise from_rpc_error(e, what, self.address, run=run) from None
+            raise from_rpc_error(e, what, self.address, run=run, tls=self._tls) from None
 
     # --- runs ---------------------------------------------------------------
 
@@ -311,7 +373,7 @@ class Client:
                                   "RunService.ReadTensor (an older reprodd)",
                                   code=e.code(), details=e.details(), address=self.address,
                                   run=run) from None
-            raise from_rpc_error(e, where, self.address, run=run) from None
+            raise from_rpc_error(e, where, self.address, run=run, tls=self._tls) from None
         if header is None or filled != header.byte_length:
             raise ReprodError(f"{where}: incomplete response from {self.address}",
                               address=self.address, run=run)
@@ -393,7 +455,8 @@ class Client:
                 elif event.HasField("report"):
                     yield Report(event.report, self)
         except grpc.RpcError as e:
-            raise from_rpc_error(e, f"Watch {ref!r} vs {cand!r}", self.address) from None
+            raise from_rpc_error(e, f"Watch {ref!r} vs {cand!r}", self.address,
+                                 tls=self._tls) from None
         finally:
             call.cancel()
 

@@ -63,16 +63,62 @@ _BY_CODE = {
 }
 
 
-def from_rpc_error(err, what, address, run=None):
+def _mentions(text, needles):
+    text = text.lower()
+    return any(n in text for n in needles)
+
+
+def tls_hint(details, tls, client_cert):
+    """A sentence explaining a failed connection as a TLS mismatch, from
+    gRPC's error `details` and whether the client used TLS (`tls`) with a
+    client certificate (`client_cert`); "" when the text shows no TLS cause.
+    The same rules as the C++ client's TlsHint (client/cpp/remote_client.h):
+    a connection the server closed points at TLS only while connecting
+    ("failed to connect" in the details); later it is an ordinary outage."""
+    closed = (_mentions(details, ("failed to connect",))
+              and _mentions(details, ("socket closed", "connection reset", "end of tcp stream",
+                                      "connection closed")))
+    if not tls:
+        if closed:
+            return ("the server probably requires TLS: pass tls_ca= (or set REPROD_TLS_CA) "
+                    "naming the CA that signed its certificate")
+        return ""
+    if _mentions(details, ("wrong version number", "wrong_version_number", "http_request",
+                           "packet length too long")):
+        return ("the server does not speak TLS (plaintext reprodd): drop tls_ca/tls_cert, or "
+                "start reprodd with --tls-cert and --tls-key")
+    if _mentions(details, ("peer name", "hostname", "subject alternative")):
+        return ("the server's certificate is not issued for this address: connect by a name "
+                "or IP in its subjectAltName")
+    if _mentions(details, ("certificate verify failed", "certificate_verify_failed",
+                           "unable to get local issuer", "self signed", "self-signed")):
+        return ("the server's certificate is not trusted: it is not signed by the CA in "
+                "tls_ca (or it has expired)")
+    if closed or _mentions(details, ("certificate required", "certificate_required",
+                                     "unknown ca", "unknown_ca", "bad certificate",
+                                     "bad_certificate", "handshake failure",
+                                     "handshake_failure")):
+        if client_cert:
+            return ("the server refused the TLS connection: its --tls-client-ca probably did "
+                    "not sign the client certificate in tls_cert")
+        return ("the server probably requires a client certificate (mutual TLS): pass "
+                "tls_cert= and tls_key=")
+    return ""
+
+
+def from_rpc_error(err, what, address, run=None, tls=(False, False)):
     """Converts a grpc.RpcError raised while doing `what` ("CreateRun",
     "ingest into run 'a/b'", ...) into the matching ReprodError subclass.
-    Non-RPC exceptions are wrapped in a plain ReprodError."""
+    Non-RPC exceptions are wrapped in a plain ReprodError. `tls`: (TLS on,
+    client certificate given), for the hint of a TLS mismatch."""
     code = err.code() if hasattr(err, "code") and callable(err.code) else None
     details = err.details() if hasattr(err, "details") and callable(err.details) else str(err)
     cls = _BY_CODE.get(code, ReprodError)
     code_name = code.name if code is not None else type(err).__name__
     if cls is ServerUnavailable:
-        msg = f"reprod server at {address} is unavailable ({code_name}) during {what}: {details}"
+        hint = tls_hint(details or "", *tls)
+        reason = f"{hint} ({details})" if hint else details
+        msg = f"reprod server at {address} is unavailable ({code_name}) during {what}: {reason}"
     else:
         msg = f"{what} failed on reprod server {address} ({code_name}): {details}"
     return cls(msg, code=code, details=details, address=address, run=run)

@@ -407,7 +407,7 @@ class Run:
             if code == grpc.StatusCode.CANCELLED and closing:
                 return  # abort()
             self._fail(from_rpc_error(err, f"ingest into run {self.name!r}",
-                                      self.address, run=self.name))
+                                      self.address, run=self.name, tls=self._client._tls))
             return
 
     def _wait_for_channel(self, deadline):
