@@ -115,6 +115,12 @@ def test_reprodctl_tls_at_plaintext_server_says_so(plain_server, certs):
     res = reprodctl(plain_server, "--tls-ca", certs.ca, "runs", "ls")
     assert res.code == 3, res
     assert "does not speak TLS" in res.stderr, res
+    # gRPC core's own log line of the failed handshake is not printed...
+    assert "Handshake failed with fatal error" not in res.stderr, res
+    assert res.stderr.count("\n") == 1, res  # ...only reprodctl's one error line
+    # ...except in the debug log.
+    res = reprodctl(plain_server, "--tls-ca", certs.ca, "--log-level", "debug", "runs", "ls")
+    assert res.code == 3 and "Handshake failed with fatal error" in res.stderr, res
 
 
 def test_reprodctl_untrusted_server_certificate(tls_server, certs):

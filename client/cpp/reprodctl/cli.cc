@@ -1,7 +1,10 @@
 #include "client/cpp/reprodctl/cli.h"
 
+#include <grpc/support/log.h>
+
 #include "common/logging.h"
 #include "kernels/backend.h"
+#include "spdlog/spdlog.h"
 
 namespace reprod::reprodctl {
 namespace {
@@ -40,6 +43,13 @@ Examples:
 
 Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage,
 3 server unreachable.)";
+
+// gRPC core writes connection failures (a failed TLS handshake, ...) to
+// stderr by itself; the remote commands already report them as errors with a
+// hint, so its lines go to the debug log (--log-level debug) instead.
+void GrpcLogToSpdlog(gpr_log_func_args* args) {
+  spdlog::debug("grpc: {}:{}: {}", args->file, args->line, args->message);
+}
 
 }  // namespace
 
@@ -89,6 +99,7 @@ int Cli::Main(int argc, const char* const* argv) {
     return code == 0 ? kExitPass : kExitBadInput;
   }
   if (absl::Status s = InitLogging(global_.log_level); !s.ok()) return ReportError(s);
+  gpr_set_log_function(GrpcLogToSpdlog);
   for (const auto& [cmd, runner] : commands_) {
     if (cmd->parsed()) return runner();
   }
