@@ -131,6 +131,44 @@ TEST(AclTableTest, DocsAreTheRenderedTable) {
   }
 }
 
+// The access-kind rows of docs/acl.md say "yes"/"no" per caller; each cell
+// must agree with Authorize on a route of that kind and a run in the
+// submitter's scope (the submitter cells that name a condition are "yes"
+// there).
+TEST(AclTableTest, DocumentedAccessKindsAgreeWithAuthorize) {
+  ASSERT_OK_AND_ASSIGN(Scope team42, Scope::Parse("team42"));
+  Principal sub, judge, admin;
+  sub.label = "s";
+  sub.scope = team42;
+  judge.label = "j";
+  judge.role = Role::kJudge;
+  admin.label = "a";
+  admin.role = Role::kAdmin;
+  const Principal* callers[] = {nullptr, &sub, &judge, &admin};
+  const Target own{{RunTarget{"team42/run", false}}};
+  const std::string rendered = RenderAclMarkdown();
+  int rows = 0;
+  const std::vector<std::string> lines = absl::StrSplit(rendered, '\n');
+  for (const std::string& line : lines) {
+    const std::vector<std::string> cells = absl::StrSplit(line, " | ");
+    if (cells.size() != 5 || !cells[0].starts_with("| ")) continue;
+    const std::string kind = cells[0].substr(2);
+    for (const AclEntry& e : AclTable()) {
+      if (AccessName(e.access) != kind) continue;
+      ++rows;
+      const Target target = e.target == TargetKind::kNone ? Target{} : own;
+      for (size_t c = 0; c < 4; ++c) {
+        std::string cell = cells[c + 1];
+        if (c == 3) cell = cell.substr(0, cell.size() - 2);  // " |"
+        const bool ok = Authorize(callers[c], e.route, target).ok();
+        EXPECT_EQ(ok, cell != "no") << kind << " column " << c << ": " << cell;
+      }
+      break;
+    }
+  }
+  EXPECT_EQ(rows, 6);
+}
+
 TEST(AclTableTest, UnknownRoutesAreDeniedEvenToAdmins) {
   Principal admin;
   admin.label = "root";
