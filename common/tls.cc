@@ -79,6 +79,15 @@ X509Ptr FirstCertificate(const std::string& pem) {
   return X509Ptr(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
 }
 
+// "Dec  1 12:00:00 2026 GMT".
+std::string AsnTimeText(const ASN1_TIME* t) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || ASN1_TIME_print(bio.get(), t) != 1) return "(unreadable time)";
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio.get(), &data);  // NOLINT(runtime/int): OpenSSL's type
+  return std::string(data, static_cast<size_t>(n));
+}
+
 // A password callback that supplies none: an encrypted key fails to load
 // instead of prompting on the terminal.
 int NoPassword(char*, int, int, void*) { return 0; }
@@ -156,6 +165,28 @@ absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::
   return absl::OkStatus();
 }
 
+absl::Status CheckCertificateCurrent(const std::string& cert_pem, const std::string& cert_path) {
+  ERR_clear_error();
+  X509Ptr cert = FirstCertificate(cert_pem);
+  if (cert == nullptr) {
+    return Bad("--tls-cert", cert_path,
+               absl::StrCat("certificate 1 does not parse: ", OpenSslError()));
+  }
+  const ASN1_TIME* not_before = X509_get0_notBefore(cert.get());
+  const ASN1_TIME* not_after = X509_get0_notAfter(cert.get());
+  if (X509_cmp_current_time(not_after) < 0) {
+    return Bad("--tls-cert", cert_path,
+               absl::StrCat("the certificate expired on ", AsnTimeText(not_after),
+                            "; peers refuse it (make a new one)"));
+  }
+  if (X509_cmp_current_time(not_before) > 0) {
+    return Bad("--tls-cert", cert_path,
+               absl::StrCat("the certificate is not valid before ", AsnTimeText(not_before),
+                            " (is this machine's clock right?)"));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // Reads --tls-cert and --tls-key (both given) and matches them.
@@ -167,6 +198,7 @@ absl::Status LoadKeyPair(const std::string& cert_file, const std::string& key_fi
   if (absl::Status s = CheckKeyMatchesCertificate(*cert, cert_file, *key, key_file); !s.ok()) {
     return s;
   }
+  if (absl::Status s = CheckCertificateCurrent(*cert, cert_file); !s.ok()) return s;
   out->cert_chain = *std::move(cert);
   out->private_key = *std::move(key);
   return absl::OkStatus();

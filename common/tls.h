@@ -45,10 +45,14 @@ absl::StatusOr<std::string> ReadPrivateKeyPem(const std::string& path, const std
 absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::string& cert_path,
                                         const std::string& key_pem, const std::string& key_path);
 
+// OK when the first certificate of `cert_pem` (--tls-cert `cert_path`) is
+// valid now; InvalidArgument with its expiry (or start) date otherwise.
+absl::Status CheckCertificateCurrent(const std::string& cert_pem, const std::string& cert_path);
+
 // The server side: `cert_file` and `key_file` (--tls-cert, --tls-key) both or
 // neither; `client_ca_file` (--tls-client-ca, mutual TLS) needs them. All
 // empty: an empty TlsPem (plaintext). Every file read and checked, the key
-// matched to the certificate. InvalidArgument on any problem.
+// matched to the certificate, the certificate valid now. InvalidArgument on any problem.
 absl::StatusOr<TlsPem> LoadServerTls(const std::string& cert_file, const std::string& key_file,
                                      const std::string& client_ca_file);
 

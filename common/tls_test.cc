@@ -5,6 +5,10 @@
 // real CA and reprodd, see tests/python/test_tls.py.
 #include "common/tls.h"
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -20,6 +24,7 @@ namespace {
 
 using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kCertA[] = R"pem(-----BEGIN CERTIFICATE-----
@@ -64,6 +69,39 @@ gDHFMwNZ18fbR/aMVn6w0dDCSBJKMo1Mnc2K2ryHh7J7aoVNaFQ0hqFOZ/WlmZNd
 WbDlrgg3kk3Rrwe/cucKfPMmbKmlyHhF9Fjk+vZh//delJMA9R1ybc7scJi5Oxw=
 -----END ENCRYPTED PRIVATE KEY-----
 )pem";
+
+std::string BioText(BIO* bio) {
+  char* data = nullptr;
+  const long n = BIO_get_mem_data(bio, &data);  // NOLINT(runtime/int): OpenSSL's type
+  return std::string(data, static_cast<size_t>(n));
+}
+
+// A self-signed EC P-256 certificate valid from now + `from_s` to now +
+// `to_s` seconds, and its key, as PEM {certificate, key}.
+std::pair<std::string, std::string> MakeCertificate(long from_s, long to_s) {  // NOLINT
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), from_s);
+  X509_gmtime_adj(X509_getm_notAfter(x), to_s);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("t"),
+                             -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509_sign(x, key, EVP_sha256());
+  BIO* cert_bio = BIO_new(BIO_s_mem());
+  BIO* key_bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(cert_bio, x);
+  PEM_write_bio_PrivateKey(key_bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::pair<std::string, std::string> out{BioText(cert_bio), BioText(key_bio)};
+  BIO_free(cert_bio);
+  BIO_free(key_bio);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return out;
+}
 
 class TlsFilesTest : public ::testing::Test {
  protected:
@@ -131,6 +169,25 @@ TEST_F(TlsFilesTest, KeyMustMatchTheCertificate) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--tls-key b.key is not the key of the certificate in "
                                  "--tls-cert a.pem")));
+}
+
+TEST(CheckCertificateCurrent, ExpiredAndNotYetValidAreRefusedWithTheDate) {
+  const auto [fresh, fresh_key] = MakeCertificate(-60, 86400);
+  EXPECT_TRUE(CheckCertificateCurrent(fresh, "fresh.pem").ok());
+  const auto [expired, expired_key] = MakeCertificate(-2 * 86400, -86400);
+  EXPECT_THAT(CheckCertificateCurrent(expired, "old.pem"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("--tls-cert old.pem: the certificate expired on "),
+                             HasSubstr(" GMT"))));
+  const auto [future, future_key] = MakeCertificate(86400, 2 * 86400);
+  EXPECT_THAT(CheckCertificateCurrent(future, "new.pem"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not valid before")));
+}
+
+TEST_F(TlsFilesTest, AnExpiredServerCertificateStopsLoadServerTls) {
+  const auto [cert, key] = MakeCertificate(-2 * 86400, -86400);
+  EXPECT_THAT(LoadServerTls(Write("old.pem", cert), Write("old.key", key), ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expired on")));
 }
 
 TEST_F(TlsFilesTest, ServerFlagRules) {
