@@ -273,14 +273,16 @@ def test_reprodd_tls_flag_combinations(certs):
     assert "TLS does not lift this rule" in res.stdout + res.stderr, res
 
 
-def start_and_stop_reprodd(tmp_path, *args):
+def start_and_stop_reprodd(tmp_path, *args, env_extra=None):
     """Starts reprodd at --log-level info, waits until it listens, stops it
     (SIGTERM); returns its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROD_")}
+    env.update(env_extra or {})
     port_file = tmp_path / "port"
     proc = subprocess.Popen([str(REPRODD), "--listen", "127.0.0.1:0", "--store", "memory",
                              "--backend", "cpu", "--threads", "1", "--log-level", "info",
                              "--port-file", port_file, *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 30
     while not (port_file.exists() and port_file.read_text().strip()):
         if proc.poll() is not None or time.time() > deadline:
@@ -307,3 +309,11 @@ def test_reprodd_logs_tls_mode_without_key_material(mode, certs, tmp_path):
     assert want in out, out
     key_body = "".join(certs.server_key.read_text().splitlines()[1:-1])
     assert "PRIVATE KEY" not in out and key_body[:32] not in out, out
+
+
+def test_reprodd_tls_from_environment(certs, tmp_path):
+    out = start_and_stop_reprodd(tmp_path, env_extra={
+        "REPROD_LISTEN_TLS_CERT": str(certs.server_cert),
+        "REPROD_LISTEN_TLS_KEY": str(certs.server_key),
+        "REPROD_LISTEN_TLS_CLIENT_CA": str(certs.ca)})
+    assert f"TLS: on, mutual (certificate {certs.server_cert}" in out, out
