@@ -9,6 +9,7 @@
 #include "common/names.h"
 #include "common/status_macros.h"
 #include "proto/wire.h"
+#include "server/auth_gate.h"
 #include "server/proto_convert.h"
 #include "server/store_compare.h"
 #include "server/stored_report.h"
@@ -86,10 +87,13 @@ absl::Status CompareServiceImpl::CompareAndStore(
   return ReportToProto(stored, format, /*with_rendering=*/true, response);
 }
 
-grpc::Status CompareServiceImpl::Compare(grpc::ServerContext* /*context*/,
+grpc::Status CompareServiceImpl::Compare(grpc::ServerContext* context,
                                          const v1::CompareRequest* request,
                                          v1::Report* response) {
   RunEvents::CallGuard guard(env_.events);
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteCompare, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = CheckRuns(*env_.store, request->ref(), request->cand());
       !s.ok()) {
     return wire::ToGrpcStatus(s);
@@ -105,6 +109,9 @@ grpc::Status CompareServiceImpl::Watch(
     grpc::ServerContext* context, const v1::WatchRequest* request,
     grpc::ServerWriter<v1::WatchEvent>* writer) {
   RunEvents::CallGuard guard(env_.events);
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteWatch, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   const std::string& ref = request->ref();
   const std::string& cand = request->cand();
   if (absl::Status s = CheckRuns(*env_.store, ref, cand); !s.ok()) {

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "common/tensor.h"
 #include "proto/wire.h"
+#include "server/auth_gate.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -229,10 +230,25 @@ grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStrea
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "server shutting down; retry after the restart");
   }
+  // --auth tokens: the caller is authenticated once, and each BeginTensor's
+  // run is authorized on its own (the table's per-message entry).
+  std::optional<auth::Principal> who;
+  if (env_.auth != nullptr) {
+    absl::StatusOr<auth::Principal> principal = env_.auth->Authenticate(*context);
+    if (!principal.ok()) {
+      spdlog::warn("refused {}: {}", kRouteIngest, std::string(principal.status().message()));
+      return wire::ToGrpcStatus(principal.status());
+    }
+    who = *std::move(principal);
+  }
   StreamHandler handler(env_, stream);
   v1::IngestRequest request;
   while (stream->Read(&request)) {
-    if (absl::Status status = handler.Handle(request); !status.ok()) {
+    absl::Status status = who && request.has_begin()
+                              ? env_.auth->CheckMessage(*who, kRouteIngest, request)
+                              : absl::OkStatus();
+    if (status.ok()) status = handler.Handle(request);
+    if (!status.ok()) {
       if (status.code() != absl::StatusCode::kCancelled) {
         spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
       }

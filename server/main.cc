@@ -45,9 +45,14 @@ Then: reprodctl push forward_paddle.npy --run team42/bert-paddle
 TLS: --tls-cert and --tls-key (PEM) encrypt the gRPC listener; clients then
 need --tls-ca (reprodctl) or tls_ca= (Python) naming the CA that signed the
 certificate. --tls-client-ca adds mutual TLS: only clients presenting a
-certificate signed by that CA get in. Tokens are not implemented yet, so a
-non-loopback --listen still needs --insecure, with or without TLS. (Their
-variables are REPROD_LISTEN_TLS_*: reprodctl's REPROD_TLS_* name its own.)
+certificate signed by that CA get in. (Their variables are
+REPROD_LISTEN_TLS_*: reprodctl's REPROD_TLS_* name its own.)
+
+Auth: --auth tokens makes every call carry 'authorization: Bearer <token>'
+(reprodctl --token, REPROD_TOKEN) checked against docs/acl.md; tokens come
+from `reprodd token create --role ROLE --label L [--scope NS] --data-dir DIR`
+while the server is stopped. A non-loopback --listen needs --auth tokens
+(or --insecure, which lets anyone who can reach it do everything).
 
 Every option can also be set by the environment variable named in [env].
 SIGTERM or Ctrl-C stop it cleanly: no new calls, tensors in flight are
@@ -88,6 +93,13 @@ int main(int argc, char** argv) {
   app.add_flag("--insecure", options.insecure,
                "Allow a non-loopback --listen address without tokens")
       ->envname("REPROD_INSECURE");
+  std::string auth = "none";
+  app.add_option("--auth", auth,
+                 "none (anyone may call anything) or tokens (every call needs a "
+                 "bearer token; see `reprodd token --help`)")
+      ->check(CLI::IsMember({"none", "tokens"}))
+      ->envname("REPROD_AUTH")
+      ->capture_default_str();
   app.add_option("--tls-cert", options.tls_cert_file,
                  "TLS: PEM certificate chain of the listener (with --tls-key)")
       ->envname("REPROD_LISTEN_TLS_CERT");
@@ -149,6 +161,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "reprodd: %s\n", std::string(s.message()).c_str());
     return 2;
   }
+  options.auth = auth == "tokens" ? reprod::server::AuthMode::kTokens
+                                 : reprod::server::AuthMode::kNone;
   options.store = store == "memory" ? reprod::server::StoreKind::kMemory
                                     : reprod::server::StoreKind::kRocksDb;
   options.backend = backend == "cpu"    ? reprod::kernels::BackendKind::kCpu

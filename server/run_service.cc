@@ -8,15 +8,20 @@
 #include "absl/strings/str_cat.h"
 #include "common/names.h"
 #include "proto/wire.h"
+#include "server/auth_gate.h"
 #include "server/proto_convert.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
 
-grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* context,
                                        const v1::CreateRunRequest* request,
                                        v1::Run* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteCreateRun, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   storage::RunInfo run = RunFromProto(request->run());
+  if (*who) run.owner = (*who)->label;  // --auth tokens: the creating token's label
   if (absl::Status s = ValidateRunName(run.name); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
@@ -35,9 +40,12 @@ grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status RunServiceImpl::GetRun(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::GetRun(grpc::ServerContext* context,
                                     const v1::GetRunRequest* request,
                                     v1::Run* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteGetRun, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
@@ -47,21 +55,28 @@ grpc::Status RunServiceImpl::GetRun(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status RunServiceImpl::ListRuns(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::ListRuns(grpc::ServerContext* context,
                                       const v1::ListRunsRequest* request,
                                       v1::ListRunsResponse* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteListRuns, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   absl::StatusOr<std::vector<storage::RunInfo>> runs =
       env_.store->ListRuns(request->prefix());
   if (!runs.ok()) return wire::ToGrpcStatus(runs.status());
   for (const storage::RunInfo& run : *runs) {
+    if (*who && !env_.auth->CanSeeRun(**who, run)) continue;
     RunToProto(run, response->add_runs());
   }
   return grpc::Status::OK;
 }
 
-grpc::Status RunServiceImpl::SealRun(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::SealRun(grpc::ServerContext* context,
                                      const v1::SealRunRequest* request,
                                      v1::Run* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteSealRun, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
@@ -76,9 +91,12 @@ grpc::Status RunServiceImpl::SealRun(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* context,
                                        const v1::DeleteRunRequest* request,
                                        v1::DeleteRunResponse* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteDeleteRun, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
@@ -90,9 +108,12 @@ grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status RunServiceImpl::ListTensors(grpc::ServerContext* /*context*/,
+grpc::Status RunServiceImpl::ListTensors(grpc::ServerContext* context,
                                          const v1::ListTensorsRequest* request,
                                          v1::ListTensorsResponse* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteListTensors, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = ValidateRunName(request->run()); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
@@ -110,6 +131,9 @@ grpc::Status RunServiceImpl::ListTensors(grpc::ServerContext* /*context*/,
 grpc::Status RunServiceImpl::ReadTensor(
     grpc::ServerContext* context, const v1::ReadTensorRequest* request,
     grpc::ServerWriter<v1::ReadTensorResponse>* writer) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteReadTensor, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
   if (absl::Status s = ValidateRunName(request->run()); !s.ok()) {
     return wire::ToGrpcStatus(s);
   }

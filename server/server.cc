@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "server/auth_gate.h"
 #include "server/compare_service.h"
 #include "server/ingest_service.h"
 #include "server/report_service.h"
@@ -77,6 +78,7 @@ absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
 
 struct ReprodServer::Impl {
   std::unique_ptr<storage::Store> store;
+  std::unique_ptr<AuthGate> auth;  // --auth tokens; before the services go
   std::unique_ptr<kernels::Backend> backend;
   RunEvents events;
   std::unique_ptr<RunServiceImpl> runs;
@@ -92,20 +94,21 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
     const ServerOptions& options) {
   REPROD_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
   REPROD_ASSIGN_OR_RETURN(bool loopback, IsLoopbackAddress(options.listen));
-  if (!loopback && !options.insecure) {
+  const bool tokens = options.auth == AuthMode::kTokens;
+  if (!loopback && !tokens && !options.insecure) {
     return absl::InvalidArgumentError(absl::StrCat(
         "refusing to listen on non-loopback address ", options.listen,
-        " without authentication; tokens are not implemented yet, so pass "
-        "--insecure to accept anyone who can reach it, or listen on "
-        "127.0.0.1",
+        " without authentication; pass --auth tokens (every call needs a token "
+        "from `reprodd token create`), or --insecure to accept anyone who can "
+        "reach it, or listen on 127.0.0.1",
         options.tls_cert_file.empty() ? ""
                                       : " (TLS does not lift this rule: it encrypts the traffic, "
-                                        "tokens will decide who may call)"));
+                                        "tokens decide who may call)"));
   }
   REPROD_ASSIGN_OR_RETURN(
       const tls::TlsPem tls_pem,
       tls::LoadServerTls(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file));
-  if (!loopback) {
+  if (!loopback && !tokens) {
     spdlog::warn("listening on {} with --insecure: anyone who can reach it "
                  "can read and write every run",
                  options.listen);
@@ -130,6 +133,14 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   env.backend = impl->backend.get();
   env.events = &impl->events;
   env.limits = options.limits;
+  if (tokens) {
+    impl->auth = std::make_unique<AuthGate>(*impl->store);
+    env.auth = impl->auth.get();
+    spdlog::info("auth: tokens (every call needs 'authorization: Bearer <token>'; "
+                 "docs/acl.md)");
+  } else {
+    spdlog::info("auth: none (every caller may do everything; --auth tokens to check tokens)");
+  }
   impl->runs = std::make_unique<RunServiceImpl>(env);
   impl->ingest = std::make_unique<IngestServiceImpl>(env);
   impl->compare = std::make_unique<CompareServiceImpl>(env);

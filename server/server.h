@@ -13,9 +13,9 @@
 //   (*server)->Wait();
 //
 // Security default (docs/design.md §Security defaults): listening on anything but
-// a loopback address needs `insecure` until tokens exist; TLS does not change
-// that (it encrypts and, with a client CA, authenticates, but no call is
-// authorized per user yet).
+// a loopback address needs `auth == AuthMode::kTokens` (every call checked
+// against server/auth's table by auth_gate.h) or `insecure`; TLS alone does
+// not change that (it encrypts, but authorizes no call per user).
 //
 // Thread-safety: Shutdown may be called from any thread, once or more.
 #ifndef REPROD_SERVER_SERVER_H_
@@ -33,10 +33,15 @@ namespace reprod::server {
 
 enum class StoreKind { kRocksDb, kMemory };
 
+// `--auth`: kNone (default) admits every call; kTokens makes every call
+// carry a bearer token checked against server/auth's table (auth_gate.h).
+enum class AuthMode { kNone, kTokens };
+
 struct ServerOptions {
   // HOST:PORT; port 0 picks a free one (see ReprodServer::port()).
   std::string listen = "127.0.0.1:50051";
   bool insecure = false;  // allow non-loopback addresses without tokens
+  AuthMode auth = AuthMode::kNone;
   // TLS (PEM files, common/tls.h): certificate chain and key both or neither
   // (plaintext); with client_ca_file, mutual TLS: clients must present a
   // certificate signed by it.
@@ -58,7 +63,7 @@ class ReprodServer {
  public:
   // Reads the TLS files, opens the store, creates the backend, starts
   // listening. Errors: InvalidArgument (bad address, non-loopback without
-  // insecure, a TLS file unreadable or invalid, naming it),
+  // tokens or insecure, a TLS file unreadable or invalid, naming it),
   // Unavailable (port in use), the store's errors (locked data dir, ...).
   static absl::StatusOr<std::unique_ptr<ReprodServer>> Start(
       const ServerOptions& options);

@@ -14,6 +14,8 @@
 
 namespace reprod::server {
 
+class AuthGate;  // auth_gate.h
+
 struct ServerLimits {
   // Largest TensorChunk.data accepted (bytes).
   uint64_t max_chunk_bytes = uint64_t{1} << 20;
@@ -28,6 +30,9 @@ struct ServiceEnv {
   kernels::Backend* backend = nullptr;
   RunEvents* events = nullptr;
   ServerLimits limits;
+  // `--auth tokens`: the gate every service method calls first (CheckCall in
+  // auth_gate.h); nullptr with `--auth none` (everything allowed).
+  AuthGate* auth = nullptr;
 };
 
 }  // namespace reprod::server

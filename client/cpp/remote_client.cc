@@ -1,8 +1,10 @@
 #include "client/cpp/remote_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -28,6 +30,46 @@ std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ConnectOption
   ssl.pem_private_key = options.tls->private_key;
   ssl.pem_cert_chain = options.tls->cert_chain;
   return grpc::SslCredentials(ssl);
+}
+
+// Adds `authorization: Bearer <token>` to every call of the channel.
+class BearerInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(std::string value) : value_(std::move(value)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", value_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string value_;
+};
+
+class BearerInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerInterceptorFactory(const std::string& token) : value_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new BearerInterceptor(value_);
+  }
+
+ private:
+  const std::string value_;
+};
+
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target,
+                                             const ConnectOptions& options,
+                                             const grpc::ChannelArguments& args) {
+  if (options.token.empty()) {
+    return grpc::CreateCustomChannel(target, ChannelCredentials(options), args);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> bearer;
+  bearer.push_back(std::make_unique<BearerInterceptorFactory>(options.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, ChannelCredentials(options), args, std::move(bearer));
 }
 
 // Why the channel failed, as gRPC says it: a call on a channel in
@@ -102,7 +144,7 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string 
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, ChannelCredentials(options), args);
+      CreateChannel(target, options, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to '", target, "'"));
   }

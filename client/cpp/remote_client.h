@@ -79,6 +79,10 @@ struct ConnectOptions {
   // (empty: the system's roots); cert_chain and private_key, when not empty,
   // are the client certificate of mutual TLS. Plaintext when unset.
   std::optional<tls::TlsPem> tls;
+  // Bearer token of a server started with `--auth tokens`: sent as
+  // `authorization: Bearer <token>` metadata on every call (a channel
+  // interceptor). Nothing is sent when empty.
+  std::string token;
 };
 
 // A sentence explaining a failed connection as a TLS mismatch, from the gRPC

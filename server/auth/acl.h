@@ -25,7 +25,8 @@
 //                  reference run, or two of its own)
 //   admin          admin only (deleting runs, tokens, audit, references)
 //
-// Not wired into reprodd yet: nothing calls Authorize on a request today.
+// Enforced by reprodd with `--auth tokens` (server/auth_gate.h), except the
+// reflection service, which gRPC serves itself.
 //
 // Thread-safety: the table is immutable; all functions are thread-safe
 // (ResolveTarget as far as the Store is).

@@ -26,7 +26,8 @@ train, and their reports kept.
 A server started with --tls-cert/--tls-key needs --tls-ca CA.pem (the CA that
 signed its certificate; REPROD_TLS_CA); one with --tls-client-ca (mutual TLS)
 also --tls-cert and --tls-key, the client certificate (REPROD_TLS_CERT,
-REPROD_TLS_KEY).
+REPROD_TLS_KEY). A server started with --auth tokens needs a token:
+REPROD_TOKEN (or --token TOKEN), sent as 'authorization: Bearer' metadata.
 
 Examples:
   reprodctl compare forward_torch.npy forward_paddle.npy
@@ -76,6 +77,10 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
       ->envname("REPROD_TLS_CERT");
   app_.add_option("--tls-key", global_.tls_key, "Mutual TLS: PEM private key of --tls-cert")
       ->envname("REPROD_TLS_KEY");
+  app_.add_option("--token", global_.token,
+                  "Bearer token for a server with --auth tokens (prefer REPROD_TOKEN: "
+                  "a command line is visible to other users)")
+      ->envname("REPROD_TOKEN");
   app_.set_version_flag("--version",
                         std::string("reprodctl 0.1.0 (backends: cpu") +
                             (kernels::BuiltWithCuda() ? ", cuda)" : "; built without CUDA)"));

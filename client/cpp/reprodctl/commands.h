@@ -38,6 +38,9 @@ struct GlobalOptions {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // Bearer token for a server with `--auth tokens` (--token, REPROD_TOKEN);
+  // sent on every call when not empty.
+  std::string token;
 };
 
 using Runner = std::function<int()>;

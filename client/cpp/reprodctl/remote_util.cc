@@ -36,6 +36,7 @@ absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const Glob
     if (!pem.ok()) return pem.status();
     options.tls = *std::move(pem);
   }
+  options.token = global.token;
   return client::RemoteClient::Connect(global.server, std::move(options));
 }
 
@@ -61,6 +62,17 @@ int ReportRemoteError(const absl::Status& status) {
                  "reprodctl: hint: start a server with `reprodd --listen HOST:PORT "
                  "--data-dir DIR`, or point at one with --server HOST:PORT (or "
                  "REPROD_SERVER)\n");
+  }
+  // Both are exit 2 (bad input): the caller's token, not the server, is wrong.
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    std::fprintf(stderr,
+                 "reprodctl: hint: this server checks tokens (reprodd --auth tokens); give "
+                 "yours with REPROD_TOKEN or --token TOKEN (an admin issues them with "
+                 "`reprodd token create`)\n");
+  } else if (status.code() == absl::StatusCode::kPermissionDenied) {
+    std::fprintf(stderr,
+                 "reprodctl: hint: your token's role or scope does not allow this call "
+                 "(docs/acl.md lists who may do what)\n");
   }
   return code;
 }

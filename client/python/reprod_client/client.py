@@ -171,9 +171,10 @@ class Client:
     """Connection to a reprodd server.
 
     address: "host:port"; default $REPROD_SERVER, else "127.0.0.1:50051".
-    token: bearer token sent as "authorization: Bearer TOKEN" (default
-        $REPROD_TOKEN; the server ignores it while tokens are not
-        implemented).
+    token: bearer token sent as "authorization: Bearer TOKEN" on every call
+        (default $REPROD_TOKEN), required by a reprodd started with
+        --auth tokens (else ReprodError with code UNAUTHENTICATED or
+        PERMISSION_DENIED).
     timeout: deadline in seconds of each unary call.
     reconnect_timeout: default reconnect budget of runs, in seconds.
     tls_ca: TLS to a reprodd started with --tls-cert/--tls-key: the CA
