@@ -142,6 +142,48 @@ def test_acl_matrix(env, kind, caller):
     assert _code(call, request, token) == expected
 
 
+def _every_rpc(e):
+    """Each reprod.v1 RPC with a request naming team42/a (streams drained)."""
+    drain = lambda call: lambda req, **kw: list(call(req, **kw))
+    read = runs_pb2.ReadTensorRequest(run="team42/a")
+    read.address.checkpoint, read.address.key = "forward", "out"
+    begin = ingest_pb2.IngestRequest()
+    begin.begin.run = "team42/a"
+    ingest = e.channel.stream_stream(
+        "/reprod.v1.IngestService/Ingest", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=ingest_pb2.IngestResponse.FromString)
+    pair = dict(ref="team42/a", cand="team42/b")
+    return {
+        "CreateRun": (e.runs.CreateRun, runs_pb2.CreateRunRequest(
+            run=runs_pb2.Run(name="team42/a"), exist_ok=True)),
+        "GetRun": (e.runs.GetRun, runs_pb2.GetRunRequest(name="team42/a")),
+        "ListRuns": (e.runs.ListRuns, runs_pb2.ListRunsRequest()),
+        "SealRun": (e.runs.SealRun, runs_pb2.SealRunRequest(name="team42/a")),
+        "DeleteRun": (e.runs.DeleteRun, runs_pb2.DeleteRunRequest(name="team42/a")),
+        "ListTensors": (e.runs.ListTensors, runs_pb2.ListTensorsRequest(run="team42/a")),
+        "ReadTensor": (drain(e.runs.ReadTensor), read),
+        "Ingest": (lambda req, **kw: list(ingest(iter([req]), **kw)), begin),
+        "Compare": (e.compare.Compare, compare_pb2.CompareRequest(**pair)),
+        "Watch": (drain(e.compare.Watch), compare_pb2.WatchRequest(**pair)),
+        "GetReport": (e.reports.GetReport, compare_pb2.GetReportRequest(id=e.report42)),
+        "ListReports": (e.reports.ListReports, compare_pb2.ListReportsRequest()),
+    }
+
+
+def test_every_rpc_goes_through_the_gate(env):
+    rpcs = _every_rpc(env)
+    # Every method of the proto services is here.
+    methods = {m.name for f in (runs_pb2, ingest_pb2, compare_pb2)
+               for svc in f.DESCRIPTOR.services_by_name.values() for m in svc.methods}
+    assert methods == set(rpcs)
+    for name, (call, request) in rpcs.items():
+        assert _code(call, request, None) == UNAUTH, name
+        assert _code(call, request, env.tokens["revoked"]) == UNAUTH, name
+        # A judge may read and compare but never write or delete.
+        if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest"):
+            assert _code(call, request, env.tokens["judge"]) == DENIED, name
+
+
 def test_health_is_public(env):
     check = env.channel.unary_unary("/grpc.health.v1.Health/Check",
                                     request_serializer=lambda b: b,
