@@ -580,10 +580,14 @@ TEST(Push, SurvivesAServerRestart) {
       server = std::make_unique<FakeServer>(&store, port);
     });
   });
-  ASSERT_OK_AND_ASSIGN(PushSummary summary, client->Push("team/run", source, FastRetries()));
-  restarter.join();
-  EXPECT_EQ(summary.tensors, 20u);
-  EXPECT_GE(summary.reconnects, 1);
+  absl::StatusOr<PushSummary> summary = client->Push("team/run", source, FastRetries());
+  // Join before any assertion can return: a joinable std::thread destroyed
+  // by an early return aborts the whole test binary and hides the failure.
+  if (restarter.joinable()) restarter.join();
+  ASSERT_TRUE(server != nullptr && server->ok()) << "the restarted server did not listen";
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->tensors, 20u);
+  EXPECT_GE(summary->reconnects, 1);
   absl::MutexLock lock(&store.mu);
   ASSERT_EQ(store.tensors.size(), 20u);
   for (const PushItem& i : items) {
