@@ -25,11 +25,7 @@ using internal::Match;
 using internal::PairLayout;
 using internal::ShapeDecision;
 
-bool Selected(const CompareOptions& options, const std::string& name) {
-  return options.checkpoints.empty() ||
-         std::find(options.checkpoints.begin(), options.checkpoints.end(),
-                   name) != options.checkpoints.end();
-}
+using internal::CheckpointSelected;
 
 // Checkpoints of a run by name (to their position); InvalidArgument on
 // duplicates.
@@ -54,10 +50,10 @@ std::vector<std::string> CheckpointOrder(
     const CompareOptions& options) {
   std::vector<std::string> order;
   for (const CheckpointIndex& cp : cand.checkpoints) {
-    if (Selected(options, cp.name)) order.push_back(cp.name);
+    if (CheckpointSelected(options, cp.name)) order.push_back(cp.name);
   }
   for (const CheckpointIndex& cp : ref.checkpoints) {
-    if (Selected(options, cp.name) && !cand_cps.count(cp.name)) {
+    if (CheckpointSelected(options, cp.name) && !cand_cps.count(cp.name)) {
       order.push_back(cp.name);
     }
   }
@@ -85,27 +81,32 @@ struct Pending {
 // and for each comparable pair a PlannedPair + Pending.
 class CheckpointPlanner {
  public:
-  CheckpointPlanner(const Policy& policy, const CompareOptions& options,
+  CheckpointPlanner(const RunIndex& ref, const RunIndex& cand,
+                    const Policy& policy, const CompareOptions& options,
                     Report& report, std::vector<PlannedPair>& planned,
                     std::vector<Pending>& pending, size_t& num_stats)
-      : policy_(policy),
+      : ref_(ref),
+        cand_(cand),
+        policy_(policy),
         options_(options),
         report_(report),
         planned_(planned),
         pending_(pending),
         num_stats_(num_stats) {}
 
-  absl::Status Plan(const std::string& name, const CheckpointIndex* rcp,
-                    std::optional<size_t> rpos, const CheckpointIndex* ccp,
-                    std::optional<size_t> cpos, const std::string& ref_run,
-                    const std::string& cand_run) {
+  // Checkpoint `name`, at position rpos / cpos of the runs that hold it.
+  absl::Status Plan(const std::string& name, std::optional<size_t> rpos,
+                    std::optional<size_t> cpos) {
+    const CheckpointIndex* rcp = rpos ? &ref_.checkpoints[*rpos] : nullptr;
+    const CheckpointIndex* ccp = cpos ? &cand_.checkpoints[*cpos] : nullptr;
     CheckpointResult cpr;
     cpr.name = name;
     cpr.present_in_ref = rcp != nullptr;
     cpr.present_in_cand = ccp != nullptr;
     REPROD_ASSIGN_OR_RETURN(
         std::vector<Match> matches,
-        internal::MatchCheckpoint(rcp, ccp, policy_, ref_run, cand_run, name));
+        internal::MatchCheckpoint(rcp, ccp, policy_, ref_.name, cand_.name,
+                                  name));
     std::set<int64_t> cand_steps;
     for (const Match& m : matches) {
       TensorResult t;
@@ -214,6 +215,8 @@ class CheckpointPlanner {
     report_.tensors.push_back(std::move(t));
   }
 
+  const RunIndex& ref_;
+  const RunIndex& cand_;
   const Policy& policy_;
   const CompareOptions& options_;
   Report& report_;
@@ -288,8 +291,8 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
   std::vector<PlannedPair> planned;
   std::vector<Pending> pending;
   size_t num_stats = 0;
-  CheckpointPlanner planner(policy, options, report, planned, pending,
-                            num_stats);
+  CheckpointPlanner planner(ref, cand, policy, options, report, planned,
+                            pending, num_stats);
   for (const std::string& name :
        CheckpointOrder(ref, cand, cand_cps, options)) {
     const auto rit = ref_cps.find(name);
@@ -297,9 +300,7 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
     std::optional<size_t> rpos, cpos;
     if (rit != ref_cps.end()) rpos = rit->second;
     if (cit != cand_cps.end()) cpos = cit->second;
-    REPROD_RETURN_IF_ERROR(planner.Plan(
-        name, rpos ? &ref.checkpoints[*rpos] : nullptr, rpos,
-        cpos ? &cand.checkpoints[*cpos] : nullptr, cpos, ref.name, cand.name));
+    REPROD_RETURN_IF_ERROR(planner.Plan(name, rpos, cpos));
   }
 
   // One Reduce for every pair.

@@ -136,11 +136,7 @@ void Count(const TensorResult& t, CheckpointResult& c, ReportSummary& sum) {
 void ApplyRequired(const Policy& policy, const CompareOptions& options,
                    Report& report) {
   for (const std::string& name : policy.required) {
-    if (!options.checkpoints.empty() &&
-        std::find(options.checkpoints.begin(), options.checkpoints.end(),
-                  name) == options.checkpoints.end()) {
-      continue;
-    }
+    if (!CheckpointSelected(options, name)) continue;
     const auto it = std::find_if(
         report.checkpoints.begin(), report.checkpoints.end(),
         [&](const CheckpointResult& c) { return c.name == name; });
@@ -180,6 +176,12 @@ std::string NothingComparedReason(const ReportSummary& s) {
 }
 
 }  // namespace
+
+bool CheckpointSelected(const CompareOptions& options, std::string_view name) {
+  return options.checkpoints.empty() ||
+         std::find(options.checkpoints.begin(), options.checkpoints.end(),
+                   name) != options.checkpoints.end();
+}
 
 void JudgePair(const PolicyResolution& resolution,
                const ToleranceStats& tolerances,

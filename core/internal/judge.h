@@ -11,6 +11,7 @@
 #define REPROD_CORE_INTERNAL_JUDGE_H_
 
 #include <cstddef>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,10 @@ using ToleranceStats = std::vector<std::pair<Tolerance, size_t>>;
 // or a violated bound of 0 (max) / 1 (min). Orders WorstCheck and the HTML
 // report's failing tensors.
 double Severity(const CheckResult& r);
+
+// True when `name` is among options.checkpoints, or that list is empty (all
+// checkpoints are compared).
+bool CheckpointSelected(const CompareOptions& options, std::string_view name);
 
 // Fills t.stats, t.max_abs_index, t.checks, t.status and t.reason from the
 // pair's statistics (`stats` is the reducer's whole output). t.shape_ref and
