@@ -8,7 +8,8 @@
        bert_tiny/torch-SUFFIX          the reference
        bert_tiny/paddle-SUFFIX         the port
        bert_tiny/paddle-broken-SUFFIX  the port with --break (square Linear
-                                       weights loaded untransposed);
+                                       weights loaded untransposed)
+     (--namespace replaces "bert_tiny");
   3. seals the three runs (reprodctl runs seal);
   4. compares torch with each paddle run under the competition preset
      (reprodctl compare --preset competition), prints both reports as
@@ -23,6 +24,8 @@ Examples:
   .venv/bin/python examples/bert_tiny/run_all.py                  # own reprodd
   .venv/bin/python examples/bert_tiny/run_all.py --server 127.0.0.1:50051
   .venv/bin/python examples/bert_tiny/run_all.py --out out/bert_tiny --workdir /tmp/bt
+  # a review server with --auth tokens, as team42's submitter:
+  REPROD_TOKEN=rpd_... .venv/bin/python examples/bert_tiny/run_all.py --server HOST:PORT --namespace team42
 """
 import argparse
 import json
@@ -169,6 +172,11 @@ def main():
                                      "removed at the end); prepared when empty")
     p.add_argument("--suffix", default=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}",
                    help="run name suffix (default: time and pid, so reruns never collide)")
+    p.add_argument("--namespace", default="bert_tiny",
+                   help="namespace of the three runs, NAMESPACE/torch-SUFFIX etc. (default: "
+                        "%(default)s); on a server with --auth tokens, REPROD_TOKEN (passed on "
+                        "to every script and reprodctl) must be a submitter token scoped to "
+                        "this namespace, or an admin's")
     p.add_argument("--out", help="also write good.{md,json}, broken.{md,json} and "
                                  "summary.json into this folder")
     p.add_argument("--python", default=sys.executable,
@@ -184,9 +192,9 @@ def main():
         progress(f"reprodctl not found at {args.reprodctl} (build it or pass --reprodctl)")
         return 2
     runs = {
-        "torch": (f"bert_tiny/torch-{args.suffix}", "torch", []),
-        "paddle": (f"bert_tiny/paddle-{args.suffix}", "paddle", []),
-        "broken": (f"bert_tiny/paddle-broken-{args.suffix}", "paddle", ["--break"]),
+        "torch": (f"{args.namespace}/torch-{args.suffix}", "torch", []),
+        "paddle": (f"{args.namespace}/paddle-{args.suffix}", "paddle", []),
+        "broken": (f"{args.namespace}/paddle-broken-{args.suffix}", "paddle", ["--break"]),
     }
     server = None
     tmp_workdir = None
