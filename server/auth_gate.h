@@ -53,8 +53,9 @@ inline constexpr std::string_view kRouteListReports = "/reprod.v1.ReportService/
 
 class AuthGate {
  public:
-  // `store` must outlive the gate.
-  explicit AuthGate(storage::Store& store) : store_(store), tokens_(store) {}
+  // `store` and `tokens` (a TokenStore over the same store) must outlive
+  // the gate.
+  AuthGate(storage::Store& store, auth::TokenStore& tokens) : store_(store), tokens_(tokens) {}
 
   // The principal of the call's bearer token (UNAUTHENTICATED otherwise).
   absl::StatusOr<auth::Principal> Authenticate(const grpc::ServerContext& context);
@@ -80,7 +81,7 @@ class AuthGate {
   auth::RunTarget RunTargetOf(const std::string& name);
 
   storage::Store& store_;
-  auth::TokenStore tokens_;
+  auth::TokenStore& tokens_;
 };
 
 // With auth off (env.auth == nullptr): std::nullopt. Otherwise the checked

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "proto/wire.h"
 #include "server/auth_gate.h"
+#include "server/review_ops.h"
 #include "server/proto_convert.h"
 #include "server/store_compare.h"
 #include "server/stored_report.h"
@@ -77,6 +78,7 @@ absl::Status CompareServiceImpl::CompareAndStore(
                         OptionsFromSpec(spec)));
   REPROD_ASSIGN_OR_RETURN(storage::StoredReport stored,
                           MakeStoredReport(report, absl::Now()));
+  stored.policy_hash = PolicySpecHash(spec);  // what a signed verdict binds
   REPROD_RETURN_IF_ERROR(env_.store->PutReport(stored));
   spdlog::info("report {}: {} vs {} {} ({} tensors, {} failed) in {}",
                stored.id, std::string(ref), std::string(cand),

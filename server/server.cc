@@ -13,6 +13,8 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "server/auth/audit_log.h"
+#include "server/auth/token_store.h"
 #include "server/auth_gate.h"
 #include "server/compare_service.h"
 #include "server/ingest_service.h"
@@ -78,6 +80,8 @@ absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
 
 struct ReprodServer::Impl {
   std::unique_ptr<storage::Store> store;
+  std::unique_ptr<auth::TokenStore> tokens;  // the gate's and review_ops.h's
+  std::unique_ptr<auth::AuditLog> audit;     // always on
   std::unique_ptr<AuthGate> auth;  // --auth tokens; before the services go
   std::unique_ptr<kernels::Backend> backend;
   RunEvents events;
@@ -85,6 +89,7 @@ struct ReprodServer::Impl {
   std::unique_ptr<IngestServiceImpl> ingest;
   std::unique_ptr<CompareServiceImpl> compare;
   std::unique_ptr<ReportServiceImpl> reports;
+  ServiceEnv env;  // what the services got, for the web UI (env())
   std::unique_ptr<grpc::Server> server;
   absl::Mutex mu;
   bool shut_down ABSL_GUARDED_BY(mu) = false;
@@ -128,19 +133,25 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
       kernels::CreateBackend(options.backend, options.backend_threads));
   spdlog::info("backend: {}", impl->backend->name());
 
+  impl->tokens = std::make_unique<auth::TokenStore>(*impl->store);
+  REPROD_ASSIGN_OR_RETURN(impl->audit, auth::AuditLog::Open(*impl->store));
+
   ServiceEnv env;
   env.store = impl->store.get();
+  env.tokens = impl->tokens.get();
+  env.audit = impl->audit.get();
   env.backend = impl->backend.get();
   env.events = &impl->events;
   env.limits = options.limits;
   if (tokens) {
-    impl->auth = std::make_unique<AuthGate>(*impl->store);
+    impl->auth = std::make_unique<AuthGate>(*impl->store, *impl->tokens);
     env.auth = impl->auth.get();
     spdlog::info("auth: tokens (every call needs 'authorization: Bearer <token>'; "
                  "docs/acl.md)");
   } else {
     spdlog::info("auth: none (every caller may do everything; --auth tokens to check tokens)");
   }
+  impl->env = env;
   impl->runs = std::make_unique<RunServiceImpl>(env);
   impl->ingest = std::make_unique<IngestServiceImpl>(env);
   impl->compare = std::make_unique<CompareServiceImpl>(env);
@@ -185,6 +196,8 @@ ReprodServer::~ReprodServer() {
   // Impl's member order destroys the gRPC server, then the services (they
   // point into the store), then the store.
 }
+
+const ServiceEnv& ReprodServer::env() const { return impl_->env; }
 
 std::string ReprodServer::address() const {
   if (host_.find(':') != std::string::npos) {

@@ -15,6 +15,10 @@
 namespace reprod::server {
 
 class AuthGate;  // auth_gate.h
+namespace auth {
+class TokenStore;  // auth/token_store.h
+class AuditLog;    // auth/audit_log.h
+}  // namespace auth
 
 struct ServerLimits {
   // Largest TensorChunk.data accepted (bytes).
@@ -33,6 +37,11 @@ struct ServiceEnv {
   // `--auth tokens`: the gate every service method calls first (CheckCall in
   // auth_gate.h); nullptr with `--auth none` (everything allowed).
   AuthGate* auth = nullptr;
+  // The store's tokens (the gate authenticates with the same TokenStore)
+  // and its audit log, always on (review_ops.h appends to it); both set by
+  // ReprodServer, nullptr only in tests that use neither.
+  auth::TokenStore* tokens = nullptr;
+  auth::AuditLog* audit = nullptr;
 };
 
 }  // namespace reprod::server

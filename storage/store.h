@@ -163,6 +163,10 @@ struct StoredReport {
   uint64_t tensors = 0, passed_tensors = 0, warned = 0, failed = 0,
            missing_in_ref = 0, missing_in_cand = 0;
   std::optional<TensorAddress> first_failure;
+  // Lowercase hex SHA-256 of the policy the report was computed under
+  // (server/review_ops.h PolicySpecHash); empty for reports stored before
+  // policy hashes existed.
+  std::string policy_hash;
   // Renderings by format name ("json", "text", "junit", "markdown", "html";
   // reports stored before the html format existed lack "html").
   std::map<std::string, std::string> renderings;

@@ -658,6 +658,7 @@ TEST_P(StoreTest, ReportRoundTrips) {
   r.missing_in_ref = 1;
   r.missing_in_cand = 3;
   r.first_failure = Addr("bp", "grad/w", 12);
+  r.policy_hash = std::string(64, 'c');
   r.renderings = {{"json", "{\"passed\": false}"},
                   {"text", "FAIL\n"},
                   {"markdown", std::string("a\0b", 3)}};
@@ -667,6 +668,7 @@ TEST_P(StoreTest, ReportRoundTrips) {
   EXPECT_EQ(got.ref, r.ref);
   EXPECT_EQ(got.cand, r.cand);
   EXPECT_EQ(got.policy, "default");
+  EXPECT_EQ(got.policy_hash, r.policy_hash);
   EXPECT_EQ(got.backend, "cpu");
   EXPECT_FALSE(got.passed);
   EXPECT_EQ(got.created, r.created);

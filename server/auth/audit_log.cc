@@ -244,6 +244,7 @@ absl::StatusOr<AuditRecord> AuditLog::SignVerdict(const SignedVerdict& v, const 
   e.details = {{"ref_run", v.ref_run},         {"ref_run_digest", v.ref_run_digest},
                {"cand_run", v.cand_run},       {"cand_run_digest", v.cand_run_digest},
                {"policy_hash", v.policy_hash}, {"server_version", v.server_version}};
+  if (!v.policy_hash_of.empty()) e.details["policy_hash_of"] = v.policy_hash_of;
   return Append(e, now);
 }
 

@@ -109,6 +109,9 @@ struct SignedVerdict {
   std::string cand_run;
   std::string cand_run_digest;
   std::string policy_hash;
+  // What policy_hash hashes ("spec", "name" for reports stored before
+  // policy hashes existed); recorded as detail policy_hash_of when set.
+  std::string policy_hash_of;
   std::string server_version;
 };
 
@@ -126,7 +129,8 @@ class AuditLog {
 
   // Appends a "sign" record: object = report id, details = the verdict's
   // fields (keys ref_run, ref_run_digest, cand_run, cand_run_digest,
-  // policy_hash, server_version); its prev_hash is the chain head at signing.
+  // policy_hash, policy_hash_of when set, server_version); its prev_hash is
+  // the chain head at signing.
   absl::StatusOr<AuditRecord> SignVerdict(const SignedVerdict& verdict, const AuditActor& signer,
                                           absl::Time now);
 

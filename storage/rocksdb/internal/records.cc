@@ -277,6 +277,8 @@ std::string EncodeReportSummary(const StoredReport& r) {
   }
   PutByte(&out, r.first_failure.has_value() ? 1 : 0);
   if (r.first_failure.has_value()) PutAddress(&out, *r.first_failure);
+  // Optional trailing field (absent in reports written before it existed).
+  if (!r.policy_hash.empty()) PutLengthPrefixed(&out, r.policy_hash);
   return out;
 }
 
@@ -301,6 +303,9 @@ absl::StatusOr<StoredReport> DecodeReportSummary(std::string_view id,
     TensorAddress a;
     if (!GetAddress(d, &a)) return Corrupt("report", "bad first_failure");
     r.first_failure = std::move(a);
+  }
+  if (!d.done() && (!GetString(d, &r.policy_hash) || r.policy_hash.empty())) {
+    return Corrupt("report", "bad policy_hash");
   }
   if (!d.done()) return Corrupt("report", "trailing bytes");
   return r;

@@ -264,8 +264,20 @@ TEST(RecordsTest, ReportSummaryRoundTrips) {
   EXPECT_EQ(back.missing_in_cand, 6u);
   EXPECT_EQ(back.first_failure, r.first_failure);
   EXPECT_TRUE(back.renderings.empty());
+  EXPECT_EQ(back.policy_hash, "");
   ExpectDamageIsDataLoss(
       v, [](const std::string& s) { return DecodeReportSummary("rpt-1", s); });
+
+  // With the optional trailing policy hash.
+  r.policy_hash = std::string(64, 'a');
+  const std::string w = EncodeReportSummary(r);
+  ASSERT_OK_AND_ASSIGN(back, DecodeReportSummary("rpt-1", w));
+  EXPECT_EQ(back.policy_hash, r.policy_hash);
+  EXPECT_EQ(back.first_failure, r.first_failure);
+  EXPECT_THAT(DecodeReportSummary("rpt-1", w + "x").status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
+  EXPECT_THAT(DecodeReportSummary("rpt-1", w.substr(0, w.size() - 1)).status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
 }
 
 TEST(RecordsTest, SmallRecords) {
