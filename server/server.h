@@ -72,6 +72,9 @@ class ReprodServer {
 
   int port() const { return port_; }
   std::string address() const;  // host:bound-port
+  // The store, backend, tokens and audit log the services use (for the web
+  // UI, server/web/web_server.h); valid until the server is destroyed.
+  const ServiceEnv& env() const;
 
   // Stops accepting calls, wakes watchers (they end UNAVAILABLE), lets
   // in-flight ingest finish its current tensor and ack it, cancels what is
