@@ -4,10 +4,54 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
+
+namespace {
+
+// What a refused call was after, for its audit record: the runs or report
+// the table names, else the request's label or id field (tokens).
+std::string ObjectOf(std::string_view route, const google::protobuf::Message& request) {
+  if (const auth::AclEntry* entry = auth::FindAclEntry(route); entry != nullptr) {
+    absl::StatusOr<std::vector<std::string>> values = auth::TargetValues(*entry, request);
+    if (values.ok() && !values->empty()) return absl::StrJoin(*values, ",");
+  }
+  const google::protobuf::Descriptor* d = request.GetDescriptor();
+  for (const char* name : {"label", "id", "name"}) {
+    const google::protobuf::FieldDescriptor* f = d->FindFieldByName(name);
+    if (f != nullptr && f->type() == google::protobuf::FieldDescriptor::TYPE_STRING &&
+        !f->is_repeated()) {
+      return request.GetReflection()->GetString(request, f);
+    }
+  }
+  return std::string(route);
+}
+
+bool BoolField(const google::protobuf::Message& request, const char* name) {
+  const google::protobuf::FieldDescriptor* f = request.GetDescriptor()->FindFieldByName(name);
+  return f != nullptr && f->type() == google::protobuf::FieldDescriptor::TYPE_BOOL &&
+         !f->is_repeated() && request.GetReflection()->GetBool(request, f);
+}
+
+}  // namespace
+
+std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Message& request) {
+  if (route == kRouteCreateRun) return "create";
+  if (route == kRouteIngest) return "push";
+  if (route == kRouteSealRun) return BoolField(request, "abort") ? "abort" : "seal";
+  if (route == kRouteDeleteRun) return "delete";
+  if (route == kRouteSetReference) {
+    return BoolField(request, "reference") ? "publish" : "unpublish";
+  }
+  if (route == kRouteSignReport) return "sign";
+  if (route == kRouteCreateToken) return "token-create";
+  if (route == kRouteRevokeToken) return "token-revoke";
+  return "";
+}
 
 absl::StatusOr<auth::Principal> AuthGate::Authenticate(const grpc::ServerContext& context) {
   const auto& metadata = context.client_metadata();
@@ -50,9 +94,27 @@ absl::Status AuthGate::CheckMessage(const auth::Principal& who, std::string_view
   absl::StatusOr<auth::Target> target = auth::ResolveTarget(*entry, request, store_);
   if (!target.ok()) return target.status();
   if (absl::Status s = auth::Authorize(&who, route, *target); !s.ok()) {
+    RecordRefusal(who, route, request, s);
     return Refused(route, std::move(s));
   }
   return absl::OkStatus();
+}
+
+void AuthGate::RecordRefusal(const auth::Principal& who, std::string_view route,
+                             const google::protobuf::Message& request,
+                             const absl::Status& status) {
+  const std::string verb = AuditVerbOfRoute(route, request);
+  if (audit_ == nullptr || verb.empty()) return;
+  auth::AuditEntry entry;
+  entry.actor = auth::AuditActor{who.label, who.role};
+  entry.verb = verb;
+  entry.object = ObjectOf(route, request);
+  entry.result = absl::Status(status.code(), "");
+  entry.details = {{"route", std::string(route)}};
+  if (absl::StatusOr<auth::AuditRecord> r = audit_->Append(entry, absl::Now()); !r.ok()) {
+    spdlog::error("audit record of the refused {} by {} not written: {}", route, who.label,
+                  std::string(r.status().message()));
+  }
 }
 
 bool AuthGate::CanSeeRun(const auth::Principal& who, const storage::RunInfo& run) const {

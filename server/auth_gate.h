@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "server/auth/acl.h"
+#include "server/auth/audit_log.h"
 #include "server/auth/token_store.h"
 #include "server/service_env.h"
 #include "storage/store.h"
@@ -50,18 +51,35 @@ inline constexpr std::string_view kRouteCompare = "/reprod.v1.CompareService/Com
 inline constexpr std::string_view kRouteWatch = "/reprod.v1.CompareService/Watch";
 inline constexpr std::string_view kRouteGetReport = "/reprod.v1.ReportService/GetReport";
 inline constexpr std::string_view kRouteListReports = "/reprod.v1.ReportService/ListReports";
+inline constexpr std::string_view kRouteSetReference = "/reprod.v1.RunService/SetReference";
+inline constexpr std::string_view kRouteSignReport = "/reprod.v1.ReportService/SignReport";
+inline constexpr std::string_view kRouteCreateToken = "/reprod.v1.TokenService/CreateToken";
+inline constexpr std::string_view kRouteListTokens = "/reprod.v1.TokenService/ListTokens";
+inline constexpr std::string_view kRouteRevokeToken = "/reprod.v1.TokenService/RevokeToken";
+inline constexpr std::string_view kRouteListEvents = "/reprod.v1.AuditService/ListEvents";
+inline constexpr std::string_view kRouteVerifyAudit = "/reprod.v1.AuditService/VerifyAudit";
+
+// The audit verb of a mutating gRPC route ("create", "push", "seal" or
+// "abort" by the request's abort flag, "delete", "publish"/"unpublish",
+// "sign", "token-create", "token-revoke"); empty for routes that change
+// nothing.
+std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Message& request);
 
 class AuthGate {
  public:
-  // `store` and `tokens` (a TokenStore over the same store) must outlive
-  // the gate.
-  AuthGate(storage::Store& store, auth::TokenStore& tokens) : store_(store), tokens_(tokens) {}
+  // `store`, `tokens` (a TokenStore over the same store) and `audit`
+  // (nullptr: refusals are only logged) must outlive the gate.
+  AuthGate(storage::Store& store, auth::TokenStore& tokens, auth::AuditLog* audit)
+      : store_(store), tokens_(tokens), audit_(audit) {}
 
   // The principal of the call's bearer token (UNAUTHENTICATED otherwise).
   absl::StatusOr<auth::Principal> Authenticate(const grpc::ServerContext& context);
 
   // Authenticate, then authorize `request` on `route` (acl.h: ResolveTarget,
-  // Authorize). Refusals are logged (warn) with the route and the token's label.
+  // Authorize). Refusals are logged (warn) with the route and the token's
+  // label; an authenticated principal refused on a mutating route
+  // (AuditVerbOfRoute) is also recorded in the audit log (result
+  // PERMISSION_DENIED). Unauthenticated calls are only logged.
   absl::StatusOr<auth::Principal> Check(const grpc::ServerContext& context,
                                         std::string_view route,
                                         const google::protobuf::Message& request);
@@ -78,10 +96,13 @@ class AuthGate {
 
  private:
   absl::Status Refused(std::string_view route, absl::Status status) const;
+  void RecordRefusal(const auth::Principal& who, std::string_view route,
+                     const google::protobuf::Message& request, const absl::Status& status);
   auth::RunTarget RunTargetOf(const std::string& name);
 
   storage::Store& store_;
   auth::TokenStore& tokens_;
+  auth::AuditLog* audit_;
 };
 
 // With auth off (env.auth == nullptr): std::nullopt. Otherwise the checked

@@ -1,5 +1,6 @@
 #include "server/ingest_service.h"
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
+#include "server/review_ops.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
@@ -48,6 +50,25 @@ struct InFlight {
 
 using IngestStream = grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>;
 
+// What one stream did to one run, for its "push" audit record.
+struct PushTally {
+  uint64_t stored = 0, already_present = 0, replaced = 0, bytes = 0;
+
+  void Count(storage::CommitKind kind, uint64_t n) {
+    if (kind == storage::CommitKind::kStored) ++stored;
+    if (kind == storage::CommitKind::kAlreadyPresent) ++already_present;
+    if (kind == storage::CommitKind::kReplaced) ++replaced;
+    bytes += n;
+  }
+  std::map<std::string, std::string> Details() const {
+    return {{"tensors", absl::StrCat(stored + already_present + replaced)},
+            {"stored", absl::StrCat(stored)},
+            {"already_present", absl::StrCat(already_present)},
+            {"replaced", absl::StrCat(replaced)},
+            {"bytes", absl::StrCat(bytes)}};
+  }
+};
+
 // One Ingest call's state between requests: at most one tensor in flight.
 // Each request goes through one job: open a tensor from its header
 // (BeginTensor), check a chunk against it (CheckChunk), write the chunk
@@ -68,6 +89,10 @@ class StreamHandler {
 
   bool between_tensors() const { return !current_.has_value(); }
   uint64_t acked() const { return acked_; }
+  // Per run: the tensors acked on this stream (runs a BeginTensor named).
+  const std::map<std::string, PushTally>& tallies() const { return tallies_; }
+  // The run of the latest BeginTensor (empty before the first).
+  const std::string& last_run() const { return last_run_; }
 
   // The status of a stream whose client closed it (or went away): OK between
   // tensors; otherwise the tensor in flight is discarded.
@@ -92,6 +117,8 @@ class StreamHandler {
           current_->run, "' is incomplete (", current_->received, " of ",
           current_->header.byte_length, " bytes received)"));
     }
+    last_run_ = begin.run();
+    tallies_[begin.run()];  // recorded even when nothing is acked
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
     absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
@@ -161,6 +188,7 @@ class StreamHandler {
     AddressToProto(current_->header.address, ack.mutable_address());
     ack.set_kind(AckKindToProto(done->kind));
     ack.set_sequence(done->sequence);
+    tallies_[current_->run].Count(done->kind, current_->header.byte_length);
     current_.reset();
     ++acked_;
     if (!stream_->Write(ack)) return absl::CancelledError("client went away before the ack");
@@ -176,7 +204,27 @@ class StreamHandler {
   IngestStream* stream_;
   std::optional<InFlight> current_;
   uint64_t acked_ = 0;
+  std::map<std::string, PushTally> tallies_;
+  std::string last_run_;
 };
+
+// One "push" record per run the stream named: OK, or `end` for the run the
+// stream failed on (a refusal by the gate is recorded by the gate instead).
+absl::Status RecordPushes(const ServiceEnv& env, const auth::Principal& who,
+                          const StreamHandler& handler, const absl::Status& end,
+                          bool refused_by_gate) {
+  absl::Status first_error = absl::OkStatus();
+  for (const auto& [run, tally] : handler.tallies()) {
+    const bool failed_here = !end.ok() && run == handler.last_run();
+    if (failed_here && refused_by_gate) continue;
+    absl::Status result = failed_here ? end : absl::OkStatus();
+    if (!failed_here && tally.stored + tally.already_present + tally.replaced == 0) continue;
+    absl::Status s = Audited(env, who, "push", run, result, tally.Details());
+    // Only an audit failure of a successful push is the stream's error.
+    if (!failed_here && !s.ok() && first_error.ok()) first_error = s;
+  }
+  return first_error;
+}
 
 }  // namespace
 
@@ -224,6 +272,41 @@ absl::StatusOr<storage::TensorHeader> ValidateHeader(
   return header;
 }
 
+namespace {
+
+// Reads the stream to its end or first error; `refused_by_gate` tells
+// whether that error was the gate's refusal of a BeginTensor.
+grpc::Status ServeStream(const ServiceEnv& env, grpc::ServerContext* context,
+                         IngestStream* stream, const std::optional<auth::Principal>& who,
+                         StreamHandler& handler, bool& refused_by_gate) {
+  v1::IngestRequest request;
+  while (stream->Read(&request)) {
+    absl::Status status = who && request.has_begin()
+                              ? env.auth->CheckMessage(*who, kRouteIngest, request)
+                              : absl::OkStatus();
+    refused_by_gate = !status.ok();
+    if (status.ok()) status = handler.Handle(request);
+    if (!status.ok()) {
+      if (status.code() != absl::StatusCode::kCancelled) {
+        spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
+      }
+      return wire::ToGrpcStatus(status);
+    }
+    if (handler.between_tensors() && env.events->shutting_down()) {
+      // Between tensors: stop here so the client resends the rest elsewhere
+      // or after the restart.
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server shutting down; resend unacked tensors");
+    }
+    request.Clear();
+  }
+  const grpc::Status end = handler.Finish(context);
+  if (end.ok()) spdlog::debug("ingest from {}: {} tensors acked", context->peer(), handler.acked());
+  return end;
+}
+
+}  // namespace
+
 grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStream* stream) {
   RunEvents::CallGuard guard(env_.events);
   if (env_.events->shutting_down()) {
@@ -242,28 +325,11 @@ grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStrea
     who = *std::move(principal);
   }
   StreamHandler handler(env_, stream);
-  v1::IngestRequest request;
-  while (stream->Read(&request)) {
-    absl::Status status = who && request.has_begin()
-                              ? env_.auth->CheckMessage(*who, kRouteIngest, request)
-                              : absl::OkStatus();
-    if (status.ok()) status = handler.Handle(request);
-    if (!status.ok()) {
-      if (status.code() != absl::StatusCode::kCancelled) {
-        spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
-      }
-      return wire::ToGrpcStatus(status);
-    }
-    if (handler.between_tensors() && env_.events->shutting_down()) {
-      // Between tensors: stop here so the client resends the rest elsewhere
-      // or after the restart.
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "server shutting down; resend unacked tensors");
-    }
-    request.Clear();
-  }
-  const grpc::Status end = handler.Finish(context);
-  if (end.ok()) spdlog::debug("ingest from {}: {} tensors acked", context->peer(), handler.acked());
+  bool refused_by_gate = false;
+  const grpc::Status end = ServeStream(env_, context, stream, who, handler, refused_by_gate);
+  const absl::Status audited =
+      RecordPushes(env_, ActorOf(who), handler, wire::FromGrpcStatus(end), refused_by_gate);
+  if (end.ok() && !audited.ok()) return wire::ToGrpcStatus(audited);
   return end;
 }
 

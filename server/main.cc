@@ -51,8 +51,14 @@ REPROD_LISTEN_TLS_*: reprodctl's REPROD_TLS_* name its own.)
 Auth: --auth tokens makes every call carry 'authorization: Bearer <token>'
 (reprodctl --token, REPROD_TOKEN) checked against docs/acl.md; tokens come
 from `reprodd token create --role ROLE --label L [--scope NS] --data-dir DIR`
-while the server is stopped. A non-loopback --listen needs --auth tokens
-(or --insecure, which lets anyone who can reach it do everything).
+while the server is stopped, or start with --admin-token-file FILE (FILE
+missing: an admin token is created and written there, mode 0600; FILE
+present: its token is registered as admin) and issue the others over the
+wire: `reprodctl --token $(cat FILE) token create --role judge --label J`.
+Every change (create, push, seal, abort, delete, publish, sign, tokens) is
+appended to a hash-chained audit log: `reprodctl audit ls`, `audit verify`.
+A non-loopback --listen needs --auth tokens (or --insecure, which lets
+anyone who can reach it do everything).
 
 Every option can also be set by the environment variable named in [env].
 SIGTERM or Ctrl-C stop it cleanly: no new calls, tensors in flight are
@@ -100,6 +106,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "tokens"}))
       ->envname("REPROD_AUTH")
       ->capture_default_str();
+  app.add_option("--admin-token-file", options.admin_token_file,
+                 "Bootstrap an admin token: if FILE exists, register the token in it "
+                 "as admin; else create one and write it to FILE (mode 0600)")
+      ->envname("REPROD_ADMIN_TOKEN_FILE");
   app.add_option("--tls-cert", options.tls_cert_file,
                  "TLS: PEM certificate chain of the listener (with --tls-key)")
       ->envname("REPROD_LISTEN_TLS_CERT");

@@ -88,6 +88,7 @@ void RunToProto(const storage::RunInfo& run, v1::Run* out) {
   out->set_overwrite(run.overwrite);
   out->set_tensor_count(run.tensor_count);
   out->set_total_bytes(run.total_bytes);
+  out->set_reference(run.reference);
 }
 
 storage::RunInfo RunFromProto(const v1::Run& run) {
@@ -217,6 +218,54 @@ absl::Status ReportToProto(const storage::StoredReport& r,
                       : format);
   out->set_rendered(it->second);
   return absl::OkStatus();
+}
+
+namespace {
+
+std::string DetailOr(const auth::AuditRecord& r, const char* key) {
+  auto it = r.details.find(key);
+  return it == r.details.end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+void SignatureToProto(const auth::AuditRecord& r, v1::Signature* out) {
+  out->set_signer_label(r.actor.label);
+  out->set_signer_role(std::string(auth::RoleName(r.actor.role)));
+  TimeToProto(r.time, out->mutable_time());
+  out->set_ref_run(DetailOr(r, "ref_run"));
+  out->set_cand_run(DetailOr(r, "cand_run"));
+  out->set_ref_run_digest(DetailOr(r, "ref_run_digest"));
+  out->set_cand_run_digest(DetailOr(r, "cand_run_digest"));
+  out->set_policy_hash(DetailOr(r, "policy_hash"));
+  out->set_policy_hash_of(DetailOr(r, "policy_hash_of"));
+  out->set_server_version(DetailOr(r, "server_version"));
+  out->set_sequence(r.sequence);
+  out->set_chain_head(r.prev_hash);
+  out->set_hash(r.hash);
+}
+
+void AuditEventToProto(const auth::AuditRecord& r, v1::AuditEvent* out) {
+  out->set_sequence(r.sequence);
+  TimeToProto(r.time, out->mutable_time());
+  out->set_label(r.actor.label);
+  out->set_role(std::string(auth::RoleName(r.actor.role)));
+  out->set_verb(r.verb);
+  out->set_object(r.object);
+  out->set_result(r.result);
+  for (const auto& [k, v] : r.details) (*out->mutable_details())[k] = v;
+  out->set_prev_hash(r.prev_hash);
+  out->set_hash(r.hash);
+}
+
+void TokenToProto(const auth::TokenRecord& t, v1::TokenInfo* out) {
+  out->set_id(t.id());
+  out->set_role(std::string(auth::RoleName(t.role)));
+  out->set_scope(t.scope);
+  out->set_label(t.label);
+  TimeToProto(t.created, out->mutable_created());
+  if (t.expires) TimeToProto(*t.expires, out->mutable_expires());
+  out->set_revoked(t.revoked);
 }
 
 }  // namespace reprod::server

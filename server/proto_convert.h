@@ -16,8 +16,11 @@
 #include "core/report.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "reprod/v1/compare.pb.h"
+#include "reprod/v1/review.pb.h"
 #include "reprod/v1/runs.pb.h"
 #include "reprod/v1/tensor.pb.h"
+#include "server/auth/audit_log.h"
+#include "server/auth/token_store.h"
 #include "storage/store.h"
 
 namespace reprod::server {
@@ -55,6 +58,13 @@ absl::Status ReportToProto(const storage::StoredReport& r,
 // "json", "text", "junit", "markdown", "html" for the storage map;
 // InvalidArgument for an unknown value.
 absl::StatusOr<core::ReportFormat> ReportFormatFromProto(v1::ReportFormat f);
+
+// A "sign" audit record as a report's signature (its details as written by
+// AuditLog::SignVerdict; missing ones are left empty).
+void SignatureToProto(const auth::AuditRecord& record, v1::Signature* out);
+void AuditEventToProto(const auth::AuditRecord& record, v1::AuditEvent* out);
+// A token record without its hash (the id only).
+void TokenToProto(const auth::TokenRecord& token, v1::TokenInfo* out);
 
 }  // namespace reprod::server
 

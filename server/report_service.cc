@@ -1,8 +1,10 @@
 #include "server/report_service.h"
 
+#include "common/status_macros.h"
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
+#include "server/review_ops.h"
 
 namespace reprod::server {
 
@@ -12,12 +14,32 @@ grpc::Status ReportServiceImpl::GetReport(grpc::ServerContext* context,
   absl::StatusOr<std::optional<auth::Principal>> who =
       CheckCall(env_, context, kRouteGetReport, *request);
   if (!who.ok()) return wire::ToGrpcStatus(who.status());
-  absl::StatusOr<storage::StoredReport> report =
-      env_.store->GetReport(request->id());
-  if (!report.ok()) return wire::ToGrpcStatus(report.status());
-  return wire::ToGrpcStatus(
-      ReportToProto(*report, request->format(), /*with_rendering=*/true,
-                    response));
+  return wire::ToGrpcStatus(SignedReport(env_, request->id(), request->format(), response));
+}
+
+absl::Status SignedReport(const ServiceEnv& env, std::string_view id, v1::ReportFormat format,
+                          v1::Report* out) {
+  REPROD_ASSIGN_OR_RETURN(storage::StoredReport report, env.store->GetReport(id));
+  REPROD_RETURN_IF_ERROR(ReportToProto(report, format, /*with_rendering=*/true, out));
+  REPROD_ASSIGN_OR_RETURN(std::vector<auth::AuditRecord> signatures,
+                          ReportSignatures(env, report.id));
+  for (const auth::AuditRecord& r : signatures) SignatureToProto(r, out->add_signatures());
+  return absl::OkStatus();
+}
+
+grpc::Status ReportServiceImpl::SignReport(grpc::ServerContext* context,
+                                           const v1::SignReportRequest* request,
+                                           v1::Report* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteSignReport, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
+  if (absl::Status s = ReportFormatFromProto(request->format()).status(); !s.ok()) {
+    return wire::ToGrpcStatus(s);
+  }
+  absl::StatusOr<auth::AuditRecord> signed_record =
+      server::SignReport(env_, ActorOf(*who), request->id());
+  if (!signed_record.ok()) return wire::ToGrpcStatus(signed_record.status());
+  return wire::ToGrpcStatus(SignedReport(env_, request->id(), request->format(), response));
 }
 
 grpc::Status ReportServiceImpl::ListReports(

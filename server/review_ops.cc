@@ -83,6 +83,17 @@ auth::Principal LocalPrincipal() {
   return p;
 }
 
+auth::Principal ActorOf(const std::optional<auth::Principal>& who) {
+  return who.has_value() ? *who : LocalPrincipal();
+}
+
+absl::Status Audited(const ServiceEnv& env, const auth::Principal& who, std::string_view verb,
+                     std::string_view object, const absl::Status& work,
+                     std::map<std::string, std::string> details) {
+  absl::Status audit = RecordAudit(env, who, verb, object, work, std::move(details));
+  return Combine(work, std::move(audit), verb, object);
+}
+
 absl::Status RecordAudit(const ServiceEnv& env, const auth::Principal& who,
                          std::string_view verb, std::string_view object,
                          const absl::Status& result,

@@ -22,6 +22,7 @@
 #define REPROD_SERVER_REVIEW_OPS_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,6 +43,10 @@ std::string_view ServerVersion();
 // The actor of every call with `--auth none`: label "local", role admin.
 auth::Principal LocalPrincipal();
 
+// The audit actor of a call: the gate's principal, or LocalPrincipal()
+// with `--auth none` (std::nullopt).
+auth::Principal ActorOf(const std::optional<auth::Principal>& who);
+
 // Appends one audit record: `who` did `verb` to `object` with `result`.
 // Returns the AuditLog's error (InvalidArgument for a non-printable field,
 // FailedPrecondition when another writer appended, the store's errors).
@@ -50,6 +55,14 @@ absl::Status RecordAudit(const ServiceEnv& env, const auth::Principal& who,
                          std::string_view verb, std::string_view object,
                          const absl::Status& result,
                          std::map<std::string, std::string> details = {});
+
+// RecordAudit for work that already ran with status `work`, then what the
+// caller returns (see the file comment): `work` when it failed (an audit
+// failure is logged), the audit's error when the work succeeded but was not
+// recorded, else OK.
+absl::Status Audited(const ServiceEnv& env, const auth::Principal& who, std::string_view verb,
+                     std::string_view object, const absl::Status& work,
+                     std::map<std::string, std::string> details = {});
 
 // Sets (`reference` true, verb "publish") or clears (verb "unpublish") the
 // run's reference flag and returns the run. NotFound for an unknown run,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
+#include "server/review_ops.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
@@ -22,17 +24,18 @@ grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* context,
   if (!who.ok()) return wire::ToGrpcStatus(who.status());
   storage::RunInfo run = RunFromProto(request->run());
   if (*who) run.owner = (*who)->label;  // --auth tokens: the creating token's label
-  if (absl::Status s = ValidateRunName(run.name); !s.ok()) {
-    return wire::ToGrpcStatus(s);
-  }
-  absl::Status created = env_.store->CreateRun(run);
+  std::map<std::string, std::string> details = {{"framework", run.framework}};
+  absl::Status created = ValidateRunName(run.name);
+  if (created.ok()) created = env_.store->CreateRun(run);
   if (created.code() == absl::StatusCode::kAlreadyExists &&
       request->exist_ok()) {
     created = absl::OkStatus();
+    details["existed"] = "true";
   } else if (created.ok()) {
     spdlog::info("run {} created ({} {})", run.name, run.framework,
                  run.framework_version);
   }
+  created = Audited(env_, ActorOf(*who), "create", run.name, created, std::move(details));
   if (!created.ok()) return wire::ToGrpcStatus(created);
   absl::StatusOr<storage::RunInfo> stored = env_.store->GetRun(run.name);
   if (!stored.ok()) return wire::ToGrpcStatus(stored.status());
@@ -77,13 +80,20 @@ grpc::Status RunServiceImpl::SealRun(grpc::ServerContext* context,
   absl::StatusOr<std::optional<auth::Principal>> who =
       CheckCall(env_, context, kRouteSealRun, *request);
   if (!who.ok()) return wire::ToGrpcStatus(who.status());
+  absl::StatusOr<storage::RunInfo> run = absl::InvalidArgumentError("unset");
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
+    run = s;
+  } else {
+    run = env_.store->SealRun(request->name(), request->abort() ? storage::RunState::kAborted
+                                                                : storage::RunState::kSealed);
+  }
+  std::map<std::string, std::string> details;
+  if (run.ok()) details["tensors"] = absl::StrCat(run->tensor_count);
+  if (absl::Status s = Audited(env_, ActorOf(*who), request->abort() ? "abort" : "seal",
+                               request->name(), run.status(), std::move(details));
+      !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
-  absl::StatusOr<storage::RunInfo> run = env_.store->SealRun(
-      request->name(), request->abort() ? storage::RunState::kAborted
-                                        : storage::RunState::kSealed);
-  if (!run.ok()) return wire::ToGrpcStatus(run.status());
   env_.events->Notify();
   spdlog::info("run {} {} with {} tensors", run->name,
                storage::RunStateName(run->state), run->tensor_count);
@@ -97,11 +107,19 @@ grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* context,
   absl::StatusOr<std::optional<auth::Principal>> who =
       CheckCall(env_, context, kRouteDeleteRun, *request);
   if (!who.ok()) return wire::ToGrpcStatus(who.status());
+  absl::StatusOr<uint64_t> n = absl::InvalidArgumentError("unset");
   if (absl::Status s = ValidateRunName(request->name()); !s.ok()) {
+    n = s;
+  } else {
+    n = env_.store->DeleteRun(request->name());
+  }
+  std::map<std::string, std::string> details;
+  if (n.ok()) details["tensors"] = absl::StrCat(*n);
+  if (absl::Status s = Audited(env_, ActorOf(*who), "delete", request->name(), n.status(),
+                               std::move(details));
+      !s.ok()) {
     return wire::ToGrpcStatus(s);
   }
-  absl::StatusOr<uint64_t> n = env_.store->DeleteRun(request->name());
-  if (!n.ok()) return wire::ToGrpcStatus(n.status());
   env_.events->Notify();
   spdlog::info("run {} deleted ({} tensors)", request->name(), *n);
   response->set_tensors_deleted(*n);
@@ -171,6 +189,19 @@ grpc::Status RunServiceImpl::ReadTensor(
     if (!writer->Write(response)) return grpc::Status::CANCELLED;
     buffer.swap(*out->mutable_data());
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status RunServiceImpl::SetReference(grpc::ServerContext* context,
+                                          const v1::SetReferenceRequest* request,
+                                          v1::Run* response) {
+  absl::StatusOr<std::optional<auth::Principal>> who =
+      CheckCall(env_, context, kRouteSetReference, *request);
+  if (!who.ok()) return wire::ToGrpcStatus(who.status());
+  absl::StatusOr<storage::RunInfo> run =
+      server::SetReference(env_, ActorOf(*who), request->name(), request->reference());
+  if (!run.ok()) return wire::ToGrpcStatus(run.status());
+  RunToProto(*run, response);
   return grpc::Status::OK;
 }
 

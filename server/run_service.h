@@ -42,6 +42,9 @@ class RunServiceImpl final : public v1::RunService::Service {
   grpc::Status ReadTensor(
       grpc::ServerContext* context, const v1::ReadTensorRequest* request,
       grpc::ServerWriter<v1::ReadTensorResponse>* writer) override;
+  // review_ops.h SetReference (audited).
+  grpc::Status SetReference(grpc::ServerContext* context, const v1::SetReferenceRequest* request,
+                            v1::Run* response) override;
 
  private:
   ServiceEnv env_;

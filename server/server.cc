@@ -13,6 +13,8 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/tls.h"
+#include "server/admin_service.h"
+#include "server/admin_token_file.h"
 #include "server/auth/audit_log.h"
 #include "server/auth/token_store.h"
 #include "server/auth_gate.h"
@@ -89,6 +91,8 @@ struct ReprodServer::Impl {
   std::unique_ptr<IngestServiceImpl> ingest;
   std::unique_ptr<CompareServiceImpl> compare;
   std::unique_ptr<ReportServiceImpl> reports;
+  std::unique_ptr<TokenServiceImpl> token_service;
+  std::unique_ptr<AuditServiceImpl> audit_service;
   ServiceEnv env;  // what the services got, for the web UI (env())
   std::unique_ptr<grpc::Server> server;
   absl::Mutex mu;
@@ -135,6 +139,10 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
 
   impl->tokens = std::make_unique<auth::TokenStore>(*impl->store);
   REPROD_ASSIGN_OR_RETURN(impl->audit, auth::AuditLog::Open(*impl->store));
+  if (!options.admin_token_file.empty()) {
+    REPROD_RETURN_IF_ERROR(EnsureAdminTokenFile(options.admin_token_file, *impl->store,
+                                                *impl->tokens, absl::Now()));
+  }
 
   ServiceEnv env;
   env.store = impl->store.get();
@@ -144,7 +152,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   env.events = &impl->events;
   env.limits = options.limits;
   if (tokens) {
-    impl->auth = std::make_unique<AuthGate>(*impl->store, *impl->tokens);
+    impl->auth = std::make_unique<AuthGate>(*impl->store, *impl->tokens, impl->audit.get());
     env.auth = impl->auth.get();
     spdlog::info("auth: tokens (every call needs 'authorization: Bearer <token>'; "
                  "docs/acl.md)");
@@ -156,6 +164,8 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   impl->ingest = std::make_unique<IngestServiceImpl>(env);
   impl->compare = std::make_unique<CompareServiceImpl>(env);
   impl->reports = std::make_unique<ReportServiceImpl>(env);
+  impl->token_service = std::make_unique<TokenServiceImpl>(env);
+  impl->audit_service = std::make_unique<AuditServiceImpl>(env);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -173,6 +183,8 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   builder.RegisterService(impl->ingest.get());
   builder.RegisterService(impl->compare.get());
   builder.RegisterService(impl->reports.get());
+  builder.RegisterService(impl->token_service.get());
+  builder.RegisterService(impl->audit_service.get());
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(

@@ -48,6 +48,9 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
+  // `--admin-token-file`: bootstrap an admin token (admin_token_file.h);
+  // empty = none.
+  std::string admin_token_file;
   StoreKind store = StoreKind::kRocksDb;
   std::string data_dir = "reprod-data";
   kernels::BackendKind backend = kernels::BackendKind::kAuto;

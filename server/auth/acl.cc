@@ -81,54 +81,98 @@ constexpr AclEntry kTable[] = {
     {.route = "/grpc.health.v1.Health/Watch", .access = Access::kPublic},
     {.route = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
      .access = Access::kAuthenticated},
-    // --- planned RPCs ---------------------------------------------------------
+    // --- review server: references, signatures, tokens, audit -----------------
     {.route = "/reprod.v1.RunService/SetReference",
-     .planned = true,
-     .access = Access::kAdmin,
+     .access = Access::kJudge,
      .target = TargetKind::kRunNames,
      .fields = "name"},
-    {.route = "/reprod.v1.TokenService/CreateToken", .planned = true, .access = Access::kAdmin},
-    {.route = "/reprod.v1.TokenService/ListTokens", .planned = true, .access = Access::kAdmin},
-    {.route = "/reprod.v1.TokenService/RevokeToken", .planned = true, .access = Access::kAdmin},
-    {.route = "/reprod.v1.AuditService/ListEvents", .planned = true, .access = Access::kAdmin},
-    // --- planned HTTP routes (web UI) ----------------------------------------
-    {.route = "GET /healthz", .http = true, .planned = true, .access = Access::kPublic},
+    {.route = "/reprod.v1.ReportService/SignReport",
+     .access = Access::kJudge,
+     .target = TargetKind::kReportId,
+     .fields = "id"},
+    {.route = "/reprod.v1.TokenService/CreateToken", .access = Access::kAdmin},
+    {.route = "/reprod.v1.TokenService/ListTokens", .access = Access::kAdmin},
+    {.route = "/reprod.v1.TokenService/RevokeToken", .access = Access::kAdmin},
+    {.route = "/reprod.v1.AuditService/ListEvents", .access = Access::kAdmin},
+    {.route = "/reprod.v1.AuditService/VerifyAudit", .access = Access::kAdmin},
+    // --- HTTP routes of the web UI (server/web/) -------------------------------
+    // Pages (HTML forms; POSTs from a browser session carry a CSRF token).
+    {.route = "GET /healthz", .http = true, .access = Access::kPublic},
+    {.route = "GET /login", .http = true, .access = Access::kPublic},
+    {.route = "POST /login", .http = true, .access = Access::kPublic},
+    {.route = "POST /logout", .http = true, .access = Access::kAuthenticated},
+    {.route = "GET /", .http = true, .access = Access::kAuthenticated, .results = kVisibleRuns},
+    {.route = "GET /runs/{run}",
+     .http = true,
+     .access = Access::kReadRun,
+     .target = TargetKind::kRunNames,
+     .fields = "run"},
+    {.route = "POST /runs/{run}/reference",
+     .http = true,
+     .access = Access::kJudge,
+     .target = TargetKind::kRunNames,
+     .fields = "run"},
+    {.route = "GET /compare", .http = true, .access = Access::kAuthenticated,
+     .results = kVisibleRuns},
+    {.route = "POST /compare",
+     .http = true,
+     .access = Access::kCompareRuns,
+     .target = TargetKind::kRunNames,
+     .fields = "ref,cand"},
+    {.route = "GET /reports",
+     .http = true,
+     .access = Access::kAuthenticated,
+     .results = kVisibleReports},
+    {.route = "GET /reports/{id}",
+     .http = true,
+     .access = Access::kCompareRuns,
+     .target = TargetKind::kReportId,
+     .fields = "id"},
+    {.route = "GET /reports/{id}/download/{format}",
+     .http = true,
+     .access = Access::kCompareRuns,
+     .target = TargetKind::kReportId,
+     .fields = "id"},
+    {.route = "POST /reports/{id}/sign",
+     .http = true,
+     .access = Access::kJudge,
+     .target = TargetKind::kReportId,
+     .fields = "id"},
+    {.route = "GET /admin/tokens", .http = true, .access = Access::kAdmin},
+    {.route = "POST /admin/tokens", .http = true, .access = Access::kAdmin},
+    {.route = "POST /admin/tokens/{token}/revoke", .http = true, .access = Access::kAdmin},
+    {.route = "GET /admin/audit", .http = true, .access = Access::kAdmin},
+    // JSON API (Authorization: Bearer <token> or the session cookie).
     {.route = "GET /api/v1/runs",
      .http = true,
-     .planned = true,
      .access = Access::kAuthenticated,
      .results = kVisibleRuns},
     {.route = "GET /api/v1/runs/{run}",
      .http = true,
-     .planned = true,
      .access = Access::kReadRun,
      .target = TargetKind::kRunNames,
      .fields = "run"},
     {.route = "GET /api/v1/runs/{run}/tensors",
      .http = true,
-     .planned = true,
      .access = Access::kReadRun,
      .target = TargetKind::kRunNames,
      .fields = "run"},
     {.route = "POST /api/v1/compare",
      .http = true,
-     .planned = true,
      .access = Access::kCompareRuns,
      .target = TargetKind::kRunNames,
      .fields = "ref,cand"},
     {.route = "GET /api/v1/reports",
      .http = true,
-     .planned = true,
      .access = Access::kAuthenticated,
      .results = kVisibleReports},
     {.route = "GET /api/v1/reports/{id}",
      .http = true,
-     .planned = true,
      .access = Access::kCompareRuns,
      .target = TargetKind::kReportId,
      .fields = "id"},
-    {.route = "GET /api/v1/tokens", .http = true, .planned = true, .access = Access::kAdmin},
-    {.route = "GET /api/v1/audit", .http = true, .planned = true, .access = Access::kAdmin},
+    {.route = "GET /api/v1/tokens", .http = true, .access = Access::kAdmin},
+    {.route = "GET /api/v1/audit", .http = true, .access = Access::kAdmin},
 };
 
 bool InScope(const Principal& p, const RunTarget& run) {
@@ -197,6 +241,8 @@ std::string_view AccessName(Access access) {
       return "write-run";
     case Access::kCompareRuns:
       return "compare-runs";
+    case Access::kJudge:
+      return "judge";
     case Access::kAdmin:
       return "admin";
   }
@@ -228,6 +274,13 @@ absl::StatusOr<std::vector<std::string>> TargetValues(const AclEntry& entry,
 absl::StatusOr<Target> ResolveTarget(const AclEntry& entry, const Message& request,
                                      storage::Store& store) {
   REPROD_ASSIGN_OR_RETURN(std::vector<std::string> values, TargetValues(entry, request));
+  return ResolveTargetValues(entry, std::move(values), store);
+}
+
+absl::StatusOr<Target> ResolveTargetValues(const AclEntry& entry, std::vector<std::string> values,
+                                           storage::Store& store) {
+  if (entry.target == TargetKind::kNone) return Target{};
+  std::erase(values, std::string());
   std::vector<std::string> runs;
   if (entry.target == TargetKind::kReportId) {
     for (const std::string& id : values) {
@@ -271,6 +324,9 @@ absl::Status Authorize(const Principal* principal, std::string_view route, const
     case Access::kAdmin:
       if (p.role == Role::kAdmin) return absl::OkStatus();
       return Denied(p, route, "is not an admin");
+    case Access::kJudge:
+      if (p.role == Role::kAdmin || p.role == Role::kJudge) return absl::OkStatus();
+      return Denied(p, route, "is not a judge (publishing and signing need a judge or admin)");
     case Access::kReadRun:
     case Access::kWriteRun:
     case Access::kCompareRuns:
@@ -312,8 +368,9 @@ std::string RenderAclMarkdown() {
       "root:\n\n"
       "    REPROD_WRITE_ACL_MD=docs/acl.md "
       "build/server/auth/server_auth_test --gtest_filter='*Docs*'\n\n"
-      "**Enforced with `reprodd --auth tokens`** (`server/auth_gate.h`; the "
-      "default\n`--auth none` admits every call, see `docs/design.md` "
+      "**Enforced with `reprodd --auth tokens`** (gRPC: `server/auth_gate.h`; "
+      "HTTP: `server/web/gate.h`,\nwhose router serves exactly the HTTP routes "
+      "below; the default\n`--auth none` admits every call, see `docs/design.md` "
       "§Security defaults). Not\nchecked yet: server reflection (served by "
       "gRPC itself). A route missing from\nthis table is denied.\n\n"
       "## Access kinds\n\n"
@@ -328,9 +385,11 @@ std::string RenderAclMarkdown() {
       "| write-run | no | every target run in scope | no | yes |\n"
       "| compare-runs | no | every target run visible, one in scope | yes | "
       "yes |\n"
+      "| judge | no | no | yes | yes |\n"
       "| admin | no | no | no | yes |\n\n"
       "No token, a malformed, unknown, expired or revoked token: "
-      "`UNAUTHENTICATED`.\nAny other refusal: `PERMISSION_DENIED`.\n\n"
+      "`UNAUTHENTICATED`.\nAny other refusal: `PERMISSION_DENIED`. Over HTTP "
+      "these are 401 (the login page) and 403;\na route not below is 404.\n\n"
       "## Routes\n\n"
       "| route | status | access | target (request fields) | results |\n"
       "|---|---|---|---|---|\n";

@@ -23,7 +23,9 @@
 //   compare-runs   judge, admin: any runs; submitter: every target run
 //                  visible and at least one in scope (its own run against a
 //                  reference run, or two of its own)
-//   admin          admin only (deleting runs, tokens, audit, references)
+//   judge          judge, admin: any target (publishing a reference run,
+//                  signing a report); submitter: never
+//   admin          admin only (deleting runs, tokens, audit)
 //
 // Enforced by reprodd with `--auth tokens` (server/auth_gate.h), except the
 // reflection service, which gRPC serves itself.
@@ -52,11 +54,12 @@ enum class Access {
   kReadRun,
   kWriteRun,
   kCompareRuns,
+  kJudge,
   kAdmin,
 };
 
 // "public", "authenticated", "read-run", "write-run", "compare-runs",
-// "admin".
+// "judge", "admin".
 std::string_view AccessName(Access access);
 
 // How an entry's target runs are found.
@@ -115,6 +118,13 @@ absl::StatusOr<std::vector<std::string>> TargetValues(const AclEntry& entry,
 absl::StatusOr<Target> ResolveTarget(const AclEntry& entry,
                                      const google::protobuf::Message& request,
                                      storage::Store& store);
+
+// The same for values already taken from a request (the HTTP layer's path
+// and form parameters, in the order of the entry's fields): run names, or
+// report ids of a kReportId entry. Empty values are skipped.
+absl::StatusOr<Target> ResolveTargetValues(const AclEntry& entry,
+                                           std::vector<std::string> values,
+                                           storage::Store& store);
 
 // OK when `principal` (nullptr: no valid token) may call `route` on
 // `target`. UNAUTHENTICATED without a principal on a non-public route;

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "reprod/v1/compare.pb.h"
 #include "reprod/v1/ingest.pb.h"
+#include "reprod/v1/review.pb.h"
 #include "reprod/v1/runs.pb.h"
 #include "reprod/v1/tensor.pb.h"
 #include "storage/memory/memory_store.h"
@@ -44,6 +45,7 @@ void LinkGeneratedFiles() {
   (void)v1::IngestRequest::descriptor();
   (void)v1::CompareRequest::descriptor();
   (void)v1::TensorAddress::descriptor();
+  (void)v1::CreateTokenRequest::descriptor();
 }
 
 // Every RPC of every service in proto/reprod/v1/*.proto, as "/pkg.Svc/M".
@@ -166,7 +168,7 @@ TEST(AclTableTest, DocumentedAccessKindsAgreeWithAuthorize) {
       break;
     }
   }
-  EXPECT_EQ(rows, 6);
+  EXPECT_EQ(rows, 7);
 }
 
 TEST(AclTableTest, UnknownRoutesAreDeniedEvenToAdmins) {
@@ -222,6 +224,13 @@ const std::map<std::string, Row>& Expected() {
       {"/reprod.v1.CompareService/Watch", {{"ref", "cand"}, false, "UUUU+D++"}},
       {"/reprod.v1.ReportService/GetReport", {{"id"}, true, "UUUU+D++"}},
       {"/reprod.v1.ReportService/ListReports", {{}, false, "UUUU++++"}},
+      {"/reprod.v1.RunService/SetReference", {{"name"}, false, "UUUUDD++"}},
+      {"/reprod.v1.ReportService/SignReport", {{"id"}, true, "UUUUDD++"}},
+      {"/reprod.v1.TokenService/CreateToken", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.TokenService/ListTokens", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.TokenService/RevokeToken", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.AuditService/ListEvents", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.AuditService/VerifyAudit", {{}, false, "UUUUDDD+"}},
   };
   return *rows;
 }
