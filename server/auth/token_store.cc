@@ -137,7 +137,10 @@ absl::StatusOr<Principal> TokenStore::Authenticate(std::string_view token, absl:
   if (!IsWellFormedToken(token)) {
     return Unauthenticated("malformed token (expected rpd_ followed by 64 hex digits)");
   }
-  const std::string hash = HashToken(token);
+  return AuthenticateHash(HashToken(token), now);
+}
+
+absl::StatusOr<Principal> TokenStore::AuthenticateHash(std::string_view hash, absl::Time now) {
   const std::string key = KeyFor(hash);
   absl::StatusOr<std::string> value = store_.GetAuthRecord(key);
   if (absl::IsNotFound(value.status())) return Unauthenticated("unknown token");

@@ -85,6 +85,11 @@ class TokenStore {
   // The principal behind `token` at `now` (see the file comment).
   absl::StatusOr<Principal> Authenticate(std::string_view token, absl::Time now);
 
+  // The same for a token known by its hash (32 raw bytes, HashToken): the
+  // web UI's sessions keep the hash, never the token, and re-check it on
+  // every request so that a revocation or expiry takes effect at once.
+  absl::StatusOr<Principal> AuthenticateHash(std::string_view hash, absl::Time now);
+
   // Every token, sorted by id.
   absl::StatusOr<std::vector<TokenRecord>> List();
 
