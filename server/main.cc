@@ -20,6 +20,7 @@
 #include "common/logging.h"
 #include "server/auth/token_command.h"
 #include "server/server.h"
+#include "server/web/web_server.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -60,6 +61,14 @@ appended to a hash-chained audit log: `reprodctl audit ls`, `audit verify`.
 A non-loopback --listen needs --auth tokens (or --insecure, which lets
 anyone who can reach it do everything).
 
+Web UI: --http-listen (default 127.0.0.1:8080; 'off' disables it; port 0
+picks one, written to --http-port-file or to PORT_FILE.http next to
+--port-file) serves the runs, compare form, reports (with downloads and
+signatures), publishing, tokens and the audit log, checked against the same
+table; with --auth tokens log in at /login with a token. It uses the same
+--tls-* files (HTTPS; mutual TLS with --tls-client-ca) and the same
+non-loopback rule.
+
 Every option can also be set by the environment variable named in [env].
 SIGTERM or Ctrl-C stop it cleanly: no new calls, tensors in flight are
 finished and acknowledged, the database is closed.)";
@@ -91,6 +100,8 @@ int main(int argc, char** argv) {
   std::string backend = "auto";
   std::string log_level = "info";
   std::string port_file;
+  std::string http_listen = "127.0.0.1:8080";
+  std::string http_port_file;
   double shutdown_grace_s = 10;
   app.add_option("--listen", options.listen,
                  "HOST:PORT to listen on (port 0 = any free port)")
@@ -151,6 +162,14 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", port_file,
                  "Write the bound port to this file once listening")
       ->envname("REPROD_PORT_FILE");
+  app.add_option("--http-listen", http_listen,
+                 "HOST:PORT of the web UI (port 0 = any free port), or 'off'")
+      ->envname("REPROD_HTTP_LISTEN")
+      ->capture_default_str();
+  app.add_option("--http-port-file", http_port_file,
+                 "Write the web UI's bound port to this file (default: --port-file + "
+                 "'.http' when --port-file is given)")
+      ->envname("REPROD_HTTP_PORT_FILE");
   app.add_option("--shutdown-grace", shutdown_grace_s,
                  "Seconds in-flight calls get on SIGTERM before cancellation")
       ->check(CLI::NonNegativeNumber)
@@ -207,6 +226,32 @@ int main(int argc, char** argv) {
   }
   spdlog::info("reprodd listening on {} (health, reflection on)",
                (*server)->address());
+
+  std::unique_ptr<reprod::server::web::WebServer> web;
+  if (http_listen != "off") {
+    reprod::server::web::WebOptions web_options;
+    web_options.listen = http_listen;
+    web_options.auth = options.auth == reprod::server::AuthMode::kTokens;
+    web_options.insecure = options.insecure;
+    web_options.tls_cert_file = options.tls_cert_file;
+    web_options.tls_key_file = options.tls_key_file;
+    web_options.tls_client_ca_file = options.tls_client_ca_file;
+    auto started = reprod::server::web::WebServer::Start(web_options, (*server)->env());
+    if (!started.ok()) {
+      spdlog::error("{}", std::string(started.status().message()));
+      (*server)->Shutdown(absl::Seconds(0));
+      return started.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    web = *std::move(started);
+    if (http_port_file.empty() && !port_file.empty()) http_port_file = port_file + ".http";
+    if (!http_port_file.empty() && !WritePortFile(http_port_file, web->port())) {
+      spdlog::error("cannot write --http-port-file {}: {}", http_port_file,
+                    std::strerror(errno));
+      return 1;
+    }
+  }
+
+  // The gRPC port file last: a script waiting for it finds the web UI's too.
   if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
     spdlog::error("cannot write --port-file {}: {}", port_file,
                   std::strerror(errno));
@@ -217,10 +262,12 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("received {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (web) web->Stop();
     (*server)->Shutdown(absl::Seconds(shutdown_grace_s));
   });
   (*server)->Wait();
   signal_thread.join();
+  web.reset();
   server->reset();  // closes the store
   spdlog::info("reprodd stopped cleanly");
   return 0;

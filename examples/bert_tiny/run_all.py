@@ -85,6 +85,7 @@ class OwnServer:
         self.log = open(self.dir / "reprodd.log", "w")
         self.proc = subprocess.Popen(
             [str(reprodd), "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+             "--http-listen", "127.0.0.1:0",
              "--data-dir", str(self.dir / "data"), "--log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30

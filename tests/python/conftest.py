@@ -79,10 +79,13 @@ class Reprodd:
 
     port=0 picks a free port; restart() starts it again on the same port
     (and data dir), for crash/restart tests. extra_args are appended to the
-    command line (e.g. the --tls-* flags).
+    command line (e.g. the --tls-* flags). The web UI listens on a free
+    loopback port (http_port) unless extra_args give --http-listen, so
+    parallel servers never fight over its default 8080.
     """
 
-    def __init__(self, workdir, store="memory", data_dir=None, port=0, extra_args=()):
+    def __init__(self, workdir, store="memory", data_dir=None, port=0, extra_args=(),
+                 log_level="warn"):
         if not REPRODD.exists():
             pytest.fail(f"reprodd not built at {REPRODD} (set REPROD_BIN_DIR)")
         self.workdir = Path(workdir)
@@ -90,8 +93,10 @@ class Reprodd:
         self.data_dir = Path(data_dir) if data_dir else None
         self.port = port
         self.extra_args = [str(a) for a in extra_args]
+        self.log_level = log_level
         self.proc = None
         self.log = None
+        self.http_port = None
         self.start()
 
     @property
@@ -100,14 +105,18 @@ class Reprodd:
 
     def start(self):
         port_file = self.workdir / f"port.{os.getpid()}.{id(self)}"
-        if port_file.exists():
-            port_file.unlink()
+        http_port_file = Path(f"{port_file}.http")
+        for f in (port_file, http_port_file):
+            if f.exists():
+                f.unlink()
         args = [str(REPRODD), "--listen", f"127.0.0.1:{self.port}", "--port-file", str(port_file),
-                "--backend", "cpu", "--threads", "1", "--log-level", "warn"]
+                "--backend", "cpu", "--threads", "1", "--log-level", self.log_level]
         if self.store == "memory":
             args += ["--store", "memory"]
         else:
             args += ["--data-dir", str(self.data_dir)]
+        if "--http-listen" not in self.extra_args:
+            args += ["--http-listen", "127.0.0.1:0"]
         args += self.extra_args
         self.log = open(self.workdir / "reprodd.log", "a")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
@@ -119,6 +128,9 @@ class Reprodd:
             text = port_file.read_text().strip() if port_file.exists() else ""
             if text:
                 self.port = int(text)
+                # Written before the gRPC port file when the web UI is on.
+                http = http_port_file.read_text().strip() if http_port_file.exists() else ""
+                self.http_port = int(http) if http else None
                 return
             if time.time() > deadline:
                 self.kill()

@@ -311,7 +311,8 @@ def _free_port():
 
 
 def test_non_loopback_listen_needs_tokens_or_insecure(tmp_path):
-    args = [str(REPRODD), "--store", "memory", "--listen", f"0.0.0.0:{_free_port()}"]
+    args = [str(REPRODD), "--store", "memory", "--http-listen", "off",
+            "--listen", f"0.0.0.0:{_free_port()}"]
     res = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "--auth tokens" in res.stderr and "--insecure" in res.stderr, res.stderr

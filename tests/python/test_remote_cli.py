@@ -49,7 +49,7 @@ def server(tmp_path_factory):
     log = open(base / "reprodd.log", "w")
     proc = subprocess.Popen(
         [str(REPRODD), "--listen", "127.0.0.1:0", "--data-dir", str(base / "data"),
-         "--port-file", str(port_file), "--log-level", "warn"],
+         "--http-listen", "off", "--port-file", str(port_file), "--log-level", "warn"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         port = _wait_for_port(port_file, proc)

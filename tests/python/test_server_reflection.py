@@ -28,7 +28,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reflection")
     port_file = tmp / "port"
     proc = subprocess.Popen(
-        [str(REPRODD), "--listen", "127.0.0.1:0", "--store", "memory",
+        [str(REPRODD), "--listen", "127.0.0.1:0", "--store", "memory", "--http-listen", "off",
          "--port-file", str(port_file), "--backend", "cpu", "--log-level", "warn"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 30

@@ -227,6 +227,7 @@ def test_python_client_bad_tls_arguments(certs, tmp_path):
 
 def start_reprodd(*args, listen="127.0.0.1:0"):
     proc = subprocess.run([str(REPRODD), "--listen", listen, "--store", "memory",
+                           "--http-listen", "off",
                            "--backend", "cpu", "--threads", "1", *map(str, args)],
                           capture_output=True, text=True, timeout=30)
     return Result(proc)
@@ -280,6 +281,7 @@ def start_and_stop_reprodd(tmp_path, *args, env_extra=None):
     env.update(env_extra or {})
     port_file = tmp_path / "port"
     proc = subprocess.Popen([str(REPRODD), "--listen", "127.0.0.1:0", "--store", "memory",
+                             "--http-listen", "off",
                              "--backend", "cpu", "--threads", "1", "--log-level", "info",
                              "--port-file", port_file, *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
