@@ -175,7 +175,9 @@ RemoteClient::RemoteClient(std::string target, ConnectOptions options,
       runs_(v1::RunService::NewStub(channel_)),
       ingest_(v1::IngestService::NewStub(channel_)),
       compare_(v1::CompareService::NewStub(channel_)),
-      reports_(v1::ReportService::NewStub(channel_)) {}
+      reports_(v1::ReportService::NewStub(channel_)),
+      tokens_(v1::TokenService::NewStub(channel_)),
+      audit_(v1::AuditService::NewStub(channel_)) {}
 
 RemoteClient::~RemoteClient() = default;
 
@@ -349,6 +351,88 @@ absl::StatusOr<std::vector<v1::Report>> RemoteClient::ListReports(const std::str
   grpc::Status status = reports_->ListReports(&context, request, &response);
   if (!status.ok()) return FromRpc(status);
   return std::vector<v1::Report>(response.reports().begin(), response.reports().end());
+}
+
+absl::StatusOr<v1::Run> RemoteClient::SetReference(const std::string& name, bool reference) {
+  if (absl::Status s = CheckRun(name); !s.ok()) return s;
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::SetReferenceRequest request;
+  request.set_name(name);
+  request.set_reference(reference);
+  v1::Run response;
+  grpc::Status status = runs_->SetReference(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
+absl::StatusOr<v1::Report> RemoteClient::SignReport(const std::string& id,
+                                                    v1::ReportFormat format) {
+  if (id.empty()) return absl::InvalidArgumentError("empty report id");
+  grpc::ClientContext context;
+  // Signing re-reads both runs' tensor indexes.
+  SetDeadline(&context, options_.compare_timeout);
+  v1::SignReportRequest request;
+  request.set_id(id);
+  request.set_format(format);
+  v1::Report response;
+  grpc::Status status = reports_->SignReport(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
+absl::StatusOr<v1::CreateTokenResponse> RemoteClient::CreateToken(
+    const v1::CreateTokenRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::CreateTokenResponse response;
+  grpc::Status status = tokens_->CreateToken(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::TokenInfo>> RemoteClient::ListTokens() {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::ListTokensResponse response;
+  grpc::Status status = tokens_->ListTokens(&context, v1::ListTokensRequest(), &response);
+  if (!status.ok()) return FromRpc(status);
+  return std::vector<v1::TokenInfo>(response.tokens().begin(), response.tokens().end());
+}
+
+absl::StatusOr<v1::TokenInfo> RemoteClient::RevokeToken(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("empty token id");
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::RevokeTokenRequest request;
+  request.set_id(id);
+  v1::TokenInfo response;
+  grpc::Status status = tokens_->RevokeToken(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::AuditEvent>> RemoteClient::ListAuditEvents(
+    const std::string& object, uint32_t limit) {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::ListEventsRequest request;
+  request.set_object(object);
+  request.set_limit(limit);
+  v1::ListEventsResponse response;
+  grpc::Status status = audit_->ListEvents(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return std::vector<v1::AuditEvent>(response.events().begin(), response.events().end());
+}
+
+absl::StatusOr<v1::VerifyAuditResponse> RemoteClient::VerifyAudit() {
+  grpc::ClientContext context;
+  // Verification re-reads every signed run's tensors.
+  SetDeadline(&context, options_.compare_timeout);
+  v1::VerifyAuditResponse response;
+  grpc::Status status = audit_->VerifyAudit(&context, v1::VerifyAuditRequest(), &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
 }
 
 }  // namespace reprod::client

@@ -59,6 +59,7 @@
 #include "common/tls.h"
 #include "reprod/v1/compare.grpc.pb.h"
 #include "reprod/v1/ingest.grpc.pb.h"
+#include "reprod/v1/review.grpc.pb.h"
 #include "reprod/v1/runs.grpc.pb.h"
 
 namespace reprod::client {
@@ -191,6 +192,26 @@ class RemoteClient {
   // `run` when non-empty; at most `limit` (0 = the server's default, 100).
   absl::StatusOr<std::vector<v1::Report>> ListReports(const std::string& run, uint32_t limit);
 
+  // Review server (judges and admins; docs/acl.md). Publishes (or
+  // withdraws) a run as a reference; NOT_FOUND for an unknown run.
+  absl::StatusOr<v1::Run> SetReference(const std::string& name, bool reference);
+  // Signs a report's verdict; returns the report (rendered in `format`)
+  // with every signature. NOT_FOUND for an unknown report.
+  absl::StatusOr<v1::Report> SignReport(const std::string& id, v1::ReportFormat format);
+
+  // Tokens and the audit log (admins). The response of CreateToken holds
+  // the token: show it once.
+  absl::StatusOr<v1::CreateTokenResponse> CreateToken(const v1::CreateTokenRequest& request);
+  absl::StatusOr<std::vector<v1::TokenInfo>> ListTokens();
+  // `id`: a token id or a prefix of it (>= 8 hex digits).
+  absl::StatusOr<v1::TokenInfo> RevokeToken(const std::string& id);
+  // Newest first; only events about `object` (a run, report id or token
+  // label) when non-empty; at most `limit` (0 = the server's default, 100).
+  absl::StatusOr<std::vector<v1::AuditEvent>> ListAuditEvents(const std::string& object,
+                                                              uint32_t limit);
+  // The server's verdict on its audit log (ok, or the first bad record).
+  absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit();
+
   // Uploads every tensor of `source` into `run` over one Ingest stream,
   // pipelined: chunks keep flowing while an internal thread collects acks,
   // with at most options.window_bytes unacknowledged. On UNAVAILABLE the
@@ -228,6 +249,8 @@ class RemoteClient {
   std::unique_ptr<v1::IngestService::Stub> ingest_;
   std::unique_ptr<v1::CompareService::Stub> compare_;
   std::unique_ptr<v1::ReportService::Stub> reports_;
+  std::unique_ptr<v1::TokenService::Stub> tokens_;
+  std::unique_ptr<v1::AuditService::Stub> audit_;
 };
 
 }  // namespace reprod::client

@@ -299,7 +299,8 @@ absl::Status AuditLog::VerifySignatures() const {
   REPROD_ASSIGN_OR_RETURN(auto records, store_.ListAuthRecords(kAuditKeyPrefix));
   for (const auto& [key, value] : records) {
     REPROD_ASSIGN_OR_RETURN(AuditRecord r, DecodeAuditRecord(key, value));
-    if (r.verb != kVerbSign) continue;
+    // Refused or failed sign-offs ("sign" with an error result) bind nothing.
+    if (r.verb != kVerbSign || r.result != "ok") continue;
     for (const char* side : {"ref_run", "cand_run"}) {
       auto run = r.details.find(side);
       auto digest = r.details.find(absl::StrCat(side, "_digest"));

@@ -144,7 +144,9 @@ class AuditLog {
   // missing sequence (a gap), hash mismatch, broken link.
   absl::Status Verify() const;
 
-  // For every sign record, recomputes RunDigest of both runs. OK, or
+  // For every successful sign record (result "ok"; refused sign-offs are
+  // recorded too, as "sign" with their error), recomputes RunDigest of both
+  // runs. OK, or
   // DataLoss naming the record, the report and the run whose content
   // changed (or that is gone) since signing.
   absl::Status VerifySignatures() const;

@@ -20,8 +20,8 @@ import pytest
 from conftest import REPRODD, Reprodd, run_reprodctl
 
 import reprod_client
-from reprod_client._proto import compare_pb2, compare_pb2_grpc, ingest_pb2, runs_pb2, \
-    runs_pb2_grpc
+from reprod_client._proto import compare_pb2, compare_pb2_grpc, ingest_pb2, review_pb2, \
+    review_pb2_grpc, runs_pb2, runs_pb2_grpc
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -73,6 +73,8 @@ def env(tmp_path_factory):
     e.runs = runs_pb2_grpc.RunServiceStub(e.channel)
     e.compare = compare_pb2_grpc.CompareServiceStub(e.channel)
     e.reports = compare_pb2_grpc.ReportServiceStub(e.channel)
+    e.tokens_svc = review_pb2_grpc.TokenServiceStub(e.channel)
+    e.audit = review_pb2_grpc.AuditServiceStub(e.channel)
 
     # Seed: two runs of team42 and one of team7, each written by its
     # submitter through the Python client, and one report per namespace.
@@ -115,6 +117,7 @@ MATRIX = {
     "write-run": {"sub42": OK, "sub7": DENIED, "judge": DENIED, "admin": OK},
     "compare-runs": {"sub42": OK, "sub7": DENIED, "judge": OK, "admin": OK},
     "admin": {"sub42": DENIED, "sub7": DENIED, "judge": DENIED, "admin": NOT_FOUND},
+    "judge": {"sub42": DENIED, "sub7": DENIED, "judge": NOT_FOUND, "admin": NOT_FOUND},
 }
 
 
@@ -130,6 +133,9 @@ def _call(e, kind):
         return e.compare.Compare, compare_pb2.CompareRequest(ref="team42/a", cand="team42/b")
     if kind == "admin":
         return e.runs.DeleteRun, runs_pb2.DeleteRunRequest(name="team42/never-made")
+    if kind == "judge":  # publishing a run that does not exist: NOT_FOUND once allowed
+        return e.runs.SetReference, runs_pb2.SetReferenceRequest(name="team42/never-made",
+                                                                 reference=True)
     raise AssertionError(kind)
 
 
@@ -167,21 +173,35 @@ def _every_rpc(e):
         "Watch": (drain(e.compare.Watch), compare_pb2.WatchRequest(**pair)),
         "GetReport": (e.reports.GetReport, compare_pb2.GetReportRequest(id=e.report42)),
         "ListReports": (e.reports.ListReports, compare_pb2.ListReportsRequest()),
+        "SetReference": (e.runs.SetReference, runs_pb2.SetReferenceRequest(name="team42/a")),
+        "SignReport": (e.reports.SignReport, compare_pb2.SignReportRequest(id=e.report42)),
+        "CreateToken": (e.tokens_svc.CreateToken, review_pb2.CreateTokenRequest(
+            role="judge", label="never-made")),
+        "ListTokens": (e.tokens_svc.ListTokens, review_pb2.ListTokensRequest()),
+        "RevokeToken": (e.tokens_svc.RevokeToken, review_pb2.RevokeTokenRequest(id="ffffffffffff")),
+        "ListEvents": (e.audit.ListEvents, review_pb2.ListEventsRequest()),
+        "VerifyAudit": (e.audit.VerifyAudit, review_pb2.VerifyAuditRequest()),
     }
 
 
 def test_every_rpc_goes_through_the_gate(env):
     rpcs = _every_rpc(env)
     # Every method of the proto services is here.
-    methods = {m.name for f in (runs_pb2, ingest_pb2, compare_pb2)
+    methods = {m.name for f in (runs_pb2, ingest_pb2, compare_pb2, review_pb2)
                for svc in f.DESCRIPTOR.services_by_name.values() for m in svc.methods}
     assert methods == set(rpcs)
     for name, (call, request) in rpcs.items():
         assert _code(call, request, None) == UNAUTH, name
         assert _code(call, request, env.tokens["revoked"]) == UNAUTH, name
-        # A judge may read and compare but never write or delete.
-        if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest"):
+        # A judge may read and compare but never write or delete, nor manage
+        # tokens or read the audit log.
+        if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest", "CreateToken", "ListTokens",
+                    "RevokeToken", "ListEvents", "VerifyAudit"):
             assert _code(call, request, env.tokens["judge"]) == DENIED, name
+        # Submitters never publish, sign, manage tokens or read the audit log.
+        if name in ("SetReference", "SignReport", "CreateToken", "ListTokens", "RevokeToken",
+                    "ListEvents", "VerifyAudit"):
+            assert _code(call, request, env.tokens["sub42"]) == DENIED, name
 
 
 def test_health_is_public(env):

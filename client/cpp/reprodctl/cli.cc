@@ -42,6 +42,14 @@ Examples:
   reprodctl --server reprod.lan:50051 --tls-ca ca.pem runs ls
   reprodctl report get rpt-0123456789abcdef
 
+On a review server (reprodd --auth tokens): judges publish references and
+sign verdicts, admins manage tokens and read the audit log:
+  reprodctl runs publish upstream/bert-torch
+  reprodctl report sign rpt-0123456789abcdef
+  reprodctl token create --role submitter --scope team42 --label "team42 CI"
+  reprodctl audit ls --run team42/bert-paddle
+  reprodctl audit verify
+
 Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage,
 3 server unreachable.)";
 
@@ -94,6 +102,10 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
     Runner runner = reg(app_, global_);
     commands_.emplace_back(app_.get_subcommand(name), std::move(runner));
   }
+  // `token` and `audit` share one runner.
+  Runner admin = RegisterToken(app_, global_);
+  commands_.emplace_back(app_.get_subcommand("token"), admin);
+  commands_.emplace_back(app_.get_subcommand("audit"), admin);
 }
 
 int Cli::Main(int argc, const char* const* argv) {

@@ -54,6 +54,8 @@ Runner RegisterPush(CLI::App& app, const GlobalOptions& global);
 Runner RegisterRuns(CLI::App& app, const GlobalOptions& global);
 Runner RegisterWatch(CLI::App& app, const GlobalOptions& global);
 Runner RegisterReport(CLI::App& app, const GlobalOptions& global);
+// `token` and `audit` (admin_command.cc); the runner serves both.
+Runner RegisterToken(CLI::App& app, const GlobalOptions& global);
 
 // The diff backend --backend names (auto, cpu, cuda).
 absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(

@@ -135,6 +135,7 @@ nlohmann::json RunJson(const v1::Run& run) {
           {"owner", run.owner()},
           {"state", std::string(client::RunStateName(run.state()))},
           {"overwrite", run.overwrite()},
+          {"reference", run.reference()},
           {"tensor_count", run.tensor_count()},
           {"total_bytes", run.total_bytes()}};
 }
@@ -180,6 +181,12 @@ std::string ReportSummaryLine(const v1::Report& report) {
     absl::StrAppend(&line, "; first failure ", client::AddressToString(report.first_failure()));
   }
   return line;
+}
+
+std::string SignatureLine(const v1::Signature& s) {
+  return absl::StrCat("signed by ", s.signer_label(), " (", s.signer_role(), ") at ",
+                      FormatLocalTime(s.time()), "; ref digest ", s.ref_run_digest(),
+                      ", cand digest ", s.cand_run_digest());
 }
 
 }  // namespace reprod::reprodctl

@@ -59,7 +59,7 @@ std::string FormatLocalTime(const google::protobuf::Timestamp& t);
 nlohmann::json TimestampJson(const google::protobuf::Timestamp& t);
 
 // Run metadata as JSON: name, framework, framework_version, device, labels,
-// created, owner, state ("open"/"sealed"/"aborted"), overwrite,
+// created, owner, state ("open"/"sealed"/"aborted"), overwrite, reference,
 // tensor_count, total_bytes.
 nlohmann::json RunJson(const v1::Run& run);
 
@@ -76,6 +76,10 @@ nlohmann::json ReportMetaJson(const v1::Report& report);
 // "FAILED: 10 tensors, 8 passed, 0 warned, 2 failed, 0 missing in ref, 0
 // missing in cand; first failure forward/logits".
 std::string ReportSummaryLine(const v1::Report& report);
+
+// One line per signature of a review server's report: "signed by LABEL
+// (ROLE) at TIME; ref digest HEX, cand digest HEX" (the digests in full).
+std::string SignatureLine(const v1::Signature& signature);
 
 }  // namespace reprod::reprodctl
 

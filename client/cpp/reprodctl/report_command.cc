@@ -23,13 +23,24 @@ Examples:
   reprodctl report ls --run bert/paddle --limit 5 --format json
   reprodctl report get rpt-0123456789abcdef
   reprodctl report get rpt-0123456789abcdef --format junit --output report.xml
+  reprodctl report sign rpt-0123456789abcdef         # judges, admins
 
-Exit codes: report get: 0 the report passed, 1 it failed; report ls: 0;
-2 unknown report or run name, 3 server unreachable.)";
+On a review server a judge signs a verdict: the signature binds the report
+to both runs' content digests (over their tensors' crc32cs), the policy's
+hash and the audit log's head; `report get` lists the signatures ("signed
+by LABEL (ROLE) at TIME; ref digest ..., cand digest ...": after a text
+report, on stderr for the other formats) and `reprodctl audit verify` names
+a run changed after signing.
+
+Exit codes: report get: 0 the report passed, 1 it failed; report sign
+(prints the verdict and the new signature) and report ls: 0; 2 unknown
+report or run name (or refused: signing needs a judge or admin token),
+3 server unreachable.)";
 
 struct ReportArgs {
   CLI::App* get = nullptr;
   CLI::App* ls = nullptr;
+  CLI::App* sign = nullptr;
   std::string id;
   std::string format = "text";
   std::string list_format = "text";
@@ -38,14 +49,47 @@ struct ReportArgs {
   uint32_t limit = 0;
 };
 
+int PrintReport(const v1::Report& report, const ReportArgs& args, const GlobalOptions& global);
+
 int RunGet(client::RemoteClient& client, const ReportArgs& args, const GlobalOptions& global) {
   auto format = client::ReportFormatFromName(args.format);
   if (!format.ok()) return ReportError(format.status());
   auto report = client.GetReport(args.id, *format);
   if (!report.ok()) return ReportRemoteError(report.status());
-  if (absl::Status s = WriteOutput(args.out, report->rendered()); !s.ok()) return ReportError(s);
+  return PrintReport(*report, args, global);
+}
+
+// The rendering (to --out or stdout), its signatures and the summary line;
+// the verdict's exit code.
+int PrintReport(const v1::Report& report, const ReportArgs& args, const GlobalOptions& global) {
+  std::string text = report.rendered();
+  std::string signatures;
+  for (const v1::Signature& sig : report.signatures()) {
+    absl::StrAppend(&signatures, SignatureLine(sig), "\n");
+  }
+  // Signature lines follow a text report; other formats keep their syntax.
+  const bool in_text = args.format == "text";
+  if (in_text) absl::StrAppend(&text, signatures);
+  if (absl::Status s = WriteOutput(args.out, text); !s.ok()) return ReportError(s);
+  if (!global.quiet) {
+    if (!in_text) std::fputs(signatures.c_str(), stderr);
+    std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(report).c_str());
+  }
+  return report.passed() ? kExitPass : kExitFail;
+}
+
+int RunSign(client::RemoteClient& client, const ReportArgs& args, const GlobalOptions& global) {
+  auto report = client.SignReport(args.id, v1::REPORT_FORMAT_TEXT);
+  if (!report.ok()) return ReportRemoteError(report.status());
+  if (report->signatures().empty()) {
+    return ReportError(absl::InternalError(
+        absl::StrCat("the server signed ", args.id, " but returned no signature")));
+  }
+  const v1::Signature& mine = *report->signatures().rbegin();
+  std::printf("%s (%s vs %s): %s\n", report->id().c_str(), report->ref().c_str(),
+              report->cand().c_str(), SignatureLine(mine).c_str());
   if (!global.quiet) std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(*report).c_str());
-  return report->passed() ? kExitPass : kExitFail;
+  return kExitPass;  // signed; `report get` answers with the verdict
 }
 
 int RunLs(client::RemoteClient& client, const ReportArgs& args, const GlobalOptions& global) {
@@ -84,6 +128,7 @@ int RunReport(const ReportArgs& args, const GlobalOptions& global) {
   if (!client.ok()) return ReportRemoteError(client.status());
   if (args.get->parsed()) return RunGet(**client, args, global);
   if (args.ls->parsed()) return RunLs(**client, args, global);
+  if (args.sign->parsed()) return RunSign(**client, args, global);
   return kExitBadInput;
 }
 
@@ -91,7 +136,8 @@ int RunReport(const ReportArgs& args, const GlobalOptions& global) {
 
 Runner RegisterReport(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<ReportArgs>();
-  CLI::App* cmd = app.add_subcommand("report", "Get or list reports stored on the server");
+  CLI::App* cmd =
+      app.add_subcommand("report", "Get, list and sign reports stored on the server");
   cmd->footer(kReportHelp);
   cmd->require_subcommand(1);
   cmd->fallthrough();
@@ -113,6 +159,11 @@ Runner RegisterReport(CLI::App& app, const GlobalOptions& global) {
   args->ls->add_option("--limit", args->limit, "At most N reports (default: the server's, 100)");
   args->ls->add_option("--format", args->list_format, "text or json")
       ->check(CLI::IsMember({"text", "json"}));
+
+  args->sign = cmd->add_subcommand("sign", "Sign a report's verdict (judges, admins)");
+  args->sign->footer("Example:\n  reprodctl report sign rpt-0123456789abcdef");
+  args->sign->fallthrough();
+  args->sign->add_option("ID", args->id, "Report id (rpt-...)")->required();
   return [args, &global] { return RunReport(*args, global); };
 }
 

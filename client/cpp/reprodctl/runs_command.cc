@@ -25,15 +25,22 @@ Examples:
   reprodctl runs seal bert/paddle
   reprodctl runs seal bert/paddle --abort
   reprodctl runs rm bert/old-try
+  reprodctl runs publish upstream/bert-torch          # judges, admins
+  reprodctl runs publish upstream/bert-torch --unset
+
+A published (reference) run is visible to every submitter, who may compare
+their own runs against it; publishing is recorded in the audit log.
 
 Exit codes: 0 done, 2 unknown run or bad name (or sealing a run that is not
-open), 3 server unreachable.)";
+open, or refused), 3 server unreachable.)";
 
 struct RunsArgs {
   CLI::App* ls = nullptr;
   CLI::App* show = nullptr;
   CLI::App* seal = nullptr;
   CLI::App* rm = nullptr;
+  CLI::App* publish = nullptr;
+  bool unset = false;
   std::string prefix;
   std::string run;
   std::string checkpoint;
@@ -95,6 +102,7 @@ int RunShow(client::RemoteClient& client, const RunsArgs& args) {
       {"framework:", framework},
       {"device:", Dash(run->device())},
       {"owner:", Dash(run->owner())},
+      {"reference:", run->reference() ? "yes (published)" : "no"},
       {"created:", FormatLocalTime(run->created())},
       {"overwrite:", run->overwrite() ? "yes" : "no"},
       {"labels:", labels.empty() ? "-" : absl::StrJoin(labels, ", ")},
@@ -133,6 +141,15 @@ int RunRm(client::RemoteClient& client, const RunsArgs& args) {
   return kExitPass;
 }
 
+int RunPublish(client::RemoteClient& client, const RunsArgs& args) {
+  auto run = client.SetReference(args.run, !args.unset);
+  if (!run.ok()) return ReportRemoteError(run.status());
+  std::printf(args.unset ? "%s is no longer a reference run\n"
+                         : "published %s as a reference run\n",
+              run->name().c_str());
+  return kExitPass;
+}
+
 int RunRuns(const RunsArgs& args, const GlobalOptions& global) {
   if (!args.run.empty()) {
     if (absl::Status s = ValidateRunName(args.run); !s.ok()) return ReportError(s);
@@ -143,6 +160,7 @@ int RunRuns(const RunsArgs& args, const GlobalOptions& global) {
   if (args.show->parsed()) return RunShow(**client, args);
   if (args.seal->parsed()) return RunSeal(**client, args);
   if (args.rm->parsed()) return RunRm(**client, args);
+  if (args.publish->parsed()) return RunPublish(**client, args);
   return kExitBadInput;
 }
 
@@ -150,7 +168,8 @@ int RunRuns(const RunsArgs& args, const GlobalOptions& global) {
 
 Runner RegisterRuns(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<RunsArgs>();
-  CLI::App* cmd = app.add_subcommand("runs", "List, show, seal and delete runs on the server");
+  CLI::App* cmd =
+      app.add_subcommand("runs", "List, show, seal, delete and publish runs on the server");
   cmd->footer(kRunsHelp);
   cmd->require_subcommand(1);
   cmd->fallthrough();
@@ -181,6 +200,13 @@ Runner RegisterRuns(CLI::App& app, const GlobalOptions& global) {
   args->rm->footer("Example:\n  reprodctl runs rm bert/old-try");
   args->rm->fallthrough();
   args->rm->add_option("RUN", args->run, "Run name (namespace/name)")->required();
+
+  args->publish = cmd->add_subcommand(
+      "publish", "Publish a run as a reference submitters compare against (judges, admins)");
+  args->publish->footer("Example:\n  reprodctl runs publish upstream/bert-torch [--unset]");
+  args->publish->fallthrough();
+  args->publish->add_option("RUN", args->run, "Run name (namespace/name)")->required();
+  args->publish->add_flag("--unset", args->unset, "Withdraw the run as a reference");
   return [args, &global] { return RunRuns(*args, global); };
 }
 

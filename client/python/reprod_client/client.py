@@ -77,6 +77,7 @@ class RunInfo:
     overwrite: bool
     tensor_count: int
     total_bytes: int
+    reference: bool = False  # published as a reference (review server)
 
     @classmethod
     def from_proto(cls, run):
@@ -88,7 +89,7 @@ class RunInfo:
                    labels=dict(run.labels), created=created, owner=run.owner,
                    state=_STATE_NAMES.get(run.state, str(run.state)),
                    overwrite=run.overwrite, tensor_count=run.tensor_count,
-                   total_bytes=run.total_bytes)
+                   total_bytes=run.total_bytes, reference=run.reference)
 
 
 @dataclasses.dataclass
@@ -484,6 +485,22 @@ class Client:
     def get_report(self, report_id):
         """The stored report `report_id` ("rpt-..."); NotFound if unknown."""
         return Report(self._get_report_proto(report_id, "json"), self)
+
+    def sign_report(self, report_id):
+        """Signs the verdict of report `report_id` (judges and admins on a
+        review server); returns the Report, whose `signatures` lists every
+        sign-off (signer label and role, time, both runs' digests).
+        PermissionDenied for a submitter, NotFound for an unknown report."""
+        return Report(self._unary(f"SignReport {report_id}", self._report_stub.SignReport,
+                                  compare_pb2.SignReportRequest(
+                                      id=report_id, format=_FORMATS["json"])), self)
+
+    def set_reference(self, run, reference=True):
+        """Publishes run `run` as a reference (or withdraws it with
+        reference=False; judges and admins); returns its RunInfo."""
+        return RunInfo.from_proto(self._unary(
+            f"SetReference {run!r}", self._runs_stub.SetReference,
+            runs_pb2.SetReferenceRequest(name=run, reference=reference), run=run))
 
     def reports(self, run=None, limit=0):
         """Stored reports involving `run` (all when None), newest first, as

@@ -10,6 +10,7 @@ Mapping over that JSON document::
 Other renderings (reprod_log's log lines, Markdown, JUnit XML) are fetched
 from ReportService.GetReport on demand and cached.
 """
+import datetime
 import json
 from collections.abc import Mapping
 
@@ -106,6 +107,25 @@ class Report(Mapping):
     def passed(self):
         """True when every tensor pair passed its policy."""
         return bool(self.proto.passed)
+
+    @property
+    def signatures(self):
+        """Verdict sign-offs on a review server, oldest first: dicts with
+        signer_label, signer_role, time (UTC datetime), ref_run, cand_run,
+        ref_run_digest, cand_run_digest, policy_hash, policy_hash_of,
+        server_version, sequence, chain_head, hash. Empty when unsigned (and
+        in listings)."""
+        out = []
+        for sig in self.proto.signatures:
+            out.append({
+                "signer_label": sig.signer_label, "signer_role": sig.signer_role,
+                "time": sig.time.ToDatetime(tzinfo=datetime.timezone.utc),
+                "ref_run": sig.ref_run, "cand_run": sig.cand_run,
+                "ref_run_digest": sig.ref_run_digest, "cand_run_digest": sig.cand_run_digest,
+                "policy_hash": sig.policy_hash, "policy_hash_of": sig.policy_hash_of,
+                "server_version": sig.server_version, "sequence": sig.sequence,
+                "chain_head": sig.chain_head, "hash": sig.hash})
+        return out
 
     @property
     def first_failure(self):
