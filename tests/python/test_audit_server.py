@@ -25,7 +25,7 @@ import pytest
 from conftest import REPRODD, Reprodd, run_reprodctl
 
 import reprod_client
-from reprod_client._proto import runs_pb2, runs_pb2_grpc
+from reprod_client._proto import ingest_pb2, runs_pb2, runs_pb2_grpc, tensor_pb2
 
 class Env:
     pass
@@ -220,6 +220,29 @@ def test_audit_lists_every_mutation_with_its_author(env):
     last = _audit(env, "--limit", "1")[0]
     assert (last["verb"], last["object"], last["label"], last["result"]) == \
         ("seal", "team42/bert", "bob-team7", "PERMISSION_DENIED")
+
+
+def test_a_failed_push_is_recorded_with_its_error(env):
+    # A raw Ingest stream into the sealed reference (the clients check the
+    # state before streaming): the server refuses its BeginTensor.
+    channel = grpc.insecure_channel(env.server.address)
+    ingest = channel.stream_stream(
+        "/reprod.v1.IngestService/Ingest", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=ingest_pb2.IngestResponse.FromString)
+    req = ingest_pb2.IngestRequest()
+    req.begin.run = "upstream/bert"
+    req.begin.header.address.checkpoint, req.begin.header.address.key = "forward", "late"
+    req.begin.header.dtype = tensor_pb2.DTYPE_FLOAT32
+    req.begin.header.shape.append(0)
+    with pytest.raises(grpc.RpcError) as err:
+        list(ingest(iter([req]), metadata=(("authorization", f"Bearer {env.admin}"),),
+                    timeout=30))
+    channel.close()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value
+    last = _audit(env, "--run", "upstream/bert", "--limit", "1")[0]
+    assert (last["verb"], last["result"], last["label"]) == \
+        ("push", "FAILED_PRECONDITION", f"admin ({env.admin_file})"), last
+    assert last["details"]["tensors"] == "0"
 
 
 def test_thousand_record_chain_verifies_over_the_wire(env):
