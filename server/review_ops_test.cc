@@ -76,6 +76,77 @@ std::string ExpectedDigest(storage::Store& store, const std::string& run) {
   return auth::ToHex(auth::HashToken(out));
 }
 
+// A store that hands out one run's tensor bytes with the first byte
+// flipped, as a disk whose chunk checksums were forged along with the data
+// would: only the tensor-level crc32c check can see it.
+class FlippingStore : public storage::Store {
+ public:
+  FlippingStore(storage::Store& inner, std::string run) : inner_(inner), run_(std::move(run)) {}
+
+  absl::Status CreateRun(const storage::RunInfo& r) override { return inner_.CreateRun(r); }
+  absl::StatusOr<storage::RunInfo> GetRun(std::string_view n) override { return inner_.GetRun(n); }
+  absl::StatusOr<std::vector<storage::RunInfo>> ListRuns(std::string_view p) override {
+    return inner_.ListRuns(p);
+  }
+  absl::StatusOr<storage::RunInfo> SealRun(std::string_view n, storage::RunState s) override {
+    return inner_.SealRun(n, s);
+  }
+  absl::StatusOr<uint64_t> DeleteRun(std::string_view n) override { return inner_.DeleteRun(n); }
+  absl::StatusOr<storage::RunInfo> SetRunReference(std::string_view n, bool r) override {
+    return inner_.SetRunReference(n, r);
+  }
+  absl::StatusOr<std::unique_ptr<storage::TensorWriter>> BeginTensor(
+      std::string_view run, const storage::TensorHeader& h) override {
+    return inner_.BeginTensor(run, h);
+  }
+  absl::StatusOr<std::vector<storage::TensorMeta>> ListTensors(std::string_view run,
+                                                               std::string_view cp) override {
+    return inner_.ListTensors(run, cp);
+  }
+  absl::StatusOr<std::unique_ptr<storage::TensorReader>> OpenTensor(
+      std::string_view run, const storage::TensorAddress& a) override {
+    absl::StatusOr<std::unique_ptr<storage::TensorReader>> r = inner_.OpenTensor(run, a);
+    if (!r.ok() || run != run_) return r;
+    return std::unique_ptr<storage::TensorReader>(new Flipping(*std::move(r)));
+  }
+  absl::Status PutReport(const storage::StoredReport& r) override { return inner_.PutReport(r); }
+  absl::StatusOr<storage::StoredReport> GetReport(std::string_view id) override {
+    return inner_.GetReport(id);
+  }
+  absl::StatusOr<std::vector<storage::StoredReport>> ListReports(std::string_view run,
+                                                                 size_t limit) override {
+    return inner_.ListReports(run, limit);
+  }
+  absl::Status PutAuthRecord(std::string_view k, std::string_view v) override {
+    return inner_.PutAuthRecord(k, v);
+  }
+  absl::StatusOr<std::string> GetAuthRecord(std::string_view k) override {
+    return inner_.GetAuthRecord(k);
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ListAuthRecords(
+      std::string_view p) override {
+    return inner_.ListAuthRecords(p);
+  }
+
+ private:
+  class Flipping : public storage::TensorReader {
+   public:
+    explicit Flipping(std::unique_ptr<storage::TensorReader> inner) : inner_(std::move(inner)) {}
+    const storage::TensorMeta& meta() const override { return inner_->meta(); }
+    absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) override {
+      absl::Status s = inner_->Read(offset, dst);
+      if (s.ok() && offset == 0 && !dst.empty()) dst[0] ^= 0x80;
+      return s;
+    }
+
+   private:
+    std::unique_ptr<storage::TensorReader> inner_;
+  };
+
+  storage::Store& inner_;
+  std::string run_;
+};
+
 class ReviewOpsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -324,6 +395,23 @@ TEST_F(ReviewOpsTest, AFlippedTensorByteOfASignedRunIsNamedByVerify) {
                        AllOf(HasSubstr(absl::StrCat("audit record ", sig.sequence)),
                              HasSubstr("rpt-0000000000000004"), HasSubstr(kRef),
                              HasSubstr("forward/logits"))));
+}
+
+TEST_F(ReviewOpsTest, BytesThatDisagreeWithTheirCrcAreNamedByVerify) {
+  MakeSignableReport("rpt-0000000000000005", std::string(64, 'e'));
+  ASSERT_OK_AND_ASSIGN(auth::AuditRecord sig, SignReport(env_, Judge(), "rpt-0000000000000005"));
+  FlippingStore flipping(*store_, kCand);
+  ServiceEnv env = env_;
+  env.store = &flipping;
+  ASSERT_THAT(audit_->VerifySignatures(), IsOk());
+  EXPECT_THAT(VerifyAudit(env),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(absl::StrCat("audit record ", sig.sequence)),
+                             HasSubstr(kCand), HasSubstr("forward/logits"),
+                             HasSubstr("the index says"))));
+  FlippingStore other(*store_, "team7/unsigned");  // unsigned runs are not read
+  env.store = &other;
+  EXPECT_THAT(VerifyAudit(env), IsOk());
 }
 
 TEST_F(ReviewOpsTest, WithoutAnAuditLogOperationsRefuse) {
