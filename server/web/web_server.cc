@@ -141,7 +141,9 @@ struct WebServer::Impl {
 
 absl::StatusOr<WebResponse> WebServer::Impl::Handle(const httplib::Request& req,
                                                     std::string* new_cookie) {
-  REPROD_ASSIGN_OR_RETURN(RouteMatch match, MatchRoute(req.method, req.path));
+  // cpp-httplib answers HEAD with the GET handler's headers.
+  const std::string method = req.method == "HEAD" ? "GET" : req.method;
+  REPROD_ASSIGN_OR_RETURN(RouteMatch match, MatchRoute(method, req.path));
   REPROD_RETURN_IF_ERROR(ValidateParams(match.params));
   WebRequest wr;
   wr.method = req.method;

@@ -453,3 +453,60 @@ def test_non_loopback_web_listen_needs_tokens_or_insecure(tmp_path):
                          timeout=60)
     assert res.returncode == 2
     assert "web UI" in res.stderr and "--auth tokens" in res.stderr, res.stderr
+
+
+def test_judge_publishes_a_reference_that_submitters_may_compare_against(env):
+    judge, csrf = _login(env.base, env.tokens["judge"])
+    s42, csrf42 = _login(env.base, env.tokens["sub42"])
+    compare = {"csrf": csrf42, "ref": "team7/x", "cand": "team42/a"}
+    r = s42.post(f"{env.base}/compare", data=compare, allow_redirects=False, timeout=60)
+    assert r.status_code == 403  # team7/x is neither its own nor a reference
+    assert "team7/x" not in s42.get(f"{env.base}/", timeout=30).text
+    assert 'id="publish"' in judge.get(f"{env.base}/runs/team7/x", timeout=30).text
+    r = judge.post(f"{env.base}/runs/team7/x/reference", data={"csrf": csrf, "reference": "1"},
+                   allow_redirects=False, timeout=30)
+    assert r.status_code == 303
+    try:
+        assert "team7/x" in s42.get(f"{env.base}/", timeout=30).text
+        r = s42.post(f"{env.base}/compare", data=compare, allow_redirects=False, timeout=60)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/reports/rpt-")
+        assert s42.get(env.base + r.headers["Location"], timeout=30).status_code == 200
+        # Publishing is the judge's, in the audit log with its label.
+        audit = _api(env, "admin", "GET", "/api/v1/audit?object=team7/x").json()["records"]
+        assert any(a["verb"] == "publish" and a["label"] == "web-judge" and a["result"] == "ok"
+                   for a in audit), audit
+    finally:
+        r = judge.post(f"{env.base}/runs/team7/x/reference",
+                       data={"csrf": csrf, "reference": "0"}, allow_redirects=False, timeout=30)
+        assert r.status_code == 303
+    assert "team7/x" not in s42.get(f"{env.base}/", timeout=30).text
+
+
+def test_without_auth_the_pages_work_with_csrf_and_no_login(reprodd, run_ns):
+    """The embedded default (--auth none): no login, forms still need the
+    CSRF token of the anonymous session the first page view creates."""
+    base = f"http://127.0.0.1:{reprodd.http_port}"
+    x = np.ones(4, dtype=np.float32)
+    with reprod_client.Client(reprodd.address) as client:
+        for name, value in (("ref", x), ("cand", x * 2)):
+            with client.open_run(f"{run_ns}/{name}", framework="torch") as run:
+                run.log("forward", {"out": value})
+    s = requests.Session()
+    first = s.get(f"{base}/compare", timeout=30)
+    cookie = first.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    page = first.text
+    assert "Set-Cookie" not in s.get(f"{base}/", timeout=30).headers  # one session
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page).group(1)
+    form = {"ref": f"{run_ns}/ref", "cand": f"{run_ns}/cand", "preset": "reprod"}
+    assert s.post(f"{base}/compare", data=form, allow_redirects=False,
+                  timeout=60).status_code == 403
+    assert requests.post(f"{base}/compare", data=dict(form, csrf=csrf), allow_redirects=False,
+                         timeout=60).status_code == 403  # another browser: no session
+    r = s.post(f"{base}/compare", data=dict(form, csrf=csrf), allow_redirects=False, timeout=60)
+    assert r.status_code == 303
+    report = s.get(base + r.headers["Location"], timeout=30)
+    assert report.status_code == 200 and "FAILED" in report.text
+    assert "log out" not in report.text and "local (admin)" in report.text
+    assert requests.get(f"{base}/login", allow_redirects=False, timeout=30).status_code == 303
+    assert requests.head(f"{base}/healthz", timeout=30).status_code == 200
