@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,7 +16,11 @@
 #include "gtest/gtest.h"
 #include "reprod/v1/compare.grpc.pb.h"
 #include "reprod/v1/ingest.grpc.pb.h"
+#include "reprod/v1/review.grpc.pb.h"
 #include "reprod/v1/runs.grpc.pb.h"
+#include "server/auth/audit_log.h"
+#include "storage/rocksdb/internal/test_hooks.h"
+#include "storage/rocksdb/rocksdb_store.h"
 #include "tests/integration/raw_ingest.h"
 #include "tests/integration/server_process.h"
 #include "tests/testing/status_matchers.h"
@@ -419,6 +424,86 @@ TEST_F(ServerTest, SigtermStopsCleanlyAndDataSurvivesRestart) {
   const v1::Run run = GetRun("it/a");
   EXPECT_EQ(run.tensor_count(), 2u);
   EXPECT_EQ(run.total_bytes(), 16u);
+}
+
+// The audit log over the wire with the data tampered with while reprodd is
+// stopped: VerifyAudit names the first bad record, then (record restored)
+// the signed run whose stored bytes were flipped.
+TEST_F(ServerTest, VerifyAuditNamesTamperedRecordsAndSignedRuns) {
+  CreateRun("it/ref");
+  CreateRun("it/cand");
+  for (const char* run : {"it/ref", "it/cand"}) {
+    ASSERT_TRUE(PushTensors(*ingest_, run, {F32("forward", "x", {1, 2, 3}, {3})}).status.ok());
+    Seal(run);
+  }
+  v1::Report report;
+  ASSERT_TRUE(Compare("it/ref", "it/cand", v1::REPORT_FORMAT_JSON, &report).ok());
+  {
+    grpc::ClientContext ctx;
+    v1::SignReportRequest req;
+    req.set_id(report.id());
+    v1::Report signed_report;
+    const grpc::Status s = reports_->SignReport(&ctx, req, &signed_report);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_THAT(signed_report.signatures(), SizeIs(1));
+    EXPECT_EQ(signed_report.signatures(0).signer_label(), "local");  // --auth none
+  }
+  auto verify = [&]() {
+    auto audit = v1::AuditService::NewStub(channel_);
+    grpc::ClientContext ctx;
+    v1::VerifyAuditResponse response;
+    const grpc::Status s = audit->VerifyAudit(&ctx, v1::VerifyAuditRequest(), &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response;
+  };
+  const v1::VerifyAuditResponse good = verify();
+  ASSERT_TRUE(good.ok()) << good.reason();
+  // create x2, push x2, seal x2, sign.
+  EXPECT_EQ(good.records(), 7u);
+
+  const std::string key = server::auth::AuditKey(2);  // it/ref's push
+  std::string original;
+  auto with_store = [&](const std::function<void(storage::Store&)>& f) {
+    ASSERT_THAT(server_->Terminate(), IsOk());
+    {
+      absl::StatusOr<std::unique_ptr<storage::Store>> store =
+          storage::OpenRocksDbStore(tmp_.path() + "/data");
+      ASSERT_THAT(store, IsOk());
+      f(**store);
+    }
+    ASSERT_THAT(server_->Start(), IsOk());
+    Connect();
+  };
+  with_store([&](storage::Store& store) {
+    absl::StatusOr<std::string> value = store.GetAuthRecord(key);
+    ASSERT_THAT(value, IsOk());
+    original = *value;
+    std::string flipped = original;
+    const size_t at = flipped.find("\"push\"");
+    ASSERT_NE(at, std::string::npos) << flipped;
+    flipped[at + 1] = 'P';  // "push" -> "Push"
+    ASSERT_THAT(store.PutAuthRecord(key, flipped), IsOk());
+  });
+  const v1::VerifyAuditResponse bad = verify();
+  EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(bad.records(), 7u);
+  ASSERT_TRUE(bad.has_bad_sequence());
+  EXPECT_EQ(bad.bad_sequence(), 2u);
+  EXPECT_THAT(bad.reason(), HasSubstr("hash mismatch"));
+
+  with_store([&](storage::Store& store) {
+    ASSERT_THAT(store.PutAuthRecord(key, original), IsOk());
+    ASSERT_THAT(storage::internal::CorruptChunk(store, "it/cand", {"forward", "x", std::nullopt},
+                                                0),
+                IsOk());
+  });
+  const v1::VerifyAuditResponse changed = verify();
+  EXPECT_FALSE(changed.ok());
+  ASSERT_TRUE(changed.has_bad_sequence());
+  EXPECT_EQ(changed.bad_sequence(), 6u);  // the sign record
+  EXPECT_THAT(changed.reason(), HasSubstr("it/cand"));
+  EXPECT_THAT(changed.reason(), HasSubstr("forward/x"));
+  EXPECT_THAT(changed.reason(), HasSubstr(report.id()));
 }
 
 TEST(ServerStartup, RefusesNonLoopbackWithoutInsecure) {
