@@ -13,6 +13,7 @@
 #ifndef REPROD_SERVER_WEB_HTML_H_
 #define REPROD_SERVER_WEB_HTML_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 

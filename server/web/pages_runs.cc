@@ -14,6 +14,7 @@ namespace reprod::server::web {
 namespace {
 
 constexpr size_t kMaxTensorRows = 5000;
+constexpr size_t kMaxRunReports = 50;
 
 std::string Time(absl::Time t) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", t, absl::UTCTimeZone());
@@ -32,6 +33,22 @@ std::string Select(std::string_view name, const std::set<std::string>& values,
                     "\">", Escape(v), "</option>");
   }
   return out + "</select>";
+}
+
+// The newest reports comparing `run` that `who` may see.
+std::string ReportsOf(const WebContext& ctx, const auth::Principal& who, const std::string& run) {
+  absl::StatusOr<std::vector<storage::StoredReport>> reports =
+      ctx.env->store->ListReports(run, kMaxRunReports);
+  if (!reports.ok()) return "";
+  std::string rows;
+  for (const storage::StoredReport& r : *reports) {
+    if (!ctx.gate->CanSeeReport(who, r)) continue;
+    absl::StrAppend(&rows, "<li><a href=\"/reports/", UrlEncode(r.id), "\">", Escape(r.id),
+                    "</a> ", r.passed ? "passed" : "FAILED", ": ", Escape(r.ref), " vs ",
+                    Escape(r.cand), " (", Escape(r.policy), ")</li>");
+  }
+  return rows.empty() ? "" : absl::StrCat("<h2>Reports</h2><ul id=\"run-reports\">", rows,
+                                          "</ul>");
 }
 
 bool Judges(const auth::Principal& who) {
@@ -104,7 +121,7 @@ absl::StatusOr<WebResponse> RunPage(const WebContext& ctx, const WebRequest& req
                     "</button></form>");
   }
   absl::StrAppend(&body, "<p><a href=\"/compare?cand=", UrlEncode(name),
-                  "\">compare this run</a></p>");
+                  "\">compare this run</a></p>", ReportsOf(ctx, req.caller.who, name));
   // Checkpoints: keys and steps.
   std::map<std::string, std::pair<std::set<std::string>, std::set<int64_t>>> checkpoints;
   for (const storage::TensorMeta& t : tensors) {

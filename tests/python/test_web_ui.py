@@ -296,8 +296,12 @@ def test_submitter_never_sees_another_namespace(env):
     r = _api(env, "sub7", "POST", "/api/v1/compare", data={"ref": "team42/a",
                                                             "cand": "team42/b"})
     assert r.status_code == 403
-    # The same requests work for team42's own submitter.
+    # The same requests work for team42's own submitter, whose run page
+    # lists team42's report.
     assert _api(env, "sub42", "GET", "/api/v1/runs/team42/a/tensors").status_code == 200
+    s42, _ = _login(env.base, env.tokens["sub42"])
+    page = s42.get(f"{env.base}/runs/team42/a", timeout=30).text
+    assert f'href="/reports/{env.report42}"' in page and env.report7 not in page
 
 
 def _alive(env):
