@@ -23,7 +23,9 @@ WebResponse Json(const json& j) {
   return WebResponse::Json(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
-std::string Rfc3339(absl::Time t) { return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone()); }
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
+}
 
 json RunJson(const storage::RunInfo& r) {
   return {{"name", r.name},
@@ -62,8 +64,7 @@ absl::StatusOr<WebResponse> ApiRuns(const WebContext& ctx, const WebRequest& req
 }
 
 absl::StatusOr<WebResponse> ApiRun(const WebContext& ctx, const WebRequest& req) {
-  REPROD_ASSIGN_OR_RETURN(storage::RunInfo run,
-                          ctx.env->store->GetRun(req.path_params.at("run")));
+  REPROD_ASSIGN_OR_RETURN(storage::RunInfo run, ctx.env->store->GetRun(req.path_params.at("run")));
   return Json(RunJson(run));
 }
 

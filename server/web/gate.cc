@@ -50,7 +50,8 @@ absl::StatusOr<Caller> WebGate::Check(const RouteMatch& match,
       return anonymous;
     }
     if (!absl::IsUnauthenticated(caller.status())) return caller.status();
-    spdlog::warn("http {}: refused: {}", std::string(route), std::string(caller.status().message()));
+    spdlog::warn("http {}: refused: {}", std::string(route),
+                 std::string(caller.status().message()));
     return absl::UnauthenticatedError(
         absl::StrCat(std::string(route), ": ", caller.status().message()));
   }
@@ -75,8 +76,7 @@ bool WebGate::CanSeeRun(const auth::Principal& who, const storage::RunInfo& run)
   return !auth_on() || auth::CanSeeRun(who, auth::RunTarget{run.name, run.reference});
 }
 
-bool WebGate::CanSeeReport(const auth::Principal& who,
-                           const storage::StoredReport& report) const {
+bool WebGate::CanSeeReport(const auth::Principal& who, const storage::StoredReport& report) const {
   if (!auth_on() || who.role != auth::Role::kSubmitter) return true;
   return auth::CanSeeReport(who, RunTargetOf(report.ref), RunTargetOf(report.cand));
 }

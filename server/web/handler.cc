@@ -79,8 +79,8 @@ int HttpStatusOf(const absl::Status& status) {
 }
 
 absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx, std::string_view ref,
-                                                     std::string_view cand,
-                                                     std::string_view preset) {
+                                                      std::string_view cand,
+                                                      std::string_view preset) {
   for (std::string_view name : {ref, cand}) {
     REPROD_RETURN_IF_ERROR(ValidateRunName(name));
     REPROD_RETURN_IF_ERROR(ctx.env->store->GetRun(name).status());
@@ -89,8 +89,8 @@ absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx, std
   v1::PolicySpec spec;
   spec.set_preset(preset.empty() ? "reprod" : std::string(preset));
   REPROD_ASSIGN_OR_RETURN(core::Policy policy, PolicyFromSpec(spec));
-  REPROD_ASSIGN_OR_RETURN(core::Report report, CompareStoredRuns(*ctx.env->store, ref, cand,
-                                                                 policy, *ctx.env->backend));
+  REPROD_ASSIGN_OR_RETURN(core::Report report,
+                          CompareStoredRuns(*ctx.env->store, ref, cand, policy, *ctx.env->backend));
   REPROD_ASSIGN_OR_RETURN(storage::StoredReport stored, MakeStoredReport(report, absl::Now()));
   stored.policy_hash = PolicySpecHash(spec);  // what a signed verdict binds
   REPROD_RETURN_IF_ERROR(ctx.env->store->PutReport(stored));

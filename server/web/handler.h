@@ -110,10 +110,9 @@ absl::StatusOr<WebResponse> ApiAudit(const WebContext&, const WebRequest&);
 
 // Shared by the compare page and the API: checks both run names, compares
 // them under preset `preset` ("" = reprod) and stores the report.
-absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx,
-                                                     std::string_view ref,
-                                                     std::string_view cand,
-                                                     std::string_view preset);
+absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx, std::string_view ref,
+                                                      std::string_view cand,
+                                                      std::string_view preset);
 
 }  // namespace reprod::server::web
 

@@ -30,8 +30,8 @@ std::string UrlEncode(std::string_view raw, bool keep_slash) {
   std::string out;
   for (char ch : raw) {
     const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-        c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
       out += ch;
     } else {
       char buf[4];
@@ -50,8 +50,9 @@ std::string RenderPage(const PageChrome& chrome, std::string_view body_html) {
   std::string nav;
   if (chrome.who != nullptr) {
     const auth::Principal& p = *chrome.who;
-    nav = "<nav class=\"top\"><a href=\"/\">runs</a><a href=\"/reports\">reports</a>"
-          "<a href=\"/compare\">compare</a>";
+    nav =
+        "<nav class=\"top\"><a href=\"/\">runs</a><a href=\"/reports\">reports</a>"
+        "<a href=\"/compare\">compare</a>";
     if (p.role == auth::Role::kAdmin) {
       nav += "<a href=\"/admin/tokens\">tokens</a><a href=\"/admin/audit\">audit log</a>";
     }
@@ -69,7 +70,8 @@ std::string RenderPage(const PageChrome& chrome, std::string_view body_html) {
       "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
       "<link rel=\"icon\" href=\"data:,\"><title>",
       Escape(chrome.title), " - reprod</title><style>", kCss, std::string(chrome.extra_css),
-      "</style></head><body>", nav, "<main class=\"web\">", std::string(body_html), "</main></body></html>\n");
+      "</style></head><body>", nav, "<main class=\"web\">", std::string(body_html),
+      "</main></body></html>\n");
 }
 
 std::string HumanBytes(uint64_t bytes) {

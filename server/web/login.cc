@@ -40,10 +40,10 @@ absl::StatusOr<WebResponse> Healthz(const WebContext&, const WebRequest&) {
 absl::StatusOr<WebResponse> LoginForm(const WebContext& ctx, const WebRequest& req) {
   if (!ctx.gate->auth_on()) return WebResponse::Redirect("/");
   if (!req.caller.who.label.empty()) {
-    return WebResponse::Html(RenderPage(
-        req.Chrome("logged in", true),
-        absl::StrCat("<p>Logged in as ", Escape(req.caller.who.label),
-                     ". <a href=\"/\">runs</a></p>")));
+    return WebResponse::Html(
+        RenderPage(req.Chrome("logged in", true),
+                   absl::StrCat("<p>Logged in as ", Escape(req.caller.who.label),
+                                ". <a href=\"/\">runs</a></p>")));
   }
   return WebResponse::Html(LoginPageHtml(""));
 }

@@ -94,8 +94,8 @@ absl::StatusOr<WebResponse> AuditPage(const WebContext& ctx, const WebRequest& r
     for (const auto& [k, v] : r.details) details.push_back(absl::StrCat(k, "=", v));
     absl::StrAppend(&rows, "<tr><td class=\"num\">", r.sequence, "</td><td>", Time(r.time),
                     "</td><td>", Escape(r.actor.label), "</td><td>",
-                    std::string(auth::RoleName(r.actor.role)), "</td><td>", Escape(r.verb), "</td><td>",
-                    Escape(r.object), "</td><td>", Escape(r.result), "</td><td><code>",
+                    std::string(auth::RoleName(r.actor.role)), "</td><td>", Escape(r.verb),
+                    "</td><td>", Escape(r.object), "</td><td>", Escape(r.result), "</td><td><code>",
                     Escape(absl::StrJoin(details, " ")), "</code></td><td><code>",
                     Escape(r.hash.substr(0, 12)), "</code></td></tr>");
   }
@@ -103,7 +103,8 @@ absl::StatusOr<WebResponse> AuditPage(const WebContext& ctx, const WebRequest& r
   if (req.Param("verify") == "1") {
     const absl::Status s = VerifyAudit(*ctx.env);
     verify = absl::StrCat("<p class=\"", s.ok() ? "flash" : "error", "\" id=\"verify\">",
-                          s.ok() ? "chain and signatures verify" : Escape(std::string(s.message())), "</p>");
+                          s.ok() ? "chain and signatures verify" : Escape(std::string(s.message())),
+                          "</p>");
   }
   const std::string body = absl::StrCat(
       "<h1>Audit log</h1><form method=\"get\" action=\"/admin/audit\">object <input "

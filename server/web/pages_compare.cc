@@ -64,13 +64,12 @@ absl::StatusOr<WebResponse> ReportsPage(const WebContext& ctx, const WebRequest&
   for (const storage::StoredReport& r : reports) {
     if (!ctx.gate->CanSeeReport(req.caller.who, r)) continue;
     absl::StrAppend(
-        &rows, "<tr><td><a href=\"/reports/", UrlEncode(r.id), "\">", Escape(r.id),
-        "</a></td><td>", r.passed ? "passed" : "FAILED", "</td><td>", Escape(r.ref),
-        "</td><td>", Escape(r.cand), "</td><td>", Escape(r.policy), "</td><td class=\"num\">",
+        &rows, "<tr><td><a href=\"/reports/", UrlEncode(r.id), "\">", Escape(r.id), "</a></td><td>",
+        r.passed ? "passed" : "FAILED", "</td><td>", Escape(r.ref), "</td><td>", Escape(r.cand),
+        "</td><td>", Escape(r.policy), "</td><td class=\"num\">",
         r.failed + r.missing_in_ref + r.missing_in_cand, " / ", r.tensors, "</td><td>",
         r.first_failure ? Escape(storage::AddressToString(*r.first_failure)) : "", "</td><td>",
-        absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", r.created, absl::UTCTimeZone()),
-        "</td></tr>");
+        absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", r.created, absl::UTCTimeZone()), "</td></tr>");
   }
   const std::string body = absl::StrCat(
       "<h1>Reports</h1><table class=\"list\" id=\"reports\"><tr><th>report</th><th>verdict</th>"

@@ -32,7 +32,8 @@ std::pair<std::string, std::string> SplitRendering(const std::string& html) {
       body_end == std::string::npos || body_end < body) {
     return {"", ""};
   }
-  return {html.substr(style + 7, style_end - style - 7), html.substr(body + 6, body_end - body - 6)};
+  return {html.substr(style + 7, style_end - style - 7),
+          html.substr(body + 6, body_end - body - 6)};
 }
 
 std::string Signatures(const std::vector<auth::AuditRecord>& records) {
@@ -69,8 +70,8 @@ absl::StatusOr<WebResponse> ReportPage(const WebContext& ctx, const WebRequest& 
       "</a>, policy ", Escape(report.policy), "</p><p id=\"downloads\">download:");
   for (const Format& f : kFormats) {
     if (!report.renderings.contains(std::string(f.name))) continue;
-    absl::StrAppend(&body, " <a href=\"/reports/", UrlEncode(id), "/download/",
-                    std::string(f.name), "\">", std::string(f.name), "</a>");
+    absl::StrAppend(&body, " <a href=\"/reports/", UrlEncode(id), "/download/", std::string(f.name),
+                    "\">", std::string(f.name), "</a>");
   }
   absl::StrAppend(&body, "</p><h2>Signatures</h2>", Signatures(signatures));
   const auth::Role role = req.caller.who.role;
@@ -103,8 +104,8 @@ absl::StatusOr<WebResponse> ReportDownload(const WebContext& ctx, const WebReque
     if (f.name == format) chosen = &f;
   }
   if (chosen == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        "no download format '", format, "' (html, json, junit, markdown, text)"));
+    return absl::NotFoundError(
+        absl::StrCat("no download format '", format, "' (html, json, junit, markdown, text)"));
   }
   REPROD_ASSIGN_OR_RETURN(storage::StoredReport report, ctx.env->store->GetReport(id));
   auto it = report.renderings.find(format);
@@ -115,9 +116,8 @@ absl::StatusOr<WebResponse> ReportDownload(const WebContext& ctx, const WebReque
   WebResponse r;
   r.content_type = std::string(chosen->content_type);
   r.body = it->second;
-  r.headers.emplace_back("Content-Disposition",
-                         absl::StrCat("attachment; filename=\"", id, ".", std::string(chosen->extension),
-                                      "\""));
+  r.headers.emplace_back("Content-Disposition", absl::StrCat("attachment; filename=\"", id, ".",
+                                                             std::string(chosen->extension), "\""));
   return r;
 }
 

@@ -21,16 +21,17 @@ std::string Time(absl::Time t) {
 }
 
 std::string RunLink(const std::string& name) {
-  return absl::StrCat("<a class=\"run\" href=\"/runs/", UrlEncode(name, true), "\">",
-                      Escape(name), "</a>");
+  return absl::StrCat("<a class=\"run\" href=\"/runs/", UrlEncode(name, true), "\">", Escape(name),
+                      "</a>");
 }
 
 std::string Select(std::string_view name, const std::set<std::string>& values,
                    const std::string& chosen) {
-  std::string out = absl::StrCat("<select name=\"", std::string(name), "\"><option value=\"\">any</option>");
+  std::string out =
+      absl::StrCat("<select name=\"", std::string(name), "\"><option value=\"\">any</option>");
   for (const std::string& v : values) {
-    absl::StrAppend(&out, "<option", v == chosen ? " selected" : "", " value=\"", Escape(v),
-                    "\">", Escape(v), "</option>");
+    absl::StrAppend(&out, "<option", v == chosen ? " selected" : "", " value=\"", Escape(v), "\">",
+                    Escape(v), "</option>");
   }
   return out + "</select>";
 }
@@ -43,12 +44,11 @@ std::string ReportsOf(const WebContext& ctx, const auth::Principal& who, const s
   std::string rows;
   for (const storage::StoredReport& r : *reports) {
     if (!ctx.gate->CanSeeReport(who, r)) continue;
-    absl::StrAppend(&rows, "<li><a href=\"/reports/", UrlEncode(r.id), "\">", Escape(r.id),
-                    "</a> ", r.passed ? "passed" : "FAILED", ": ", Escape(r.ref), " vs ",
-                    Escape(r.cand), " (", Escape(r.policy), ")</li>");
+    absl::StrAppend(&rows, "<li><a href=\"/reports/", UrlEncode(r.id), "\">", Escape(r.id), "</a> ",
+                    r.passed ? "passed" : "FAILED", ": ", Escape(r.ref), " vs ", Escape(r.cand),
+                    " (", Escape(r.policy), ")</li>");
   }
-  return rows.empty() ? "" : absl::StrCat("<h2>Reports</h2><ul id=\"run-reports\">", rows,
-                                          "</ul>");
+  return rows.empty() ? "" : absl::StrCat("<h2>Reports</h2><ul id=\"run-reports\">", rows, "</ul>");
 }
 
 bool Judges(const auth::Principal& who) {
@@ -102,9 +102,9 @@ absl::StatusOr<WebResponse> RunPage(const WebContext& ctx, const WebRequest& req
                           ctx.env->store->ListTensors(name));
   std::string body = absl::StrCat(
       "<h1>Run ", Escape(run.name), "</h1><dl class=\"meta\"><dt>state</dt><dd>",
-      std::string(storage::RunStateName(run.state)), "</dd><dt>framework</dt><dd>", Escape(run.framework),
-      " ", Escape(run.framework_version), "</dd><dt>device</dt><dd>", Escape(run.device),
-      "</dd><dt>owner</dt><dd>", Escape(run.owner), "</dd><dt>created</dt><dd>",
+      std::string(storage::RunStateName(run.state)), "</dd><dt>framework</dt><dd>",
+      Escape(run.framework), " ", Escape(run.framework_version), "</dd><dt>device</dt><dd>",
+      Escape(run.device), "</dd><dt>owner</dt><dd>", Escape(run.owner), "</dd><dt>created</dt><dd>",
       Time(run.created), "</dd><dt>tensors</dt><dd>", run.tensor_count, " (",
       HumanBytes(run.total_bytes), ")</dd><dt>reference</dt><dd id=\"reference\">",
       run.reference ? "yes" : "no", "</dd>");
@@ -113,12 +113,11 @@ absl::StatusOr<WebResponse> RunPage(const WebContext& ctx, const WebRequest& req
   }
   body += "</dl>";
   if (Judges(req.caller.who)) {
-    absl::StrAppend(&body, "<form method=\"post\" action=\"/runs/", UrlEncode(name, true),
-                    "/reference\">", CsrfField(req.Chrome("", false).csrf),
-                    "<input type=\"hidden\" name=\"reference\" value=\"",
-                    run.reference ? "0" : "1", "\"><button type=\"submit\" id=\"publish\">",
-                    run.reference ? "withdraw as reference" : "publish as reference",
-                    "</button></form>");
+    absl::StrAppend(
+        &body, "<form method=\"post\" action=\"/runs/", UrlEncode(name, true), "/reference\">",
+        CsrfField(req.Chrome("", false).csrf), "<input type=\"hidden\" name=\"reference\" value=\"",
+        run.reference ? "0" : "1", "\"><button type=\"submit\" id=\"publish\">",
+        run.reference ? "withdraw as reference" : "publish as reference", "</button></form>");
   }
   absl::StrAppend(&body, "<p><a href=\"/compare?cand=", UrlEncode(name),
                   "\">compare this run</a></p>", ReportsOf(ctx, req.caller.who, name));
@@ -129,26 +128,26 @@ absl::StatusOr<WebResponse> RunPage(const WebContext& ctx, const WebRequest& req
     keys.insert(t.header.address.key);
     if (t.header.address.step) steps.insert(*t.header.address.step);
   }
-  body += "<h2>Checkpoints</h2><table class=\"list\" id=\"checkpoints\"><tr><th>checkpoint</th>"
-          "<th>keys</th><th>steps</th></tr>";
+  body +=
+      "<h2>Checkpoints</h2><table class=\"list\" id=\"checkpoints\"><tr><th>checkpoint</th>"
+      "<th>keys</th><th>steps</th></tr>";
   for (const auto& [cp, ks] : checkpoints) {
     absl::StrAppend(&body, "<tr><td>", Escape(cp), "</td><td class=\"num\">", ks.first.size(),
                     "</td><td>",
                     ks.second.empty() ? "—"
-                                      : absl::StrCat(*ks.second.begin(), " … ",
-                                                     *ks.second.rbegin(), " (", ks.second.size(),
-                                                     ")"),
+                                      : absl::StrCat(*ks.second.begin(), " … ", *ks.second.rbegin(),
+                                                     " (", ks.second.size(), ")"),
                     "</td></tr>");
   }
-  body += "</table><h2>Tensors</h2><table class=\"list\" id=\"tensors\"><tr><th>#</th>"
-          "<th>checkpoint</th><th>key</th><th>step</th><th>dtype</th><th>shape</th>"
-          "<th>bytes</th></tr>";
+  body +=
+      "</table><h2>Tensors</h2><table class=\"list\" id=\"tensors\"><tr><th>#</th>"
+      "<th>checkpoint</th><th>key</th><th>step</th><th>dtype</th><th>shape</th>"
+      "<th>bytes</th></tr>";
   for (size_t i = 0; i < tensors.size() && i < kMaxTensorRows; ++i) {
     const storage::TensorHeader& h = tensors[i].header;
     absl::StrAppend(&body, "<tr><td class=\"num\">", tensors[i].sequence, "</td><td>",
-                    Escape(h.address.checkpoint), "</td><td class=\"key\">",
-                    Escape(h.address.key), "</td><td>",
-                    h.address.step ? absl::StrCat(*h.address.step) : "", "</td><td>",
+                    Escape(h.address.checkpoint), "</td><td class=\"key\">", Escape(h.address.key),
+                    "</td><td>", h.address.step ? absl::StrCat(*h.address.step) : "", "</td><td>",
                     std::string(DTypeName(h.dtype)), "</td><td>", ShapeToString(h.shape),
                     "</td><td class=\"num\">", h.byte_length, "</td></tr>");
   }

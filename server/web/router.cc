@@ -37,7 +37,7 @@ std::vector<std::string_view> Segments(std::string_view path) {
     segs.emplace_back(s.data(), s.size());
   }
   if (!segs.empty() && segs.front().empty()) segs.erase(segs.begin());  // leading '/'
-  if (segs.size() == 1 && segs.front().empty()) segs.clear();          // "/"
+  if (segs.size() == 1 && segs.front().empty()) segs.clear();           // "/"
   return segs;
 }
 

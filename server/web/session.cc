@@ -35,10 +35,9 @@ absl::StatusOr<Session> SessionStore::Create(std::string token_hash, absl::Time 
   Session s{*std::move(id), std::move(token_hash), *std::move(csrf), now};
   absl::MutexLock lock(&mu_);
   if (sessions_.size() >= max_sessions_) {
-    auto oldest = std::min_element(sessions_.begin(), sessions_.end(), [](const auto& a,
-                                                                           const auto& b) {
-      return a.second.last_used < b.second.last_used;
-    });
+    auto oldest = std::min_element(
+        sessions_.begin(), sessions_.end(),
+        [](const auto& a, const auto& b) { return a.second.last_used < b.second.last_used; });
     sessions_.erase(oldest);
   }
   sessions_.emplace(s.id, s);

@@ -73,11 +73,10 @@ absl::Status ValidateParams(const std::map<std::string, std::string>& params) {
       REPROD_RETURN_IF_ERROR(ValidateRunName(value));
       continue;
     }
-    const bool word = !value.empty() && value.size() <= 64 &&
-                      std::all_of(value.begin(), value.end(), [](char c) {
-                        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-                               c == '_';
-                      });
+    const bool word =
+        !value.empty() && value.size() <= 64 && std::all_of(value.begin(), value.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+        });
     if (!word) {
       return absl::InvalidArgumentError(
           absl::StrCat("bad {", name, "} in the path: expected 1-64 of [A-Za-z0-9_-]"));
@@ -88,16 +87,26 @@ absl::Status ValidateParams(const std::map<std::string, std::string>& params) {
 
 const char* StatusText(int code) {
   switch (code) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 503: return "Service Unavailable";
-    default: return code >= 500 ? "Server Error" : "Error";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 414:
+      return "URI Too Long";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return code >= 500 ? "Server Error" : "Error";
   }
 }
 
@@ -107,16 +116,15 @@ WebResponse ErrorResponse(const absl::Status& status, bool api) {
   const int code = HttpStatusOf(status);
   const std::string message(status.message());
   if (api) {
-    nlohmann::json j = {{"error", message},
-                        {"code", absl::StatusCodeToString(status.code())},
-                        {"status", code}};
+    nlohmann::json j = {
+        {"error", message}, {"code", absl::StatusCodeToString(status.code())}, {"status", code}};
     return WebResponse::Json(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
                              code);
   }
   if (code == 401) return WebResponse::Html(LoginPageHtml(message), 401);
   const std::string body =
-      absl::StrCat("<h1>", code, " ", StatusText(code),
-                   "</h1><p class=\"error\">", Escape(message), "</p><p><a href=\"/\">runs</a></p>");
+      absl::StrCat("<h1>", code, " ", StatusText(code), "</h1><p class=\"error\">", Escape(message),
+                   "</p><p><a href=\"/\">runs</a></p>");
   PageChrome chrome;
   chrome.title = absl::StrCat(code);
   return WebResponse::Html(RenderPage(chrome, body), code);
@@ -153,9 +161,9 @@ absl::StatusOr<WebResponse> WebServer::Impl::Handle(const httplib::Request& req,
   const bool api = IsApi(req.path);
   std::vector<std::string> targets =
       TargetFieldValues(match, [&wr](std::string_view f) { return wr.Param(f); });
-  REPROD_ASSIGN_OR_RETURN(wr.caller, gate->Check(match, std::move(targets),
-                                                 CookieValue(req, kSessionCookie),
-                                                 api ? BearerOf(req) : std::string()));
+  REPROD_ASSIGN_OR_RETURN(wr.caller,
+                          gate->Check(match, std::move(targets), CookieValue(req, kSessionCookie),
+                                      api ? BearerOf(req) : std::string()));
   const bool browser_post = req.method == "POST" && !wr.caller.bearer;
   if (browser_post && match.entry->route != std::string_view("POST /login")) {
     const std::string given = wr.Param("csrf");
@@ -210,18 +218,18 @@ absl::StatusOr<std::unique_ptr<WebServer>> WebServer::Start(const WebOptions& op
   REPROD_ASSIGN_OR_RETURN(auto host_port, SplitListen(options.listen));
   REPROD_ASSIGN_OR_RETURN(bool loopback, IsLoopbackAddress(options.listen));
   if (!loopback && !options.auth && !options.insecure) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "refusing to serve the web UI on non-loopback address ", options.listen,
-        " without authentication; pass --auth tokens, or --insecure, or --http-listen "
-        "127.0.0.1:PORT (or off)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("refusing to serve the web UI on non-loopback address ", options.listen,
+                     " without authentication; pass --auth tokens, or --insecure, or --http-listen "
+                     "127.0.0.1:PORT (or off)"));
   }
-  REPROD_ASSIGN_OR_RETURN(const tls::TlsPem pem,
-                          tls::LoadServerTls(options.tls_cert_file, options.tls_key_file,
-                                             options.tls_client_ca_file));
+  REPROD_ASSIGN_OR_RETURN(
+      const tls::TlsPem pem,
+      tls::LoadServerTls(options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file));
   for (const auth::AclEntry* e : HttpRoutes()) {
     if (!Handlers().contains(e->route)) {
-      return absl::InternalError(absl::StrCat("web route ", std::string(e->route),
-                                              " of the access table has no handler"));
+      return absl::InternalError(
+          absl::StrCat("web route ", std::string(e->route), " of the access table has no handler"));
     }
   }
   auto impl = std::make_unique<Impl>();
@@ -232,9 +240,9 @@ absl::StatusOr<std::unique_ptr<WebServer>> WebServer::Start(const WebOptions& op
     auto ssl = std::make_unique<httplib::SSLServer>(options.tls_cert_file.c_str(),
                                                     options.tls_key_file.c_str(), client_ca);
     if (!ssl->is_valid()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tls-cert ", options.tls_cert_file, " / --tls-key ", options.tls_key_file,
-          ": the HTTPS listener could not load them"));
+      return absl::InvalidArgumentError(absl::StrCat("--tls-cert ", options.tls_cert_file,
+                                                     " / --tls-key ", options.tls_key_file,
+                                                     ": the HTTPS listener could not load them"));
     }
     impl->http = std::move(ssl);
   } else {
@@ -253,16 +261,14 @@ absl::StatusOr<std::unique_ptr<WebServer>> WebServer::Start(const WebOptions& op
   http.Patch(".*", serve).Options(".*", serve);
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) {
-      res.set_content(absl::StrCat(res.status, " ", StatusText(res.status),
-                                   "\n"),
+      res.set_content(absl::StrCat(res.status, " ", StatusText(res.status), "\n"),
                       "text/plain; charset=utf-8");
     }
   });
   impl->host = host_port.first;
-  impl->port = host_port.second == 0 ? http.bind_to_any_port(impl->host)
-                                     : (http.bind_to_port(impl->host, host_port.second)
-                                            ? host_port.second
-                                            : -1);
+  impl->port = host_port.second == 0
+                   ? http.bind_to_any_port(impl->host)
+                   : (http.bind_to_port(impl->host, host_port.second) ? host_port.second : -1);
   if (impl->port <= 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen,
                                                " for the web UI (address in use?); pick another "

@@ -42,7 +42,7 @@ struct WebOptions {
   bool insecure = false;                  // non-loopback without auth
   std::string tls_cert_file;              // PEM, with tls_key_file
   std::string tls_key_file;
-  std::string tls_client_ca_file;         // mutual TLS
+  std::string tls_client_ca_file;  // mutual TLS
 };
 
 class WebServer {

@@ -62,8 +62,10 @@ TEST(WebRouterTest, MatchesRunsAsTwoSegmentsAndOtherParamsAsOne) {
 
 TEST(WebRouterTest, UnknownPathsAreNotFoundAndWrongMethods405) {
   EXPECT_THAT(MatchRoute("GET", "/nope"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
-  EXPECT_THAT(MatchRoute("GET", "/runs/only-one"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
-  EXPECT_THAT(MatchRoute("GET", "/runs/a/b/c"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(MatchRoute("GET", "/runs/only-one"),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  EXPECT_THAT(MatchRoute("GET", "/runs/a/b/c"),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   EXPECT_THAT(MatchRoute("GET", "/runs//b"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
   const absl::StatusOr<RouteMatch> wrong = MatchRoute("DELETE", "/runs/a/b");
   EXPECT_THAT(wrong, StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
@@ -72,8 +74,9 @@ TEST(WebRouterTest, UnknownPathsAreNotFoundAndWrongMethods405) {
 
 TEST(WebRouterTest, TargetValuesComeFromPathThenForm) {
   ASSERT_OK_AND_ASSIGN(RouteMatch m, MatchRoute("POST", "/compare"));
-  const std::vector<std::string> v = TargetFieldValues(
-      m, [](std::string_view f) { return f == "ref" ? "a/r" : f == "cand" ? "b/c" : ""; });
+  const std::vector<std::string> v = TargetFieldValues(m, [](std::string_view f) {
+    return f == "ref" ? "a/r" : f == "cand" ? "b/c" : "";
+  });
   EXPECT_EQ(v, (std::vector<std::string>{"a/r", "b/c"}));
   ASSERT_OK_AND_ASSIGN(m, MatchRoute("GET", "/runs/x/y"));
   EXPECT_EQ(TargetFieldValues(m, [](std::string_view) { return "ignored"; }),
