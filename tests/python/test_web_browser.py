@@ -35,7 +35,16 @@ class Review:
 
 
 @pytest.fixture(scope="module")
-def review(tmp_path_factory):
+def driver():
+    """Started before bert_tiny is trained, so a Chromium that cannot start
+    skips at once."""
+    d = _chromium()
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def review(driver, tmp_path_factory):
     for binary in (REPRODCTL,):
         if not binary.exists():
             pytest.fail(f"{binary} is not built (set REPROD_BIN_DIR)")
@@ -78,60 +87,56 @@ def _login(driver, base, token):
 
 @pytest.mark.requires_torch
 @pytest.mark.requires_paddle
-def test_judge_reviews_and_signs_the_broken_port(review, tmp_path):
+def test_judge_reviews_and_signs_the_broken_port(driver, review, tmp_path):
     from selenium.webdriver.common.by import By
 
-    driver = _chromium()
-    try:
-        _login(driver, review.base, review.judge)
-        assert "team42/paddle-broken-web" in driver.page_source  # the runs list
-        assert "judge-judy" in driver.find_element(By.CSS_SELECTOR, "nav .who").text
-        driver.get(f"{review.base}/reports/{review.broken}")
-        assert driver.find_element(By.CSS_SELECTOR, "#first-failure a.key").text == \
-            "forward/logits"
-        first_rows = driver.find_elements(By.CSS_SELECTOR, "#report tr.first-failure")
-        assert len(first_rows) == 1 and first_rows[0].is_displayed()
-        assert first_rows[0].find_elements(By.TAG_NAME, "td")[0].text == "logits"
-        first_card = driver.find_element(By.CSS_SELECTOR, "#report .failure.first-failure h3")
-        assert first_card.text.startswith("forward/logits")
+    _login(driver, review.base, review.judge)
+    assert "team42/paddle-broken-web" in driver.page_source  # the runs list
+    assert "judge-judy" in driver.find_element(By.CSS_SELECTOR, "nav .who").text
+    driver.get(f"{review.base}/reports/{review.broken}")
+    assert driver.find_element(By.CSS_SELECTOR, "#first-failure a.key").text == \
+        "forward/logits"
+    first_rows = driver.find_elements(By.CSS_SELECTOR, "#report tr.first-failure")
+    assert len(first_rows) == 1 and first_rows[0].is_displayed()
+    assert first_rows[0].find_elements(By.TAG_NAME, "td")[0].text == "logits"
+    first_card = driver.find_element(By.CSS_SELECTOR, "#report .failure.first-failure h3")
+    assert first_card.text.startswith("forward/logits")
 
-        # Drawn marks: drift lines with points, histogram bars with counts.
-        lines = driver.find_elements(By.CSS_SELECTOR, "svg.drift polyline.series")
-        assert lines and all(len(line.get_attribute("points").split()) >= 2 for line in lines)
-        assert driver.find_elements(By.CSS_SELECTOR, "svg.drift circle.point")
-        bars = driver.find_elements(By.CSS_SELECTOR, "svg.histogram rect.bar:not(.empty)")
-        assert bars and all(float(b.get_attribute("height")) > 0 for b in bars)
-        driver.save_screenshot(str(tmp_path / "report-differences-only.png"))
+    # Drawn marks: drift lines with points, histogram bars with counts.
+    lines = driver.find_elements(By.CSS_SELECTOR, "svg.drift polyline.series")
+    assert lines and all(len(line.get_attribute("points").split()) >= 2 for line in lines)
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.drift circle.point")
+    bars = driver.find_elements(By.CSS_SELECTOR, "svg.histogram rect.bar:not(.empty)")
+    assert bars and all(float(b.get_attribute("height")) > 0 for b in bars)
+    driver.save_screenshot(str(tmp_path / "report-differences-only.png"))
 
-        # The differences-only toggle (on by default) changes the visible rows.
-        rows = driver.find_elements(By.CSS_SELECTOR, "#report .tables tr[id^='t-']")
-        shown = sum(r.is_displayed() for r in rows)
-        driver.find_element(By.CSS_SELECTOR, "label[for='diff-only']").click()
-        shown_all = sum(r.is_displayed() for r in rows)
-        assert shown < shown_all == len(rows), (shown, shown_all, len(rows))
-        driver.save_screenshot(str(tmp_path / "report-all-rows.png"))
+    # The differences-only toggle (on by default) changes the visible rows.
+    rows = driver.find_elements(By.CSS_SELECTOR, "#report .tables tr[id^='t-']")
+    shown = sum(r.is_displayed() for r in rows)
+    driver.find_element(By.CSS_SELECTOR, "label[for='diff-only']").click()
+    shown_all = sum(r.is_displayed() for r in rows)
+    assert shown < shown_all == len(rows), (shown, shown_all, len(rows))
+    driver.save_screenshot(str(tmp_path / "report-all-rows.png"))
 
-        # Sign the verdict: the page then shows the signer and the digests.
-        assert driver.find_elements(By.ID, "unsigned")
-        driver.find_element(By.ID, "sign").click()
-        signers = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature .signer")
-        assert [s.text for s in signers] == ["judge-judy"]
-        digests = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature code")
-        assert all(len(d.text) == 64 for d in digests[:2]), [d.text for d in digests]
-        driver.save_screenshot(str(tmp_path / "report-signed.png"))
+    # Sign the verdict: the page then shows the signer and the digests.
+    assert driver.find_elements(By.ID, "unsigned")
+    driver.find_element(By.ID, "sign").click()
+    signers = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature .signer")
+    assert [s.text for s in signers] == ["judge-judy"]
+    digests = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature code")
+    assert all(len(d.text) == 64 for d in digests[:2]), [d.text for d in digests]
+    driver.save_screenshot(str(tmp_path / "report-signed.png"))
 
-        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-        assert errors == [], errors
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
 
-        # A logged-in submitter of another team: 403 on team42's run.
-        _login(driver, review.base, review.sub7)
-        assert "team7/x" in driver.page_source and "team42/" not in driver.page_source
-        driver.get(f"{review.base}/runs/team42/paddle-broken-web")
-        assert driver.find_element(By.TAG_NAME, "h1").text == "403 Forbidden"
-        assert "team7-ci" in driver.page_source
-        driver.save_screenshot(str(tmp_path / "submitter-403.png"))
-    finally:
-        driver.quit()
+    # A logged-in submitter of another team: 403 on team42's run.
+    _login(driver, review.base, review.sub7)
+    assert "team7/x" in driver.page_source and "team42/" not in driver.page_source
+    driver.get(f"{review.base}/runs/team42/paddle-broken-web")
+    assert driver.find_element(By.TAG_NAME, "h1").text == "403 Forbidden"
+    assert "team7-ci" in driver.page_source
+    driver.save_screenshot(str(tmp_path / "submitter-403.png"))
     for name in ("report-differences-only", "report-all-rows", "report-signed", "submitter-403"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     print(f"screenshots in {tmp_path}")
