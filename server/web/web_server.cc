@@ -257,6 +257,8 @@ absl::StatusOr<std::unique_ptr<WebServer>> WebServer::Start(const WebOptions& op
   auto serve = [raw](const httplib::Request& req, httplib::Response& res) { raw->Serve(req, res); };
   httplib::Server& http = *impl->http;
   http.set_payload_max_length(kMaxBodyBytes);
+  // An idle keep-alive connection holds its worker (and Stop) this long.
+  http.set_keep_alive_timeout(1);
   http.Get(".*", serve).Post(".*", serve).Put(".*", serve).Delete(".*", serve);
   http.Patch(".*", serve).Options(".*", serve);
   http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
