@@ -12,10 +12,12 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "server/auth/token_command.h"
@@ -85,17 +87,10 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  // `reprodd token ...` manages tokens in the stopped server's data dir.
-  if (argc > 1 && std::string(argv[1]) == "token") {
-    return reprod::server::auth::RunTokenCommand(argc - 1, argv + 1,
-                                                 std::cout, std::cerr);
-  }
-  using reprod::server::ServerOptions;
-  CLI::App app(kDescription, "reprodd");
-  ServerOptions options;
+// reprodd's command line (see AddFlags).
+struct Flags {
+  reprod::server::ServerOptions options;
+  std::string auth = "none";
   std::string store = "rocksdb";
   std::string backend = "auto";
   std::string log_level = "info";
@@ -103,101 +98,122 @@ int main(int argc, char** argv) {
   std::string http_listen = "127.0.0.1:8080";
   std::string http_port_file;
   double shutdown_grace_s = 10;
-  app.add_option("--listen", options.listen,
+};
+
+void AddFlags(CLI::App& app, Flags& f) {
+  app.add_option("--listen", f.options.listen,
                  "HOST:PORT to listen on (port 0 = any free port)")
       ->envname("REPROD_LISTEN")
       ->capture_default_str();
-  app.add_flag("--insecure", options.insecure,
+  app.add_flag("--insecure", f.options.insecure,
                "Allow a non-loopback --listen address without tokens")
       ->envname("REPROD_INSECURE");
-  std::string auth = "none";
-  app.add_option("--auth", auth,
+  app.add_option("--auth", f.auth,
                  "none (anyone may call anything) or tokens (every call needs a "
                  "bearer token; see `reprodd token --help`)")
       ->check(CLI::IsMember({"none", "tokens"}))
       ->envname("REPROD_AUTH")
       ->capture_default_str();
-  app.add_option("--admin-token-file", options.admin_token_file,
+  app.add_option("--admin-token-file", f.options.admin_token_file,
                  "Bootstrap an admin token: if FILE exists, register the token in it "
                  "as admin; else create one and write it to FILE (mode 0600)")
       ->envname("REPROD_ADMIN_TOKEN_FILE");
-  app.add_option("--tls-cert", options.tls_cert_file,
+  app.add_option("--tls-cert", f.options.tls_cert_file,
                  "TLS: PEM certificate chain of the listener (with --tls-key)")
       ->envname("REPROD_LISTEN_TLS_CERT");
-  app.add_option("--tls-key", options.tls_key_file,
+  app.add_option("--tls-key", f.options.tls_key_file,
                  "TLS: PEM private key of --tls-cert (unencrypted; keep it 0600)")
       ->envname("REPROD_LISTEN_TLS_KEY");
-  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+  app.add_option("--tls-client-ca", f.options.tls_client_ca_file,
                  "Mutual TLS: PEM CA certificate(s); clients must present a "
                  "certificate signed by one (needs --tls-cert/--tls-key)")
       ->envname("REPROD_LISTEN_TLS_CLIENT_CA");
-  app.add_option("--data-dir", options.data_dir,
+  app.add_option("--data-dir", f.options.data_dir,
                  "Directory of the embedded RocksDB store (created if missing)")
       ->envname("REPROD_DATA_DIR")
       ->capture_default_str();
-  app.add_option("--store", store,
+  app.add_option("--store", f.store,
                  "rocksdb (durable, default) or memory (tests; lost on exit)")
       ->check(CLI::IsMember({"rocksdb", "memory"}))
       ->envname("REPROD_STORE")
       ->capture_default_str();
-  app.add_option("--backend", backend, "Diff backend: auto, cpu, cuda")
+  app.add_option("--backend", f.backend, "Diff backend: auto, cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->envname("REPROD_BACKEND")
       ->capture_default_str();
-  app.add_option("--threads", options.backend_threads,
+  app.add_option("--threads", f.options.backend_threads,
                  "CPU backend threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
       ->envname("REPROD_THREADS")
       ->capture_default_str();
-  app.add_option("--max-chunk-bytes", options.limits.max_chunk_bytes,
+  app.add_option("--max-chunk-bytes", f.options.limits.max_chunk_bytes,
                  "Largest tensor chunk accepted, bytes")
       ->check(CLI::Range(uint64_t{1024}, uint64_t{64} << 20))
       ->envname("REPROD_MAX_CHUNK_BYTES")
       ->capture_default_str();
-  app.add_option("--max-tensor-bytes", options.limits.max_tensor_bytes,
+  app.add_option("--max-tensor-bytes", f.options.limits.max_tensor_bytes,
                  "Largest tensor accepted, bytes")
       ->check(CLI::PositiveNumber)
       ->envname("REPROD_MAX_TENSOR_BYTES")
       ->capture_default_str();
-  app.add_option("--port-file", port_file,
+  app.add_option("--port-file", f.port_file,
                  "Write the bound port to this file once listening")
       ->envname("REPROD_PORT_FILE");
-  app.add_option("--http-listen", http_listen,
+  app.add_option("--http-listen", f.http_listen,
                  "HOST:PORT of the web UI (port 0 = any free port), or 'off'")
       ->envname("REPROD_HTTP_LISTEN")
       ->capture_default_str();
-  app.add_option("--http-port-file", http_port_file,
+  app.add_option("--http-port-file", f.http_port_file,
                  "Write the web UI's bound port to this file (default: --port-file + "
                  "'.http' when --port-file is given)")
       ->envname("REPROD_HTTP_PORT_FILE");
-  app.add_option("--shutdown-grace", shutdown_grace_s,
+  app.add_option("--shutdown-grace", f.shutdown_grace_s,
                  "Seconds in-flight calls get on SIGTERM before cancellation")
       ->check(CLI::NonNegativeNumber)
       ->envname("REPROD_SHUTDOWN_GRACE")
       ->capture_default_str();
-  app.add_option("--log-level", log_level,
+  app.add_option("--log-level", f.log_level,
                  "trace, debug, info, warn, error, off")
       ->envname("REPROD_LOG_LEVEL")
       ->capture_default_str();
   app.set_version_flag("--version", "reprodd 0.1.0");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
-  }
-  if (auto s = reprod::InitLogging(log_level); !s.ok()) {
-    std::fprintf(stderr, "reprodd: %s\n", std::string(s.message()).c_str());
-    return 2;
-  }
-  options.auth = auth == "tokens" ? reprod::server::AuthMode::kTokens
-                                 : reprod::server::AuthMode::kNone;
-  options.store = store == "memory" ? reprod::server::StoreKind::kMemory
-                                    : reprod::server::StoreKind::kRocksDb;
-  options.backend = backend == "cpu"    ? reprod::kernels::BackendKind::kCpu
-                    : backend == "cuda" ? reprod::kernels::BackendKind::kCuda
-                                        : reprod::kernels::BackendKind::kAuto;
+}
 
+// The parsed choices into f.options.
+void ApplyChoices(Flags& f) {
+  f.options.auth = f.auth == "tokens" ? reprod::server::AuthMode::kTokens
+                                     : reprod::server::AuthMode::kNone;
+  f.options.store = f.store == "memory" ? reprod::server::StoreKind::kMemory
+                                        : reprod::server::StoreKind::kRocksDb;
+  f.options.backend = f.backend == "cpu"    ? reprod::kernels::BackendKind::kCpu
+                      : f.backend == "cuda" ? reprod::kernels::BackendKind::kCuda
+                                            : reprod::kernels::BackendKind::kAuto;
+}
+
+// Starts the web UI on --http-listen (nullptr for 'off') and writes its port
+// file. Errors name the flag; InvalidArgument for bad flags.
+absl::StatusOr<std::unique_ptr<reprod::server::web::WebServer>> StartWeb(
+    Flags& f, reprod::server::ReprodServer& server) {
+  if (f.http_listen == "off") return nullptr;
+  reprod::server::web::WebOptions web_options;
+  web_options.listen = f.http_listen;
+  web_options.auth = f.options.auth == reprod::server::AuthMode::kTokens;
+  web_options.insecure = f.options.insecure;
+  web_options.tls_cert_file = f.options.tls_cert_file;
+  web_options.tls_key_file = f.options.tls_key_file;
+  web_options.tls_client_ca_file = f.options.tls_client_ca_file;
+  auto web = reprod::server::web::WebServer::Start(web_options, server.env());
+  if (!web.ok()) return web.status();
+  if (f.http_port_file.empty() && !f.port_file.empty()) f.http_port_file = f.port_file + ".http";
+  if (!f.http_port_file.empty() && !WritePortFile(f.http_port_file, (*web)->port())) {
+    return absl::InternalError(absl::StrCat("cannot write --http-port-file ", f.http_port_file,
+                                            ": ", std::strerror(errno)));
+  }
+  return web;
+}
+
+// Process-wide allocator settings, before any thread starts.
+void TuneMalloc() {
   // RocksDB allocates a fresh ~1 MiB buffer per blob read; with glibc's
   // default thresholds each one is a fresh mmap that page-faults (measured:
   // cold reads 0.6 GB/s -> 3 GB/s with these). Process-wide, hence here.
@@ -209,6 +225,31 @@ int main(int argc, char** argv) {
   // 433-619 MiB (the higher under CPU load); with 2 arenas 336-358 MiB.
   // MALLOC_ARENA_MAX in the environment still wins.
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // `reprodd token ...` manages tokens in the stopped server's data dir.
+  if (argc > 1 && std::string(argv[1]) == "token") {
+    return reprod::server::auth::RunTokenCommand(argc - 1, argv + 1,
+                                                 std::cout, std::cerr);
+  }
+  CLI::App app(kDescription, "reprodd");
+  Flags f;
+  AddFlags(app, f);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (auto s = reprod::InitLogging(f.log_level); !s.ok()) {
+    std::fprintf(stderr, "reprodd: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  ApplyChoices(f);
+  TuneMalloc();
 
   // Block SIGTERM/SIGINT in every thread (gRPC's included, so block before
   // starting it); one thread waits for them with sigwait.
@@ -218,7 +259,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto server = reprod::server::ReprodServer::Start(options);
+  auto server = reprod::server::ReprodServer::Start(f.options);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
     return server.status().code() == absl::StatusCode::kInvalidArgument ? 2
@@ -227,33 +268,16 @@ int main(int argc, char** argv) {
   spdlog::info("reprodd listening on {} (health, reflection on)",
                (*server)->address());
 
-  std::unique_ptr<reprod::server::web::WebServer> web;
-  if (http_listen != "off") {
-    reprod::server::web::WebOptions web_options;
-    web_options.listen = http_listen;
-    web_options.auth = options.auth == reprod::server::AuthMode::kTokens;
-    web_options.insecure = options.insecure;
-    web_options.tls_cert_file = options.tls_cert_file;
-    web_options.tls_key_file = options.tls_key_file;
-    web_options.tls_client_ca_file = options.tls_client_ca_file;
-    auto started = reprod::server::web::WebServer::Start(web_options, (*server)->env());
-    if (!started.ok()) {
-      spdlog::error("{}", std::string(started.status().message()));
-      (*server)->Shutdown(absl::Seconds(0));
-      return started.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-    }
-    web = *std::move(started);
-    if (http_port_file.empty() && !port_file.empty()) http_port_file = port_file + ".http";
-    if (!http_port_file.empty() && !WritePortFile(http_port_file, web->port())) {
-      spdlog::error("cannot write --http-port-file {}: {}", http_port_file,
-                    std::strerror(errno));
-      return 1;
-    }
+  auto web = StartWeb(f, **server);
+  if (!web.ok()) {
+    spdlog::error("{}", std::string(web.status().message()));
+    (*server)->Shutdown(absl::Seconds(0));
+    return web.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
 
   // The gRPC port file last: a script waiting for it finds the web UI's too.
-  if (!port_file.empty() && !WritePortFile(port_file, (*server)->port())) {
-    spdlog::error("cannot write --port-file {}: {}", port_file,
+  if (!f.port_file.empty() && !WritePortFile(f.port_file, (*server)->port())) {
+    spdlog::error("cannot write --port-file {}: {}", f.port_file,
                   std::strerror(errno));
     return 1;
   }
@@ -262,12 +286,12 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     spdlog::info("received {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    if (web) web->Stop();
-    (*server)->Shutdown(absl::Seconds(shutdown_grace_s));
+    if (*web) (*web)->Stop();
+    (*server)->Shutdown(absl::Seconds(f.shutdown_grace_s));
   });
   (*server)->Wait();
   signal_thread.join();
-  web.reset();
+  web->reset();
   server->reset();  // closes the store
   spdlog::info("reprodd stopped cleanly");
   return 0;
