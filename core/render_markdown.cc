@@ -1,7 +1,9 @@
 // kMarkdown: a summary table, a table of checkpoints, then per checkpoint a
 // table of its tensors (status as PASS / WARN / FAIL / MISSING IN REF /
 // MISSING IN CAND / SHAPE MISMATCH text, no emoji) and the details of every
-// non-passing tensor. GitHub-flavoured markdown; cell text escapes '|'.
+// non-passing tensor. GitHub-flavoured markdown; names in code spans, other cell
+// text with markup characters backslash-escaped (Cell below).
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,16 +15,42 @@
 namespace reprod::core::internal {
 namespace {
 
+// Text in a table cell or a list item: one line, '|' escaped, and the
+// characters that could start HTML or a Markdown link or code span
+// backslash-escaped ('<', '&', '`', '\\', and ']' before '('), so a hostile
+// key or label ("<script>", "[x](javascript:..)") shows as text in any
+// CommonMark renderer while "[1, 2]" and "> max" stay readable raw.
 std::string Cell(std::string_view raw) {
-  return absl::StrReplaceAll(SanitizeUtf8(raw),
-                             {{"|", "\\|"}, {"\n", " "}, {"\r", " "}});
+  const std::string text = SanitizeUtf8(raw);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const bool link_end = c == ']' && i + 1 < text.size() && text[i + 1] == '(';
+    if (c == '\n' || c == '\r') {
+      out += ' ';
+      continue;
+    }
+    if (c == '\\' || c == '|' || c == '<' || c == '&' || c == '`' || link_end) out += '\\';
+    out += c;
+  }
+  return out;
 }
 
-// A code span holding `raw`, safe inside a table cell.
+// A code span holding `raw` verbatim (HTML and Markdown are not interpreted
+// inside one), safe inside a table cell: the fence is one backtick longer
+// than the longest run of backticks in `raw`.
 std::string Code(std::string_view raw) {
-  const std::string s = Cell(raw);
-  if (s.find('`') == std::string::npos) return absl::StrCat("`", s, "`");
-  return absl::StrCat("`` ", s, " ``");
+  const std::string s = absl::StrReplaceAll(SanitizeUtf8(raw),
+                                            {{"|", "\\|"}, {"\n", " "}, {"\r", " "}});
+  size_t longest = 0, run = 0;
+  for (const char c : s) {
+    run = c == '`' ? run + 1 : 0;
+    longest = std::max(longest, run);
+  }
+  if (longest == 0) return absl::StrCat("`", s, "`");
+  const std::string fence(longest + 1, '`');
+  return absl::StrCat(fence, " ", s, " ", fence);
 }
 
 std::string StatusText(TensorStatus s) {

@@ -509,6 +509,19 @@ TEST(RenderMarkdownTest, EscapesPipes) {
   EXPECT_THAT(md, HasSubstr("`a\\|b`"));
 }
 
+TEST(RenderMarkdownTest, HostileNamesStayText) {
+  // A key with backticks cannot close its code span; markup in free text
+  // (a report-level reason lands in a list item) is backslash-escaped.
+  RunData ref{"r", {{"fwd", {E("a``b<script>", F64({1}, {1}))}}}};
+  RunData cand{"c", {{"fwd", {E("a``b<script>", F64({1}, {2}))}}}};
+  Report r = Compare(ref, cand, *PresetPolicy("reprod"));
+  r.reasons.push_back("<img src=x onerror=alert(1)>[x](javascript:y)");
+  ASSERT_OK_AND_ASSIGN(std::string md, RenderReport(r, ReportFormat::kMarkdown));
+  EXPECT_THAT(md, HasSubstr("``` a``b<script> ```"));
+  EXPECT_THAT(md, Not(HasSubstr("`a``b")));
+  EXPECT_THAT(md, HasSubstr("\\<img src=x onerror=alert(1)>[x\\](javascript:y)"));
+}
+
 TEST(ReportFormatTest, Parse) {
   EXPECT_EQ(*ParseReportFormat("text"), ReportFormat::kText);
   EXPECT_EQ(*ParseReportFormat("json"), ReportFormat::kJson);
