@@ -54,6 +54,9 @@ def test_compare_reports_first_failure_and_renderings(client, run_ns):
     assert "mean diff: check passed: True" in text
     assert "enc/b" in report.markdown()
     assert "<testsuite" in report.junit()
+    page = report.html()
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page
+    assert 'href="#t-' in page and ">forward/enc/b@0</a>" in page  # the failure card
     assert "FAILED" in repr(report) and report.id in repr(report)
     again = client.get_report(report.id)
     assert again.first_failure == report.first_failure and again.passed is False

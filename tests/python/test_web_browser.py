@@ -7,9 +7,12 @@ token, as a contestant would. The judge then logs in through the login form,
 opens the broken port's report, finds its first failure at forward/logits,
 sees drawn drift charts and |d| histograms, flips the differences-only
 toggle and signs the verdict; a submitter of team7 gets a 403 on team42's
-run. Screenshots go to the test's tmp folder. Skips with the reason only
+run. The broken port's `--format html` report, opened from disk with the
+network switched off, shows the failing tensors its JSON names without a
+console error. Screenshots go to the test's tmp folder. Skips with the reason only
 when Chromium cannot start.
 """
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +28,7 @@ with warnings.catch_warnings():
 import reprod_client
 from conftest import REPRODCTL, ROOT, Reprodd
 from test_auth_server import _token
-from test_html_report import _chromium
+from test_html_report import _chromium, assert_safe, failing_in_html, failing_in_json
 
 RUN_ALL = ROOT / "examples" / "bert_tiny" / "run_all.py"
 
@@ -140,3 +143,44 @@ def test_judge_reviews_and_signs_the_broken_port(driver, review, tmp_path):
     for name in ("report-differences-only", "report-all-rows", "report-signed", "submitter-403"):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
     print(f"screenshots in {tmp_path}")
+
+
+@pytest.mark.requires_torch
+@pytest.mark.requires_paddle
+def test_broken_port_html_report_offline_matches_json(driver, review, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    env = dict(os.environ, REPROD_TOKEN=review.judge)
+    page_file = tmp_path / "broken.html"
+    for fmt, out in (("html", ["--output", str(page_file)]), ("json", [])):
+        proc = subprocess.run([str(REPRODCTL), "--server", review.server.address, "report", "get",
+                               review.broken, "--format", fmt, *out],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, proc.stderr  # the verdict failed, as planted
+        if fmt == "json":
+            report = json.loads(proc.stdout)
+    page = page_file.read_text(encoding="utf-8")
+    assert_safe(page)
+    expected = failing_in_json(report)
+    assert "forward/logits" in expected
+    cards, rows = failing_in_html(page)
+    assert cards == expected
+    assert rows == {i for i, t in enumerate(report["tensors"])
+                    if t["status"] not in ("pass", "warn")}
+
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.set_network_conditions(offline=True, latency=0, download_throughput=0,
+                                  upload_throughput=0)
+    try:
+        driver.get(page_file.resolve().as_uri())
+        assert driver.title.startswith("reprod report: FAILED")
+        shown = {e.text for e in driver.find_elements(By.CSS_SELECTOR, ".failure h3 a.key")}
+        assert shown == expected
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        assert fetched == [], fetched
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == [], errors
+        driver.save_screenshot(str(tmp_path / "broken-offline.png"))
+    finally:
+        driver.delete_network_conditions()

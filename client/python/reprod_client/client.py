@@ -50,7 +50,7 @@ _PB = types.SimpleNamespace(tensor=tensor_pb2, ingest=ingest_pb2, runs=runs_pb2,
 _STATE_NAMES = {0: "unspecified", 1: "open", 2: "sealed", 3: "aborted"}
 _FORMATS = {"json": compare_pb2.REPORT_FORMAT_JSON, "text": compare_pb2.REPORT_FORMAT_TEXT,
             "junit": compare_pb2.REPORT_FORMAT_JUNIT,
-            "markdown": compare_pb2.REPORT_FORMAT_MARKDOWN}
+            "markdown": compare_pb2.REPORT_FORMAT_MARKDOWN, "html": compare_pb2.REPORT_FORMAT_HTML}
 
 # Channel options: reconnect quickly after a server restart (gRPC's default
 # backoff grows to minutes), and no transparent retries (the Run handles
@@ -478,7 +478,7 @@ class Client:
         try:
             fmt_value = _FORMATS[fmt]
         except KeyError:
-            raise ValueError(f"unknown report format {fmt!r} (json, text, junit, markdown)") from None
+            raise ValueError(f"unknown report format {fmt!r} (json, text, junit, markdown, html)") from None
         return self._unary(f"GetReport {report_id}", self._report_stub.GetReport,
                            compare_pb2.GetReportRequest(id=report_id, format=fmt_value))
 

@@ -178,6 +178,11 @@ class Report(Mapping):
         """The report as JUnit XML (fetched from the server)."""
         return self._render("junit")
 
+    def html(self):
+        """The report as one self-contained HTML page (inline CSS and SVG,
+        no script, nothing fetched; fetched from the server)."""
+        return self._render("html")
+
     def _render(self, fmt):
         if fmt not in self._renderings:
             if self._client is None or not self.id:
