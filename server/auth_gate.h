@@ -16,7 +16,7 @@
 // contain the token.
 //
 // Not covered by the gate: the reflection service (gRPC's own, so no
-// method of ours runs; the table says authenticated) and health checks
+// method of ours runs; the table says public) and health checks
 // (public).
 //
 // Thread-safety: thread-safe (TokenStore and the Store are).

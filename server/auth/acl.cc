@@ -79,8 +79,11 @@ constexpr AclEntry kTable[] = {
     // --- standard services reprodd registers --------------------------------
     {.route = "/grpc.health.v1.Health/Check", .access = Access::kPublic},
     {.route = "/grpc.health.v1.Health/Watch", .access = Access::kPublic},
+    // Reflection is served by gRPC itself (no method of ours runs, so no gate
+    // can check it); it tells what proto/reprod/v1/*.proto, which ships with
+    // every client, tells already. Public says what happens.
     {.route = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-     .access = Access::kAuthenticated},
+     .access = Access::kPublic},
     // --- review server: references, signatures, tokens, audit -----------------
     {.route = "/reprod.v1.RunService/SetReference",
      .access = Access::kJudge,
@@ -371,8 +374,9 @@ std::string RenderAclMarkdown() {
       "**Enforced with `reprodd --auth tokens`** (gRPC: `server/auth_gate.h`; "
       "HTTP: `server/web/gate.h`,\nwhose router serves exactly the HTTP routes "
       "below; the default\n`--auth none` admits every call, see `docs/design.md` "
-      "§Security defaults). Not\nchecked yet: server reflection (served by "
-      "gRPC itself). A route missing from\nthis table is denied.\n\n"
+      "§Security defaults). Server\nreflection is public: gRPC serves it itself and "
+      "it tells only what the\npublished proto files tell. A route missing from "
+      "this table is denied.\n\n"
       "## Access kinds\n\n"
       "A run is *in scope* of a submitter when its namespace equals the "
       "token's scope\n(`team42` or `team42/*` both match `team42/<name>` "

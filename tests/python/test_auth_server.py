@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import REPRODD, Reprodd, run_reprodctl
+from conftest import REPRODD, ROOT, Reprodd, run_reprodctl
 
 import reprod_client
 from reprod_client._proto import compare_pb2, compare_pb2_grpc, ingest_pb2, review_pb2, \
@@ -210,6 +210,24 @@ def test_health_is_public(env):
                                     response_deserializer=lambda b: b)
     # An empty HealthCheckRequest (service ""); SERVING is field 1 = 1.
     assert check(b"", timeout=10) == b"\x08\x01"
+
+
+def test_reflection_is_public_as_the_table_says(env):
+    # The table says public (gRPC serves reflection itself; it tells what the
+    # published protos tell): without any token it lists the services.
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    assert "public" in _acl_row("/grpc.reflection.v1alpha.ServerReflection/"
+                                "ServerReflectionInfo")
+    services = set(ProtoReflectionDescriptorDatabase(env.channel).get_services())
+    assert {"reprod.v1.RunService", "reprod.v1.TokenService"} <= services, services
+
+
+def _acl_row(route):
+    doc = (ROOT / "docs" / "acl.md").read_text()
+    rows = [line for line in doc.splitlines() if f"`{route}`" in line]
+    assert len(rows) == 1, (route, rows)
+    return rows[0]
 
 
 def test_refusals_say_why_without_the_token(env):
