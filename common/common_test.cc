@@ -6,8 +6,11 @@
 #include "common/dtype.h"
 #include "common/half.h"
 #include "common/mapped_file.h"
+#include "common/logging.h"
 #include "common/names.h"
 #include "common/tensor.h"
+#include "common/visible.h"
+#include "spdlog/details/log_msg.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 
@@ -161,13 +164,116 @@ TEST(Names, TensorKeys) {
                        HasSubstr("empty part at offset 0")));
   EXPECT_THAT(ValidateTensorKey(std::string("a\0b", 3)),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("character '\\000' at offset 1")));
+                       HasSubstr("character '\\x00' at offset 1")));
   EXPECT_THAT(ValidateTensorKey("bad key"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("offset 3")));
   EXPECT_THAT(ValidateTensorKey(std::string(1025, 'k')),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("longer than 1024")));
+}
+
+TEST(Names, DotSegmentsRefused) {
+  for (const char* bad : {"..", ".", "a/../b", "a/.", "./a", "a/.."}) {
+    EXPECT_THAT(ValidateTensorKey(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("are not names")))
+        << bad;
+  }
+  EXPECT_THAT(ValidateTensorKey("a/../b"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("invalid tensor key 'a/../b': '..' at offset 2")));
+  EXPECT_THAT(ValidateTensorKey("a..b/.c/d."), IsOk());
+  for (const char* bad : {".", ".."}) {
+    EXPECT_THAT(ValidateCheckpointName(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("are not names")));
+    EXPECT_THAT(ValidatePolicyName(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("invalid policy name")));
+  }
+  EXPECT_THAT(ValidateRunName("ns/.."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'..' at offset 3")));
+}
+
+TEST(Names, PolicyNamesAndKeyFragments) {
+  EXPECT_THAT(ValidatePolicyName("team-policy"), IsOk());
+  EXPECT_THAT(ValidatePolicyName("a\x1b[31mred"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("invalid policy name 'a\\x1b[31mred': character '\\x1b' "
+                                 "at offset 1")));
+  EXPECT_THAT(ValidateKeyFragment(""), IsOk());
+  EXPECT_THAT(ValidateKeyFragment("encoder.layer."), IsOk());
+  EXPECT_THAT(ValidateKeyFragment("a/"), IsOk());
+  EXPECT_THAT(ValidateKeyFragment("/.."), IsOk());  // "x/.." + "y": not a whole segment
+  EXPECT_THAT(ValidateKeyFragment("a/../b"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'..' at offset 2")));
+  EXPECT_THAT(ValidateKeyFragment("a\nb"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("invalid key fragment 'a\\nb': character '\\n' at offset 1")));
+}
+
+TEST(Names, LongNamesAbbreviatedInErrors) {
+  const std::string key = std::string(5000, 'k') + "\n";
+  absl::Status s = ValidateTensorKey(key);
+  ASSERT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("(5001 bytes)")));
+  EXPECT_LT(s.message().size(), 400u) << s.message();
+}
+
+TEST(Visible, EscapesEveryControlByteAndBidiOverride) {
+  EXPECT_EQ(VisibleText("plain key/ü/日本"), "plain key/ü/日本");
+  EXPECT_EQ(VisibleText("a\nb\rc\td"), "a\\nb\\rc\\td");
+  EXPECT_EQ(VisibleText(std::string("\x1b[2J\0\x7f", 6)), "\\x1b[2J\\x00\\x7f");
+  EXPECT_EQ(VisibleText("x\u202ey\u2066z\u2069\u200f"), "x\\u202ey\\u2066z\\u2069\\u200f");
+  EXPECT_EQ(VisibleText("\xc2\x85"), "\\u0085");          // C1 NEL
+  EXPECT_EQ(VisibleText("\xff\xc3(\xe2\x80"), "\\xff\\xc3(\\xe2\\x80");  // not UTF-8
+  EXPECT_EQ(VisibleText("\xc0\xaf"), "\\xc0\\xaf");        // overlong '/'
+  EXPECT_EQ(VisibleText("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // surrogate
+  EXPECT_EQ(VisibleText("back\\slash"), "back\\slash");
+}
+
+TEST(Visible, EveryByteValueGivesPrintableIdempotentText) {
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  all += "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069";
+  const std::string shown = VisibleText(all);
+  for (unsigned char c : shown) {
+    EXPECT_TRUE(c >= 0x20 && c != 0x7f) << static_cast<int>(c);
+  }
+  EXPECT_EQ(shown.find("\xe2\x80\xae"), std::string::npos);
+  EXPECT_EQ(shown.find("\xe2\x81\xa6"), std::string::npos);
+  EXPECT_EQ(VisibleText(shown), shown);
+}
+
+TEST(Visible, NamesAbbreviatedHeadTailWithByteCount) {
+  EXPECT_EQ(VisibleName("short\n"), "short\\n");
+  EXPECT_EQ(VisibleName(std::string(200, 'a')), std::string(200, 'a'));
+  const std::string key = std::string(100, 'h') + std::string(10000, 'm') + std::string(100, 't');
+  EXPECT_EQ(VisibleName(key), std::string(100, 'h') + "..." + std::string(100, 't') +
+                                  " (10200 bytes)");
+  // Cuts fall on character boundaries: no half "é" becomes "\xc3".
+  const std::string accents = "\xc3\xa9" + std::string(300, 'x') + "\xc3\xa9";
+  const std::string cut = VisibleName(accents, 21);
+  EXPECT_EQ(cut.find("\\x"), std::string::npos) << cut;
+  EXPECT_EQ(VisibleName(accents, 21), "\xc3\xa9" "xxxxxxxx...xxxxxxxxx\xc3\xa9 (304 bytes)");
+}
+
+TEST(Logging, FormatterShowsClientBytesOnOneVisibleLine) {
+  auto formatter = MakeLogFormatter();
+  const std::string payload = "key a\n[2026-01-01 00:00:00.000] [info] forged\x1b[0m\u202e";
+  spdlog::details::log_msg msg("reprod", spdlog::level::info, payload);
+  spdlog::memory_buf_t out;
+  formatter->format(msg, out);
+  const std::string line(out.data(), out.size());
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << line;  // only the line end
+  EXPECT_NE(line.find("key a\\n[2026-01-01 00:00:00.000] [info] forged\\x1b[0m\\u202e"),
+            std::string::npos)
+      << line;
+  const std::string huge_payload(3 << 20, 'f');  // log_msg keeps a view
+  spdlog::details::log_msg huge("reprod", spdlog::level::info, huge_payload);
+  out.clear();
+  formatter->format(huge, out);
+  EXPECT_LT(out.size(), kMaxLogMessageBytes + 100);
+  EXPECT_NE(std::string(out.data(), out.size()).find("(3145728 bytes)"), std::string::npos);
 }
 
 }  // namespace

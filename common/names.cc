@@ -1,9 +1,11 @@
 #include "common/names.h"
 
 #include <string>
+#include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/visible.h"
 
 namespace reprod {
 namespace {
@@ -14,10 +16,7 @@ bool IsAlnum(char c) {
 }
 
 std::string Quoted(std::string_view s) {
-  constexpr size_t kShown = 80;
-  std::string shown = absl::CEscape(std::string(s.substr(0, kShown)));
-  if (s.size() > kShown) shown += "...";
-  return absl::StrCat("'", shown, "'");
+  return absl::StrCat("'", VisibleName(s), "'");
 }
 
 absl::Status Bad(std::string_view kind, std::string_view value,
@@ -26,72 +25,118 @@ absl::Status Bad(std::string_view kind, std::string_view value,
       "invalid ", std::string(kind), " ", Quoted(value), ": ", std::string(why)));
 }
 
-// Checks length and characters of one segment; `extra` lists the allowed
-// punctuation besides letters and digits.
-absl::Status CheckSegment(std::string_view kind, std::string_view whole,
-                          std::string_view segment, size_t offset,
-                          size_t max_len, std::string_view extra) {
-  if (segment.empty()) {
-    return Bad(kind, whole,
-               absl::StrCat("empty part at offset ", offset));
+// The "/"-separated parts of `s` ("" gives one empty part).
+std::vector<std::string_view> SplitSlash(std::string_view s) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  for (size_t slash = s.find('/'); slash != std::string_view::npos; slash = s.find('/', start)) {
+    parts.push_back(s.substr(start, slash - start));
+    start = slash + 1;
   }
-  if (segment.size() > max_len) {
-    return Bad(kind, whole,
-               absl::StrCat("part longer than ", max_len, " bytes"));
-  }
+  parts.push_back(s.substr(start));
+  return parts;
+}
+
+// The grammar, one row per kind of name (see names.h).
+struct NameRule {
+  std::string_view kind;
+  size_t max_bytes;        // the whole name
+  size_t max_segment;      // each "/"-separated segment
+  std::string_view extra;  // allowed besides letters and digits
+  size_t segments;         // exact number of segments; 0 = any (at least 1)
+};
+
+constexpr NameRule kRunRule{"run name", 2 * 128 + 1, 128, "_.-", 2};
+constexpr NameRule kCheckpointRule{"checkpoint name", 128, 128, "_.+-", 1};
+constexpr NameRule kKeyRule{"tensor key", 1024, 1024, "_.:+-[]", 0};
+constexpr NameRule kPolicyNameRule{"policy name", 1024, 1024, "_.:+-[]", 0};
+
+// The first byte of `segment` (at `offset` in `whole`) outside the rule's
+// alphabet, as an error.
+absl::Status CheckBytes(const NameRule& rule, std::string_view whole,
+                        std::string_view segment, size_t offset) {
   for (size_t i = 0; i < segment.size(); ++i) {
     const char c = segment[i];
-    if (IsAlnum(c) || extra.find(c) != std::string_view::npos) continue;
-    return Bad(kind, whole,
-               absl::StrCat("character '", absl::CEscape(std::string(1, c)),
+    if (IsAlnum(c) || rule.extra.find(c) != std::string_view::npos) continue;
+    return Bad(rule.kind, whole,
+               absl::StrCat("character '", VisibleText(std::string_view(&c, 1)),
                             "' at offset ", offset + i, " is not allowed (use ",
-                            "letters, digits and ", std::string(extra), ")"));
+                            "letters, digits and ", std::string(rule.extra), ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Checks one segment: not empty, not "." or "..", short enough, in the
+// alphabet.
+absl::Status CheckSegment(const NameRule& rule, std::string_view whole,
+                          std::string_view segment, size_t offset) {
+  if (segment.empty()) {
+    return Bad(rule.kind, whole, absl::StrCat("empty part at offset ", offset));
+  }
+  if (segment.size() > rule.max_segment) {
+    return Bad(rule.kind, whole,
+               absl::StrCat("part longer than ", rule.max_segment, " bytes"));
+  }
+  if (segment == "." || segment == "..") {
+    return Bad(rule.kind, whole,
+               absl::StrCat("'", std::string(segment), "' at offset ", offset,
+                            ": '.' and '..' are not names (no relative paths)"));
+  }
+  return CheckBytes(rule, whole, segment, offset);
+}
+
+absl::Status Validate(const NameRule& rule, std::string_view name) {
+  if (name.size() > rule.max_bytes) {
+    return Bad(rule.kind, name, absl::StrCat("longer than ", rule.max_bytes, " bytes"));
+  }
+  const std::vector<std::string_view> parts = SplitSlash(name);
+  if (rule.segments == 2 && parts.size() != 2) {
+    return Bad(rule.kind, name, "must be 'namespace/name' with exactly one '/'");
+  }
+  if (rule.segments == 1 && parts.size() != 1) {
+    // Report the '/' as a character outside the alphabet.
+    return CheckBytes(rule, name, name, 0);
+  }
+  size_t offset = 0;
+  for (std::string_view part : parts) {
+    REPROD_RETURN_IF_ERROR(CheckSegment(rule, name, part, offset));
+    offset += part.size() + 1;
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status ValidateRunName(std::string_view name) {
-  const size_t slash = name.find('/');
-  if (slash == std::string_view::npos ||
-      name.find('/', slash + 1) != std::string_view::npos) {
-    return Bad("run name", name,
-               "must be 'namespace/name' with exactly one '/'");
-  }
-  const std::string_view ns = name.substr(0, slash);
-  const std::string_view rest = name.substr(slash + 1);
-  for (const auto& [part, offset] :
-       {std::pair{ns, size_t{0}}, std::pair{rest, slash + 1}}) {
-    if (auto s = CheckSegment("run name", name, part, offset, 128, "_.-");
-        !s.ok()) {
-      return s;
-    }
-    if (part == "." || part == "..") {
-      return Bad("run name", name, "'.' and '..' are not names");
-    }
-  }
-  return absl::OkStatus();
-}
+absl::Status ValidateRunName(std::string_view name) { return Validate(kRunRule, name); }
 
 absl::Status ValidateCheckpointName(std::string_view name) {
-  return CheckSegment("checkpoint name", name, name, 0, 128, "_.+-");
+  return Validate(kCheckpointRule, name);
 }
 
-absl::Status ValidateTensorKey(std::string_view key) {
-  if (key.size() > 1024) return Bad("tensor key", key, "longer than 1024 bytes");
-  size_t start = 0;
-  while (true) {
-    const size_t slash = key.find('/', start);
-    const std::string_view seg = key.substr(
-        start, slash == std::string_view::npos ? key.size() - start
-                                               : slash - start);
-    if (auto s = CheckSegment("tensor key", key, seg, start, 1024, "_.:+-[]");
-        !s.ok()) {
-      return s;
+absl::Status ValidateTensorKey(std::string_view key) { return Validate(kKeyRule, key); }
+
+absl::Status ValidatePolicyName(std::string_view name) {
+  return Validate(kPolicyNameRule, name);
+}
+
+absl::Status ValidateKeyFragment(std::string_view fragment) {
+  if (fragment.size() > kKeyRule.max_bytes) {
+    return Bad("key fragment", fragment,
+               absl::StrCat("longer than ", kKeyRule.max_bytes, " bytes"));
+  }
+  const std::vector<std::string_view> parts = SplitSlash(fragment);
+  size_t offset = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string_view part = parts[i];
+    // Only the parts between two '/' are whole segments of the keys it builds.
+    if (i > 0 && i + 1 < parts.size() && (part == "." || part == "..")) {
+      return Bad("key fragment", fragment,
+                 absl::StrCat("'", std::string(part), "' at offset ", offset,
+                              ": '.' and '..' are not names (no relative paths)"));
     }
-    if (slash == std::string_view::npos) break;
-    start = slash + 1;
+    REPROD_RETURN_IF_ERROR(
+        CheckBytes(NameRule{"key fragment", 0, 0, kKeyRule.extra, 0}, fragment, part, offset));
+    offset += part.size() + 1;
   }
   return absl::OkStatus();
 }
