@@ -121,8 +121,9 @@ absl::StatusOr<NpyHeader> ParseHeader(std::string_view bytes, const std::string&
   if (shape->kind != PyLiteral::Kind::kTuple) {
     return Invalid(what, "npy header: shape is not a tuple");
   }
-  if (shape->items.size() > 64) {
-    return Invalid(what, "npy header: more than 64 dimensions");
+  if (shape->items.size() > kMaxFileRank) {
+    return Invalid(what, absl::StrCat("npy header: shape has ", shape->items.size(),
+                                      " dimensions (at most ", kMaxFileRank, " supported)"));
   }
   for (const PyLiteral& d : shape->items) {
     if (d.kind != PyLiteral::Kind::kInt) return Invalid(what, "npy header: shape holds a non-int");
@@ -151,6 +152,21 @@ absl::StatusOr<NpyHeader> ParseNpyHeader(std::string_view bytes,
 }
 
 namespace internal {
+
+uint64_t MaxNpyHeaderBytes() { return 12 + kMaxHeaderLen; }
+
+absl::StatusOr<std::optional<uint64_t>> NpyDeclaredSize(std::string_view head,
+                                                        const std::string& what,
+                                                        std::string* desc) {
+  std::string unsupported;
+  NpyHeader h;
+  REPROD_ASSIGN_OR_RETURN(h, ParseHeader(head, what, &unsupported));
+  if (!unsupported.empty() || h.is_object) return std::optional<uint64_t>();
+  // No overflow: ParseHeader checked the byte size against int64.
+  const uint64_t nbytes = static_cast<uint64_t>(NumElements(h.shape)) * DTypeSize(*h.dtype);
+  *desc = absl::StrCat("shape ", ShapeToString(h.shape), " of ", Quote(h.descr));
+  return std::optional<uint64_t>(h.data_offset + nbytes);
+}
 
 absl::Status ReadNpyInto(const ByteSource& src, const std::string& key,
                          bool skip_unsupported, ReadBudget* budget, TensorFile* out,

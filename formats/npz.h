@@ -15,14 +15,22 @@
 //
 // Memory: each member is decompressed into its own buffer, which its tensors
 // share (one copy; no further copy for C-order little-endian members). The
-// declared uncompressed size is checked against ReadOptions::max_alloc_bytes
-// and against the largest ratio deflate can reach before anything is
-// allocated, and the bytes read (with their CRC-32) must match it.
+// zip's declared uncompressed size is never trusted alone: the member's npy
+// header is decompressed first (at most 4 KiB, or its declared length up to
+// 1 MiB), and a numeric member must declare exactly header plus shape times
+// itemsize in the zip too, so decompression stops one byte past what the
+// header declares. That size is then checked against the largest ratio
+// deflate can reach, ReadOptions::max_compression_ratio (members over
+// ReadOptions::compression_ratio_free_bytes) and ReadOptions::max_alloc_bytes
+// before anything is allocated, and the bytes read (with their CRC-32) must
+// match it. Object (pickled) members, whose size no header fixes, get the
+// same checks on the zip's size.
 //
 // Errors name the file and the member ("a.npz:x.npy: ..."): InvalidArgument
-// (not a zip, inconsistent archive, unsupported member), DataLoss (truncated
-// or CRC mismatch), ResourceExhausted (sizes over ReadOptions), plus those of
-// formats/npy.h for the members.
+// (not a zip, inconsistent archive, unsupported member, zip size disagreeing
+// with the npy header), DataLoss (truncated, longer than declared or CRC
+// mismatch), ResourceExhausted (sizes or ratio over ReadOptions), plus those
+// of formats/npy.h for the members.
 //
 // Thread-safety: reentrant.
 #ifndef REPROD_FORMATS_NPZ_H_

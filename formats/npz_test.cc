@@ -1,6 +1,8 @@
 #include "formats/npz.h"
 
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include "common/mapped_file.h"
 #include "formats/internal/test_util.h"
@@ -13,10 +15,12 @@ namespace {
 
 using ::reprod::formats::testing::Find;
 using ::reprod::formats::testing::Keys;
+using ::reprod::formats::testing::MakeZip;
 using ::reprod::formats::testing::TestdataPath;
 using ::reprod::formats::testing::Values;
 using ::reprod::testing::IsOk;
 using ::reprod::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -79,6 +83,80 @@ TEST(Npz, EveryPrefixFailsCleanly) {
       EXPECT_THAT(std::string(r.status().message()), HasSubstr(name));
     }
   }
+}
+
+// An .npy of little-endian float32 with `shape` (numpy's tuple text) and
+// `data` after the header, padded as numpy pads it (64-byte aligned data).
+std::string Npy(const std::string& shape, const std::string& data) {
+  std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  dict.append((64 - (10 + dict.size() + 1) % 64) % 64, ' ');
+  dict.push_back('\n');
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(dict.size() & 0xff));
+  out.push_back(static_cast<char>(dict.size() >> 8));
+  return out + dict + data;
+}
+
+// Sets the uncompressed size of every member in `zip` (local and central
+// headers; one-member archives) to `size`, as a lying writer would.
+void PatchDeclaredSize(std::string* zip, uint32_t size) {
+  for (const auto& [magic, offset] : {std::pair<std::string, size_t>{"PK\x03\x04", 22},
+                                      std::pair<std::string, size_t>{"PK\x01\x02", 24}}) {
+    const size_t at = zip->find(magic);
+    ASSERT_NE(at, std::string::npos) << magic;
+    for (int k = 0; k < 4; ++k) (*zip)[at + offset + k] = static_cast<char>(size >> (8 * k));
+  }
+}
+
+TEST(NpzBomb, ZipSizeLargerThanTheNpyHeaderIsRefusedBeforeDecompressing) {
+  // The header says (1,) float32 (4 bytes); the member holds 1 MiB more.
+  const std::string member = Npy("(1,)", std::string(4 + (1 << 20), '\0'));
+  ASSERT_EQ(member.size(), 128u + 4 + (1 << 20));
+  const std::string zip = MakeZip({{"x.npy", member}}, /*deflate=*/true);
+  EXPECT_THAT(ReadNpz(MappedFile::FromString(zip, "bomb.npz")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("bomb.npz:x.npy: npy header declares shape (1,) of '<f4'"),
+                             HasSubstr("(132 bytes with the header)"),
+                             HasSubstr("the zip declares 1048708 bytes"))));
+}
+
+TEST(NpzBomb, StreamLongerThanAnAgreeingDeclaredSizeStopsOneBytePast) {
+  // Zip and header both say 132 bytes; the deflate stream holds 1 MiB more.
+  std::string zip = MakeZip({{"x.npy", Npy("(1,)", std::string(4 + (1 << 20), '\0'))}},
+                            /*deflate=*/true);
+  PatchDeclaredSize(&zip, 132);
+  EXPECT_THAT(ReadNpz(MappedFile::FromString(zip, "liar.npz")),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       HasSubstr("liar.npz:x.npy: member is larger than its declared 132 bytes")));
+}
+
+TEST(NpzBomb, CompressionRatioLimit) {
+  // 1 MiB of zeros deflates ~1000:1: over a 100:1 limit once the member is
+  // past the free size, and read as usual below it (the default 64 MiB).
+  const std::string zip =
+      MakeZip({{"z.npy", Npy("(262144,)", std::string(1 << 20, '\0'))}}, /*deflate=*/true);
+  ASSERT_OK_AND_ASSIGN(TensorFile f, ReadNpz(MappedFile::FromString(zip, "zeros.npz")));
+  EXPECT_EQ(Find(f, "z")->shape(), (Shape{262144}));
+  ReadOptions strict;
+  strict.compression_ratio_free_bytes = 1 << 19;
+  EXPECT_THAT(ReadNpz(MappedFile::FromString(zip, "zeros.npz"), strict),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("zeros.npz:z.npy: member expands"),
+                             HasSubstr("(1048704 bytes from "),
+                             HasSubstr("over the 100:1 limit"))));
+  strict.max_compression_ratio = 0;  // off
+  EXPECT_THAT(ReadNpz(MappedFile::FromString(zip, "zeros.npz"), strict), IsOk());
+}
+
+TEST(NpzBomb, RankOver64IsRefusedNamingTheMember) {
+  std::string shape = "(";
+  for (int k = 0; k < 65; ++k) shape += "1, ";
+  shape += ")";
+  const std::string zip = MakeZip({{"r.npy", Npy(shape, std::string(4, '\0'))}});
+  EXPECT_THAT(ReadNpz(MappedFile::FromString(zip, "rank.npz")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("rank.npz:r.npy: npy header: shape has 65 dimensions "
+                                 "(at most 64 supported)")));
 }
 
 TEST(Npz, EmptyArchiveHasNoTensors) {

@@ -51,7 +51,9 @@
 //
 // Limits: every length is checked against the remaining input before use;
 // the stack, memo, open MARKs, object count, container items and nesting
-// depth are bounded (internal/unpickler.h, PickleLimits), and copies are
+// depth are bounded (internal/unpickler.h, PickleLimits; the first four by
+// input bytes / 4 + 65536 as well as hard caps), shapes have at most 64
+// dimensions, and copies are
 // bounded by 64 times the input size (plus 1 MiB), so hostile input costs at
 // most a bounded multiple of its size in memory and time.
 //

@@ -440,6 +440,45 @@ TEST(PickleHandWritten, StackAndMarkErrors) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("UTF-8")));
 }
 
+// The bound PickleLimits puts on stack, memo and object counts for an
+// n-byte pickle, as the message prints it.
+std::string InputBound(size_t n) {
+  return std::to_string(n / 4 + 65536) + " (bound for a " + std::to_string(n) + "-byte pickle";
+}
+
+TEST(PickleHandWritten, StackMemoAndObjectsAreBoundedByTheInputSize) {
+  // 4 MB of DUP: one stack entry per byte without the input bound.
+  const std::string dups = PickleWriter().Proto(2).Op('N').Raw(std::string(4 << 20, '2')).str();
+  EXPECT_THAT(ReadBytes(dups), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("/x/evil.pkl: pickle stack deeper than " +
+                                                  InputBound(dups.size()))));
+  // EMPTY_LIST, POP: one object per two bytes, on a shallow stack.
+  std::string lists = PickleWriter().Proto(2).str();
+  for (int k = 0; k < (1 << 20); ++k) lists += "]0";
+  EXPECT_THAT(ReadBytes(lists), StatusIs(absl::StatusCode::kResourceExhausted,
+                                         HasSubstr("/x/evil.pkl: pickle creates more objects "
+                                                   "than " + InputBound(lists.size()))));
+  // MEMOIZE (protocol 4): one memo entry per byte.
+  const std::string memo =
+      PickleWriter().Proto(4).Op('N').Raw(std::string(1 << 20, '\x94')).str();
+  EXPECT_THAT(ReadBytes(memo), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        HasSubstr("/x/evil.pkl: pickle memo larger than " +
+                                                  InputBound(memo.size()))));
+  // MARK after MARK.
+  const std::string marks = PickleWriter().Proto(2).Raw(std::string(1 << 20, '(')).str();
+  EXPECT_THAT(ReadBytes(marks), StatusIs(absl::StatusCode::kResourceExhausted,
+                                         HasSubstr("/x/evil.pkl: more open MARKs than " +
+                                                   InputBound(marks.size()))));
+}
+
+TEST(PickleHandWritten, ShapeRankOver64IsRefused) {
+  PickleWriter w;
+  w.Proto(3).Array(std::vector<int64_t>(65, 1), "f4", "<", false, "1234").Op('.');
+  EXPECT_THAT(ReadBytes(w.str()), StatusIs(absl::StatusCode::kInvalidArgument,
+                                           AllOf(HasSubstr("/x/evil.pkl: "),
+                                                 HasSubstr("has 65 dimensions (at most 64"))));
+}
+
 TEST(PickleHandWritten, TextOpcodesOfProtocol0) {
   const std::string p0 = "(dp0\nVunused\n";  // UNICODE opcode: refused
   EXPECT_THAT(ReadBytes(p0), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));

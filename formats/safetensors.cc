@@ -16,7 +16,7 @@ namespace {
 
 struct NameAndType {
   std::string_view name;
-  DType dtype;
+  DType dtype = DType::kFloat32;
 };
 
 constexpr std::array<NameAndType, kNumDTypes> kDTypes = {{
@@ -37,11 +37,33 @@ constexpr std::array<NameAndType, kNumDTypes> kDTypes = {{
 
 struct Entry {
   std::string key;
-  DType dtype;
+  DType dtype = DType::kFloat32;
   Shape shape;
   uint64_t begin;
   uint64_t end;
+  bool skipped = false;  // unsupported dtype: only its offsets are checked
 };
+
+// Refuses two entries whose non-empty byte ranges overlap (naming both):
+// every tensor owns its bytes, as the safetensors format requires. `entries`
+// are sorted by offset on return.
+absl::Status CheckNoOverlap(std::vector<Entry>* entries, const std::string& what) {
+  std::sort(entries->begin(), entries->end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.key < b.key;
+  });
+  const Entry* reach = nullptr;  // the non-empty entry ending furthest so far
+  for (const Entry& e : *entries) {
+    if (e.begin == e.end) continue;
+    if (reach != nullptr && e.begin < reach->end) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, ": tensors ", internal::Quote(reach->key), " [", reach->begin, ", ", reach->end,
+          ") and ", internal::Quote(e.key), " [", e.begin, ", ", e.end,
+          ") overlap in the data section (data_offsets must not share bytes)"));
+    }
+    if (reach == nullptr || e.end > reach->end) reach = &e;
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -115,9 +137,10 @@ absl::StatusOr<TensorFile> ReadSafetensors(std::shared_ptr<const MappedFile> fil
     Entry e;
     e.key = key;
     for (const json& d : *sh) {
-      if (!d.is_number_unsigned() || sh->size() > 64) {
+      if (!d.is_number_unsigned() || sh->size() > kMaxFileRank) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": shape must be at most 64 non-negative integers"));
+            where, ": shape must be at most ", kMaxFileRank, " non-negative integers (has ",
+            sh->size(), ")"));
       }
       const uint64_t u = d.get<uint64_t>();
       if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
@@ -136,8 +159,15 @@ absl::StatusOr<TensorFile> ReadSafetensors(std::shared_ptr<const MappedFile> fil
     const std::string& dtype_name = dt->get_ref<const std::string&>();
     const std::optional<DType> dtype = SafetensorsDTypeFromName(dtype_name);
     if (!dtype.has_value()) {
+      if (e.begin > e.end || e.end > data.size()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": data_offsets [", e.begin, ", ",
+                                                       e.end, ") outside the ", data.size(),
+                                                       "-byte data section"));
+      }
       out.skipped.push_back(absl::StrCat(key, ": unsupported safetensors dtype ",
                                          internal::Quote(dtype_name)));
+      e.skipped = true;
+      entries.push_back(std::move(e));
       continue;
     }
     e.dtype = *dtype;
@@ -158,11 +188,10 @@ absl::StatusOr<TensorFile> ReadSafetensors(std::shared_ptr<const MappedFile> fil
     e.dtype = *dtype;
     entries.push_back(std::move(e));
   }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.key < b.key;
-  });
+  REPROD_RETURN_IF_ERROR(CheckNoOverlap(&entries, what));
   std::shared_ptr<const void> owner = file;
   for (Entry& e : entries) {
+    if (e.skipped) continue;
     internal::ArrayBytes a;
     a.dtype = e.dtype;
     a.shape = e.shape;

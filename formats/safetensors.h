@@ -12,7 +12,8 @@
 // Reading: N must be <= 100 MB and fit in the file; the JSON is parsed
 // without exceptions; every entry's dtype, shape and offsets are validated
 // (offsets in range and end - begin == elements * itemsize, all without
-// overflow) before any tensor is made. Tensors are returned in the order of
+// overflow; no two non-empty tensors' bytes overlap, skipped entries
+// included; at most 64 dimensions) before any tensor is made. Tensors are returned in the order of
 // their data offsets (the producer's order; the JSON keys are usually
 // sorted) and borrow from the file when aligned to their element size
 // (otherwise copied). "__metadata__" is ignored. Supported dtypes: BOOL U8 I8

@@ -110,6 +110,56 @@ TEST(Safetensors, MalformedHeadersAndOffsets) {
   }
 }
 
+TEST(Safetensors, OverlappingOffsetsAreRefusedNamingBothTensors) {
+  const std::string data(16, '\0');
+  EXPECT_THAT(Read(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                              data)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("m.safetensors: tensors 'a' [0, 8) and 'b' [4, 12) overlap")));
+  // Two names for the same bytes.
+  EXPECT_THAT(Read(WithHeader(R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},)"
+                              R"("a":{"dtype":"I32","shape":[2],"data_offsets":[8,16]}})",
+                              data)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensors 'a' [8, 16) and 'b' [8, 16) overlap")));
+  // Contained in a bigger one, and an entry of a skipped dtype counts too.
+  EXPECT_THAT(Read(WithHeader(R"({"big":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                              R"("in":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}})",
+                              data)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensors 'big' [0, 16) and 'in' [12, 16) overlap")));
+  EXPECT_THAT(Read(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                              R"("f8":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[6,10]}})",
+                              data)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("tensors 'a' [0, 8) and 'f8' [6, 10) overlap")));
+  EXPECT_THAT(Read(WithHeader(R"({"f8":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[14,18]}})",
+                              data)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("key 'f8': data_offsets [14, 18) outside the 16-byte data")));
+  // Empty tensors share offsets with anything; adjacent ranges do not overlap.
+  ASSERT_OK_AND_ASSIGN(
+      TensorFile f,
+      Read(WithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                      R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                      R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                      data)));
+  EXPECT_EQ(f.tensors.size(), 3u);
+}
+
+TEST(Safetensors, RankOver64IsRefusedNamingTheKey) {
+  std::string shape = "[";
+  for (int k = 0; k < 65; ++k) shape += k == 0 ? "1" : ",1";
+  shape += "]";
+  EXPECT_THAT(
+      Read(WithHeader(R"({"deep":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,4]}})",
+                      std::string(4, '\0'))),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("m.safetensors: key 'deep': shape must be at most 64 non-negative "
+                         "integers (has 65)")));
+}
+
 TEST(Safetensors, AbsurdAndTruncatedSizes) {
   std::string huge(8, '\0');
   huge[7] = 0x10;  // 2^60

@@ -86,7 +86,20 @@ struct ReadOptions {
   // Copies (layout conversions, decoded pickle strings) are additionally
   // bounded by 64 times the size of the bytes parsed, plus 1 MiB.
   uint64_t max_alloc_bytes = uint64_t{64} << 30;  // 64 GiB
+  // An archive member (.npz, torch.save zip) larger than
+  // compression_ratio_free_bytes may expand to at most max_compression_ratio
+  // times its compressed size (ResourceExhausted past it, before anything is
+  // decompressed or allocated): a zip bomb's declared sizes may agree with
+  // each other and still ask for gigabytes from a few megabytes. Deflate
+  // reaches ~1032:1 on constant data, so an archive holding a large all-zero
+  // array needs a higher ratio; 0 turns the check off.
+  uint64_t max_compression_ratio = 100;
+  uint64_t compression_ratio_free_bytes = uint64_t{64} << 20;  // 64 MiB
 };
+
+// The most dimensions a shape read from a file may have (numpy's own limit);
+// every reader refuses more with InvalidArgument naming the file and key.
+inline constexpr size_t kMaxFileRank = 64;
 
 struct TensorFile {
   std::string path;

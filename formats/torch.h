@@ -27,7 +27,11 @@
 // collections.OrderedDict). Any other global is refused with PermissionDenied
 // naming it; nothing is ever executed. Persistent ids must be
 // ('storage', storage_type, key, location, numel) and name a storage present
-// in the file with exactly numel elements.
+// in the file with exactly numel elements: a storage member's zip size must
+// be numel times itemsize before it is decompressed (and decompression stops
+// one byte past it), and members over ReadOptions::compression_ratio_free_bytes
+// may expand at most ReadOptions::max_compression_ratio times. Shapes have at
+// most 64 dimensions.
 //
 // Tensors: sizes, strides and storage offset are validated against the
 // storage before any byte is read (overflow-checked). A contiguous view

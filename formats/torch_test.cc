@@ -22,6 +22,7 @@ namespace {
 
 using ::reprod::formats::testing::Find;
 using ::reprod::formats::testing::Keys;
+using ::reprod::formats::testing::MakeZip;
 using ::reprod::formats::testing::PickleWriter;
 using ::reprod::formats::testing::PointsInto;
 using ::reprod::formats::testing::TestdataPath;
@@ -42,29 +43,6 @@ std::string FixtureBytes(const std::string& name) {
 
 absl::StatusOr<TensorFile> ReadBytes(const std::string& bytes, const std::string& name) {
   return ReadTensorBytes(MappedFile::FromString(bytes, name));
-}
-
-// A zip archive holding `members` (name, bytes) in order, written by libzip.
-std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& members,
-                    bool deflate = false) {
-  const std::string path = ::testing::TempDir() + "/torch_test_" +
-                           std::to_string(reinterpret_cast<uintptr_t>(&members)) + ".zip";
-  int err = 0;
-  zip_t* z = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
-  EXPECT_NE(z, nullptr) << err;
-  if (z == nullptr) return "";
-  for (const auto& [name, data] : members) {
-    zip_source_t* src = zip_source_buffer(z, data.data(), data.size(), 0);
-    const zip_int64_t idx = zip_file_add(z, name.c_str(), src, ZIP_FL_OVERWRITE);
-    EXPECT_GE(idx, 0) << name;
-    zip_set_file_compression(z, static_cast<zip_uint64_t>(idx),
-                             deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 0);
-  }
-  EXPECT_EQ(zip_close(z), 0);
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::remove(path.c_str());
-  return bytes;
 }
 
 // torch._utils._rebuild_tensor_v2(('storage', torch.<type>, key, 'cpu',
@@ -237,6 +215,32 @@ TEST(TorchSafety, StorageOfTheWrongSizeIsInvalid) {
                         "short.pt"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("short.pt:m/data/0"), HasSubstr("needs 32 bytes"))));
+}
+
+TEST(TorchSafety, StorageOverTheCompressionRatioIsRefusedBeforeDecompressing) {
+  // 1 MiB of zero floats, sized right by the pickle, deflates ~1000:1.
+  const std::string zip =
+      MakeZip({{"m/data.pkl", DictPickle("FloatStorage", "0", 1 << 18, 0, {1 << 18}, {1})},
+               {"m/data/0", std::string(1 << 20, '\0')}},
+              /*deflate=*/true);
+  ASSERT_OK_AND_ASSIGN(TensorFile f, ReadTorch(MappedFile::FromString(zip, "zeros.pt")));
+  EXPECT_EQ(Find(f, "t")->shape(), (Shape{1 << 18}));
+  ReadOptions strict;
+  strict.compression_ratio_free_bytes = 1 << 19;
+  EXPECT_THAT(ReadTorch(MappedFile::FromString(zip, "zeros.pt"), strict),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("zeros.pt:m/data/0: member expands"),
+                             HasSubstr("over the 100:1 limit"))));
+}
+
+TEST(TorchSafety, ShapeRankOver64IsRefused) {
+  const std::vector<int32_t> ones(65, 1);
+  EXPECT_THAT(ReadBytes(MakeZip({{"m/data.pkl", DictPickle("FloatStorage", "0", 1, 0, ones, ones)},
+                                 {"m/data/0", Floats({1})}}),
+                        "deep.pt"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("deep.pt:m/data.pkl"),
+                             HasSubstr("has 65 dimensions (at most 64 supported)"))));
 }
 
 TEST(TorchSafety, ViewsPastTheEndOfTheirStorageAreRefusedBeforeReading) {

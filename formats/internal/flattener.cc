@@ -180,7 +180,7 @@ Flattener::SliceJoins Flattener::ParseSliceTable(const DictEntries& d, const std
       if (f->text == "OriginShape" && (v->kind == Kind::kTuple || v->kind == Kind::kList)) {
         have_shape = true;
         for (Obj* dim : v->items) {
-          if (dim->kind != Kind::kInt || j.shape.size() >= 64) have_shape = false;
+          if (dim->kind != Kind::kInt || j.shape.size() >= kMaxFileRank) have_shape = false;
           if (dim->kind == Kind::kInt) j.shape.push_back(dim->num.i);
         }
       } else if (f->text == "slices" && v->kind == Kind::kList) {

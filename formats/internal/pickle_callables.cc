@@ -37,9 +37,9 @@ absl::StatusOr<Shape> Unpickler::ToShape(Obj* o, std::string_view what) {
     return Invalid(
         absl::StrCat(std::string(what), " must be a tuple of ints, not ", KindName(o->kind)));
   }
-  if (o->items.size() > 64) {
+  if (o->items.size() > kMaxFileRank) {
     return Invalid(absl::StrCat(std::string(what), " has ", o->items.size(),
-                                " dimensions (at most 64 supported)"));
+                                " dimensions (at most ", kMaxFileRank, " supported)"));
   }
   Shape shape;
   for (Obj* d : o->items) {

@@ -1,15 +1,22 @@
 // File: formats/internal/test_util.h
 //
 // Test-only helpers for formats/*_test.cc: fixture paths, tensor lookups and
-// value extraction, and PickleWriter for hand-written pickle bytes.
+// value extraction, MakeZip for archives written by libzip, and PickleWriter
+// for hand-written pickle bytes.
 #ifndef REPROD_FORMATS_INTERNAL_TEST_UTIL_H_
 #define REPROD_FORMATS_INTERNAL_TEST_UTIL_H_
 
+#include <zip.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/mapped_file.h"
@@ -18,6 +25,29 @@
 #include "gtest/gtest.h"
 
 namespace reprod::formats::testing {
+
+// A zip archive holding `members` (name, bytes) in order, written by libzip.
+inline std::string MakeZip(const std::vector<std::pair<std::string, std::string>>& members,
+                           bool deflate = false) {
+  const std::string path = ::testing::TempDir() + "/formats_test_" +
+                           std::to_string(reinterpret_cast<uintptr_t>(&members)) + ".zip";
+  int err = 0;
+  zip_t* z = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+  EXPECT_NE(z, nullptr) << err;
+  if (z == nullptr) return "";
+  for (const auto& [name, data] : members) {
+    zip_source_t* src = zip_source_buffer(z, data.data(), data.size(), 0);
+    const zip_int64_t idx = zip_file_add(z, name.c_str(), src, ZIP_FL_OVERWRITE);
+    EXPECT_GE(idx, 0) << name;
+    zip_set_file_compression(z, static_cast<zip_uint64_t>(idx),
+                             deflate ? ZIP_CM_DEFLATE : ZIP_CM_STORE, 0);
+  }
+  EXPECT_EQ(zip_close(z), 0);
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::remove(path.c_str());
+  return bytes;
+}
 
 inline std::string TestdataPath(const std::string& name) {
   return std::string(REPROD_FORMATS_TESTDATA) + "/" + name;

@@ -89,9 +89,9 @@ absl::Status IntTuple(const Unpickler& u, const Obj* o, const std::string& what,
   if (o->kind != Kind::kTuple && o->kind != Kind::kList) {
     return u.Invalid(absl::StrCat(what, " must be a tuple of ints, not ", KindName(o->kind)));
   }
-  if (o->items.size() > 64) {
-    return u.Invalid(
-        absl::StrCat(what, " has ", o->items.size(), " dimensions (at most 64 supported)"));
+  if (o->items.size() > kMaxFileRank) {
+    return u.Invalid(absl::StrCat(what, " has ", o->items.size(), " dimensions (at most ",
+                                  kMaxFileRank, " supported)"));
   }
   out->clear();
   for (const Obj* d : o->items) {

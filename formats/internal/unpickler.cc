@@ -20,7 +20,19 @@ Unpickler::Unpickler(const ByteSource& input, ReadBudget* budget, const PickleLi
       budget_(budget),
       limits_(limits),
       extension_(extension),
-      items_budget_(2 * static_cast<uint64_t>(n_) + (uint64_t{1} << 16)) {}
+      items_budget_(2 * static_cast<uint64_t>(n_) + (uint64_t{1} << 16)) {
+  const size_t scaled = n_ / PickleLimits::kInputBytesPerEntry + PickleLimits::kEntrySlack;
+  for (size_t* limit : {&limits_.max_stack, &limits_.max_marks, &limits_.max_objects,
+                        &limits_.max_memo}) {
+    *limit = std::min(*limit, scaled);
+  }
+}
+
+std::string Unpickler::LimitText(size_t limit) const {
+  return absl::StrCat(limit, " (bound for a ", n_, "-byte pickle: input bytes / ",
+                      PickleLimits::kInputBytesPerEntry, " + ", PickleLimits::kEntrySlack,
+                      ", hard cap)");
+}
 
 // ---------------------------------------------------------------------------
 // Messages, input, objects, stack and memo.
@@ -72,7 +84,8 @@ absl::StatusOr<uint64_t> Unpickler::TakeMemoIndexLine(std::string_view op) {
 
 absl::StatusOr<Obj*> Unpickler::New(Kind kind) {
   if (arena_.size() >= limits_.max_objects) {
-    return Exhausted(absl::StrCat("pickle creates more than ", limits_.max_objects, " objects"));
+    return Exhausted(
+        absl::StrCat("pickle creates more objects than ", LimitText(limits_.max_objects)));
   }
   Obj& o = arena_.emplace_back();
   o.kind = kind;
@@ -90,7 +103,7 @@ absl::Status Unpickler::ChargeItems(uint64_t n) {
 
 absl::Status Unpickler::Push(Obj* o) {
   if (stack_.size() >= limits_.max_stack) {
-    return Exhausted(absl::StrCat("pickle stack deeper than ", limits_.max_stack));
+    return Exhausted(absl::StrCat("pickle stack deeper than ", LimitText(limits_.max_stack)));
   }
   stack_.push_back(o);
   return absl::OkStatus();
@@ -122,7 +135,7 @@ absl::Status Unpickler::Memoize(uint64_t index) {
   REPROD_ASSIGN_OR_RETURN(top, Top());
   auto it = memo_.find(index);
   if (it == memo_.end() && memo_.size() >= limits_.max_memo) {
-    return Exhausted(absl::StrCat("pickle memo larger than ", limits_.max_memo));
+    return Exhausted(absl::StrCat("pickle memo larger than ", LimitText(limits_.max_memo)));
   }
   memo_[index] = top;
   return absl::OkStatus();
@@ -290,7 +303,9 @@ absl::Status Unpickler::OpStack(unsigned char op) {
       return absl::OkStatus();
     }
     case '(': {  // MARK
-      if (marks_.size() >= limits_.max_marks) return Exhausted("too many open MARKs");
+      if (marks_.size() >= limits_.max_marks) {
+        return Exhausted(absl::StrCat("more open MARKs than ", LimitText(limits_.max_marks)));
+      }
       marks_.push_back(stack_.size());
       return absl::OkStatus();
     }

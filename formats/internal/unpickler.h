@@ -40,12 +40,19 @@
 
 namespace reprod::formats::internal {
 
-// Bounds on the interpreter, all checked before the memory is used.
+// Bounds on the interpreter, all checked before the memory is used. The
+// stack, MARK, object and memo counts are hard caps; each is further bounded
+// by the input: at most input_bytes / kInputBytesPerEntry + kEntrySlack (an
+// opcode is at least one byte, so without this a 4 MB pickle could build
+// 4 M objects of ~160 B each). Past a bound, ResourceExhausted names the
+// input, the bound and the offset.
 struct PickleLimits {
-  size_t max_stack = size_t{1} << 22;          // stack entries
+  static constexpr size_t kInputBytesPerEntry = 4;
+  static constexpr size_t kEntrySlack = size_t{1} << 16;
+  size_t max_stack = size_t{1} << 21;          // stack entries
   size_t max_marks = size_t{1} << 20;          // open MARKs
-  size_t max_objects = size_t{1} << 23;        // objects created (~128 B each)
-  size_t max_memo = size_t{1} << 23;           // memo entries
+  size_t max_objects = size_t{1} << 23;        // objects created (~160 B each)
+  size_t max_memo = size_t{1} << 22;           // memo entries
   int max_nesting = 64;                        // container depth when flattening
   uint64_t max_key_bytes = uint64_t{1} << 28;  // sum of flattened key lengths
 };
@@ -108,6 +115,8 @@ class Unpickler {
   absl::Status Invalid(std::string_view what) const;
   absl::Status Truncated(std::string_view what) const;
   absl::Status Exhausted(std::string_view what) const;
+  // "N (bound for a B-byte pickle: ...)", for Exhausted messages.
+  std::string LimitText(size_t limit) const;
 
  private:
   // Input.

@@ -13,14 +13,18 @@
 // one member into its own buffer: encrypted members and methods other than
 // stored and deflated are refused, and the declared uncompressed size is
 // checked against the archive size (deflate cannot expand more than ~1032:1)
-// and ReadOptions::max_alloc_bytes before anything is allocated; the member
+// and ReadOptions::max_alloc_bytes before anything is allocated, and a member
+// over 64 MiB against ReadOptions::max_compression_ratio; the member
 // must then yield exactly its declared size (one byte past it is read to
 // prove EOF) and libzip verifies its CRC-32.
 //
 // Errors name the file and the member ("a.npz:x.npy: ..."): InvalidArgument
 // (not a zip, inconsistent archive, unsupported member, impossible size),
 // DataLoss (truncated, larger than declared, CRC mismatch), ResourceExhausted
-// (over ReadOptions).
+// (over ReadOptions, including the compression ratio). Readers whose members
+// carry their own header (.npz) or whose index declares the sizes (torch's
+// data.pkl) compare those with the zip's declared size before Read, so the
+// zip's size alone is never trusted.
 //
 // Thread-safety: a ZipArchive is used by one thread at a time.
 #ifndef REPROD_FORMATS_INTERNAL_ZIP_ARCHIVE_H_
@@ -69,7 +73,19 @@ class ZipArchive {
   // buffer; its `what` is What(m).
   absl::StatusOr<ByteSource> Read(const Member& m, ReadBudget* budget) const;
 
+  // The first min(n, m.size) bytes of `m` decompressed (fewer when the
+  // member is shorter than declared), without reading the rest: enough to
+  // learn the size a member's own header declares before trusting the zip's.
+  // The caller bounds `n`. Refuses what Read refuses for the member's kind.
+  absl::StatusOr<std::string> ReadPrefix(const Member& m, uint64_t n) const;
+
  private:
+  // Encrypted members, methods other than stored and deflated, and declared
+  // sizes impossible for the archive (deflate expands at most ~1032:1).
+  absl::Status CheckMember(const Member& m) const;
+  // The ReadOptions::max_compression_ratio bound on m.size.
+  absl::Status CheckRatio(const Member& m, const ReadOptions& options) const;
+
   struct Handle;
   ZipArchive() = default;
 
