@@ -1,12 +1,19 @@
 #include "server/ingest_service.h"
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
+#include <set>
+#include <thread>
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 #include "common/tensor.h"
@@ -17,6 +24,65 @@
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
+
+// Cancels Ingest streams the server has waited on for longer than the idle
+// timeout: one thread for all streams, which register a Watch for their
+// lifetime and mark when they start and stop waiting for a message.
+class IdleWatchdog {
+ public:
+  struct Watch {
+    grpc::ServerContext* context = nullptr;
+    std::atomic<int64_t> waiting_since_ns{0};  // 0: not waiting
+    std::atomic<bool> fired{false};            // cancelled for idling
+  };
+
+  explicit IdleWatchdog(absl::Duration timeout) : timeout_(timeout) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~IdleWatchdog() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  IdleWatchdog(const IdleWatchdog&) = delete;
+  IdleWatchdog& operator=(const IdleWatchdog&) = delete;
+
+  void Add(Watch* w) {
+    absl::MutexLock lock(&mu_);
+    watches_.insert(w);
+  }
+  void Remove(Watch* w) {
+    absl::MutexLock lock(&mu_);
+    watches_.erase(w);
+  }
+  absl::Duration timeout() const { return timeout_; }
+
+ private:
+  void Loop() {
+    const absl::Duration tick =
+        std::clamp(timeout_ / 4, absl::Milliseconds(20), absl::Seconds(1));
+    const int64_t limit_ns = absl::ToInt64Nanoseconds(timeout_);
+    absl::MutexLock lock(&mu_);
+    while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) {
+      const int64_t now = absl::GetCurrentTimeNanos();
+      for (Watch* w : watches_) {
+        const int64_t since = w->waiting_since_ns.load();
+        if (since != 0 && now - since >= limit_ns && !w->fired.exchange(true)) {
+          w->context->TryCancel();
+        }
+      }
+    }
+  }
+
+  const absl::Duration timeout_;
+  absl::Mutex mu_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::set<Watch*> watches_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
 namespace {
 
 absl::Status WithContext(const absl::Status& s, std::string_view run,
@@ -37,6 +103,40 @@ v1::AckKind AckKindToProto(storage::CommitKind kind) {
       return v1::ACK_KIND_REPLACED;
   }
   return v1::ACK_KIND_UNSPECIFIED;
+}
+
+// Bytes stored in the runs whose names start with `prefix`.
+absl::StatusOr<uint64_t> StoredBytes(storage::Store& store, std::string_view prefix) {
+  REPROD_ASSIGN_OR_RETURN(const std::vector<storage::RunInfo> runs, store.ListRuns(prefix));
+  uint64_t total = 0;
+  for (const storage::RunInfo& run : runs) total += run.total_bytes;
+  return total;
+}
+
+// --quota-bytes and --namespace-quota-bytes: RESOURCE_EXHAUSTED when `header`
+// would take the stored bytes past a limit.
+absl::Status CheckQuotas(const ServiceEnv& env, std::string_view run,
+                         const storage::TensorHeader& header) {
+  const ServerLimits& limits = env.limits;
+  const uint64_t need = header.byte_length;
+  if (limits.namespace_quota_bytes > 0) {
+    const std::string ns(run.substr(0, run.find('/')));
+    REPROD_ASSIGN_OR_RETURN(const uint64_t used, StoredBytes(*env.store, ns + "/"));
+    if (used + need > limits.namespace_quota_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "quota: namespace '", ns, "' stores ", used, " bytes; ", need, " more would pass its ",
+          limits.namespace_quota_bytes, "-byte limit (--namespace-quota-bytes)"));
+    }
+  }
+  if (limits.quota_bytes > 0) {
+    REPROD_ASSIGN_OR_RETURN(const uint64_t used, StoredBytes(*env.store, ""));
+    if (used + need > limits.quota_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "quota: the server stores ", used, " bytes; ", need, " more would pass its ",
+          limits.quota_bytes, "-byte limit (--quota-bytes)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The tensor being received on a stream.
@@ -93,6 +193,17 @@ class StreamHandler {
   const std::map<std::string, PushTally>& tallies() const { return tallies_; }
   // The run of the latest BeginTensor (empty before the first).
   const std::string& last_run() const { return last_run_; }
+  // Where the stream stands, for messages: the tensor in flight with its
+  // progress, or the last run between tensors.
+  std::string Where() const {
+    if (current_) {
+      return absl::StrCat("run '", current_->run, "' tensor ",
+                          storage::AddressToString(current_->header.address), " after ",
+                          current_->received, " of ", current_->header.byte_length, " bytes");
+    }
+    if (last_run_.empty()) return "before its first tensor";
+    return absl::StrCat("run '", last_run_, "' between tensors (", acked_, " acked)");
+  }
 
   // The status of a stream whose client closed it (or went away): OK between
   // tensors; otherwise the tensor in flight is discarded.
@@ -121,6 +232,9 @@ class StreamHandler {
     tallies_[begin.run()];  // recorded even when nothing is acked
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
+    if (absl::Status s = CheckQuotas(env_, begin.run(), *header); !s.ok()) {
+      return WithContext(s, begin.run(), header->address);
+    }
     absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
         env_.store->BeginTensor(begin.run(), *header);
     if (writer.status().code() == absl::StatusCode::kNotFound) {
@@ -276,11 +390,26 @@ namespace {
 
 // Reads the stream to its end or first error; `refused_by_gate` tells
 // whether that error was the gate's refusal of a BeginTensor.
+// The status of a stream the watchdog cancelled: DEADLINE_EXCEEDED naming
+// where it stood (logged too: the client may never see it).
+grpc::Status IdledOut(grpc::ServerContext* context, const StreamHandler& handler,
+                      absl::Duration timeout) {
+  const std::string message = absl::StrCat(
+      "ingest stream idle for ", absl::FormatDuration(timeout), " (--stream-idle-timeout) at ",
+      handler.Where(), "; cancelled", handler.between_tensors() ? "" : ", the tensor discarded");
+  spdlog::warn("ingest from {}: {}", context->peer(), message);
+  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
+}
+
 grpc::Status ServeStream(const ServiceEnv& env, grpc::ServerContext* context,
                          IngestStream* stream, const std::optional<auth::Principal>& who,
-                         StreamHandler& handler, bool& refused_by_gate) {
+                         StreamHandler& handler, bool& refused_by_gate,
+                         IdleWatchdog::Watch& watch, absl::Duration idle_timeout) {
   v1::IngestRequest request;
+  watch.waiting_since_ns = absl::GetCurrentTimeNanos();
   while (stream->Read(&request)) {
+    watch.waiting_since_ns = 0;
+    if (watch.fired) return IdledOut(context, handler, idle_timeout);
     absl::Status status = who && request.has_begin()
                               ? env.auth->CheckMessage(*who, kRouteIngest, request)
                               : absl::OkStatus();
@@ -299,7 +428,10 @@ grpc::Status ServeStream(const ServiceEnv& env, grpc::ServerContext* context,
                           "server shutting down; resend unacked tensors");
     }
     request.Clear();
+    watch.waiting_since_ns = absl::GetCurrentTimeNanos();
   }
+  watch.waiting_since_ns = 0;
+  if (watch.fired) return IdledOut(context, handler, idle_timeout);
   const grpc::Status end = handler.Finish(context);
   if (end.ok()) spdlog::debug("ingest from {}: {} tensors acked", context->peer(), handler.acked());
   return end;
@@ -307,11 +439,32 @@ grpc::Status ServeStream(const ServiceEnv& env, grpc::ServerContext* context,
 
 }  // namespace
 
+IngestServiceImpl::IngestServiceImpl(const ServiceEnv& env) : env_(env) {
+  if (env_.limits.stream_idle_timeout > absl::ZeroDuration()) {
+    watchdog_ = std::make_unique<IdleWatchdog>(env_.limits.stream_idle_timeout);
+  }
+}
+
+IngestServiceImpl::~IngestServiceImpl() = default;
+
 grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStream* stream) {
   RunEvents::CallGuard guard(env_.events);
   if (env_.events->shutting_down()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "server shutting down; retry after the restart");
+  }
+  struct StreamCount {
+    std::atomic<int>& n;
+    ~StreamCount() { --n; }
+  } count{open_streams_};
+  const int open = ++open_streams_;
+  if (env_.limits.max_streams > 0 && open > env_.limits.max_streams) {
+    spdlog::warn("refused an ingest stream from {}: {} open, limit {} (--max-streams)",
+                 context->peer(), open - 1, env_.limits.max_streams);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("the server has ", open - 1, " ingest streams open, its limit "
+                                     "(--max-streams ", env_.limits.max_streams,
+                                     "); retry when others have finished"));
   }
   // --auth tokens: the caller is authenticated once, and each BeginTensor's
   // run is authorized on its own (the table's per-message entry).
@@ -326,7 +479,18 @@ grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStrea
   }
   StreamHandler handler(env_, stream);
   bool refused_by_gate = false;
-  const grpc::Status end = ServeStream(env_, context, stream, who, handler, refused_by_gate);
+  IdleWatchdog::Watch watch;
+  watch.context = context;
+  struct Registration {
+    IdleWatchdog* dog;
+    IdleWatchdog::Watch* w;
+    ~Registration() {
+      if (dog != nullptr) dog->Remove(w);
+    }
+  } registration{watchdog_.get(), &watch};
+  if (watchdog_ != nullptr) watchdog_->Add(&watch);
+  const grpc::Status end = ServeStream(env_, context, stream, who, handler, refused_by_gate,
+                                       watch, env_.limits.stream_idle_timeout);
   const absl::Status audited =
       RecordPushes(env_, ActorOf(who), handler, wire::FromGrpcStatus(end), refused_by_gate);
   if (end.ok() && !audited.ok()) return wire::ToGrpcStatus(audited);

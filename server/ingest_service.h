@@ -7,10 +7,18 @@
 // and acknowledged only after Commit (durable, crc32c verified). The stream
 // ends with the first error; tensors acked before it stay stored.
 //
+// Bounds per client (ServerLimits): at most max_streams streams at once
+// (RESOURCE_EXHAUSTED beyond); a stream the server waits on for longer than
+// stream_idle_timeout is cancelled by a watchdog thread (logged with its
+// run and tensor), so stalled clients cannot hold threads forever.
+//
 // Thread-safety: one handler thread per stream (gRPC sync API); the store
 // and the event hub are thread-safe.
 #ifndef REPROD_SERVER_INGEST_SERVICE_H_
 #define REPROD_SERVER_INGEST_SERVICE_H_
+
+#include <atomic>
+#include <memory>
 
 #include "absl/status/statusor.h"
 #include "reprod/v1/ingest.grpc.pb.h"
@@ -25,9 +33,13 @@ namespace reprod::server {
 absl::StatusOr<storage::TensorHeader> ValidateHeader(
     const v1::BeginTensor& begin, const ServerLimits& limits);
 
+class IdleWatchdog;  // ingest_service.cc
+
 class IngestServiceImpl final : public v1::IngestService::Service {
  public:
-  explicit IngestServiceImpl(const ServiceEnv& env) : env_(env) {}
+  // Starts the idle watchdog's thread (when env.limits has a timeout).
+  explicit IngestServiceImpl(const ServiceEnv& env);
+  ~IngestServiceImpl() override;
 
   grpc::Status Ingest(
       grpc::ServerContext* context,
@@ -36,6 +48,8 @@ class IngestServiceImpl final : public v1::IngestService::Service {
 
  private:
   ServiceEnv env_;
+  std::unique_ptr<IdleWatchdog> watchdog_;
+  std::atomic<int> open_streams_{0};
 };
 
 }  // namespace reprod::server

@@ -98,6 +98,7 @@ struct Flags {
   std::string http_listen = "127.0.0.1:8080";
   std::string http_port_file;
   double shutdown_grace_s = 10;
+  double stream_idle_timeout_s = 60;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -156,6 +157,30 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::PositiveNumber)
       ->envname("REPROD_MAX_TENSOR_BYTES")
       ->capture_default_str();
+  app.add_option("--min-free-bytes", f.options.min_free_bytes,
+                 "Refuse tensors (RESOURCE_EXHAUSTED) that would leave less than this "
+                 "many bytes free on --data-dir's filesystem; 0 = no check")
+      ->envname("REPROD_MIN_FREE_BYTES")
+      ->capture_default_str();
+  app.add_option("--quota-bytes", f.options.limits.quota_bytes,
+                 "Stored tensor bytes allowed in all runs together; 0 = no limit")
+      ->envname("REPROD_QUOTA_BYTES")
+      ->capture_default_str();
+  app.add_option("--namespace-quota-bytes", f.options.limits.namespace_quota_bytes,
+                 "Stored tensor bytes allowed per namespace (run name before '/'); 0 = no limit")
+      ->envname("REPROD_NAMESPACE_QUOTA_BYTES")
+      ->capture_default_str();
+  app.add_option("--stream-idle-timeout", f.stream_idle_timeout_s,
+                 "Seconds an ingest stream may send nothing while the server waits for it "
+                 "before it is cancelled; 0 = never")
+      ->check(CLI::NonNegativeNumber)
+      ->envname("REPROD_STREAM_IDLE_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--max-streams", f.options.limits.max_streams,
+                 "Ingest streams open at once; one more is refused (RESOURCE_EXHAUSTED); 0 = no cap")
+      ->check(CLI::NonNegativeNumber)
+      ->envname("REPROD_MAX_STREAMS")
+      ->capture_default_str();
   app.add_option("--port-file", f.port_file,
                  "Write the bound port to this file once listening")
       ->envname("REPROD_PORT_FILE");
@@ -181,6 +206,7 @@ void AddFlags(CLI::App& app, Flags& f) {
 
 // The parsed choices into f.options.
 void ApplyChoices(Flags& f) {
+  f.options.limits.stream_idle_timeout = absl::Seconds(f.stream_idle_timeout_s);
   f.options.auth = f.auth == "tokens" ? reprod::server::AuthMode::kTokens
                                      : reprod::server::AuthMode::kNone;
   f.options.store = f.store == "memory" ? reprod::server::StoreKind::kMemory

@@ -15,6 +15,50 @@
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
+namespace {
+
+// Size limits of a run's free-form metadata: the run record is read on
+// every tensor begin and commit, and its strings reach logs and reports.
+constexpr size_t kMaxRunFieldBytes = 256;    // framework, version, device
+constexpr size_t kMaxLabels = 64;
+constexpr size_t kMaxLabelKeyBytes = 128;
+constexpr size_t kMaxLabelValueBytes = 1024;
+
+absl::Status TooLarge(std::string_view run, std::string_view field, size_t size,
+                      size_t limit, std::string_view unit) {
+  return absl::InvalidArgumentError(absl::StrCat("run '", std::string(run), "': ",
+                                                 std::string(field), " has ", size, " ",
+                                                 std::string(unit), ", over the limit of ", limit));
+}
+
+// InvalidArgument naming the field and its limit when a metadata field of
+// `run` is too large.
+absl::Status ValidateRunMetadata(const storage::RunInfo& run) {
+  for (const auto& [field, value] : {std::pair<std::string_view, const std::string&>{
+                                         "framework", run.framework},
+                                     {"framework_version", run.framework_version},
+                                     {"device", run.device}}) {
+    if (value.size() > kMaxRunFieldBytes) {
+      return TooLarge(run.name, field, value.size(), kMaxRunFieldBytes, "bytes");
+    }
+  }
+  if (run.labels.size() > kMaxLabels) {
+    return TooLarge(run.name, "labels", run.labels.size(), kMaxLabels, "entries");
+  }
+  for (const auto& [key, value] : run.labels) {
+    if (key.size() > kMaxLabelKeyBytes) {
+      return TooLarge(run.name, absl::StrCat("a label key (", key.substr(0, 32), "...)"),
+                      key.size(), kMaxLabelKeyBytes, "bytes");
+    }
+    if (value.size() > kMaxLabelValueBytes) {
+      return TooLarge(run.name, absl::StrCat("label '", key, "'"), value.size(),
+                      kMaxLabelValueBytes, "bytes");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* context,
                                        const v1::CreateRunRequest* request,
@@ -24,8 +68,10 @@ grpc::Status RunServiceImpl::CreateRun(grpc::ServerContext* context,
   if (!who.ok()) return wire::ToGrpcStatus(who.status());
   storage::RunInfo run = RunFromProto(request->run());
   if (*who) run.owner = (*who)->label;  // --auth tokens: the creating token's label
-  std::map<std::string, std::string> details = {{"framework", run.framework}};
+  std::map<std::string, std::string> details = {
+      {"framework", run.framework.substr(0, kMaxRunFieldBytes)}};
   absl::Status created = ValidateRunName(run.name);
+  if (created.ok()) created = ValidateRunMetadata(run);
   if (created.ok()) created = env_.store->CreateRun(run);
   if (created.code() == absl::StatusCode::kAlreadyExists &&
       request->exist_ok()) {

@@ -128,8 +128,10 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
     impl->store = storage::CreateMemoryStore();
     spdlog::info("store: memory (nothing survives a restart)");
   } else {
+    storage::RocksDbStoreOptions store_options;
+    store_options.min_free_bytes = options.min_free_bytes;
     REPROD_ASSIGN_OR_RETURN(impl->store,
-                            storage::OpenRocksDbStore(options.data_dir));
+                            storage::OpenRocksDbStore(options.data_dir, store_options));
     spdlog::info("store: rocksdb in {}", options.data_dir);
   }
   REPROD_ASSIGN_OR_RETURN(
@@ -179,6 +181,13 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<uint64_t>(max_receive, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(std::numeric_limits<int>::max());
+  // Keepalive: ping an idle connection every 60 s and drop it when the ping
+  // goes unanswered for 20 s (a vanished client frees its streams); accept
+  // client pings every 10 s or slower, also without calls.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.RegisterService(impl->runs.get());
   builder.RegisterService(impl->ingest.get());
   builder.RegisterService(impl->compare.get());

@@ -53,6 +53,10 @@ struct ServerOptions {
   std::string admin_token_file;
   StoreKind store = StoreKind::kRocksDb;
   std::string data_dir = "reprod-data";
+  // `--min-free-bytes`: ingest refuses a tensor (RESOURCE_EXHAUSTED naming
+  // free and needed bytes) that would leave less free on the data dir's
+  // filesystem (storage::RocksDbStoreOptions::min_free_bytes); 0: no check.
+  uint64_t min_free_bytes = uint64_t{256} << 20;
   kernels::BackendKind backend = kernels::BackendKind::kAuto;
   int backend_threads = 0;  // 0 = all cores
   ServerLimits limits;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "absl/time/time.h"
 #include "kernels/backend.h"
 #include "server/run_events.h"
 #include "storage/store.h"
@@ -27,6 +28,21 @@ struct ServerLimits {
   uint64_t max_tensor_bytes = uint64_t{16} << 30;
   // How often a Watch stream re-checks its runs without being woken.
   int64_t watch_poll_ms = 500;
+  // Stored tensor bytes allowed in all runs together (`--quota-bytes`) and
+  // in the runs of one namespace, the part of a run name before '/'
+  // (`--namespace-quota-bytes`); 0 = no limit. A tensor that would pass
+  // one is refused with RESOURCE_EXHAUSTED naming the namespace, used and
+  // limit bytes. Checked when each tensor begins, against committed bytes:
+  // tensors in flight at the same time may overshoot by their own size.
+  uint64_t quota_bytes = 0;
+  uint64_t namespace_quota_bytes = 0;
+  // An Ingest stream that sends nothing for this long while the server
+  // waits for its next message is cancelled (`--stream-idle-timeout`; the
+  // log names the run and tensor); zero or less = never.
+  absl::Duration stream_idle_timeout = absl::Seconds(60);
+  // Ingest streams open at once (`--max-streams`); one more is refused
+  // with RESOURCE_EXHAUSTED. 0 = no cap.
+  int max_streams = 512;
 };
 
 struct ServiceEnv {

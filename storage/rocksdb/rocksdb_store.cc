@@ -1,6 +1,14 @@
 #include "storage/rocksdb/rocksdb_store.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <utility>
@@ -12,10 +20,12 @@
 #include "common/status_macros.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
 #include "storage/internal/tensor_checks.h"
 #include "storage/rocksdb/internal/keys.h"
 #include "storage/rocksdb/internal/records.h"
@@ -33,6 +43,9 @@ constexpr uint32_t kMaxChunkSize = 64u << 20;
 // deleted with one range tombstone instead of point deletes (range
 // tombstones slow down memtable reads in RocksDB 7.x, so use them sparingly).
 constexpr uint64_t kMaxPointDeletes = 1024;
+// Free bytes below which writes stopped by ENOSPC are not resumed, however
+// low min_free_bytes is (resuming flushes the memtables).
+constexpr uint64_t kMinResumeBytes = 1 << 20;
 constexpr char kRunCounter[] = "run";
 constexpr char kBlobCounter[] = "blob";
 
@@ -70,6 +83,62 @@ absl::Status ScanPrefix(
   }
   return FromRocksDb(it->status(), "scan");
 }
+
+// RocksDB's info log through spdlog instead of a LOG file in the store
+// directory. Debian's librocksdb is built with assertions on, and its file
+// logger aborts the process (`Assertion 'sync_without_flush_called_'`) when
+// it writes again after a write of its own met ENOSPC, which the error
+// handler does at once to report that very ENOSPC: a full disk must be an
+// answer, not a crash. RocksDB's INFO lines go to debug, warnings and
+// errors to warn and error.
+class SpdlogLogger final : public rocksdb::Logger {
+ public:
+  explicit SpdlogLogger(std::string dir)
+      : rocksdb::Logger(spdlog::should_log(spdlog::level::debug)
+                            ? rocksdb::InfoLogLevel::INFO_LEVEL
+                            : rocksdb::InfoLogLevel::WARN_LEVEL),
+        dir_(std::move(dir)) {}
+
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format,
+            va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char line[2048];
+    std::vsnprintf(line, sizeof(line), format, ap);
+    const spdlog::level::level_enum to =
+        level >= rocksdb::InfoLogLevel::HEADER_LEVEL  ? spdlog::level::debug
+        : level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? spdlog::level::err
+        : level >= rocksdb::InfoLogLevel::WARN_LEVEL  ? spdlog::level::warn
+                                                      : spdlog::level::debug;
+    spdlog::log(to, "rocksdb {}: {}", dir_, line);
+  }
+
+ private:
+  const std::string dir_;
+};
+
+// Turns RocksDB's own recovery from ENOSPC off and flags the store instead
+// (RocksDbStore::MaybeResume resumes). RocksDB's recovery polls every 5 s
+// for one write buffer (64 MiB) of free space and meanwhile answers every
+// DB::Resume() with Busy; ours resumes at the first write that finds
+// min_free_bytes free.
+class NoSpaceListener final : public rocksdb::EventListener {
+ public:
+  explicit NoSpaceListener(std::atomic<bool>* needs_resume)
+      : needs_resume_(needs_resume) {}
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/,
+                            rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    if (!bg_error.IsNoSpace()) return;
+    *auto_recovery = false;
+    needs_resume_->store(true);
+  }
+
+ private:
+  std::atomic<bool>* const needs_resume_;
+};
 
 rocksdb::ColumnFamilyOptions TableOptions(
     const std::shared_ptr<rocksdb::Cache>& cache, bool bloom) {
@@ -113,6 +182,7 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
   // and flushes do not stall on a large backlog of dirty pages.
   db.wal_bytes_per_sync = 4 << 20;
   db.bytes_per_sync = 4 << 20;
+  db.info_log = std::make_shared<SpdlogLogger>(dir);
 
   const std::shared_ptr<rocksdb::Cache> cache =
       rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -140,6 +210,8 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
       {"reports", reports_cf},
   };
   std::unique_ptr<RocksDbStore> store(new RocksDbStore(dir, options));
+  db.listeners.push_back(
+      std::make_shared<NoSpaceListener>(&store->needs_resume_));
   REPROD_RETURN_IF_ERROR(store->Init(db, cfs));
   REPROD_RETURN_IF_ERROR(store->CheckFormat());
   REPROD_RETURN_IF_ERROR(store->LoadCounters());
@@ -150,9 +222,27 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
 absl::Status RocksDbStore::Init(
     const rocksdb::DBOptions& db_options,
     const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs) {
+  if (db_options.create_if_missing) {
+    // Created here, RocksDB does not log its absence as an error.
+    std::error_code ignored;
+    std::filesystem::create_directories(dir_, ignored);
+  }
   rocksdb::DB* raw = nullptr;
-  const rocksdb::Status s =
-      rocksdb::DB::Open(db_options, dir_, cfs, &handles_, &raw);
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir_, cfs, &handles_, &raw);
+  if (s.IsNoSpace()) {
+    // Opening flushes the recovered WAL, which needs space: serve reads.
+    const std::string why = s.ToString();
+    handles_.clear();
+    s = rocksdb::DB::OpenForReadOnly(db_options, dir_, cfs, &handles_, &raw);
+    if (s.ok()) {
+      read_only_ = true;
+      spdlog::error(
+          "store {}: opened READ-ONLY because the disk is full ({}): reads "
+          "are served, writes refused (RESOURCE_EXHAUSTED); free space and "
+          "restart reprodd to write again",
+          dir_, why);
+    }
+  }
   if (!s.ok()) {
     if (s.IsIOError() &&
         absl::AsciiStrToLower(s.ToString()).find("lock") != std::string::npos) {
@@ -214,6 +304,7 @@ absl::Status RocksDbStore::LoadCounters() {
 }
 
 absl::Status RocksDbStore::RecoverPendingUploads() {
+  if (read_only_) return absl::OkStatus();  // left for a writable open
   rocksdb::WriteBatch batch;
   REPROD_RETURN_IF_ERROR(ScanPrefix(
       db_.get(), meta_, kPendingPrefix, nullptr,
@@ -238,7 +329,73 @@ absl::Status RocksDbStore::Write(rocksdb::WriteBatch& batch, bool sync,
                                  std::string_view context) {
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return FromRocksDb(db_->Write(wo, &batch), context);
+  REPROD_RETURN_IF_ERROR(MaybeResume());
+  const rocksdb::Status s = db_->Write(wo, &batch);
+  NoteWriteError(s);
+  return FromRocksDb(s, context);
+}
+
+absl::StatusOr<uint64_t> RocksDbStore::FreeBytes() const {
+  struct statvfs fs;
+  if (statvfs(dir_.c_str(), &fs) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("statvfs ", dir_, ": ", std::strerror(errno)));
+  }
+  return uint64_t{fs.f_bavail} * fs.f_frsize;
+}
+
+absl::Status RocksDbStore::MaybeResume() {
+  if (read_only_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "disk full: store ", dir_,
+        " was opened read-only on a full disk; free space and restart reprodd "
+        "to write"));
+  }
+  if (!needs_resume_.load()) return absl::OkStatus();
+  absl::MutexLock lock(&resume_mu_);
+  if (!needs_resume_.load()) return absl::OkStatus();
+  REPROD_ASSIGN_OR_RETURN(const uint64_t free_bytes, FreeBytes());
+  const uint64_t resume_at = std::max(options_.min_free_bytes, kMinResumeBytes);
+  const std::string stopped = absl::StrCat(
+      "disk full: writes stopped when the disk filled up; ", free_bytes,
+      " bytes are free in ", dir_, ", writes resume at ", resume_at);
+  if (free_bytes < resume_at) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(stopped, " (--min-free-bytes)"));
+  }
+  const rocksdb::Status s = db_->Resume();
+  if (!s.ok()) {
+    spdlog::warn("store {}: resuming writes after disk full failed: {}", dir_,
+                 s.ToString());
+    return absl::ResourceExhaustedError(
+        absl::StrCat(stopped, "; resuming failed: ", s.ToString()));
+  }
+  needs_resume_.store(false);
+  spdlog::info("store {}: {} bytes free again; writes resumed", dir_,
+               free_bytes);
+  return absl::OkStatus();
+}
+
+absl::Status RocksDbStore::ReserveSpace(std::string_view run,
+                                        const TensorHeader& header) {
+  REPROD_RETURN_IF_ERROR(MaybeResume());
+  const uint64_t min_free = options_.min_free_bytes;
+  const uint64_t need = header.byte_length;
+  if (min_free == 0) {
+    reserved_bytes_.fetch_add(need);
+    return absl::OkStatus();
+  }
+  REPROD_ASSIGN_OR_RETURN(const uint64_t free_bytes, FreeBytes());
+  const uint64_t reserved = reserved_bytes_.fetch_add(need) + need;
+  if (free_bytes < reserved || free_bytes - reserved < min_free) {
+    reserved_bytes_.fetch_sub(need);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "disk full: ", DescribeTensor(run, header.address), " needs ", need,
+        " bytes; ", free_bytes, " bytes are free in ", dir_, ", ",
+        reserved - need, " are reserved by uploads in progress and ", min_free,
+        " must stay free (--min-free-bytes)"));
+  }
+  return absl::OkStatus();
 }
 
 void RocksDbStore::DeleteChunks(rocksdb::WriteBatch& batch, uint64_t run_id,
@@ -410,8 +567,9 @@ absl::StatusOr<std::unique_ptr<TensorWriter>> RocksDbStore::BeginTensor(
       return ConflictError(run, existing->header, header);
     }
   }
+  if (!verify_only) REPROD_RETURN_IF_ERROR(ReserveSpace(run, header));
   return NewRocksDbTensorWriter(this, std::string(run), record.run_id, header,
-                                verify_only);
+                                verify_only, verify_only ? 0 : header.byte_length);
 }
 
 absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id) {

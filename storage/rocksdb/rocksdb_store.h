@@ -37,6 +37,16 @@
 // this process) holds → FailedPrecondition naming the directory; RocksDB
 // faults → Unavailable (I/O) or Internal, with RocksDB's message.
 //
+// Full disk: BeginTensor refuses tensors before the filesystem fills
+// (min_free_bytes); a write that still meets ENOSPC (another process filled
+// the disk) answers ResourceExhausted ("disk full: ..."), and RocksDB stops
+// writing. The next BeginTensor that finds min_free_bytes free again calls
+// DB::Resume(), so ingest continues once space is freed, without a restart.
+// Opening on a full disk (RocksDB must flush the recovered WAL) falls back
+// to a read-only store: reads are served, every write is ResourceExhausted
+// until the process reopens it with space free; the log says so (error).
+// RocksDB's info log goes to spdlog ("rocksdb DIR: ..."), not to a LOG file.
+//
 // Thread-safety: as storage/store.h. TensorWriters and TensorReaders must be
 // destroyed before the store. Only one store may have a directory open.
 #ifndef REPROD_STORAGE_ROCKSDB_ROCKSDB_STORE_H_
@@ -78,6 +88,13 @@ struct RocksDbStoreOptions {
   uint64_t block_cache_bytes = 32 << 20;
   // RocksDB background flush + compaction threads.
   int background_jobs = 2;
+  // Free bytes BeginTensor keeps on the directory's filesystem: a tensor is
+  // refused (ResourceExhausted naming free and needed bytes) when free space
+  // minus the bytes of tensors still being written minus its own length
+  // would fall below this, so RocksDB itself (WAL, memtable flushes into
+  // blob files, compactions) never meets a full disk. 0: no check. The
+  // default covers two chunk write buffers being flushed.
+  uint64_t min_free_bytes = uint64_t{256} << 20;
 };
 
 // Opens (or creates) the store in `dir`. InvalidArgument for bad options;

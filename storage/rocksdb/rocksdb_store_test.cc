@@ -4,6 +4,7 @@
 #include "storage/rocksdb/rocksdb_store.h"
 
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -364,6 +365,31 @@ TEST_F(RocksDbStoreTest, HooksRejectOtherStores) {
   EXPECT_THAT(internal::CountChunkKeys(*memory),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("not a RocksDB store")));
+}
+
+TEST_F(RocksDbStoreTest, MinFreeBytesRefusesTensorsBeforeTheDiskFills) {
+  struct statvfs fs;
+  ASSERT_EQ(statvfs(dir_.c_str(), &fs), 0);
+  const uint64_t free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
+  const std::vector<uint8_t> bytes = Bytes(1000);
+  // More must stay free than there is (with 1 GiB to spare for other
+  // processes freeing space meanwhile): refused before any byte is written.
+  options_.min_free_bytes = free_bytes + (uint64_t{1} << 30);
+  ASSERT_THAT(Reopen(), IsOk());
+  EXPECT_THAT(
+      store_->BeginTensor(kRun, HeaderFor({"ckpt", "big", 1}, bytes)).status(),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               AllOf(HasSubstr("disk full"), HasSubstr("ckpt/big"),
+                     HasSubstr("needs 1000 bytes"),
+                     HasSubstr("must stay free (--min-free-bytes)"))));
+  // Runs and reads are not guarded: only tensor bytes are refused.
+  EXPECT_THAT(store_->CreateRun(MakeRun("team42/other")), IsOk());
+  ASSERT_OK_AND_ASSIGN(const std::vector<TensorMeta> none, store_->ListTensors(kRun));
+  EXPECT_THAT(none, IsEmpty());
+  // With the check off (0), the same tensor is stored.
+  options_.min_free_bytes = 0;
+  ASSERT_THAT(Reopen(), IsOk());
+  EXPECT_THAT(Write(*store_, kRun, {"ckpt", "big", 1}, bytes), IsOk());
 }
 
 }  // namespace

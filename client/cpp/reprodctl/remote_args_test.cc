@@ -161,6 +161,8 @@ TEST(ExitCodeForStatus, UnreachableIsThreeEverythingElseTwo) {
   EXPECT_EQ(ExitCodeForStatus(absl::InvalidArgumentError("x")), kExitBadInput);
   EXPECT_EQ(ExitCodeForStatus(absl::AlreadyExistsError("x")), kExitBadInput);
   EXPECT_EQ(ExitCodeForStatus(absl::FailedPreconditionError("x")), kExitBadInput);
+  // Disk full / quota: final, exit 2, never "unreachable".
+  EXPECT_EQ(ExitCodeForStatus(absl::ResourceExhaustedError("disk full")), kExitBadInput);
 }
 
 PolicyFlags Flags() {

@@ -63,6 +63,13 @@ int ReportRemoteError(const absl::Status& status) {
                  "--data-dir DIR`, or point at one with --server HOST:PORT (or "
                  "REPROD_SERVER)\n");
   }
+  // Exit 2 as well, and final: the push is not retried (the server's message
+  // names free and needed bytes, or the quota).
+  if (status.code() == absl::StatusCode::kResourceExhausted) {
+    std::fprintf(stderr,
+                 "reprodctl: hint: the server refused for lack of room (disk full / quota): "
+                 "free space on its --data-dir, delete runs, or raise its limits\n");
+  }
   // Both are exit 2 (bad input): the caller's token, not the server, is wrong.
   if (status.code() == absl::StatusCode::kUnauthenticated) {
     std::fprintf(stderr,

@@ -28,7 +28,8 @@ ReprodLogger and ReprodDiffHelper that can stream to the server as well.
 from .client import Client, RunInfo, TensorInfo
 from .compat import ReprodDiffHelper, ReprodLogger
 from .errors import (AlreadyExists, ChecksumMismatch, FailedPrecondition,
-                     InvalidArgument, NotFound, ReprodError, ServerUnavailable)
+                     InvalidArgument, NotFound, ReprodError, ResourceExhausted,
+                     ServerUnavailable)
 from .report import Report
 from .run import Run, RunStats
 
@@ -37,6 +38,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Client", "Run", "RunStats", "Report", "RunInfo", "TensorInfo",
     "ReprodError", "ServerUnavailable", "NotFound", "AlreadyExists",
-    "InvalidArgument", "FailedPrecondition", "ChecksumMismatch",
+    "InvalidArgument", "FailedPrecondition", "ChecksumMismatch", "ResourceExhausted",
     "ReprodLogger", "ReprodDiffHelper",
 ]

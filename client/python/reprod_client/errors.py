@@ -10,7 +10,8 @@ import grpc
 
 __all__ = [
     "ReprodError", "ServerUnavailable", "NotFound", "AlreadyExists",
-    "InvalidArgument", "FailedPrecondition", "ChecksumMismatch", "from_rpc_error",
+    "InvalidArgument", "FailedPrecondition", "ChecksumMismatch", "ResourceExhausted",
+    "from_rpc_error",
 ]
 
 
@@ -49,6 +50,14 @@ class FailedPrecondition(ReprodError):
     sealed run (FAILED_PRECONDITION)."""
 
 
+class ResourceExhausted(ReprodError):
+    """The server refused the request for lack of room (RESOURCE_EXHAUSTED):
+    its disk is (nearly) full, a quota or a limit (tensor size, streams) is
+    reached. Final, never retried: retrying cannot help until an operator
+    frees space. The message says "disk full / quota" and carries the
+    server's reason (free and needed bytes, the limit)."""
+
+
 class ChecksumMismatch(ReprodError):
     """Bytes read back from the server do not match their crc32c."""
 
@@ -60,6 +69,7 @@ _BY_CODE = {
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 
@@ -119,6 +129,9 @@ def from_rpc_error(err, what, address, run=None, tls=(False, False)):
         hint = tls_hint(details or "", *tls)
         reason = f"{hint} ({details})" if hint else details
         msg = f"reprod server at {address} is unavailable ({code_name}) during {what}: {reason}"
+    elif cls is ResourceExhausted:
+        msg = (f"{what} refused by reprod server {address}: disk full / quota "
+               f"({code_name}): {details}")
     else:
         msg = f"{what} failed on reprod server {address} ({code_name}): {details}"
     return cls(msg, code=code, details=details, address=address, run=run)

@@ -18,6 +18,9 @@ Failures:
   every unacked tensor once on the new stream (the server answers
   ALREADY_PRESENT for any it had already committed). When the budget is
   spent the run fails with ServerUnavailable naming the address.
+* RESOURCE_EXHAUSTED (disk full, quota or a server limit) fails the run at
+  once with ResourceExhausted ("disk full / quota" and the server's
+  reason): a retry cannot succeed until someone frees space.
 * Any other error (INVALID_ARGUMENT, ALREADY_EXISTS for different bytes at
   an address, FAILED_PRECONDITION for a sealed run, ...) fails the run.
 

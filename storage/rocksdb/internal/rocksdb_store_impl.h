@@ -14,6 +14,7 @@
 #ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_
 #define REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -100,6 +101,13 @@ class RocksDbStore final : public Store {
       ABSL_LOCKS_EXCLUDED(mu_);
   // Best effort: deletes an abandoned upload's chunks and marker.
   void AbandonUpload(uint64_t run_id, uint64_t blob_id, uint64_t chunks);
+  // Gives back the bytes ReserveSpace reserved for a writer (its destructor).
+  void ReleaseSpace(uint64_t bytes) { reserved_bytes_.fetch_sub(bytes); }
+  // Remembers a failed write: after ENOSPC RocksDB refuses writes until
+  // DB::Resume(), which the next ReserveSpace with enough free space calls.
+  void NoteWriteError(const rocksdb::Status& s) {
+    if (s.IsNoSpace()) needs_resume_.store(true);
+  }
 
   // --- for readers, writers and test hooks --------------------------------
   // The run record; NotFound when there is none.
@@ -129,6 +137,18 @@ class RocksDbStore final : public Store {
                     uint64_t blob_id, uint64_t count);
   absl::Status Write(rocksdb::WriteBatch& batch, bool sync,
                      std::string_view context);
+  // Bytes free for this process on the directory's filesystem.
+  absl::StatusOr<uint64_t> FreeBytes() const;
+  // After a write met ENOSPC: DB::Resume() once min_free_bytes are free
+  // again (ResourceExhausted naming free bytes before that). OK at once
+  // when no write failed; ResourceExhausted when the store was opened
+  // read-only on a full disk.
+  absl::Status MaybeResume() ABSL_LOCKS_EXCLUDED(resume_mu_);
+  // Reserves header.byte_length bytes of the directory's filesystem for a
+  // writer when min_free_bytes stay free after it and after every other
+  // writer's reservation; ResourceExhausted naming the run, tensor, free and
+  // needed bytes otherwise. Calls MaybeResume() first.
+  absl::Status ReserveSpace(std::string_view run, const TensorHeader& header);
 
   const std::string dir_;
   const RocksDbStoreOptions options_;
@@ -141,6 +161,15 @@ class RocksDbStore final : public Store {
   absl::Mutex mu_;
   uint64_t next_run_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_blob_id_ ABSL_GUARDED_BY(mu_) = 1;
+
+  // Opened with DB::OpenForReadOnly because the disk was full: every write
+  // is ResourceExhausted. Set by Init only.
+  bool read_only_ = false;
+    // Bytes of tensors being written (ReserveSpace .. ReleaseSpace).
+  std::atomic<uint64_t> reserved_bytes_{0};
+  // A write met ENOSPC; DB::Resume() is due once space is back.
+  std::atomic<bool> needs_resume_{false};
+  absl::Mutex resume_mu_;  // one DB::Resume() at a time
 };
 
 }  // namespace reprod::storage::internal

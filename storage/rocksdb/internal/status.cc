@@ -12,6 +12,11 @@ absl::Status FromRocksDb(const rocksdb::Status& status,
   const std::string message =
       absl::StrCat("rocksdb: ", std::string(context), ": ", status.ToString());
   if (status.IsCorruption()) return absl::DataLossError(message);
+  // ENOSPC, on the write itself or as the background error that stops
+  // writes after a failed flush: an answer for the client, not an outage.
+  if (status.IsNoSpace()) {
+    return absl::ResourceExhaustedError(absl::StrCat("disk full: ", message));
+  }
   if (status.IsIOError() || status.IsBusy() || status.IsTimedOut() ||
       status.IsTryAgain() || status.IsIncomplete() ||
       status.IsShutdownInProgress() || status.IsAborted()) {

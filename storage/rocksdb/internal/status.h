@@ -3,7 +3,8 @@
 // FromRocksDb(): the one place where a rocksdb::Status becomes an
 // absl::Status. Engine faults map to Unavailable (I/O errors, busy, timed
 // out, incomplete, shutdown in progress) or Internal (everything else);
-// Corruption maps to DataLoss. The message keeps RocksDB's text and is
+// Corruption maps to DataLoss; an I/O error with the NoSpace subcode (ENOSPC)
+// maps to ResourceExhausted ("disk full: ..."). The message keeps RocksDB's text and is
 // prefixed with what the store was doing.
 //
 //   REPROD_RETURN_IF_ERROR(FromRocksDb(db->Write(opts, &batch), "commit"));

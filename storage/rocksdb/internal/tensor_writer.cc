@@ -26,17 +26,20 @@ constexpr size_t kTargetBatchBytes = 4 << 20;
 class RocksDbTensorWriter : public TensorWriter {
  public:
   RocksDbTensorWriter(RocksDbStore* store, std::string run, uint64_t run_id,
-                      TensorHeader header, bool verify_only)
+                      TensorHeader header, bool verify_only,
+                      uint64_t reserved_bytes)
       : store_(store),
         run_id_(run_id),
         chunk_size_(store->options().chunk_size),
         verify_only_(verify_only),
+        reserved_bytes_(reserved_bytes),
         tally_(std::move(run), std::move(header)) {}
 
   ~RocksDbTensorWriter() override {
     if (blob_id_.has_value() && !published_) {
       store_->AbandonUpload(run_id_, *blob_id_, chunks_written_);
     }
+    store_->ReleaseSpace(reserved_bytes_);
   }
 
   absl::Status Append(absl::Span<const uint8_t> data) override {
@@ -125,6 +128,7 @@ class RocksDbTensorWriter : public TensorWriter {
     const rocksdb::Status s = store_->db()->Write(wo, &batch_);
     batch_.Clear();
     if (!s.ok()) {
+      store_->NoteWriteError(s);
       return FromRocksDb(
           s, absl::StrCat(DescribeTensor(tally_.run(), tally_.header().address),
                           ": write chunks"));
@@ -138,6 +142,7 @@ class RocksDbTensorWriter : public TensorWriter {
   const uint64_t run_id_;
   const size_t chunk_size_;
   const bool verify_only_;
+  const uint64_t reserved_bytes_;
   ByteTally tally_;
   std::optional<uint64_t> blob_id_;  // set by the first chunk write
   uint64_t chunks_written_ = 0;      // durable-on-commit chunks [0, n)
@@ -170,9 +175,11 @@ std::unique_ptr<TensorWriter> NewRocksDbTensorWriter(RocksDbStore* store,
                                                      std::string run,
                                                      uint64_t run_id,
                                                      TensorHeader header,
-                                                     bool verify_only) {
+                                                     bool verify_only,
+                                                     uint64_t reserved_bytes) {
   return std::make_unique<RocksDbTensorWriter>(store, std::move(run), run_id,
-                                               std::move(header), verify_only);
+                                               std::move(header), verify_only,
+                                               reserved_bytes);
 }
 
 }  // namespace reprod::storage::internal

@@ -27,11 +27,14 @@
 
 namespace reprod::storage::internal {
 
+// `reserved_bytes`: what store->ReserveSpace reserved for this tensor; the
+// writer gives it back (ReleaseSpace) when destroyed.
 std::unique_ptr<TensorWriter> NewRocksDbTensorWriter(RocksDbStore* store,
                                                      std::string run,
                                                      uint64_t run_id,
                                                      TensorHeader header,
-                                                     bool verify_only);
+                                                     bool verify_only,
+                                                     uint64_t reserved_bytes);
 
 // Adds chunk value (version, crc32c, payload) under `key` to `batch`,
 // copying the payload once (into the batch).
