@@ -3,6 +3,9 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <string>
 #include <utility>
@@ -73,11 +76,40 @@ std::shared_ptr<grpc::ServerCredentials> ListenerCredentials(const ServerOptions
 
 }  // namespace
 
+namespace {
+
+bool IsLoopbackSockaddr(const sockaddr* addr) {
+  if (addr->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
+    return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (addr->sa_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(&a)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
   REPROD_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(listen));
   const std::string& host = host_port.first;
-  return host == "localhost" || host == "::1" ||
-         absl::StartsWith(host, "127.");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
+    spdlog::debug("listen host {} does not resolve: treated as non-loopback", host);
+    return false;
+  }
+  bool all_loopback = true;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    all_loopback = all_loopback && IsLoopbackSockaddr(a->ai_addr);
+  }
+  freeaddrinfo(found);
+  return all_loopback;
 }
 
 struct ReprodServer::Impl {

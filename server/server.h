@@ -62,8 +62,14 @@ struct ServerOptions {
   ServerLimits limits;
 };
 
-// True for 127.0.0.0/8, ::1 and "localhost" hosts of HOST:PORT (IPv6 in
-// brackets). InvalidArgument when `listen` is not HOST:PORT.
+// True when the host of HOST:PORT (IPv6 in brackets) resolves
+// (getaddrinfo: numeric addresses, /etc/hosts, DNS) and every address it
+// resolves to is loopback: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. Decided
+// by address, never by spelling: "localhost" is loopback where it resolves
+// so, "127.attacker.example" is not unless it resolves only to loopback, an
+// empty host or one that does not resolve is not. InvalidArgument when
+// `listen` is not HOST:PORT. The gRPC and the web server both ask this.
+// Thread-safety: safe from any thread (may block on name resolution).
 absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen);
 
 class ReprodServer {
