@@ -49,7 +49,6 @@ struct NameRule {
 constexpr NameRule kRunRule{"run name", 2 * 128 + 1, 128, "_.-", 2};
 constexpr NameRule kCheckpointRule{"checkpoint name", 128, 128, "_.+-", 1};
 constexpr NameRule kKeyRule{"tensor key", 1024, 1024, "_.:+-[]", 0};
-constexpr NameRule kPolicyNameRule{"policy name", 1024, 1024, "_.:+-[]", 0};
 
 // The first byte of `segment` (at `offset` in `whole`) outside the rule's
 // alphabet, as an error.
@@ -116,7 +115,22 @@ absl::Status ValidateCheckpointName(std::string_view name) {
 absl::Status ValidateTensorKey(std::string_view key) { return Validate(kKeyRule, key); }
 
 absl::Status ValidatePolicyName(std::string_view name) {
-  return Validate(kPolicyNameRule, name);
+  constexpr std::string_view kKind = "policy name";
+  if (name.empty() || name.size() > kMaxPolicyNameBytes) {
+    return Bad(kKind, name, absl::StrCat("must be 1-", kMaxPolicyNameBytes, " bytes"));
+  }
+  for (size_t i = 0; i < name.size(); ++i) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    char32_t cp = 0;
+    const size_t n = c < 0x20 || c == 0x7f ? 1 : InvisibleCodePointAt(name, i, &cp);
+    if (n > 0) {
+      return Bad(kKind, name,
+                 absl::StrCat("character '", VisibleText(name.substr(i, n)), "' at offset ", i,
+                              " is not allowed (no control characters or bidi overrides)"));
+    }
+  }
+  if (VisibleText(name) != name) return Bad(kKind, name, "is not valid UTF-8");
+  return absl::OkStatus();
 }
 
 absl::Status ValidateKeyFragment(std::string_view fragment) {

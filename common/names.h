@@ -9,7 +9,8 @@
 //   checkpoint: 1-128 bytes of [A-Za-z0-9_.+-]        e.g. "bp_align"
 //   key:        1-1024 bytes; "/"-separated segments, none empty, each of
 //               [A-Za-z0-9_.:+-[]]                     e.g. "encoder/layer.0/w"
-//   policy name: as a key                              e.g. "team-policy"
+//   policy name: a label, 1-256 bytes of printable UTF-8 (no control
+//               character, bidi override or C1 control)  e.g. "reprod_log(mean, 0.01)"
 //   key fragment (a policy's rename from/to): 0-1024 bytes of the key's
 //               alphabet and "/"
 //
@@ -27,6 +28,7 @@
 #ifndef REPROD_COMMON_NAMES_H_
 #define REPROD_COMMON_NAMES_H_
 
+#include <cstddef>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -36,6 +38,7 @@ namespace reprod {
 absl::Status ValidateRunName(std::string_view name);
 absl::Status ValidateCheckpointName(std::string_view name);
 absl::Status ValidateTensorKey(std::string_view key);
+inline constexpr size_t kMaxPolicyNameBytes = 256;
 absl::Status ValidatePolicyName(std::string_view name);
 // A substring that a policy's rename replaces or inserts; may be empty.
 absl::Status ValidateKeyFragment(std::string_view fragment);

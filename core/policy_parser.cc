@@ -17,7 +17,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/names.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "core/policy.h"
 #include "core/py_float.h"
 #include "yaml-cpp/yaml.h"
@@ -39,7 +41,7 @@ bool IsCheckField(std::string_view key) {
 }
 
 std::string NodeText(const YAML::Node& node) {
-  if (node.IsScalar()) return absl::StrCat("'", node.Scalar(), "'");
+  if (node.IsScalar()) return absl::StrCat("'", VisibleName(node.Scalar()), "'");
   if (node.IsSequence()) return "a list";
   if (node.IsMap()) return "a mapping";
   return "nothing";
@@ -50,16 +52,24 @@ class Parser {
   explicit Parser(std::string source) : source_(std::move(source)) {}
 
   absl::Status Error(const YAML::Mark& mark, std::string_view problem) const {
+    // VisibleText: problems quote the document's strings.
     if (mark.is_null() || mark.line < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat(source_, ": ", std::string(problem)));
+          absl::StrCat(source_, ": ", VisibleText(problem)));
     }
     return absl::InvalidArgumentError(absl::StrCat(source_, ":", mark.line + 1,
                                                    ":", mark.column + 1, ": ",
-                                                   std::string(problem)));
+                                                   VisibleText(problem)));
   }
   absl::Status Error(const YAML::Node& node, std::string_view problem) const {
     return Error(node.Mark(), problem);
+  }
+
+  // `valid` (a names.h verdict on a name taken from `node`) located in the
+  // policy file, or OK.
+  absl::Status NameError(const YAML::Node& node, const absl::Status& valid) const {
+    if (valid.ok()) return valid;
+    return Error(node, std::string(valid.message()));
   }
 
   // Iterates a mapping's entries, refusing non-string and duplicate keys.
@@ -433,9 +443,11 @@ class Parser {
             const YAML::Node& v) -> absl::Status {
           if (k == "from") {
             REPROD_ASSIGN_OR_RETURN(rn.from, String(v, k));
+            REPROD_RETURN_IF_ERROR(NameError(v, ValidateKeyFragment(rn.from)));
             has_from = true;
           } else if (k == "to") {
             REPROD_ASSIGN_OR_RETURN(rn.to, String(v, k));
+            REPROD_RETURN_IF_ERROR(NameError(v, ValidateKeyFragment(rn.to)));
             has_to = true;
           } else {
             return Error(kn, absl::StrCat("unknown field '", k, "' in ", what,
@@ -497,8 +509,9 @@ class Parser {
                                 Policy* policy) const {
     return ForEachField(
         value, "checkpoints",
-        [&](const std::string& name, const YAML::Node&,
+        [&](const std::string& name, const YAML::Node& name_node,
             const YAML::Node& entry) -> absl::Status {
+          REPROD_RETURN_IF_ERROR(NameError(name_node, ValidateCheckpointName(name)));
           REPROD_ASSIGN_OR_RETURN(CheckpointPolicy cp,
                                   ParseCheckpoint(entry, name));
           policy->checkpoints.emplace_back(name, std::move(cp));
@@ -512,6 +525,7 @@ class Parser {
                              bool* has_defaults) const {
     if (key == "name") {
       REPROD_ASSIGN_OR_RETURN(policy->name, String(value, key));
+      REPROD_RETURN_IF_ERROR(NameError(value, ValidatePolicyName(policy->name)));
     } else if (key == "description") {
       // Free text, ignored.
     } else if (key == "defaults") {
@@ -533,6 +547,9 @@ class Parser {
       REPROD_ASSIGN_OR_RETURN(policy->as_bf16, StringList(value, key));
     } else if (key == "required") {
       REPROD_ASSIGN_OR_RETURN(policy->required, StringList(value, key));
+      for (const std::string& c : policy->required) {
+        REPROD_RETURN_IF_ERROR(NameError(value, ValidateCheckpointName(c)));
+      }
     } else {
       return Error(key_node,
                    absl::StrCat("unknown field '", key,

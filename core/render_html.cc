@@ -24,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/visible.h"
 #include "core/internal/judge.h"
 #include "core/internal/render.h"
 #include "core/internal/svg_charts.h"
@@ -520,8 +521,16 @@ std::string HtmlEscape(std::string_view raw) {
   const std::string s = SanitizeUtf8(raw);
   std::string out;
   out.reserve(s.size());
-  for (char ch : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
+    // Bidi overrides and C1 controls shown as their visible escape
+    // (VisibleText): a character reference would still reorder the page.
+    if (char32_t cp = 0; const size_t n = InvisibleCodePointAt(s, i, &cp)) {
+      out += VisibleText(s.substr(i, n));
+      i += n - 1;
+      continue;
+    }
     switch (c) {
       case '&':
         out += "&amp;";
@@ -539,7 +548,12 @@ std::string HtmlEscape(std::string_view raw) {
         out += "&#39;";
         break;
       default:
-        out += (c < 0x20 && c != '\n' && c != '\t') || c == 0x7F ? '?' : ch;
+        // Tab and newline as references: the same text, no raw control byte.
+        if (c == '\n' || c == '\t') {
+          absl::StrAppend(&out, "&#", static_cast<int>(c), ";");
+        } else {
+          out += c < 0x20 || c == 0x7F ? '?' : ch;
+        }
     }
   }
   return out;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/py_float.h"
 #include "core/report.h"
@@ -114,8 +115,18 @@ class JsonWriter {
   void Quoted(std::string_view raw) {
     const std::string s = SanitizeUtf8(raw);
     out_ += '"';
-    for (char ch : s) {
+    for (size_t i = 0; i < s.size(); ++i) {
+      const char ch = s[i];
       const auto c = static_cast<unsigned char>(ch);
+      // Bidi overrides and C1 controls as JSON escapes: lossless, and inert
+      // to whoever reads the JSON.
+      if (char32_t cp = 0; const size_t n = InvisibleCodePointAt(s, i, &cp)) {
+        static constexpr char kHex[] = "0123456789abcdef";
+        out_ += "\\u";
+        for (int d = 3; d >= 0; --d) out_ += kHex[(cp >> (4 * d)) & 0xF];
+        i += n - 1;
+        continue;
+      }
       switch (c) {
         case '"':
           out_ += "\\\"";

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
@@ -21,8 +22,15 @@ std::string Xml(std::string_view raw) {
   const std::string s = SanitizeUtf8(raw);
   std::string out;
   out.reserve(s.size());
-  for (char ch : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char ch = s[i];
     const auto c = static_cast<unsigned char>(ch);
+    // Bidi overrides and C1 controls as character references (lossless).
+    if (char32_t cp = 0; const size_t n = InvisibleCodePointAt(s, i, &cp)) {
+      absl::StrAppend(&out, "&#x", absl::Hex(static_cast<uint32_t>(cp)), ";");
+      i += n - 1;
+      continue;
+    }
     switch (c) {
       case '&':
         out += "&amp;";
@@ -49,7 +57,7 @@ std::string Xml(std::string_view raw) {
         out += "&#9;";
         break;
       default:
-        out += c < 0x20 ? '?' : ch;
+        out += c < 0x20 || c == 0x7F ? '?' : ch;
     }
   }
   return out;

@@ -9,40 +9,37 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
 namespace reprod::core::internal {
 namespace {
 
-// Text in a table cell or a list item: one line, '|' escaped, and the
+// Text in a table cell or a list item: one line (control characters and
+// bidi overrides as VisibleText escapes), '|' escaped, and the
 // characters that could start HTML or a Markdown link or code span
 // backslash-escaped ('<', '&', '`', '\\', and ']' before '('), so a hostile
 // key or label ("<script>", "[x](javascript:..)") shows as text in any
 // CommonMark renderer while "[1, 2]" and "> max" stay readable raw.
 std::string Cell(std::string_view raw) {
-  const std::string text = SanitizeUtf8(raw);
+  const std::string text = VisibleText(raw);
   std::string out;
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     const bool link_end = c == ']' && i + 1 < text.size() && text[i + 1] == '(';
-    if (c == '\n' || c == '\r') {
-      out += ' ';
-      continue;
-    }
     if (c == '\\' || c == '|' || c == '<' || c == '&' || c == '`' || link_end) out += '\\';
     out += c;
   }
   return out;
 }
 
-// A code span holding `raw` verbatim (HTML and Markdown are not interpreted
-// inside one), safe inside a table cell: the fence is one backtick longer
-// than the longest run of backticks in `raw`.
+// A code span holding `raw` in its VisibleText form (HTML and Markdown are
+// not interpreted inside one), safe inside a table cell: the fence is one
+// backtick longer than the longest run of backticks in `raw`.
 std::string Code(std::string_view raw) {
-  const std::string s = absl::StrReplaceAll(SanitizeUtf8(raw),
-                                            {{"|", "\\|"}, {"\n", " "}, {"\r", " "}});
+  const std::string s = absl::StrReplaceAll(VisibleText(raw), {{"|", "\\|"}});
   size_t longest = 0, run = 0;
   for (const char c : s) {
     run = c == '`' ? run + 1 : 0;

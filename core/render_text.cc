@@ -20,11 +20,15 @@
 //  - nested dicts are flattened to "a/b/c" keys rather than printed as an
 //    indented tree; a step is appended as "key@step"; with several
 //    checkpoints keys are printed as "checkpoint/key".
+//  - keys, reasons and names go through VisibleText (common/visible.h): a
+//    control character or bidi override shows as "\\n", "\\x1b", "\\u202e",
+//    so one key cannot split or forge a line.
 // Notes (dtype differences, transposition) are not printed in this format.
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
@@ -45,14 +49,14 @@ class LogWriter {
 
   void Tensor(const TensorResult& t, bool bare) {
     const std::string key =
-        SanitizeUtf8(bare ? t.DisplayKey()
+        VisibleText(bare ? t.DisplayKey()
                           : absl::StrCat(t.checkpoint, "/", t.DisplayKey()));
     Line(absl::StrCat(key, ": "));
     switch (t.status) {
       case TensorStatus::kMissingInRef:
       case TensorStatus::kMissingInCand:
       case TensorStatus::kShapeMismatch:
-        Line(absl::StrCat("\t", SanitizeUtf8(t.reason)));
+        Line(absl::StrCat("\t", VisibleText(t.reason)));
         return;
       default:
         break;
@@ -82,9 +86,9 @@ std::string RenderText(const Report& report, absl::Time now) {
   const bool bare = report.checkpoints.size() == 1;
   for (const TensorResult& t : report.tensors) w.Tensor(t, bare);
   for (const CheckpointResult& c : report.checkpoints) {
-    for (const std::string& r : c.reasons) w.Line(SanitizeUtf8(r));
+    for (const std::string& r : c.reasons) w.Line(VisibleText(r));
   }
-  for (const std::string& r : report.reasons) w.Line(SanitizeUtf8(r));
+  for (const std::string& r : report.reasons) w.Line(VisibleText(r));
   return w.Finish(report.passed);
 }
 
@@ -95,7 +99,7 @@ std::string RenderTextCheckpoint(const Report& report,
   for (const TensorResult& t : report.tensors) {
     if (t.checkpoint == checkpoint.name) w.Tensor(t, /*bare=*/true);
   }
-  for (const std::string& r : checkpoint.reasons) w.Line(SanitizeUtf8(r));
+  for (const std::string& r : checkpoint.reasons) w.Line(VisibleText(r));
   return w.Finish(checkpoint.passed);
 }
 

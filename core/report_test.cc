@@ -397,6 +397,32 @@ TEST(RenderJsonTest, PassingReportHasNullFirstFailureAndEscapes) {
   EXPECT_EQ(j["tensors"][0]["key"], "k\x01/\xEF\xBF\xBD");  // invalid UTF-8
 }
 
+TEST(RenderAllFormatsTest, ControlCharactersInKeysStayVisible) {
+  const std::string key = "a\nb\x1b[2J\x7f\u202e\t";
+  RunData ref{"r", {{"fwd", {E(key, F64({1}, {1}))}}}};
+  RunData cand{"c", {{"fwd", {E(key, F64({1}, {2}))}}}};
+  Report r = Compare(ref, cand, *PresetPolicy("reprod"));
+  ASSERT_OK_AND_ASSIGN(std::string text, RenderReport(r, ReportFormat::kText, At()));
+  EXPECT_EQ(Lines(text)[0], std::string(kPrefix) + "a\\nb\\x1b[2J\\x7f\\u202e\\t: ");
+  ASSERT_OK_AND_ASSIGN(std::string md, RenderReport(r, ReportFormat::kMarkdown));
+  EXPECT_THAT(md, HasSubstr("`a\\nb\\x1b[2J\\x7f\\u202e\\t`"));
+  ASSERT_OK_AND_ASSIGN(std::string json, RenderReport(r, ReportFormat::kJson));
+  EXPECT_THAT(json, HasSubstr("\"a\\nb\\u001b[2J\\u007f\\u202e\\t\""));
+  EXPECT_EQ(Json::parse(json)["tensors"][0]["key"], key);
+  ASSERT_OK_AND_ASSIGN(std::string junit, RenderReport(r, ReportFormat::kJunit));
+  EXPECT_THAT(junit, HasSubstr("a&#10;b?[2J?&#x202e;&#9;"));
+  ASSERT_OK_AND_ASSIGN(std::string html, RenderReport(r, ReportFormat::kHtml));
+  EXPECT_THAT(html, HasSubstr("a&#10;b?[2J?\\u202e&#9;"));
+  for (const std::string* out : {&text, &md, &json, &junit, &html}) {
+    for (size_t i = 0; i < out->size(); ++i) {
+      const auto c = static_cast<unsigned char>((*out)[i]);
+      ASSERT_TRUE((c >= 0x20 && c != 0x7f) || c == '\n' || (out == &text && c == '\t'))
+          << "byte " << int{c} << " at " << i;
+    }
+    EXPECT_EQ(out->find("\u202e"), std::string::npos);
+  }
+}
+
 TEST(RenderJsonTest, EmptyPair) {
   RunData run{"r", {{"fwd", {E("e", F64({0, 2}, {}))}}}};
   Report r = Compare(run, run, *PresetPolicy("reprod"));

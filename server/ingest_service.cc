@@ -17,6 +17,7 @@
 #include "common/names.h"
 #include "common/status_macros.h"
 #include "common/tensor.h"
+#include "common/visible.h"
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
@@ -223,7 +224,8 @@ class StreamHandler {
   absl::Status BeginTensor(const v1::BeginTensor& begin) {
     if (current_) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "BeginTensor for ", storage::AddressToString(AddressFromProto(begin.header().address())),
+          "BeginTensor for ",
+          VisibleName(storage::AddressToString(AddressFromProto(begin.header().address()))),
           " while tensor ", storage::AddressToString(current_->header.address), " of run '",
           current_->run, "' is incomplete (", current_->received, " of ",
           current_->header.byte_length, " bytes received)"));
@@ -354,10 +356,15 @@ absl::StatusOr<storage::TensorHeader> ValidateHeader(
   auto bad = [&](const absl::Status& s) {
     return WithContext(s, begin.run(), address);
   };
+  // A refused name is shown by the names.h message itself (escaped and
+  // abbreviated), never raw in a prefix.
+  auto bad_name = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("run '", begin.run(), "': ", s.message()));
+  };
   if (absl::Status s = ValidateCheckpointName(address.checkpoint); !s.ok()) {
-    return bad(s);
+    return bad_name(s);
   }
-  if (absl::Status s = ValidateTensorKey(address.key); !s.ok()) return bad(s);
+  if (absl::Status s = ValidateTensorKey(address.key); !s.ok()) return bad_name(s);
   absl::StatusOr<storage::TensorHeader> header = HeaderFromProto(h);
   if (!header.ok()) return bad(header.status());
   for (size_t i = 0; i < header->shape.size(); ++i) {

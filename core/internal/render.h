@@ -30,8 +30,9 @@ std::string RenderMarkdown(const Report& report);
 std::string RenderHtml(const Report& report);
 
 // `raw` (sanitized to UTF-8) safe as HTML text and as a double- or
-// single-quoted attribute value: & < > " ' become entities, C0 controls
-// other than tab and newline become '?'.
+// single-quoted attribute value: & < > " ' become entities, tab and newline
+// &#9; and &#10;, other C0 controls and DEL '?', bidi overrides and C1
+// controls their VisibleText escape ("\\u202e", common/visible.h).
 std::string HtmlEscape(std::string_view raw);
 
 // `s` with every invalid UTF-8 sequence replaced by U+FFFD.

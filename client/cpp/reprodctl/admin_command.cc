@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "client/cpp/reprodctl/commands.h"
 #include "client/cpp/reprodctl/remote_util.h"
+#include "common/visible.h"
 #include "nlohmann/json.hpp"
 
 namespace reprod::reprodctl {
@@ -117,7 +118,8 @@ int RunCreate(client::RemoteClient& client, const AdminArgs& args) {
                "reprodctl: token %s (%s%s, '%s', expires %s) created; it is shown once, "
                "store it now\n",
                t.id().c_str(), t.role().c_str(),
-               t.scope().empty() ? "" : absl::StrCat(" of ", t.scope()).c_str(), t.label().c_str(),
+               t.scope().empty() ? "" : VisibleText(absl::StrCat(" of ", t.scope())).c_str(),
+               VisibleText(t.label()).c_str(),
                ExpiresText(t).c_str());
   std::printf("%s\n", created->token().c_str());
   return kExitPass;
@@ -129,7 +131,7 @@ int RunTokenLs(client::RemoteClient& client, const AdminArgs& args) {
   if (args.format == "json") {
     nlohmann::json list = nlohmann::json::array();
     for (const v1::TokenInfo& t : *tokens) list.push_back(TokenJson(t));
-    std::printf("%s\n", list.dump(2).c_str());
+    std::printf("%s\n", JsonText(list).c_str());
     return kExitPass;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -146,7 +148,7 @@ int RunRevoke(client::RemoteClient& client, const AdminArgs& args) {
   auto revoked = client.RevokeToken(args.id);
   if (!revoked.ok()) return ReportRemoteError(revoked.status());
   std::printf("revoked token %s (%s, '%s')\n", revoked->id().c_str(), revoked->role().c_str(),
-              revoked->label().c_str());
+              VisibleText(revoked->label()).c_str());
   return kExitPass;
 }
 
@@ -175,7 +177,7 @@ int RunAuditLs(client::RemoteClient& client, const AdminArgs& args) {
                       {"object", e.object()}, {"result", e.result()}, {"details", details},
                       {"prev_hash", e.prev_hash()}, {"hash", e.hash()}});
     }
-    std::printf("%s\n", list.dump(2).c_str());
+    std::printf("%s\n", JsonText(list).c_str());
     return kExitPass;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -202,7 +204,7 @@ int RunAuditVerify(client::RemoteClient& client, const GlobalOptions& global) {
               verdict->has_bad_sequence()
                   ? absl::StrCat(", first bad record ", verdict->bad_sequence()).c_str()
                   : "",
-              verdict->reason().c_str());
+              VisibleText(verdict->reason()).c_str());
   if (!global.quiet) {
     std::fprintf(stderr, "reprodctl: the audit log of %s does not verify; see above\n",
                  global.server.c_str());

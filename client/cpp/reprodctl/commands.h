@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "nlohmann/json.hpp"
 
 namespace reprod::reprodctl {
 
@@ -61,7 +62,12 @@ Runner RegisterToken(CLI::App& app, const GlobalOptions& global);
 absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
     const GlobalOptions& global);
 
-// Prints "reprodctl: error: <message>" to stderr and returns kExitBadInput.
+// `json` as --format json text, indented 2: non-ASCII, DEL and control
+// characters as \uXXXX escapes (lossless, and no raw control byte or bidi
+// override reaches a terminal), bytes that are not UTF-8 as U+FFFD.
+std::string JsonText(const nlohmann::json& json);
+
+// Prints "reprodctl: error: <message>" (through VisibleText) to stderr and returns kExitBadInput.
 // Remote commands use ReportRemoteError (remote_util.h), which returns
 // kExitUnreachable for an unreachable server.
 int ReportError(const absl::Status& status);

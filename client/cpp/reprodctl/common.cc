@@ -3,17 +3,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/cpp/reprodctl/commands.h"
+#include "common/visible.h"
 
 namespace reprod::reprodctl {
 
+std::string JsonText(const nlohmann::json& json) {
+  return json.dump(2, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace);
+}
+
 int ReportError(const absl::Status& status) {
-  std::fprintf(stderr, "reprodctl: error: %s\n", std::string(status.message()).c_str());
+  const std::string shown = VisibleText(std::string(status.message()));
+  std::fprintf(stderr, "reprodctl: error: %s\n", shown.c_str());
   return kExitBadInput;
 }
 
 int VerdictExitCode(bool passed, int64_t tensors, const std::string& what) {
   if (tensors == 0) {
-    std::fprintf(stderr, "reprodctl: error: nothing to compare: %s\n", what.c_str());
+    std::fprintf(stderr, "reprodctl: error: nothing to compare: %s\n", VisibleText(what).c_str());
     return kExitBadInput;
   }
   return passed ? kExitPass : kExitFail;

@@ -11,6 +11,7 @@
 #include "client/cpp/reprodctl/compare_remote.h"
 #include "client/cpp/reprodctl/policy_flags.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "core/compare.h"
 #include "core/report.h"
 #include "kernels/backend.h"
@@ -70,8 +71,10 @@ void PrintFailures(const core::Report& report) {
     if (core::IsPassing(t.status)) continue;
     if (++failing > kMaxShown) continue;
     ++shown;
-    std::fprintf(stderr, "reprodctl: FAIL %s/%s: %s\n", t.checkpoint.c_str(), t.DisplayKey().c_str(),
-                 core::DescribeTensor(t).c_str());
+    std::fprintf(stderr, "reprodctl: FAIL %s\n",
+                 VisibleText(absl::StrCat(t.checkpoint, "/", t.DisplayKey(), ": ",
+                                          core::DescribeTensor(t)))
+                     .c_str());
   }
   if (failing > shown) std::fprintf(stderr, "reprodctl: ... and %d more failing tensors (--format json lists all)\n", failing - shown);
 }
@@ -103,7 +106,9 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
     if (!data.ok()) return ReportError(data.status());
     run->checkpoints.push_back(*std::move(data));
   }
-  for (const std::string& note : notes) std::fprintf(stderr, "reprodctl: note: %s\n", note.c_str());
+  for (const std::string& note : notes) {
+    std::fprintf(stderr, "reprodctl: note: %s\n", VisibleText(note).c_str());
+  }
 
   progress.Set(absl::StrCat("comparing ", ref.checkpoints[0].tensors.size(), " tensors on ",
                             std::string((*backend)->name())));

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cpp/progress.h"
 #include "client/cpp/reprodctl/commands.h"
+#include "common/visible.h"
 #include "core/py_float.h"
 #include "formats/tensor_file.h"
 #include "kernels/tensor_summary.h"
@@ -44,7 +45,7 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
     auto file = formats::ReadTensorFile(path);
     if (!file.ok()) return ReportError(file.status());
     nlohmann::json tensors = nlohmann::json::array();
-    absl::StrAppend(&text, path, " (", formats::FileFormatName(file->format), ", ",
+    absl::StrAppend(&text, VisibleText(path), " (", formats::FileFormatName(file->format), ", ",
                     file->tensors.size(), " tensors)\n");
     absl::StrAppendFormat(&text, "  %-40s %-9s %-16s %12s %12s %12s %6s %6s\n", "key", "dtype",
                           "shape", "min", "max", "mean", "nan", "inf");
@@ -65,11 +66,14 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
                          {"nan", s->nan_count},
                          {"inf", s->inf_count}});
       auto num = [&](double v) { return any_finite ? absl::StrFormat("%.6g", v) : std::string("-"); };
-      absl::StrAppendFormat(&text, "  %-40s %-9s %-16s %12s %12s %12s %6d %6d\n", t.key,
-                            std::string(DTypeName(t.tensor.dtype())), ShapeToString(t.tensor.shape()),
+      absl::StrAppendFormat(&text, "  %-40s %-9s %-16s %12s %12s %12s %6d %6d\n",
+                            VisibleText(t.key), std::string(DTypeName(t.tensor.dtype())),
+                            ShapeToString(t.tensor.shape()),
                             num(s->min), num(s->max), num(s->mean), s->nan_count, s->inf_count);
     }
-    for (const std::string& skipped : file->skipped) absl::StrAppend(&text, "  skipped ", skipped, "\n");
+    for (const std::string& skipped : file->skipped) {
+      absl::StrAppend(&text, "  skipped ", VisibleText(skipped), "\n");
+    }
     files.push_back({{"file", path},
                      {"format", formats::FileFormatName(file->format)},
                      {"tensors", tensors},
@@ -78,7 +82,7 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
   std::string out;
   if (args.format == "json") {
     // One file: the file object itself; several: a list.
-    out = (files.size() == 1 ? files[0] : files).dump(2) + "\n";
+    out = JsonText(files.size() == 1 ? files[0] : files) + "\n";
   } else {
     out = text;
   }

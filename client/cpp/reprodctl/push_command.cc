@@ -17,6 +17,7 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "common/visible.h"
 #include "formats/tensor_file.h"
 
 namespace reprod::reprodctl {
@@ -108,7 +109,7 @@ absl::Status PrepareRun(client::RemoteClient& client, const PushArgs& args) {
     std::fprintf(stderr,
                  "reprodctl: note: run '%s' already exists without overwrite; --overwrite "
                  "applies to new runs only\n",
-                 args.run.c_str());
+                 VisibleText(args.run).c_str());
   }
   return absl::OkStatus();
 }
@@ -137,7 +138,7 @@ int RunPush(const PushArgs& args, const GlobalOptions& global) {
     summary = (*client)->Push(args.run, **source, options);
   }
   for (const std::string& note : (*source)->notes()) {
-    std::fprintf(stderr, "reprodctl: note: %s\n", note.c_str());
+    std::fprintf(stderr, "reprodctl: note: %s\n", VisibleText(note).c_str());
   }
   if (!summary.ok()) {
     absl::Status s = summary.status();
@@ -162,7 +163,7 @@ int RunPush(const PushArgs& args, const GlobalOptions& global) {
     if (!sealed.ok()) return ReportRemoteError(sealed.status());
     absl::StrAppend(&line, "; run sealed");
   }
-  std::printf("%s\n", line.c_str());
+  std::printf("%s\n", VisibleText(line).c_str());
   return kExitPass;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "client/cpp/wire_convert.h"
 #include "common/tls.h"
+#include "common/visible.h"
 
 namespace reprod::reprodctl {
 namespace {
@@ -53,7 +54,8 @@ int ExitCodeForStatus(const absl::Status& status) {
 
 int ReportRemoteError(const absl::Status& status) {
   const int code = ExitCodeForStatus(status);
-  std::fprintf(stderr, "reprodctl: error: %s\n", std::string(status.message()).c_str());
+  const std::string shown = VisibleText(std::string(status.message()));
+  std::fprintf(stderr, "reprodctl: error: %s\n", shown.c_str());
   // A TLS mismatch already says what to do (remote_client.h TlsHint).
   const bool tls_hint = absl::StrContains(status.message(), "TLS") ||
                         absl::StrContains(status.message(), "certificate");
@@ -84,7 +86,12 @@ int ReportRemoteError(const absl::Status& status) {
   return code;
 }
 
-std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+std::string FormatTable(const std::vector<std::vector<std::string>>& raw_rows) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& raw : raw_rows) {
+    rows.emplace_back();
+    for (const std::string& cell : raw) rows.back().push_back(VisibleText(cell));
+  }
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     if (widths.size() < row.size()) widths.resize(row.size(), 0);
@@ -185,13 +192,14 @@ std::string ReportSummaryLine(const v1::Report& report) {
                                   s.failed(), " failed, ", s.missing_in_ref(), " missing in ref, ",
                                   s.missing_in_cand(), " missing in cand");
   if (report.has_first_failure()) {
-    absl::StrAppend(&line, "; first failure ", client::AddressToString(report.first_failure()));
+    absl::StrAppend(&line, "; first failure ",
+                    VisibleText(client::AddressToString(report.first_failure())));
   }
   return line;
 }
 
 std::string SignatureLine(const v1::Signature& s) {
-  return absl::StrCat("signed by ", s.signer_label(), " (", s.signer_role(), ") at ",
+  return absl::StrCat("signed by ", VisibleText(s.signer_label()), " (", s.signer_role(), ") at ",
                       FormatLocalTime(s.time()), "; ref digest ", s.ref_run_digest(),
                       ", cand digest ", s.cand_run_digest());
 }

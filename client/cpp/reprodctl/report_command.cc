@@ -9,6 +9,7 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "common/visible.h"
 #include "nlohmann/json.hpp"
 
 namespace reprod::reprodctl {
@@ -72,7 +73,7 @@ int PrintReport(const v1::Report& report, const ReportArgs& args, const GlobalOp
   if (in_text) absl::StrAppend(&text, signatures);
   if (absl::Status s = WriteOutput(args.out, text); !s.ok()) return ReportError(s);
   if (!global.quiet) {
-    if (!in_text) std::fputs(signatures.c_str(), stderr);
+    if (!in_text) std::fputs(signatures.c_str(), stderr);  // SignatureLine: visible
     std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(report).c_str());
   }
   return report.passed() ? kExitPass : kExitFail;
@@ -86,8 +87,9 @@ int RunSign(client::RemoteClient& client, const ReportArgs& args, const GlobalOp
         absl::StrCat("the server signed ", args.id, " but returned no signature")));
   }
   const v1::Signature& mine = *report->signatures().rbegin();
-  std::printf("%s (%s vs %s): %s\n", report->id().c_str(), report->ref().c_str(),
-              report->cand().c_str(), SignatureLine(mine).c_str());
+  std::printf("%s\n", VisibleText(absl::StrCat(report->id(), " (", report->ref(), " vs ",
+                                               report->cand(), "): ", SignatureLine(mine)))
+                         .c_str());
   if (!global.quiet) std::fprintf(stderr, "reprodctl: %s\n", ReportSummaryLine(*report).c_str());
   return kExitPass;  // signed; `report get` answers with the verdict
 }
@@ -98,7 +100,7 @@ int RunLs(client::RemoteClient& client, const ReportArgs& args, const GlobalOpti
   if (args.list_format == "json") {
     nlohmann::json list = nlohmann::json::array();
     for (const v1::Report& r : *reports) list.push_back(ReportMetaJson(r));
-    std::printf("%s\n", list.dump(2).c_str());
+    std::printf("%s\n", JsonText(list).c_str());
     return kExitPass;
   }
   if (reports->empty()) {

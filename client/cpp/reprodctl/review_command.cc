@@ -14,6 +14,7 @@
 #include "client/cpp/progress.h"
 #include "client/cpp/reprodctl/commands.h"
 #include "client/cpp/reprodctl/policy_flags.h"
+#include "common/visible.h"
 #include "core/compare.h"
 #include "core/py_float.h"
 #include "core/report.h"
@@ -151,7 +152,9 @@ int RunReview(const ReviewArgs& args, const GlobalOptions& global) {
                                      "_paddle.npy)"));
     }
   }
-  for (const std::string& note : notes) std::fprintf(stderr, "reprodctl: note: %s\n", note.c_str());
+  for (const std::string& note : notes) {
+    std::fprintf(stderr, "reprodctl: note: %s\n", VisibleText(note).c_str());
+  }
 
   auto backend = CreateBackendFromFlags(global);
   if (!backend.ok()) return ReportError(backend.status());

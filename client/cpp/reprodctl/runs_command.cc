@@ -10,6 +10,7 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "common/visible.h"
 #include "nlohmann/json.hpp"
 
 namespace reprod::reprodctl {
@@ -56,14 +57,16 @@ int RunLs(client::RemoteClient& client, const RunsArgs& args, const GlobalOption
   if (args.format == "json") {
     nlohmann::json list = nlohmann::json::array();
     for (const v1::Run& r : *runs) list.push_back(RunJson(r));
-    std::printf("%s\n", list.dump(2).c_str());
+    std::printf("%s\n", JsonText(list).c_str());
     return kExitPass;
   }
   if (runs->empty()) {
     if (!global.quiet) {
       std::fprintf(
           stderr, "reprodctl: no runs%s on %s\n",
-          args.prefix.empty() ? "" : absl::StrCat(" starting with '", args.prefix, "'").c_str(),
+          args.prefix.empty()
+              ? ""
+              : VisibleText(absl::StrCat(" starting with '", args.prefix, "'")).c_str(),
           global.server.c_str());
     }
     return kExitPass;
@@ -89,7 +92,7 @@ int RunShow(client::RemoteClient& client, const RunsArgs& args) {
     for (const v1::TensorInfo& t : *tensors) list.push_back(TensorInfoJson(t));
     nlohmann::json out = RunJson(*run);
     out["tensors"] = std::move(list);
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", JsonText(out).c_str());
     return kExitPass;
   }
   std::vector<std::string> labels;
@@ -127,7 +130,8 @@ int RunShow(client::RemoteClient& client, const RunsArgs& args) {
 int RunSeal(client::RemoteClient& client, const RunsArgs& args) {
   auto run = client.SealRun(args.run, args.abort);
   if (!run.ok()) return ReportRemoteError(run.status());
-  std::printf("%s %s (%llu tensors, %s)\n", args.abort ? "aborted" : "sealed", run->name().c_str(),
+  std::printf("%s %s (%llu tensors, %s)\n", args.abort ? "aborted" : "sealed",
+              VisibleText(run->name()).c_str(),
               static_cast<unsigned long long>(run->tensor_count()),
               FormatBytes(run->total_bytes()).c_str());
   return kExitPass;
@@ -136,7 +140,7 @@ int RunSeal(client::RemoteClient& client, const RunsArgs& args) {
 int RunRm(client::RemoteClient& client, const RunsArgs& args) {
   auto deleted = client.DeleteRun(args.run);
   if (!deleted.ok()) return ReportRemoteError(deleted.status());
-  std::printf("deleted %s (%llu tensors)\n", args.run.c_str(),
+  std::printf("deleted %s (%llu tensors)\n", VisibleText(args.run).c_str(),
               static_cast<unsigned long long>(*deleted));
   return kExitPass;
 }
@@ -146,7 +150,7 @@ int RunPublish(client::RemoteClient& client, const RunsArgs& args) {
   if (!run.ok()) return ReportRemoteError(run.status());
   std::printf(args.unset ? "%s is no longer a reference run\n"
                          : "published %s as a reference run\n",
-              run->name().c_str());
+              VisibleText(run->name()).c_str());
   return kExitPass;
 }
 

@@ -15,6 +15,7 @@
 #include "client/cpp/reprodctl/watch_line.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "common/visible.h"
 
 namespace reprod::reprodctl {
 namespace {
@@ -74,7 +75,7 @@ absl::Status WaitForRuns(client::RemoteClient& client, const std::string& ref,
     if (std::chrono::steady_clock::now() >= deadline) return missing;
     if (!announced) {
       std::fprintf(stderr, "reprodctl: waiting up to %g s for runs %s and %s to exist\n",
-                   seconds, ref.c_str(), cand.c_str());
+                   seconds, VisibleText(ref).c_str(), VisibleText(cand).c_str());
       announced = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));

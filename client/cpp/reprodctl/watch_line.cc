@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/cpp/wire_convert.h"
+#include "common/visible.h"
 #include "core/py_float.h"
 
 namespace reprod::reprodctl {
@@ -19,7 +20,7 @@ std::string VerdictLine(const v1::TensorVerdict& verdict) {
                     core::PyFloatRepr(verdict.max_abs()));
   }
   if (!verdict.reason().empty()) absl::StrAppend(&line, "  ", verdict.reason());
-  return line;
+  return VisibleText(line);
 }
 
 }  // namespace reprod::reprodctl
