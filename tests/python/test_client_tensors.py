@@ -109,13 +109,20 @@ def test_valid_keys(key):
     assert T.to_wire(key, 1.0).key == key
 
 
+@pytest.mark.parametrize("key", ["..", ".", "a/../b", "a/.", "./a"])
+def test_dot_segments_refused_in_keys(key):
+    with pytest.raises(ValueError, match="'.' and '..' segments"):
+        T.validate_key(key)
+    assert T.validate_key(key.replace(".", "x.y")) is not None
+
+
 def test_checkpoint_and_run_name_validation():
     T.validate_checkpoint("bp_align+1.0-x")
-    for bad in ["", "a/b", "x" * 129, "sp ace"]:
+    for bad in ["", "a/b", "x" * 129, "sp ace", ".", ".."]:
         with pytest.raises(ValueError, match="checkpoint"):
             T.validate_checkpoint(bad)
     T.validate_run_name("team42/bert-paddle")
-    for bad in ["noslash", "a/b/c", "/b", "a/", "a b/c"]:
+    for bad in ["noslash", "a/b/c", "/b", "a/", "a b/c", "a/..", "./b"]:
         with pytest.raises(ValueError, match="run name"):
             T.validate_run_name(bad)
 

@@ -81,6 +81,7 @@ _WIRE_TO_NUMPY[DTYPE_BFLOAT16] = np.dtype("<u2")  # bit pattern
 _CHECKPOINT_RE = re.compile(r"[A-Za-z0-9_.+\-]{1,128}")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9_.:+\-\[\]]+")
 _RUN_PART_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_DOT_SEGMENTS = (".", "..")  # common/names.h: names are never relative paths
 
 
 @dataclass
@@ -116,12 +117,14 @@ def validate_checkpoint(checkpoint):
         raise ValueError(
             f"invalid checkpoint name {checkpoint!r}: it must be 1-128 characters "
             "of A-Z a-z 0-9 _ . + -")
+    if checkpoint in _DOT_SEGMENTS:
+        raise ValueError(f"invalid checkpoint name {checkpoint!r}: '.' and '..' are not names")
     return checkpoint
 
 
 def validate_key(key):
     """Raises ValueError unless `key` is a valid tensor key: 1-1024 bytes of
-    "/"-separated non-empty segments of [A-Za-z0-9_.:+-[]]."""
+    "/"-separated non-empty segments of [A-Za-z0-9_.:+-[]], none "." or ".."."""
     if not isinstance(key, str):
         raise ValueError(f"invalid tensor key {key!r}: keys must be strings")
     if not key or len(key.encode()) > 1024:
@@ -129,6 +132,9 @@ def validate_key(key):
     for seg in key.split("/"):
         if not seg:
             raise ValueError(f"invalid tensor key {key!r}: empty path segment")
+        if seg in _DOT_SEGMENTS:
+            raise ValueError(f"invalid tensor key {key!r}: '.' and '..' segments are not "
+                             "names (no relative paths)")
         if not _SEGMENT_RE.fullmatch(seg):
             bad = sorted({c for c in seg if not _SEGMENT_RE.fullmatch(c)})
             raise ValueError(
@@ -141,10 +147,11 @@ def validate_run_name(name):
     """Raises ValueError unless `name` is "namespace/name", each part 1-128
     characters of [A-Za-z0-9_.-]."""
     parts = name.split("/") if isinstance(name, str) else []
-    if len(parts) != 2 or not all(_RUN_PART_RE.fullmatch(p) for p in parts):
+    if len(parts) != 2 or not all(_RUN_PART_RE.fullmatch(p) and p not in _DOT_SEGMENTS
+                                  for p in parts):
         raise ValueError(
             f"invalid run name {name!r}: expected \"namespace/name\", each part "
-            "1-128 characters of A-Z a-z 0-9 _ . -")
+            "1-128 characters of A-Z a-z 0-9 _ . -, not '.' or '..'")
     return name
 
 
