@@ -43,7 +43,8 @@ int ExitCodeForStatus(const absl::Status& status);
 int ReportRemoteError(const absl::Status& status);
 
 // Rows as a left-aligned text table, columns two spaces apart, one line per
-// row (the first row is the header), no trailing spaces.
+// row (the first row is the header), no trailing spaces. Every cell is shown
+// through VisibleText (common/visible.h): a name or label cannot break a row.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);
 
 // "0 B", "512 B", "1.5 KiB", "3.2 MiB", "1.0 GiB".
@@ -74,11 +75,13 @@ nlohmann::json ReportMetaJson(const v1::Report& report);
 
 // "PASSED" / "FAILED" and the summary counts, one line:
 // "FAILED: 10 tensors, 8 passed, 0 warned, 2 failed, 0 missing in ref, 0
-// missing in cand; first failure forward/logits".
+// missing in cand; first failure forward/logits"; the address through
+// VisibleText.
 std::string ReportSummaryLine(const v1::Report& report);
 
 // One line per signature of a review server's report: "signed by LABEL
-// (ROLE) at TIME; ref digest HEX, cand digest HEX" (the digests in full).
+// (ROLE) at TIME; ref digest HEX, cand digest HEX" (the digests in full;
+// the label through VisibleText).
 std::string SignatureLine(const v1::Signature& signature);
 
 }  // namespace reprod::reprodctl

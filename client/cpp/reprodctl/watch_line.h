@@ -20,7 +20,7 @@ namespace reprod::reprodctl {
 
 // Status in capitals, the address, mean_abs and max_abs when the pair was
 // compared (count > 0 or status pass/warn/fail), and the reason when there
-// is one.
+// is one; the whole line through VisibleText (common/visible.h).
 std::string VerdictLine(const v1::TensorVerdict& verdict);
 
 }  // namespace reprod::reprodctl
