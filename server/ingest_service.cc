@@ -484,6 +484,30 @@ grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStrea
     }
     who = *std::move(principal);
   }
+  const int per_token = env_.limits.max_streams_per_token;
+  struct TokenCount {
+    IngestServiceImpl* service;
+    std::string id;  // empty: not counted
+    ~TokenCount() {
+      if (id.empty()) return;
+      absl::MutexLock lock(&service->token_mu_);
+      if (--service->token_streams_[id] == 0) service->token_streams_.erase(id);
+    }
+  } token_count{this, ""};
+  if (who && per_token > 0) {
+    absl::MutexLock lock(&token_mu_);
+    int& n = token_streams_[who->id];
+    if (n >= per_token) {
+      spdlog::warn("refused an ingest stream of token '{}': {} open, limit {} "
+                   "(--max-streams-per-token)", who->label, n, per_token);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("token '", who->label, "' has ", n,
+                                       " ingest streams open, its limit (--max-streams-per-token ",
+                                       per_token, "); retry when they have finished"));
+    }
+    ++n;
+    token_count.id = who->id;
+  }
   StreamHandler handler(env_, stream);
   bool refused_by_gate = false;
   IdleWatchdog::Watch watch;

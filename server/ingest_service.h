@@ -7,8 +7,8 @@
 // and acknowledged only after Commit (durable, crc32c verified). The stream
 // ends with the first error; tensors acked before it stay stored.
 //
-// Bounds per client (ServerLimits): at most max_streams streams at once
-// (RESOURCE_EXHAUSTED beyond); a stream the server waits on for longer than
+// Bounds per client (ServerLimits): at most max_streams streams at once,
+// and max_streams_per_token per token (RESOURCE_EXHAUSTED beyond); a stream the server waits on for longer than
 // stream_idle_timeout is cancelled by a watchdog thread (logged with its
 // run and tensor), so stalled clients cannot hold threads forever.
 //
@@ -18,9 +18,13 @@
 #define REPROD_SERVER_INGEST_SERVICE_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "reprod/v1/ingest.grpc.pb.h"
 #include "server/service_env.h"
 
@@ -50,6 +54,9 @@ class IngestServiceImpl final : public v1::IngestService::Service {
   ServiceEnv env_;
   std::unique_ptr<IdleWatchdog> watchdog_;
   std::atomic<int> open_streams_{0};
+  absl::Mutex token_mu_;
+  // Open streams per token id (--auth tokens), entries removed at zero.
+  std::map<std::string, int> token_streams_ ABSL_GUARDED_BY(token_mu_);
 };
 
 }  // namespace reprod::server

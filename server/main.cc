@@ -181,6 +181,11 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::NonNegativeNumber)
       ->envname("REPROD_MAX_STREAMS")
       ->capture_default_str();
+  app.add_option("--max-streams-per-token", f.options.limits.max_streams_per_token,
+                 "With --auth tokens: ingest streams one token may hold open; 0 = no cap")
+      ->check(CLI::NonNegativeNumber)
+      ->envname("REPROD_MAX_STREAMS_PER_TOKEN")
+      ->capture_default_str();
   app.add_option("--port-file", f.port_file,
                  "Write the bound port to this file once listening")
       ->envname("REPROD_PORT_FILE");

@@ -43,6 +43,11 @@ struct ServerLimits {
   // Ingest streams open at once (`--max-streams`); one more is refused
   // with RESOURCE_EXHAUSTED. 0 = no cap.
   int max_streams = 512;
+  // With `--auth tokens`: Ingest streams one token may hold open at once
+  // (`--max-streams-per-token`), so one caller cannot take every slot of
+  // max_streams; one more is RESOURCE_EXHAUSTED naming the token's label.
+  // 0 = no cap.
+  int max_streams_per_token = 64;
 };
 
 struct ServiceEnv {

@@ -1,6 +1,8 @@
 """Bounded resources per client: stalled ingest streams end by the idle
 timeout, a cap on concurrent streams refuses one more with
 RESOURCE_EXHAUSTED, and run metadata fields have size limits."""
+import re
+import subprocess
 import threading
 import time
 
@@ -9,21 +11,24 @@ import pytest
 
 reprod_client = pytest.importorskip("reprod_client")
 import grpc  # noqa: E402
-from conftest import Reprodd  # noqa: E402
+from conftest import REPRODD, Reprodd  # noqa: E402
 from reprod_client.client import _PB as pb  # noqa: E402
 
 
-def stalled_stream(client, run, release, header_only=True):
-    """An Ingest call whose client sends one BeginTensor (1 MiB declared)
-    and then nothing until `release` is set."""
-    def requests():
-        address = pb.tensor.TensorAddress(checkpoint="ck", key="stalled")
-        header = pb.tensor.TensorHeader(address=address, dtype=pb.tensor.DTYPE_UINT8,
-                                        shape=[1 << 20], byte_length=1 << 20, crc32c=0)
-        yield pb.ingest.IngestRequest(begin=pb.ingest.BeginTensor(
-            run=run, tensor_id=1, header=header)).SerializeToString()
-        release.wait()
-    return client._ingest_raw(requests())
+def stalled_stream_requests(run, release):
+    """Ingest requests: one BeginTensor (1 MiB declared), then nothing until
+    `release` is set."""
+    address = pb.tensor.TensorAddress(checkpoint="ck", key="stalled")
+    header = pb.tensor.TensorHeader(address=address, dtype=pb.tensor.DTYPE_UINT8,
+                                    shape=[1 << 20], byte_length=1 << 20, crc32c=0)
+    yield pb.ingest.IngestRequest(begin=pb.ingest.BeginTensor(
+        run=run, tensor_id=1, header=header)).SerializeToString()
+    release.wait()
+
+
+def stalled_stream(client, run, release):
+    """An Ingest call that stalls after its BeginTensor until `release`."""
+    return client._ingest_raw(stalled_stream_requests(run, release))
 
 
 def consume(call, out, k):
@@ -100,6 +105,58 @@ def test_stream_cap_refuses_one_more(tmp_path):
         r.log("ck", {"x": np.ones(4, np.float32)})
         r.close()
         assert [t.key for t in client.list_tensors("cap/after")] == ["x"]
+    finally:
+        release.set()
+        server.stop()
+
+
+def _token(data_dir, scope, label):
+    res = subprocess.run([str(REPRODD), "token", "create", "--role", "submitter", "--scope", scope,
+                          "--label", label, "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert re.fullmatch(r"rpd_[0-9a-f]{64}", res.stdout.strip()), res.stdout
+    return res.stdout.strip()
+
+
+def test_per_token_stream_cap_leaves_room_for_others(tmp_path):
+    data = tmp_path / "data"
+    greedy, other = _token(data, "ta", "greedy-a"), _token(data, "tb", "other-b")
+    server = Reprodd(tmp_path, store="rocksdb", data_dir=data,
+                     extra_args=["--auth", "tokens", "--max-streams-per-token", "2",
+                                 "--stream-idle-timeout", "0"])
+    release = threading.Event()
+    try:
+        ga = reprod_client.Client(server.address, token=greedy)
+        ga.open_run("ta/r", framework="test").close()
+        ends, threads = {}, []
+        for k in range(2):
+            call = ga._ingest_raw(stalled_stream_requests("ta/r", release), metadata=ga._metadata)
+            t = threading.Thread(target=consume, args=(call, ends, k))
+            t.start()
+            threads.append(t)
+        time.sleep(0.5)
+        r = ga.open_run("ta/third", framework="test")
+        r.log("ck", {"x": np.zeros(4, np.float32)})
+        with pytest.raises(reprod_client.ResourceExhausted) as err:
+            r.flush(timeout=10)
+        assert ("token 'greedy-a' has 2 ingest streams open, its limit "
+                "(--max-streams-per-token 2)") in str(err.value)
+        r.abort()
+        # Another token still pushes.
+        ob = reprod_client.Client(server.address, token=other)
+        r = ob.open_run("tb/r", framework="test")
+        r.log("ck", {"x": np.ones(4, np.float32)})
+        r.close()
+        assert [t.key for t in ob.list_tensors("tb/r")] == ["x"]
+        release.set()
+        for t in threads:
+            t.join(timeout=10)
+        assert len(ends) == 2
+        # Its streams closed, the first token pushes again.
+        r = ga.open_run("ta/after", framework="test")
+        r.log("ck", {"x": np.ones(4, np.float32)})
+        r.close()
     finally:
         release.set()
         server.stop()
