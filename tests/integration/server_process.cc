@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -50,6 +51,12 @@ absl::Status ServerProcess::Start() {
       "cpu",
       "--log-level",
       "info"};
+  // No web UI unless a test asks for one: its default port 8080 would be
+  // shared by every server the tests start at once.
+  if (std::find(options_.extra_args.begin(), options_.extra_args.end(), "--http-listen") ==
+      options_.extra_args.end()) {
+    args.insert(args.end(), {"--http-listen", "off"});
+  }
   args.insert(args.end(), options_.extra_args.begin(),
               options_.extra_args.end());
   const pid_t pid = fork();
