@@ -71,6 +71,24 @@ absl::Status CheckTensorBytes(storage::Store& store, std::string_view run,
   return absl::OkStatus();
 }
 
+// The audit log stores printable ASCII only (its canonical encoding is
+// byte-exact); client-given strings (a framework "PyTörch", a label) are
+// recorded with every other byte as "\xHH" rather than refused, so the
+// mutation they belong to is still recorded.
+std::string AuditAscii(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (const char c : s) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b >= 0x20 && b < 0x7f) {
+      out += c;
+    } else {
+      absl::StrAppendFormat(&out, "\\x%02x", b);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string_view ServerVersion() { return "reprodd " REPROD_VERSION_STRING; }
@@ -100,11 +118,11 @@ absl::Status RecordAudit(const ServiceEnv& env, const auth::Principal& who,
                          std::map<std::string, std::string> details) {
   if (env.audit == nullptr) return NoAudit();
   auth::AuditEntry entry;
-  entry.actor = auth::AuditActor{who.label, who.role};
+  entry.actor = auth::AuditActor{AuditAscii(who.label), who.role};
   entry.verb = std::string(verb);
-  entry.object = std::string(object);
+  entry.object = AuditAscii(object);
   entry.result = result;
-  entry.details = std::move(details);
+  for (auto& [key, value] : details) entry.details[AuditAscii(key)] = AuditAscii(value);
   return env.audit->Append(entry, absl::Now()).status();
 }
 

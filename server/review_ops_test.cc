@@ -214,6 +214,19 @@ TEST_F(ReviewOpsTest, LocalPrincipalIsAnAdminNamedLocal) {
   EXPECT_EQ(ActorOf(Judge()).label, "the judge");
 }
 
+TEST_F(ReviewOpsTest, ClientStringsAreRecordedAsPrintableAscii) {
+  // A framework "PyTörch\n" from a client is recorded (not refused, which
+  // would fail the CreateRun it belongs to) with its other bytes as \xHH.
+  ASSERT_THAT(RecordAudit(env_, Judge(), "create", "team42/b\x1b", absl::OkStatus(),
+                          {{"framework", "PyT\xc3\xb6rch\n"}}),
+              IsOk());
+  ASSERT_OK_AND_ASSIGN(std::vector<auth::AuditRecord> records, audit_->List("", 0));
+  ASSERT_THAT(records, SizeIs(1));
+  EXPECT_EQ(records[0].object, "team42/b\\x1b");
+  EXPECT_EQ(records[0].details.at("framework"), "PyT\\xc3\\xb6rch\\x0a");
+  EXPECT_THAT(audit_->Verify(), IsOk());
+}
+
 TEST_F(ReviewOpsTest, ThousandRecordChainVerifiesAndAFlippedByteIsNamed) {
   for (int i = 0; i < 1000; ++i) {
     ASSERT_THAT(RecordAudit(env_, Judge(), "push", absl::StrCat("team42/run-", i),
