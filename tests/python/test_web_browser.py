@@ -80,12 +80,22 @@ def review(driver, tmp_path_factory):
         r.server.stop()
 
 
+def _wait_for(driver, css, seconds=30):
+    """The elements matching `css` once there are any: a click on a form
+    button returns before the next page has loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, seconds).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, css))
+
+
 def _login(driver, base, token):
     from selenium.webdriver.common.by import By
     driver.delete_all_cookies()
     driver.get(f"{base}/login")
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "login").click()
+    _wait_for(driver, "nav .who")
 
 
 @pytest.mark.requires_torch
@@ -124,7 +134,7 @@ def test_judge_reviews_and_signs_the_broken_port(driver, review, tmp_path):
     # Sign the verdict: the page then shows the signer and the digests.
     assert driver.find_elements(By.ID, "unsigned")
     driver.find_element(By.ID, "sign").click()
-    signers = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature .signer")
+    signers = _wait_for(driver, "#signatures tr.signature .signer")
     assert [s.text for s in signers] == ["judge-judy"]
     digests = driver.find_elements(By.CSS_SELECTOR, "#signatures tr.signature code")
     assert all(len(d.text) == 64 for d in digests[:2]), [d.text for d in digests]
