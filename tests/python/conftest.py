@@ -64,6 +64,22 @@ def run_reprodctl(*args, timeout=300, cwd=None):
     return Result(proc)
 
 
+def start_until_listening(args, port_file, seconds=30):
+    """Starts reprodd with `args` (which write `port_file`), waits until it
+    listens or exits, stops it with SIGTERM; returns (exit code, output,
+    whether it listened)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + seconds
+        while not Path(port_file).exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        listened = Path(port_file).exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    return proc.returncode, out, listened
+
+
 @pytest.fixture
 def reprodctl():
     return run_reprodctl

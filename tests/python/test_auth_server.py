@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import REPRODD, ROOT, Reprodd, run_reprodctl
+from conftest import REPRODD, ROOT, Reprodd, run_reprodctl, start_until_listening
 
 import reprod_client
 from reprod_client._proto import compare_pb2, compare_pb2_grpc, ingest_pb2, review_pb2, \
@@ -355,16 +355,7 @@ def test_non_loopback_listen_needs_tokens_or_insecure(tmp_path):
     assert res.returncode == 2
     assert "--auth tokens" in res.stderr and "--insecure" in res.stderr, res.stderr
     port_file = tmp_path / "port"
-    proc = subprocess.Popen(args[:-1] + ["0.0.0.0:0", "--auth", "tokens",
-                                         "--port-file", str(port_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert port_file.exists(), proc.stdout.read() if proc.poll() is not None else ""
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+    code, out, listened = start_until_listening(
+        args[:-1] + ["0.0.0.0:0", "--auth", "tokens", "--port-file", str(port_file)], port_file)
+    assert listened and code == 0, out
     assert "--insecure" not in out and "auth: tokens" in out, out

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import layouts
-from conftest import REPRODD, Reprodd, run_reprodctl
+from conftest import REPRODD, Reprodd, run_reprodctl, start_until_listening
 
 from reprod_client._proto import ingest_pb2, runs_pb2, runs_pb2_grpc, tensor_pb2
 
@@ -242,16 +242,8 @@ def test_refuses_names_that_only_look_like_loopback(tmp_path):
 
 def test_localhost_resolves_to_loopback(tmp_path):
     port_file = tmp_path / "port"
-    proc = subprocess.Popen([str(REPRODD), "--store", "memory", "--http-listen", "off",
-                             "--listen", "localhost:0", "--port-file", str(port_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert port_file.exists(), proc.stdout.read() if proc.poll() is not None else ""
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+    code, out, listened = start_until_listening(
+        [str(REPRODD), "--store", "memory", "--http-listen", "off", "--listen", "localhost:0",
+         "--port-file", str(port_file)], port_file)
+    assert listened and code == 0, out
     assert "non-loopback" not in out, out
