@@ -6,7 +6,6 @@ every output is checked byte by byte, and the JSON gives back the exact
 original names."""
 import json
 import subprocess
-import time
 
 import grpc
 import numpy as np
