@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import layouts
-from conftest import REPRODD, Reprodd, run_reprodctl, start_until_listening
+from conftest import REPRODD, Reprodd, start_until_listening
 
 from reprod_client._proto import ingest_pb2, runs_pb2, runs_pb2_grpc, tensor_pb2
 
