@@ -118,16 +118,11 @@ void AuthGate::RecordRefusal(const auth::Principal& who, std::string_view route,
 }
 
 bool AuthGate::CanSeeRun(const auth::Principal& who, const storage::RunInfo& run) const {
-  return auth::CanSeeRun(who, auth::RunTarget{run.name, run.reference});
-}
-
-auth::RunTarget AuthGate::RunTargetOf(const std::string& name) {
-  absl::StatusOr<storage::RunInfo> run = store_.GetRun(name);
-  return auth::RunTarget{name, run.ok() && run->reference};
+  return auth::CanSeeStoredRun(who, run);
 }
 
 bool AuthGate::CanSeeReport(const auth::Principal& who, const storage::StoredReport& report) {
-  return auth::CanSeeReport(who, RunTargetOf(report.ref), RunTargetOf(report.cand));
+  return auth::CanSeeStoredReport(who, report, store_);
 }
 
 absl::StatusOr<std::optional<auth::Principal>> CheckCall(

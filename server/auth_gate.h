@@ -89,7 +89,7 @@ class AuthGate {
   absl::Status CheckMessage(const auth::Principal& who, std::string_view route,
                             const google::protobuf::Message& request);
 
-  // List filters (acl.h CanSeeRun/CanSeeReport) by run name; a run that
+  // List filters (acl.h CanSeeStoredRun/CanSeeStoredReport); a run that
   // does not exist counts as not reference.
   bool CanSeeRun(const auth::Principal& who, const storage::RunInfo& run) const;
   bool CanSeeReport(const auth::Principal& who, const storage::StoredReport& report);
@@ -98,7 +98,6 @@ class AuthGate {
   absl::Status Refused(std::string_view route, absl::Status status) const;
   void RecordRefusal(const auth::Principal& who, std::string_view route,
                      const google::protobuf::Message& request, const absl::Status& status);
-  auth::RunTarget RunTargetOf(const std::string& name);
 
   storage::Store& store_;
   auth::TokenStore& tokens_;

@@ -362,6 +362,20 @@ bool CanSeeReport(const Principal& p, const RunTarget& ref, const RunTarget& can
   return CanSeeRun(p, ref) && CanSeeRun(p, cand) && (InScope(p, ref) || InScope(p, cand));
 }
 
+bool CanSeeStoredRun(const Principal& p, const storage::RunInfo& run) {
+  return CanSeeRun(p, RunTarget{run.name, run.reference});
+}
+
+bool CanSeeStoredReport(const Principal& p, const storage::StoredReport& report,
+                        storage::Store& store) {
+  if (p.role != Role::kSubmitter) return true;
+  auto target = [&store](const std::string& name) {
+    absl::StatusOr<storage::RunInfo> run = store.GetRun(name);
+    return RunTarget{name, run.ok() && run->reference};
+  };
+  return CanSeeReport(p, target(report.ref), target(report.cand));
+}
+
 std::string RenderAclMarkdown() {
   std::string out =
       "# Access control table\n\n"

@@ -139,6 +139,14 @@ absl::Status Authorize(const Principal* principal, std::string_view route, const
 bool CanSeeRun(const Principal& principal, const RunTarget& run);
 bool CanSeeReport(const Principal& principal, const RunTarget& ref, const RunTarget& cand);
 
+// The same filters for stored records, as both gates' listings use them: a
+// run by its own reference flag; a report by its runs' flags, looked up in
+// `store` only for submitters (a run that is gone or unreadable counts as
+// not reference).
+bool CanSeeStoredRun(const Principal& principal, const storage::RunInfo& run);
+bool CanSeeStoredReport(const Principal& principal, const storage::StoredReport& report,
+                        storage::Store& store);
+
 // docs/acl.md: the table and the role matrix of every access kind.
 std::string RenderAclMarkdown();
 

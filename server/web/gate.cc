@@ -67,18 +67,12 @@ absl::StatusOr<Caller> WebGate::Check(const RouteMatch& match,
   return caller;
 }
 
-auth::RunTarget WebGate::RunTargetOf(const std::string& name) const {
-  absl::StatusOr<storage::RunInfo> run = env_.store->GetRun(name);
-  return auth::RunTarget{name, run.ok() && run->reference};
-}
-
 bool WebGate::CanSeeRun(const auth::Principal& who, const storage::RunInfo& run) const {
-  return !auth_on() || auth::CanSeeRun(who, auth::RunTarget{run.name, run.reference});
+  return !auth_on() || auth::CanSeeStoredRun(who, run);
 }
 
 bool WebGate::CanSeeReport(const auth::Principal& who, const storage::StoredReport& report) const {
-  if (!auth_on() || who.role != auth::Role::kSubmitter) return true;
-  return auth::CanSeeReport(who, RunTargetOf(report.ref), RunTargetOf(report.cand));
+  return !auth_on() || auth::CanSeeStoredReport(who, report, *env_.store);
 }
 
 }  // namespace reprod::server::web

@@ -62,13 +62,12 @@ class WebGate {
   // tell a logged-in user); UNAUTHENTICATED as Check.
   absl::StatusOr<Caller> Identify(std::string_view session_id, std::string_view bearer);
 
-  // For listings: acl.h's CanSeeRun / CanSeeReport by stored flags.
+  // For listings: acl.h's CanSeeStoredRun / CanSeeStoredReport (everything
+  // with --auth none).
   bool CanSeeRun(const auth::Principal& who, const storage::RunInfo& run) const;
   bool CanSeeReport(const auth::Principal& who, const storage::StoredReport& report) const;
 
  private:
-  auth::RunTarget RunTargetOf(const std::string& name) const;
-
   const ServiceEnv& env_;
   SessionStore& sessions_;
   auth::TokenStore* tokens_;
