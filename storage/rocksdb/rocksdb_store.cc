@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -285,8 +286,17 @@ absl::Status RocksDbStore::CheckFormat() {
     return Write(batch, /*sync=*/true, "write format record");
   }
   REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read format record"));
-  return Annotate(CheckFormatRecord(value),
-                  absl::StrCat("store directory ", dir_));
+  REPROD_RETURN_IF_ERROR(Annotate(CheckFormatRecord(value),
+                                  absl::StrCat("store directory ", dir_)));
+  // An older layout is read as it is (a run without a stats record counts
+  // with its run record). Its version is raised before this build writes
+  // stats records, so that a build predating them refuses the store instead
+  // of counting with stale run records.
+  if (value == EncodeFormatRecord() || read_only_) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_, ToSlice(kFormatKey), EncodeFormatRecord())
+      .PermitUncheckedError();
+  return Write(batch, /*sync=*/true, "upgrade format record");
 }
 
 absl::Status RocksDbStore::LoadCounters() {
@@ -416,15 +426,26 @@ absl::StatusOr<RunRecord> RocksDbStore::ReadRun(
     std::string_view name, const rocksdb::Snapshot* snapshot) {
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
-  rocksdb::PinnableSlice value;
-  const rocksdb::Status s = db_->Get(ro, meta_, RunKey(name), &value);
-  if (s.IsNotFound()) return RunNotFoundError(name);
+  // One MultiGet reads both records at one sequence number, so even without
+  // a snapshot the counters belong to the record read (a commit, a delete or
+  // a re-create in between cannot mix in).
+  const std::string keys[2] = {RunKey(name), RunStatsKey(name)};
+  const rocksdb::Slice slices[2] = {ToSlice(keys[0]), ToSlice(keys[1])};
+  rocksdb::PinnableSlice values[2];
+  rocksdb::Status statuses[2];
+  db_->MultiGet(ro, meta_, 2, slices, values, statuses);
+  if (statuses[0].IsNotFound()) return RunNotFoundError(name);
   REPROD_RETURN_IF_ERROR(
-      FromRocksDb(s, absl::StrCat("read run ", std::string(name))));
-  absl::StatusOr<RunRecord> record = DecodeRunRecord(name, ToView(value));
+      FromRocksDb(statuses[0], absl::StrCat("read run ", std::string(name))));
+  absl::StatusOr<RunRecord> record = DecodeRunRecord(name, ToView(values[0]));
   if (!record.ok()) {
     return Annotate(record.status(), absl::StrCat("run ", std::string(name)));
   }
+  // No stats record: a run of format version 1, counted in its run record.
+  if (statuses[1].IsNotFound()) return record;
+  REPROD_RETURN_IF_ERROR(FromRocksDb(
+      statuses[1], absl::StrCat("read run stats ", std::string(name))));
+  REPROD_RETURN_IF_ERROR(ApplyRunStats(ToView(values[1]), *record));
   return record;
 }
 
@@ -471,6 +492,10 @@ absl::Status RocksDbStore::CreateRun(const RunInfo& run) {
   rocksdb::WriteBatch batch;
   batch.Put(meta_, RunKey(run.name), EncodeRunRecord(record))
       .PermitUncheckedError();
+  // Every run this build creates has its stats record, so a missing one
+  // always means a run of the old layout.
+  batch.Put(meta_, RunStatsKey(run.name), EncodeRunStats(StatsOf(record)))
+      .PermitUncheckedError();
   batch.Put(meta_, CounterKey(kRunCounter), EncodeCounter(next_run_id_))
       .PermitUncheckedError();
   return Write(batch, options_.sync_commits, "create run");
@@ -484,14 +509,28 @@ absl::StatusOr<RunInfo> RocksDbStore::GetRun(std::string_view name) {
 absl::StatusOr<std::vector<RunInfo>> RocksDbStore::ListRuns(
     std::string_view prefix) {
   std::vector<RunInfo> out;
+  // Stats records (keyed by run name like the run records) and run records
+  // are read at one snapshot so that each run's counters match its record.
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  std::map<std::string, std::string, std::less<>> stats;
   REPROD_RETURN_IF_ERROR(ScanPrefix(
-      db_.get(), meta_, RunKey(prefix), nullptr,
+      db_.get(), meta_, RunStatsKey(prefix), snapshot.snapshot(),
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        stats.emplace(key.substr(1), value);
+        return absl::OkStatus();
+      }));
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, RunKey(prefix), snapshot.snapshot(),
       [&](std::string_view key, std::string_view value) -> absl::Status {
         const std::string_view name = key.substr(1);
         absl::StatusOr<RunRecord> record = DecodeRunRecord(name, value);
         if (!record.ok()) {
           return Annotate(record.status(),
                           absl::StrCat("run ", std::string(name)));
+        }
+        // No stats record: format version 1, counted in the run record.
+        if (auto it = stats.find(name); it != stats.end()) {
+          REPROD_RETURN_IF_ERROR(ApplyRunStats(it->second, *record));
         }
         out.push_back(std::move(record->info));
         return absl::OkStatus();
@@ -539,6 +578,7 @@ absl::StatusOr<uint64_t> RocksDbStore::DeleteRun(std::string_view name) {
   const uint64_t id = record.run_id;
   rocksdb::WriteBatch batch;
   batch.Delete(meta_, RunKey(name)).PermitUncheckedError();
+  batch.Delete(meta_, RunStatsKey(name)).PermitUncheckedError();
   batch.DeleteRange(meta_, TensorPrefix(id), TensorPrefix(id + 1))
       .PermitUncheckedError();
   batch.DeleteRange(chunks_, ChunkRunPrefix(id), ChunkRunPrefix(id + 1))
@@ -657,7 +697,11 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
   record.info.total_bytes += header.byte_length;
   batch.Put(meta_, TensorKey(u.run_id, header.address), EncodeIndexEntry(entry))
       .PermitUncheckedError();
-  batch.Put(meta_, RunKey(u.run), EncodeRunRecord(record))
+  // Only the run's counters: rewriting the run record (up to 64 KiB of
+  // labels) per tensor made a commit cost the run's metadata in WAL, memtable
+  // and compaction bytes. Same batch as the index entry, so a crash keeps
+  // both or neither.
+  batch.Put(meta_, RunStatsKey(u.run), EncodeRunStats(StatsOf(record)))
       .PermitUncheckedError();
   REPROD_RETURN_IF_ERROR(Annotate(Write(batch, options_.sync_commits, "commit"),
                                   DescribeTensor(u.run, header.address)));

@@ -13,16 +13,20 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/crc32c.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/memory/memory_store.h"
+#include "storage/rocksdb/internal/keys.h"
+#include "storage/rocksdb/internal/records.h"
 #include "storage/rocksdb/internal/test_hooks.h"
 #include "storage/store.h"
 #include "storage/testing/store_test_util.h"
@@ -327,6 +331,160 @@ TEST_F(RocksDbStoreTest, SmallTensorNeedsNoPendingMarker) {
   ASSERT_THAT(writer->Commit(), IsOk());
   EXPECT_EQ(ChunkKeys(), 1u);
   EXPECT_THAT(ReadAll(*store_, kRun, {"c", "loss", 1}), IsOkAndHolds(bytes));
+}
+
+// A run with the most metadata a server accepts (64 labels of 1 KiB).
+RunInfo MaxMetadataRun(std::string name) {
+  RunInfo run = MakeRun(std::move(name));
+  for (int i = 0; i < 64; ++i) {
+    run.labels[absl::StrCat("label-", i)] = std::string(1024, 'a' + i % 26);
+  }
+  return run;
+}
+
+TEST_F(RocksDbStoreTest, CommitsDoNotRewriteTheRunMetadata) {
+  constexpr char kBig[] = "team42/max-metadata";
+  ASSERT_THAT(store_->CreateRun(MaxMetadataRun(kBig)), IsOk());
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> record,
+                       internal::GetMetaValue(*store_, internal::RunKey(kBig)));
+  ASSERT_TRUE(record.has_value());
+  ASSERT_GT(record->size(), 64u * 1024);
+  ASSERT_OK_AND_ASSIGN(const uint64_t before,
+                       internal::UserBytesWritten(*store_));
+  constexpr int kTensors = 300;
+  uint64_t payload = 0;
+  for (int i = 0; i < kTensors; ++i) {
+    const std::vector<uint8_t> bytes = Bytes(4, static_cast<uint8_t>(i));
+    payload += bytes.size();
+    ASSERT_THAT(Write(*store_, kBig, {"ckpt", absl::StrCat("t", i), 1}, bytes),
+                IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(const uint64_t after,
+                       internal::UserBytesWritten(*store_));
+  // Rewriting the run record per commit costs kTensors x its ~67 KB (about
+  // 20 MB); an index entry, a chunk and the run's counters are well under
+  // 1 KiB per tensor, whatever the metadata.
+  EXPECT_LT(after - before, uint64_t{kTensors} * 1024);
+  EXPECT_GT(after - before, payload);  // the statistic does count writes
+  ASSERT_OK_AND_ASSIGN(RunInfo run, store_->GetRun(kBig));
+  EXPECT_EQ(run.tensor_count, uint64_t{kTensors});
+  EXPECT_EQ(run.total_bytes, payload);
+  EXPECT_EQ(run.labels, MaxMetadataRun(kBig).labels);
+}
+
+// tensor_count, total_bytes and the next sequence, as GetRun and ListRuns
+// report them.
+void ExpectCounters(Store& store, std::string_view run, uint64_t count,
+                    uint64_t bytes) {
+  ASSERT_OK_AND_ASSIGN(const RunInfo got, store.GetRun(run));
+  EXPECT_EQ(got.tensor_count, count) << run;
+  EXPECT_EQ(got.total_bytes, bytes) << run;
+  ASSERT_OK_AND_ASSIGN(const std::vector<RunInfo> listed, store.ListRuns(run));
+  ASSERT_EQ(listed.size(), 1u) << run;
+  EXPECT_EQ(listed[0].tensor_count, count) << run;
+  EXPECT_EQ(listed[0].total_bytes, bytes) << run;
+  EXPECT_EQ(listed[0].labels, got.labels) << run;
+}
+
+TEST_F(RocksDbStoreTest, CountersFollowCommitsReplaceDeleteAndReopen) {
+  constexpr char kOw[] = "team42/counted";
+  ASSERT_THAT(store_->CreateRun(MakeRun(kOw, /*overwrite=*/true)), IsOk());
+  ExpectCounters(*store_, kOw, 0, 0);
+  ASSERT_OK_AND_ASSIGN(CommitResult done,
+                       Write(*store_, kOw, {"c", "a", 1}, Bytes(10)));
+  EXPECT_EQ(done.sequence, 0u);
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "b", 1}, Bytes(20)));
+  EXPECT_EQ(done.sequence, 1u);
+  ExpectCounters(*store_, kOw, 2, 30);
+  // An identical resend counts nothing and takes no sequence.
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "a", 1}, Bytes(10)));
+  EXPECT_EQ(done.kind, CommitKind::kAlreadyPresent);
+  ExpectCounters(*store_, kOw, 2, 30);
+  // A replacement swaps 20 bytes for 5 and takes the next sequence.
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "b", 1}, Bytes(5, 3)));
+  EXPECT_EQ(done.kind, CommitKind::kReplaced);
+  EXPECT_EQ(done.sequence, 2u);
+  ExpectCounters(*store_, kOw, 2, 15);
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "e", std::nullopt}, {}));
+  EXPECT_EQ(done.sequence, 3u);
+  ExpectCounters(*store_, kOw, 3, 15);
+  ExpectCounters(*store_, kRun, 0, 0);  // another run's counters stay apart
+
+  ASSERT_THAT(Reopen(), IsOk());
+  ExpectCounters(*store_, kOw, 3, 15);
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "d", 1}, Bytes(7)));
+  EXPECT_EQ(done.sequence, 4u);
+  // Metadata writes carry the counters along and do not reset them.
+  ASSERT_OK_AND_ASSIGN(RunInfo info, store_->SetRunReference(kOw, true));
+  EXPECT_EQ(info.tensor_count, 4u);
+  EXPECT_EQ(info.total_bytes, 22u);
+  ASSERT_OK_AND_ASSIGN(info, store_->SealRun(kOw, RunState::kSealed));
+  EXPECT_EQ(info.tensor_count, 4u);
+  ExpectCounters(*store_, kOw, 4, 22);
+
+  ASSERT_THAT(store_->DeleteRun(kOw), IsOkAndHolds(4u));
+  EXPECT_THAT(internal::GetMetaValue(*store_, internal::RunStatsKey(kOw)),
+              IsOkAndHolds(std::nullopt));
+  // A new run of the same name starts from zero.
+  ASSERT_THAT(store_->CreateRun(MakeRun(kOw)), IsOk());
+  ExpectCounters(*store_, kOw, 0, 0);
+  ASSERT_OK_AND_ASSIGN(done, Write(*store_, kOw, {"c", "a", 1}, Bytes(3)));
+  EXPECT_EQ(done.sequence, 0u);
+  ExpectCounters(*store_, kOw, 1, 3);
+}
+
+// A store as format version 1 left it: counters only in the run record, no
+// stats record, format record 0x01.
+TEST_F(RocksDbStoreTest, OldLayoutRunsKeepTheirCountersAndContinue) {
+  constexpr char kOld[] = "team42/old";
+  ASSERT_THAT(store_->CreateRun(MakeRun(kOld)), IsOk());
+  for (int i = 1; i <= 3; ++i) {  // 10 + 20 + 30 bytes, sequences 0..2
+    ASSERT_THAT(Write(*store_, kOld, {"c", absl::StrCat("t", i), 1},
+                      Bytes(10 * i, static_cast<uint8_t>(i))),
+                IsOk());
+  }
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> value,
+                       internal::GetMetaValue(*store_, internal::RunKey(kOld)));
+  ASSERT_TRUE(value.has_value());
+  ASSERT_OK_AND_ASSIGN(internal::RunRecord record,
+                       internal::DecodeRunRecord(kOld, *value));
+  record.next_sequence = 3;
+  record.info.tensor_count = 3;
+  record.info.total_bytes = 60;
+  ASSERT_THAT(internal::SetMetaValue(*store_, internal::RunKey(kOld),
+                                     internal::EncodeRunRecord(record)),
+              IsOk());
+  ASSERT_THAT(internal::SetMetaValue(*store_, internal::RunStatsKey(kOld),
+                                     std::nullopt),
+              IsOk());
+  ASSERT_THAT(internal::SetMetaValue(*store_, internal::kFormatKey,
+                                     std::string("\x01reprod-store")),
+              IsOk());
+
+  ASSERT_THAT(Reopen(), IsOk());
+  // Opened writable, the store announces the new layout before writing it.
+  EXPECT_THAT(internal::GetMetaValue(*store_, internal::kFormatKey),
+              IsOkAndHolds(std::optional<std::string>("\x02reprod-store")));
+  ExpectCounters(*store_, kOld, 3, 60);
+  ASSERT_OK_AND_ASSIGN(CommitResult done,
+                       Write(*store_, kOld, {"c", "t4", 1}, Bytes(40)));
+  EXPECT_EQ(done.sequence, 3u);
+  ExpectCounters(*store_, kOld, 4, 100);
+  ASSERT_THAT(Reopen(), IsOk());
+  ExpectCounters(*store_, kOld, 4, 100);
+  ASSERT_OK_AND_ASSIGN(std::vector<TensorMeta> tensors,
+                       store_->ListTensors(kOld, ""));
+  EXPECT_EQ(tensors.size(), 4u);
+
+  // Counters of another run id are damage, reported with the run's name.
+  ASSERT_THAT(internal::SetMetaValue(
+                  *store_, internal::RunStatsKey(kOld),
+                  internal::EncodeRunStats({record.run_id + 1, 0, 0, 0})),
+              IsOk());
+  EXPECT_THAT(store_->GetRun(kOld),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(kOld)));
+  EXPECT_THAT(store_->ListRuns("team42/"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr(kOld)));
 }
 
 TEST_F(RocksDbStoreTest, SecondOpenOfTheDirectoryIsFailedPrecondition) {

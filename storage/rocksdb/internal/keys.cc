@@ -21,6 +21,12 @@ std::string RunKey(std::string_view name) {
   return key;
 }
 
+std::string RunStatsKey(std::string_view name) {
+  std::string key = "s";
+  key.append(name);
+  return key;
+}
+
 std::string TensorPrefix(uint64_t run_id) {
   std::string key = "t";
   PutBigEndian64(&key, run_id);

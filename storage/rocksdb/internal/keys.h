@@ -8,6 +8,7 @@
 //   meta:    'f'                                   format record
 //            'n' counter-name                      counters
 //            'r' run-name                          run record
+//            's' run-name                          run stats (counters)
 //            't' run-id:be64 address               tensor index entry
 //            'p' blob-id:be64                      pending upload marker
 //            'a' auth-key                          auth record (server/auth)
@@ -38,6 +39,8 @@ inline constexpr std::string_view kFormatKey = "f";
 std::string CounterKey(std::string_view counter);  // "blob", "run"
 std::string RunKey(std::string_view name);         // also a ListRuns prefix
 inline constexpr char kRunTag = 'r';
+// The counters commits update (records.h RunStats); also a ListRuns prefix.
+std::string RunStatsKey(std::string_view name);
 std::string TensorKey(uint64_t run_id, const TensorAddress& address);
 // All index entries of a run; TensorPrefix(run_id + 1) bounds them above.
 std::string TensorPrefix(uint64_t run_id);

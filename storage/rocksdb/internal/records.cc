@@ -72,7 +72,7 @@ bool GetAddress(Decoder& d, TensorAddress* a) {
 
 std::string EncodeFormatRecord() {
   std::string out;
-  PutByte(&out, kRecordVersion);
+  PutByte(&out, kFormatVersion);
   out.append(kFormatMagic);
   return out;
 }
@@ -81,10 +81,12 @@ absl::Status CheckFormatRecord(std::string_view value) {
   if (value.empty() || value.substr(1) != kFormatMagic) {
     return absl::DataLossError("corrupt format record");
   }
-  if (static_cast<uint8_t>(value[0]) != kRecordVersion) {
+  const auto version = static_cast<uint8_t>(value[0]);
+  if (version < kOldestFormatVersion || version > kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "store format version ", static_cast<uint8_t>(value[0]),
-        " is not readable by this build (reads version ", kRecordVersion, ")"));
+        "store format version ", version,
+        " is not readable by this build (reads versions ",
+        kOldestFormatVersion, " to ", kFormatVersion, ")"));
   }
   return absl::OkStatus();
 }
@@ -168,6 +170,52 @@ absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
   }
   if (!d.done()) return Corrupt("run", "trailing bytes");
   return r;
+}
+
+std::string EncodeRunStats(const RunStats& stats) {
+  std::string out;
+  PutByte(&out, kRecordVersion);
+  PutVarint64(&out, stats.run_id);
+  PutVarint64(&out, stats.next_sequence);
+  PutVarint64(&out, stats.tensor_count);
+  PutVarint64(&out, stats.total_bytes);
+  return out;
+}
+
+absl::StatusOr<RunStats> DecodeRunStats(std::string_view value) {
+  Decoder d(value);
+  if (absl::Status s = ReadVersion(d, "run stats"); !s.ok()) return s;
+  RunStats stats;
+  if (!d.Varint64(&stats.run_id) || !d.Varint64(&stats.next_sequence) ||
+      !d.Varint64(&stats.tensor_count) || !d.Varint64(&stats.total_bytes) ||
+      !d.done()) {
+    return Corrupt("run stats", "truncated or trailing bytes");
+  }
+  return stats;
+}
+
+RunStats StatsOf(const RunRecord& record) {
+  return RunStats{record.run_id, record.next_sequence,
+                  record.info.tensor_count, record.info.total_bytes};
+}
+
+absl::Status ApplyRunStats(std::string_view value, RunRecord& record) {
+  absl::StatusOr<RunStats> stats = DecodeRunStats(value);
+  if (!stats.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "run ", record.info.name, ": ", stats.status().message()));
+  }
+  // DeleteRun removes both records in one batch and CreateRun writes both,
+  // so stats of another run id are damage, not a leftover.
+  if (stats->run_id != record.run_id) {
+    return absl::DataLossError(absl::StrCat(
+        "run ", record.info.name, ": corrupt run stats record: it counts run id ",
+        stats->run_id, ", the run record has id ", record.run_id));
+  }
+  record.next_sequence = stats->next_sequence;
+  record.info.tensor_count = stats->tensor_count;
+  record.info.total_bytes = stats->total_bytes;
+  return absl::OkStatus();
 }
 
 std::string EncodeIndexEntry(const IndexEntry& e) {

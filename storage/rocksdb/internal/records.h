@@ -24,8 +24,14 @@ namespace reprod::storage::internal {
 
 inline constexpr uint8_t kRecordVersion = 1;
 
-// meta 'f': the layout version of the whole store.
-std::string EncodeFormatRecord();
+// meta 'f': the layout version of the whole store (its first byte; the
+// value bytes of all other records stay kRecordVersion). Version 2 added the
+// run stats record: an older build would read stale counters from the run
+// record, so it must refuse such a store; this build reads version 1 stores
+// and rewrites the format record to version 2 when it opens them writable.
+inline constexpr uint8_t kFormatVersion = 2;
+inline constexpr uint8_t kOldestFormatVersion = 1;
+std::string EncodeFormatRecord();  // of kFormatVersion
 // FailedPrecondition when the store was written by an unknown layout.
 absl::Status CheckFormatRecord(std::string_view value);
 
@@ -45,6 +51,25 @@ absl::StatusOr<RunRecord> DecodeRunRecord(std::string_view name,
 
 // Bits of the run record's optional trailing flags field (FORMAT.md).
 inline constexpr uint64_t kRunFlagReference = 1;
+
+// meta 's': the counters of a run that every commit changes. They live apart
+// from the run record so that a commit rewrites a few bytes, not the run's
+// metadata (up to 64 KiB of labels). The run record keeps a copy as of its
+// last write; a run without a stats record (format version 1) counts with
+// that copy.
+struct RunStats {
+  uint64_t run_id = 0;  // the run they belong to (checked against the record)
+  uint64_t next_sequence = 0;
+  uint64_t tensor_count = 0;
+  uint64_t total_bytes = 0;
+};
+std::string EncodeRunStats(const RunStats& stats);
+absl::StatusOr<RunStats> DecodeRunStats(std::string_view value);
+// The counters of `record` (after ApplyRunStats: the current ones).
+RunStats StatsOf(const RunRecord& record);
+// Decodes a stats value into `record`'s counters; DataLoss when it is corrupt
+// or belongs to another run id (message names the run).
+absl::Status ApplyRunStats(std::string_view value, RunRecord& record);
 
 // meta 't': a committed tensor. The address lives in the key.
 struct IndexEntry {

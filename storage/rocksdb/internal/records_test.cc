@@ -21,6 +21,7 @@ namespace {
 using ::reprod::testing::IsOk;
 using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 TEST(CodingTest, VarintsRoundTripAndRejectGarbage) {
@@ -188,6 +189,43 @@ TEST(RecordsTest, RunRecordReferenceFlagIsAnOptionalTrailer) {
   }
 }
 
+TEST(RecordsTest, RunStatsRoundTripAndApplyToTheirRunOnly) {
+  const RunStats stats{/*run_id=*/300, /*next_sequence=*/9,
+                       /*tensor_count=*/7, /*total_bytes=*/1ull << 40};
+  const std::string v = EncodeRunStats(stats);
+  // FORMAT.md: 0x01 varint(run-id) varint(next-sequence) varint(count)
+  // varint(bytes); 300 = 0xac 0x02, 2^40 = 0x80 x5 0x80 0x20.
+  EXPECT_EQ(v, std::string("\x01\xac\x02\x09\x07\x80\x80\x80\x80\x80\x20",
+                           11));
+  ExpectDamageIsDataLoss(v,
+                         [](const std::string& s) { return DecodeRunStats(s); });
+  RunRecord record;
+  record.run_id = 300;
+  record.info.name = "ns/run";
+  record.info.labels = {{"k", "v"}};
+  ASSERT_THAT(ApplyRunStats(v, record), IsOk());
+  EXPECT_EQ(record.next_sequence, 9u);
+  EXPECT_EQ(record.info.tensor_count, 7u);
+  EXPECT_EQ(record.info.total_bytes, 1ull << 40);
+  EXPECT_EQ(record.info.labels.size(), 1u);
+  const RunStats back = StatsOf(record);
+  EXPECT_EQ(EncodeRunStats(back), v);
+  record.run_id = 301;
+  EXPECT_THAT(ApplyRunStats(v, record),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr("ns/run"), HasSubstr("run id 300"))));
+  EXPECT_THAT(ApplyRunStats("\x01", record),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("ns/run")));
+}
+
+TEST(KeysTest, RunStatsKeysSortLikeRunKeys) {
+  EXPECT_EQ(RunStatsKey("ns/a"), "sns/a");
+  EXPECT_EQ(RunKey("ns/a"), "rns/a");
+  EXPECT_LT(RunStatsKey("ns/a"), RunStatsKey("ns/b"));
+  // A ListRuns prefix scan of stats keys covers exactly the runs it lists.
+  EXPECT_TRUE(RunStatsKey("ns/abc").starts_with(RunStatsKey("ns/a")));
+}
+
 TEST(RecordsTest, AuthRecordsKeepEveryByte) {
   const std::string value("a\0\xff", 3);
   const std::string v = EncodeAuthRecord(value);
@@ -297,11 +335,16 @@ TEST(RecordsTest, SmallRecords) {
   EXPECT_EQ(text, std::string("a\0b", 3));
   EXPECT_THAT(DecodeRendering("").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(CheckFormatRecord(EncodeFormatRecord()), IsOk());
-  std::string future = EncodeFormatRecord();
-  future[0] = 2;
-  EXPECT_THAT(
-      CheckFormatRecord(future),
-      StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("version 2")));
+  EXPECT_EQ(EncodeFormatRecord(), std::string("\x02reprod-store"));
+  // Version 1 (no run stats records) is still read.
+  EXPECT_THAT(CheckFormatRecord(std::string("\x01reprod-store")), IsOk());
+  for (const char version : {'\x00', '\x03'}) {
+    std::string other = EncodeFormatRecord();
+    other[0] = version;
+    EXPECT_THAT(CheckFormatRecord(other),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         HasSubstr(absl::StrCat("version ", int{version}))));
+  }
   EXPECT_THAT(CheckFormatRecord("garbage").code(), absl::StatusCode::kDataLoss);
 }
 

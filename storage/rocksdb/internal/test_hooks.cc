@@ -1,8 +1,11 @@
 #include "storage/rocksdb/internal/test_hooks.h"
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "rocksdb/db.h"
@@ -93,6 +96,49 @@ absl::Status DeleteChunk(Store& store, std::string_view run,
   return FromRocksDb(
       rocks->db()->Delete(rocksdb::WriteOptions(), rocks->chunks(), key),
       "delete chunk");
+}
+
+absl::StatusOr<uint64_t> UserBytesWritten(Store& store) {
+  REPROD_ASSIGN_OR_RETURN(RocksDbStore * rocks, AsRocksDb(store));
+  std::map<std::string, std::string> stats;
+  if (!rocks->db()->GetMapProperty(rocksdb::DB::Properties::kDBStats,
+                                   &stats)) {
+    return absl::InternalError("rocksdb has no rocksdb.dbstats map property");
+  }
+  const auto it = stats.find("db.user_bytes_written");
+  double bytes = 0;
+  if (it == stats.end() || !absl::SimpleAtod(it->second, &bytes)) {
+    return absl::InternalError("rocksdb.dbstats has no db.user_bytes_written");
+  }
+  return static_cast<uint64_t>(bytes);
+}
+
+absl::StatusOr<std::optional<std::string>> GetMetaValue(Store& store,
+                                                        std::string_view key) {
+  REPROD_ASSIGN_OR_RETURN(RocksDbStore * rocks, AsRocksDb(store));
+  std::string value;
+  const rocksdb::Status s =
+      rocks->db()->Get(rocksdb::ReadOptions(), rocks->meta(),
+                       rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::nullopt;
+  REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read meta key"));
+  return std::optional<std::string>(std::move(value));
+}
+
+absl::Status SetMetaValue(Store& store, std::string_view key,
+                          std::optional<std::string_view> value) {
+  REPROD_ASSIGN_OR_RETURN(RocksDbStore * rocks, AsRocksDb(store));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  const rocksdb::Slice k(key.data(), key.size());
+  if (!value.has_value()) {
+    return FromRocksDb(rocks->db()->Delete(wo, rocks->meta(), k),
+                       "delete meta key");
+  }
+  return FromRocksDb(
+      rocks->db()->Put(wo, rocks->meta(), k,
+                       rocksdb::Slice(value->data(), value->size())),
+      "write meta key");
 }
 
 }  // namespace reprod::storage::internal

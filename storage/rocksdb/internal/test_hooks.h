@@ -12,6 +12,8 @@
 #define REPROD_STORAGE_ROCKSDB_INTERNAL_TEST_HOOKS_H_
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -34,6 +36,21 @@ absl::Status CorruptChunk(Store& store, std::string_view run,
 // Deletes chunk `index` of a committed tensor.
 absl::Status DeleteChunk(Store& store, std::string_view run,
                          const TensorAddress& address, uint64_t index);
+
+// Bytes of write batches the store handed to RocksDB since it was opened
+// (RocksDB's "db.user_bytes_written" statistic: keys, values and batch
+// framing, before the WAL or any flush).
+absl::StatusOr<uint64_t> UserBytesWritten(Store& store);
+
+// The raw value of `key` in "meta" (keys.h spells the keys), nullopt when
+// there is none. For tests that inspect or forge on-disk records, e.g. a
+// store as an older build left it.
+absl::StatusOr<std::optional<std::string>> GetMetaValue(Store& store,
+                                                        std::string_view key);
+// Writes `value` at `key` in "meta" (synced), or deletes the key when
+// `value` is nullopt. Bypasses every check of the store.
+absl::Status SetMetaValue(Store& store, std::string_view key,
+                          std::optional<std::string_view> value);
 
 }  // namespace reprod::storage::internal
 
