@@ -7,8 +7,9 @@
 // Locking: mu_ serialises every read-check-write of run records, the tensor
 // index and the id counters (CreateRun, SealRun, DeleteRun, StartUpload,
 // CommitUpload). Chunk writes and all reads run without it. The commit
-// critical section reads two small records and writes one small batch; the
-// only chunk data written under it is a tail of at most kMaxInlineTail bytes.
+// critical section reads the run (record and stats) and the index entry and
+// writes one small batch (the run's stats, never its metadata); the only
+// chunk data written under it is a tail of at most kMaxInlineTail bytes.
 //
 // Thread-safety: as storage/store.h.
 #ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_ROCKSDB_STORE_IMPL_H_
@@ -110,7 +111,8 @@ class RocksDbStore final : public Store {
   }
 
   // --- for readers, writers and test hooks --------------------------------
-  // The run record; NotFound when there is none.
+  // The run record with its current counters (the stats record merged in,
+  // read at one sequence number); NotFound when there is none.
   absl::StatusOr<RunRecord> ReadRun(std::string_view name,
                                     const rocksdb::Snapshot* snapshot);
   // The index entry at `address`, nullopt when there is none.
