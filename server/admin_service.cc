@@ -48,6 +48,7 @@ grpc::Status TokenServiceImpl::CreateToken(grpc::ServerContext* context,
     spec.expires_in = absl::Seconds(static_cast<int64_t>(
         std::min<uint64_t>(request->expires_in_seconds(), uint64_t{1} << 40)));
   }
+  if (request->has_quota_bytes()) spec.quota_bytes = request->quota_bytes();
   absl::StatusOr<auth::IssuedToken> issued = server::CreateToken(env_, ActorOf(*who), spec);
   if (!issued.ok()) return wire::ToGrpcStatus(issued.status());
   response->set_token(issued->token);

@@ -21,6 +21,7 @@
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
+#include "server/quota_ledger.h"
 #include "server/review_ops.h"
 #include "spdlog/spdlog.h"
 
@@ -106,38 +107,16 @@ v1::AckKind AckKindToProto(storage::CommitKind kind) {
   return v1::ACK_KIND_UNSPECIFIED;
 }
 
-// Bytes stored in the runs whose names start with `prefix`.
-absl::StatusOr<uint64_t> StoredBytes(storage::Store& store, std::string_view prefix) {
-  REPROD_ASSIGN_OR_RETURN(const std::vector<storage::RunInfo> runs, store.ListRuns(prefix));
-  uint64_t total = 0;
-  for (const storage::RunInfo& run : runs) total += run.total_bytes;
-  return total;
-}
-
-// --quota-bytes and --namespace-quota-bytes: RESOURCE_EXHAUSTED when `header`
-// would take the stored bytes past a limit.
-absl::Status CheckQuotas(const ServiceEnv& env, std::string_view run,
-                         const storage::TensorHeader& header) {
-  const ServerLimits& limits = env.limits;
-  const uint64_t need = header.byte_length;
-  if (limits.namespace_quota_bytes > 0) {
-    const std::string ns(run.substr(0, run.find('/')));
-    REPROD_ASSIGN_OR_RETURN(const uint64_t used, StoredBytes(*env.store, ns + "/"));
-    if (used + need > limits.namespace_quota_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "quota: namespace '", ns, "' stores ", used, " bytes; ", need, " more would pass its ",
-          limits.namespace_quota_bytes, "-byte limit (--namespace-quota-bytes)"));
-    }
-  }
-  if (limits.quota_bytes > 0) {
-    REPROD_ASSIGN_OR_RETURN(const uint64_t used, StoredBytes(*env.store, ""));
-    if (used + need > limits.quota_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "quota: the server stores ", used, " bytes; ", need, " more would pass its ",
-          limits.quota_bytes, "-byte limit (--quota-bytes)"));
-    }
-  }
-  return absl::OkStatus();
+// --quota-bytes, --namespace-quota-bytes and the token's own quota: reserves
+// `header`'s bytes in the ledger until the tensor commits or is dropped
+// (RESOURCE_EXHAUSTED when they would pass a limit); an empty reservation
+// when the server keeps no ledger.
+absl::StatusOr<QuotaLedger::Reservation> CheckQuotas(const ServiceEnv& env,
+                                                     const auth::Principal* who,
+                                                     std::string_view run,
+                                                     const storage::TensorHeader& header) {
+  if (env.quota == nullptr) return QuotaLedger::Reservation();
+  return env.quota->Reserve(run, who, header.byte_length);
 }
 
 // The tensor being received on a stream.
@@ -147,6 +126,9 @@ struct InFlight {
   storage::TensorHeader header;
   uint64_t received = 0;
   std::unique_ptr<storage::TensorWriter> writer;
+  // Its bytes in the quota ledger: committed with the tensor, released when
+  // the tensor is dropped.
+  QuotaLedger::Reservation quota;
 };
 
 using IngestStream = grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>;
@@ -177,7 +159,12 @@ struct PushTally {
 // Every error ends the stream.
 class StreamHandler {
  public:
-  StreamHandler(const ServiceEnv& env, IngestStream* stream) : env_(env), stream_(stream) {}
+  // `who`: the caller once authenticated with --auth tokens (its quota
+  // applies to the tensors it begins); read at each BeginTensor, so it may
+  // be filled in after construction; must outlive the handler.
+  StreamHandler(const ServiceEnv& env, IngestStream* stream,
+                const std::optional<auth::Principal>* who = nullptr)
+      : env_(env), stream_(stream), who_(who) {}
 
   absl::Status Handle(const v1::IngestRequest& request) {
     if (request.has_begin()) return BeginTensor(request.begin());
@@ -234,9 +221,9 @@ class StreamHandler {
     tallies_[begin.run()];  // recorded even when nothing is acked
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
-    if (absl::Status s = CheckQuotas(env_, begin.run(), *header); !s.ok()) {
-      return WithContext(s, begin.run(), header->address);
-    }
+    absl::StatusOr<QuotaLedger::Reservation> quota = CheckQuotas(
+        env_, who_ != nullptr && who_->has_value() ? &**who_ : nullptr, begin.run(), *header);
+    if (!quota.ok()) return WithContext(quota.status(), begin.run(), header->address);
     absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
         env_.store->BeginTensor(begin.run(), *header);
     if (writer.status().code() == absl::StatusCode::kNotFound) {
@@ -252,6 +239,7 @@ class StreamHandler {
     current_->tensor_id = begin.tensor_id();
     current_->header = *std::move(header);
     current_->writer = *std::move(writer);
+    current_->quota = *std::move(quota);
     if (current_->header.byte_length == 0) return CommitAndAck();
     return absl::OkStatus();
   }
@@ -298,6 +286,7 @@ class StreamHandler {
   absl::Status CommitAndAck() {
     absl::StatusOr<storage::CommitResult> done = current_->writer->Commit();
     if (!done.ok()) return InCurrent(done.status());
+    current_->quota.Commit(*done);
     env_.events->Notify();
     v1::IngestResponse ack;
     ack.set_tensor_id(current_->tensor_id);
@@ -318,6 +307,7 @@ class StreamHandler {
 
   const ServiceEnv& env_;
   IngestStream* stream_;
+  const std::optional<auth::Principal>* who_;
   std::optional<InFlight> current_;
   uint64_t acked_ = 0;
   std::map<std::string, PushTally> tallies_;
@@ -508,7 +498,7 @@ grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStrea
     ++n;
     token_count.id = who->id;
   }
-  StreamHandler handler(env_, stream);
+  StreamHandler handler(env_, stream, &who);
   bool refused_by_gate = false;
   IdleWatchdog::Watch watch;
   watch.context = context;

@@ -266,6 +266,7 @@ void TokenToProto(const auth::TokenRecord& t, v1::TokenInfo* out) {
   TimeToProto(t.created, out->mutable_created());
   if (t.expires) TimeToProto(*t.expires, out->mutable_expires());
   out->set_revoked(t.revoked);
+  if (t.quota_bytes) out->set_quota_bytes(*t.quota_bytes);
 }
 
 }  // namespace reprod::server

@@ -11,6 +11,7 @@
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/proto_convert.h"
+#include "server/quota_ledger.h"
 #include "server/review_ops.h"
 #include "spdlog/spdlog.h"
 
@@ -158,6 +159,7 @@ grpc::Status RunServiceImpl::DeleteRun(grpc::ServerContext* context,
     n = s;
   } else {
     n = env_.store->DeleteRun(request->name());
+    if (n.ok() && env_.quota != nullptr) env_.quota->RunDeleted(request->name());
   }
   std::map<std::string, std::string> details;
   if (n.ok()) details["tensors"] = absl::StrCat(*n);

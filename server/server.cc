@@ -23,6 +23,7 @@
 #include "server/auth_gate.h"
 #include "server/compare_service.h"
 #include "server/ingest_service.h"
+#include "server/quota_ledger.h"
 #include "server/report_service.h"
 #include "server/run_service.h"
 #include "spdlog/spdlog.h"
@@ -116,6 +117,7 @@ struct ReprodServer::Impl {
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<auth::TokenStore> tokens;  // the gate's and review_ops.h's
   std::unique_ptr<auth::AuditLog> audit;     // always on
+  std::unique_ptr<QuotaLedger> quota;        // before the services go
   std::unique_ptr<AuthGate> auth;  // --auth tokens; before the services go
   std::unique_ptr<kernels::Backend> backend;
   RunEvents events;
@@ -178,8 +180,16 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
                                                 *impl->tokens, absl::Now()));
   }
 
+  REPROD_ASSIGN_OR_RETURN(
+      impl->quota,
+      QuotaLedger::Create(*impl->store, {.quota_bytes = options.limits.quota_bytes,
+                                         .namespace_quota_bytes =
+                                             options.limits.namespace_quota_bytes}));
+  spdlog::info("quotas: {} bytes stored", impl->quota->Total().stored);
+
   ServiceEnv env;
   env.store = impl->store.get();
+  env.quota = impl->quota.get();
   env.tokens = impl->tokens.get();
   env.audit = impl->audit.get();
   env.backend = impl->backend.get();

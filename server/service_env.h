@@ -15,7 +15,8 @@
 
 namespace reprod::server {
 
-class AuthGate;  // auth_gate.h
+class AuthGate;     // auth_gate.h
+class QuotaLedger;  // quota_ledger.h
 namespace auth {
 class TokenStore;  // auth/token_store.h
 class AuditLog;    // auth/audit_log.h
@@ -30,10 +31,12 @@ struct ServerLimits {
   int64_t watch_poll_ms = 500;
   // Stored tensor bytes allowed in all runs together (`--quota-bytes`) and
   // in the runs of one namespace, the part of a run name before '/'
-  // (`--namespace-quota-bytes`); 0 = no limit. A tensor that would pass
-  // one is refused with RESOURCE_EXHAUSTED naming the namespace, used and
-  // limit bytes. Checked when each tensor begins, against committed bytes:
-  // tensors in flight at the same time may overshoot by their own size.
+  // (`--namespace-quota-bytes`); 0 = no limit. A submitter token may carry
+  // its own namespace limit instead (auth/token_store.h). A tensor that
+  // would pass one is refused with RESOURCE_EXHAUSTED naming the namespace,
+  // used, in-flight and limit bytes. Enforced by QuotaLedger
+  // (quota_ledger.h) when each tensor begins, counting the tensors in
+  // flight too, so concurrent uploads never overshoot together.
   uint64_t quota_bytes = 0;
   uint64_t namespace_quota_bytes = 0;
   // An Ingest stream that sends nothing for this long while the server
@@ -63,6 +66,10 @@ struct ServiceEnv {
   // ReprodServer, nullptr only in tests that use neither.
   auth::TokenStore* tokens = nullptr;
   auth::AuditLog* audit = nullptr;
+  // Stored and in-flight tensor bytes against the quotas (limits above and
+  // tokens' own); set by ReprodServer, nullptr in tests without quotas
+  // (then nothing is limited).
+  QuotaLedger* quota = nullptr;
 };
 
 }  // namespace reprod::server

@@ -118,6 +118,9 @@ enum class CommitKind {
 struct CommitResult {
   CommitKind kind = CommitKind::kStored;
   uint64_t sequence = 0;  // of the visible tensor (the old one if present)
+  // kReplaced: byte_length of the tensor that was replaced (its bytes are
+  // freed); 0 otherwise. Lets callers keep byte counts (server/quota_ledger.h).
+  uint64_t replaced_bytes = 0;
 };
 
 // Receives one tensor's bytes in order. Not thread-safe.

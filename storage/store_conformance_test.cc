@@ -411,6 +411,7 @@ TEST_P(StoreTest, OverwriteRunReplaces) {
   ASSERT_OK_AND_ASSIGN(CommitResult done, Write(run, Addr("c", "k"), fresh));
   EXPECT_EQ(done.kind, CommitKind::kReplaced);
   EXPECT_EQ(done.sequence, 2u);
+  EXPECT_EQ(done.replaced_bytes, 30u);  // the old tensor's size
   EXPECT_THAT(ReadAll(run, Addr("c", "k")), IsOkAndHolds(fresh));
   EXPECT_THAT(Keys(run), ElementsAre("c/other", "c/k"));
   ASSERT_OK_AND_ASSIGN(RunInfo info, store_->GetRun(run));
@@ -420,6 +421,7 @@ TEST_P(StoreTest, OverwriteRunReplaces) {
   ASSERT_OK_AND_ASSIGN(done, Write(run, Addr("c", "k"), fresh));
   EXPECT_EQ(done.kind, CommitKind::kAlreadyPresent);
   EXPECT_EQ(done.sequence, 2u);
+  EXPECT_EQ(done.replaced_bytes, 0u);
 }
 
 TEST_P(StoreTest, ListTensorsInSequenceOrderWithCheckpointFilter) {

@@ -1,6 +1,8 @@
 #include "server/auth/token_command.h"
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -28,12 +30,25 @@ checked by reprodd yet.
 Examples:
   reprodd token create --role admin --label ops --data-dir /var/lib/reprod
   reprodd token create --role submitter --scope team42 --label "team42 CI" \
-      --expires-in 30d
+      --expires-in 30d --quota-bytes 10737418240
   reprodd token list
+
+Quota: --quota-bytes N gives a submitter token its own limit on the tensor
+bytes stored in its namespace (all runs NAMESPACE/<name> together), used
+instead of reprodd's --namespace-quota-bytes for the pushes made with it
+(0 = no namespace limit for them); --quota-bytes of reprodd still caps the
+server as a whole.
   reprodd token revoke 3fa9c0d17b2e)";
 
 std::string FormatOptionalTime(const std::optional<absl::Time>& t) {
   return t ? absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", *t, absl::UTCTimeZone()) : "never";
+}
+
+// A token's quota for people: "-" (the server's --namespace-quota-bytes),
+// "none" (0) or the byte count.
+std::string QuotaText(const std::optional<uint64_t>& quota) {
+  if (!quota) return "-";
+  return *quota == 0 ? "none" : absl::StrCat(*quota);
 }
 
 // Opens the store, naming the usual cause when it is locked.
@@ -59,6 +74,7 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
       ->capture_default_str();
 
   std::string role, scope, label, expires_in, id;
+  std::optional<uint64_t> quota_bytes;
   CLI::App* create = app.add_subcommand("create", "Issue a token; print it");
   create->add_option("--role", role, "submitter, judge or admin")
       ->required()
@@ -66,6 +82,10 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
   create->add_option("--label", label, "Who or what holds it (shown in logs)")->required();
   create->add_option("--scope", scope, "Submitters only: NAMESPACE or NAMESPACE/*");
   create->add_option("--expires-in", expires_in, "Lifetime: 30d, 720h, 90m (default: no expiry)");
+  create->add_option("--quota-bytes", quota_bytes,
+                     "Submitters: limit on the bytes stored in the namespace, instead of "
+                     "reprodd's --namespace-quota-bytes (0 = none)")
+      ->check(CLI::NonNegativeNumber);
   CLI::App* list = app.add_subcommand("list", "List tokens (never secrets)");
   CLI::App* revoke = app.add_subcommand("revoke", "Revoke a token by its id");
   revoke->add_option("id", id, "Token id or its first 8+ hex digits")->required();
@@ -88,6 +108,7 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
     spec.role = *r;
     spec.scope = scope;
     spec.label = label;
+    spec.quota_bytes = quota_bytes;
     if (!expires_in.empty()) {
       absl::StatusOr<absl::Duration> d = ParseExpiresIn(expires_in);
       if (!d.ok()) {
@@ -118,7 +139,8 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
     const TokenRecord& r = issued->record;
     err << "token " << r.id() << " (" << RoleName(r.role)
         << (r.scope.empty() ? "" : " of " + r.scope) << ", '" << r.label << "', expires "
-        << FormatOptionalTime(r.expires) << ") created; it is shown once, now:\n";
+        << FormatOptionalTime(r.expires) << ", quota " << QuotaText(r.quota_bytes)
+        << ") created; it is shown once, now:\n";
     out << issued->token << "\n";
     return 0;
   }
@@ -128,11 +150,12 @@ int RunTokenCommand(int argc, char** argv, std::ostream& out, std::ostream& err)
       err << "reprodd token list: " << all.status().message() << "\n";
       return 1;
     }
-    out << "id\trole\tscope\tcreated\texpires\trevoked\tlabel\n";
+    out << "id\trole\tscope\tquota\tcreated\texpires\trevoked\tlabel\n";
     for (const TokenRecord& r : *all) {
       out << r.id() << "\t" << RoleName(r.role) << "\t" << (r.scope.empty() ? "-" : r.scope) << "\t"
-          << FormatOptionalTime(r.created) << "\t" << FormatOptionalTime(r.expires) << "\t"
-          << (r.revoked ? "yes" : "no") << "\t" << r.label << "\n";
+          << QuotaText(r.quota_bytes) << "\t" << FormatOptionalTime(r.created) << "\t"
+          << FormatOptionalTime(r.expires) << "\t" << (r.revoked ? "yes" : "no") << "\t"
+          << r.label << "\n";
     }
     return 0;
   }

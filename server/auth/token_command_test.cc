@@ -46,7 +46,7 @@ class TokenCommandTest : public ::testing::Test {
 
 TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
   ASSERT_EQ(Run({"create", "--role", "submitter", "--scope", "team42/*", "--label", "team42 CI",
-                 "--expires-in", "30d", "--data-dir", dir_}),
+                 "--expires-in", "30d", "--quota-bytes", "4096", "--data-dir", dir_}),
             0)
       << err_.str();
   std::string token = out_.str();
@@ -57,7 +57,7 @@ TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
   EXPECT_THAT(err_.str(), Not(HasSubstr(token)));
 
   ASSERT_EQ(Run({"--data-dir", dir_, "list"}), 0) << err_.str();
-  EXPECT_THAT(out_.str(), HasSubstr("submitter\tteam42\t"));
+  EXPECT_THAT(out_.str(), HasSubstr("submitter\tteam42\t4096\t"));
   EXPECT_THAT(out_.str(), HasSubstr("\tno\tteam42 CI\n"));
   EXPECT_THAT(out_.str(), Not(HasSubstr(token.substr(4))));
 
@@ -67,6 +67,7 @@ TEST_F(TokenCommandTest, CreatePrintsATokenThatAuthenticates) {
     ASSERT_OK_AND_ASSIGN(Principal p, tokens.Authenticate(token, absl::Now()));
     EXPECT_EQ(p.role, Role::kSubmitter);
     EXPECT_EQ(p.scope->ns(), "team42");
+    EXPECT_EQ(p.quota_bytes, std::optional<uint64_t>(4096));
     EXPECT_THAT(tokens.Authenticate(token, absl::Now() + absl::Hours(24 * 31)),
                 StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("expired")));
   }
@@ -98,8 +99,15 @@ TEST_F(TokenCommandTest, BadUsageIsExitTwoAndStoresNothing) {
   EXPECT_THAT(err_.str(), HasSubstr("positive duration"));
   EXPECT_EQ(Run({"revoke", "xyz", "--data-dir", dir_}), 2);
   EXPECT_EQ(Run({}), 2);
+  EXPECT_EQ(Run({"create", "--role", "admin", "--label", "x", "--quota-bytes", "5", "--data-dir",
+                 dir_}),
+            2);
+  EXPECT_THAT(err_.str(), HasSubstr("admin token has no quota"));
+  EXPECT_EQ(Run({"create", "--role", "submitter", "--scope", "t", "--label", "x", "--quota-bytes",
+                 "-1", "--data-dir", dir_}),
+            2);
   ASSERT_EQ(Run({"list", "--data-dir", dir_}), 0);
-  EXPECT_EQ(out_.str(), "id\trole\tscope\tcreated\texpires\trevoked\tlabel\n");
+  EXPECT_EQ(out_.str(), "id\trole\tscope\tquota\tcreated\texpires\trevoked\tlabel\n");
 }
 
 }  // namespace

@@ -63,6 +63,7 @@ std::string EncodeTokenRecord(const TokenRecord& r) {
             {"created_us", absl::ToUnixMicros(r.created)},
             {"revoked", r.revoked}};
   if (r.expires.has_value()) j["expires_us"] = absl::ToUnixMicros(*r.expires);
+  if (r.quota_bytes.has_value()) j["quota_bytes"] = *r.quota_bytes;
   return j.dump();
 }
 
@@ -89,12 +90,19 @@ absl::StatusOr<TokenRecord> DecodeTokenRecord(std::string_view key, std::string_
     if (j.contains("expires_us")) {
       r.expires = absl::FromUnixMicros(j.at("expires_us").get<int64_t>());
     }
+    if (j.contains("quota_bytes")) {
+      if (!j.at("quota_bytes").is_number_unsigned()) return corrupt("bad quota_bytes");
+      r.quota_bytes = j.at("quota_bytes").get<uint64_t>();
+    }
   } catch (const Json::exception& e) {
     return corrupt(e.what());
   }
   if (KeyFor(r.hash) != key) return corrupt("hash does not match its key");
   if ((r.role == Role::kSubmitter) == r.scope.empty()) {
     return corrupt("scope present exactly when the role is submitter");
+  }
+  if (r.quota_bytes.has_value() && r.role != Role::kSubmitter) {
+    return corrupt("quota_bytes on a token that is not a submitter's");
   }
   return r;
 }
@@ -115,6 +123,12 @@ absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec, absl::Time
     return absl::InvalidArgumentError(absl::StrCat("a ", std::string(RoleName(spec.role)),
                                                    " token has no scope (it covers every run)"));
   }
+  if (spec.quota_bytes.has_value() && spec.role != Role::kSubmitter) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a ", std::string(RoleName(spec.role)),
+        " token has no quota: --quota-bytes limits a submitter's namespace"));
+  }
+  r.quota_bytes = spec.quota_bytes;
   if (spec.expires_in.has_value()) {
     if (*spec.expires_in <= absl::ZeroDuration()) {
       return absl::InvalidArgumentError("token expiry must be in the future");
@@ -127,8 +141,9 @@ absl::StatusOr<IssuedToken> TokenStore::Create(const TokenSpec& spec, absl::Time
   r.hash = HashToken(out.token);
   if (r.hash.size() != 32) return absl::InternalError("SHA-256 failed");
   REPROD_RETURN_IF_ERROR(store_.PutAuthRecord(KeyFor(r.hash), EncodeTokenRecord(r)));
-  spdlog::info("token {} created: role {}, label '{}'{}", r.id(), RoleName(r.role), r.label,
-               r.scope.empty() ? "" : absl::StrCat(", scope ", r.scope));
+  spdlog::info("token {} created: role {}, label '{}'{}{}", r.id(), RoleName(r.role), r.label,
+               r.scope.empty() ? "" : absl::StrCat(", scope ", r.scope),
+               r.quota_bytes ? absl::StrCat(", quota ", *r.quota_bytes, " bytes") : "");
   return out;
 }
 
@@ -168,6 +183,7 @@ absl::StatusOr<Principal> TokenStore::AuthenticateHash(std::string_view hash, ab
     }
     p.scope = *std::move(scope);
   }
+  p.quota_bytes = r.quota_bytes;
   return p;
 }
 

@@ -18,13 +18,21 @@
 // record names the token id).
 //
 // Record (JSON, version 1): {"v":1,"hash":hex,"role":..,"scope":..,
-// "label":..,"created_us":..,"expires_us":..(absent = never),"revoked":..}.
+// "label":..,"created_us":..,"expires_us":..(absent = never),"revoked":..,
+// "quota_bytes":..(absent = the server's --namespace-quota-bytes)}.
+//
+// Quotas: a submitter token may carry its own limit on the bytes stored in
+// its namespace (every run "scope/..." together, whoever pushed them). It
+// replaces reprodd's --namespace-quota-bytes for the pushes made with that
+// token (0 = no namespace limit for them); --quota-bytes still applies.
+// server/quota_ledger.h enforces it.
 //
 // Thread-safety: every method may be called from several threads; Revoke is
 // a read-modify-write serialised by a mutex inside one TokenStore.
 #ifndef REPROD_SERVER_AUTH_TOKEN_STORE_H_
 #define REPROD_SERVER_AUTH_TOKEN_STORE_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +53,9 @@ struct Principal {
   std::string label;  // printable
   Role role = Role::kSubmitter;
   std::optional<Scope> scope;  // set exactly for submitters
+  // The token's own limit on its namespace's stored bytes (see the file
+  // comment); nullopt: the server's --namespace-quota-bytes.
+  std::optional<uint64_t> quota_bytes;
 };
 
 // A stored token, without the token.
@@ -56,6 +67,7 @@ struct TokenRecord {
   absl::Time created = absl::UnixEpoch();
   std::optional<absl::Time> expires;
   bool revoked = false;
+  std::optional<uint64_t> quota_bytes;  // submitters only (file comment)
 
   std::string id() const { return TokenId(hash); }
 };
@@ -66,6 +78,9 @@ struct TokenSpec {
                       // refused for judges and admins
   std::string label;  // required, 1-200 printable ASCII bytes
   std::optional<absl::Duration> expires_in;
+  // Submitters only (InvalidArgument for judges and admins): the limit on
+  // the bytes stored in its namespace (file comment; 0 = none).
+  std::optional<uint64_t> quota_bytes;
 };
 
 struct IssuedToken {

@@ -134,6 +134,37 @@ TEST_F(TokenStoreTest, BadSpecsAreRefused) {
   EXPECT_THAT(records, SizeIs(0));
 }
 
+TEST_F(TokenStoreTest, QuotaIsKeptForSubmittersOnly) {
+  TokenSpec big = Spec(Role::kSubmitter, "team42", "big");
+  big.quota_bytes = uint64_t{5} << 40;  // past 2^32: survives the JSON round trip
+  ASSERT_OK_AND_ASSIGN(IssuedToken t, tokens_.Create(big, kNow));
+  ASSERT_OK_AND_ASSIGN(Principal p, tokens_.Authenticate(t.token, kNow));
+  EXPECT_EQ(p.quota_bytes, uint64_t{5} << 40);
+  TokenSpec none = Spec(Role::kSubmitter, "team42", "unlimited");
+  none.quota_bytes = 0;  // set, and zero: no namespace limit for this token
+  ASSERT_OK_AND_ASSIGN(IssuedToken z, tokens_.Create(none, kNow));
+  ASSERT_OK_AND_ASSIGN(p, tokens_.Authenticate(z.token, kNow));
+  EXPECT_EQ(p.quota_bytes, std::optional<uint64_t>(0));
+  ASSERT_OK_AND_ASSIGN(IssuedToken d, tokens_.Create(Spec(Role::kSubmitter, "t", "d"), kNow));
+  ASSERT_OK_AND_ASSIGN(p, tokens_.Authenticate(d.token, kNow));
+  EXPECT_FALSE(p.quota_bytes.has_value());
+  ASSERT_OK_AND_ASSIGN(auto listed, tokens_.List());
+  int with_quota = 0;
+  for (const TokenRecord& r : listed) with_quota += r.quota_bytes.has_value();
+  EXPECT_EQ(with_quota, 2);
+
+  TokenSpec judge = Spec(Role::kJudge, "", "j");
+  judge.quota_bytes = 10;
+  EXPECT_THAT(tokens_.Create(judge, kNow),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("judge token has no quota")));
+  const std::string key = "token/" + ToHex(HashToken(d.token));
+  ASSERT_OK_AND_ASSIGN(std::string record, store_->GetAuthRecord(key));
+  record.insert(record.size() - 1, ",\"quota_bytes\":-5");
+  ASSERT_THAT(store_->PutAuthRecord(key, record), IsOk());
+  EXPECT_THAT(tokens_.Authenticate(d.token, kNow),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bad quota_bytes")));
+}
+
 TEST_F(TokenStoreTest, DamagedRecordIsDataLossNamingTheKey) {
   ASSERT_OK_AND_ASSIGN(IssuedToken t, tokens_.Create(Spec(Role::kAdmin, "", "a"), kNow));
   const std::string key = "token/" + ToHex(HashToken(t.token));

@@ -322,8 +322,10 @@ class MemoryStore : public Store {
           ": the stored tensor changed while an identical copy was resent; "
           "send it again"));
     }
+    uint64_t replaced_bytes = 0;
     if (kind == CommitKind::kReplaced) {
-      stored.info.total_bytes -= existing->second.meta.header.byte_length;
+      replaced_bytes = existing->second.meta.header.byte_length;
+      stored.info.total_bytes -= replaced_bytes;
       --stored.info.tensor_count;
     }
     StoredTensor& slot = stored.tensors[header.address];
@@ -332,7 +334,7 @@ class MemoryStore : public Store {
     slot.bytes = std::move(bytes);
     ++stored.info.tensor_count;
     stored.info.total_bytes += header.byte_length;
-    return CommitResult{kind, slot.meta.sequence};
+    return CommitResult{kind, slot.meta.sequence, replaced_bytes};
   }
 
  private:

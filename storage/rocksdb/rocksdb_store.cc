@@ -705,7 +705,8 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
       .PermitUncheckedError();
   REPROD_RETURN_IF_ERROR(Annotate(Write(batch, options_.sync_commits, "commit"),
                                   DescribeTensor(u.run, header.address)));
-  return CommitResult{kind, entry.sequence};
+  return CommitResult{kind, entry.sequence,
+                      kind == CommitKind::kReplaced ? existing->header.byte_length : 0};
 }
 
 void RocksDbStore::AbandonUpload(uint64_t run_id, uint64_t blob_id,

@@ -1,8 +1,10 @@
 // reprodctl token create|ls|revoke and reprodctl audit ls|verify: tokens and
 // the audit log of a review server (admins only, docs/acl.md).
 #include <cstdio>
+#include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,12 +35,18 @@ Examples:
   export REPROD_TOKEN=$(cat admin.token)
   JUDGE=$(reprodctl token create --role judge --label "jury: ana")
   T42=$(reprodctl token create --role submitter --scope team42 --label "team42 CI" --expires 30d)
+  T7=$(reprodctl token create --role submitter --scope team7 --label t7 --quota-bytes 10000000000)
   reprodctl token ls
   reprodctl token revoke 1a2b3c4d5e6f
 
 `create` prints the token once, alone on stdout (its id and label go to
 stderr), so `X=$(reprodctl token create ...)` captures it; the server keeps
 only its hash. A revoked token is refused at once.
+
+--quota-bytes N (submitters): the token's own limit on the tensor bytes stored
+in its namespace (all its runs together), used instead of the server's
+--namespace-quota-bytes for pushes made with it; 0 = no namespace limit.
+`token ls` shows it under QUOTA ("-": the server's default).
 
 Exit codes: 0 done, 2 bad input or refused (not an admin), 3 server unreachable.)";
 
@@ -68,6 +76,7 @@ struct AdminArgs {
   CLI::App* audit_ls = nullptr;
   CLI::App* audit_verify = nullptr;
   std::string role, scope, label, expires, id;
+  std::optional<uint64_t> quota_bytes;
   std::string object;
   uint32_t limit = 0;
   std::string format = "text";
@@ -89,6 +98,12 @@ absl::StatusOr<absl::Duration> ParseLifetime(const std::string& text) {
   return d;
 }
 
+// "-" (the server's --namespace-quota-bytes), "none" (0) or the byte count.
+std::string QuotaText(const v1::TokenInfo& t) {
+  if (!t.has_quota_bytes()) return "-";
+  return t.quota_bytes() == 0 ? "none" : absl::StrCat(t.quota_bytes());
+}
+
 std::string ExpiresText(const v1::TokenInfo& t) {
   return t.has_expires() ? FormatLocalTime(t.expires()) : "never";
 }
@@ -98,7 +113,9 @@ nlohmann::json TokenJson(const v1::TokenInfo& t) {
           {"scope", t.scope()},    {"label", t.label()},
           {"created", TimestampJson(t.created())},
           {"expires", t.has_expires() ? TimestampJson(t.expires()) : nlohmann::json()},
-          {"revoked", t.revoked()}};
+          {"revoked", t.revoked()},
+          {"quota_bytes",
+           t.has_quota_bytes() ? nlohmann::json(t.quota_bytes()) : nlohmann::json()}};
 }
 
 int RunCreate(client::RemoteClient& client, const AdminArgs& args) {
@@ -106,6 +123,7 @@ int RunCreate(client::RemoteClient& client, const AdminArgs& args) {
   request.set_role(args.role);
   request.set_scope(args.scope);
   request.set_label(args.label);
+  if (args.quota_bytes) request.set_quota_bytes(*args.quota_bytes);
   if (!args.expires.empty()) {
     absl::StatusOr<absl::Duration> d = ParseLifetime(args.expires);
     if (!d.ok()) return ReportError(d.status());
@@ -115,12 +133,12 @@ int RunCreate(client::RemoteClient& client, const AdminArgs& args) {
   if (!created.ok()) return ReportRemoteError(created.status());
   const v1::TokenInfo& t = created->info();
   std::fprintf(stderr,
-               "reprodctl: token %s (%s%s, '%s', expires %s) created; it is shown once, "
-               "store it now\n",
+               "reprodctl: token %s (%s%s, '%s', expires %s, quota %s) created; it is shown "
+               "once, store it now\n",
                t.id().c_str(), t.role().c_str(),
                t.scope().empty() ? "" : VisibleText(absl::StrCat(" of ", t.scope())).c_str(),
                VisibleText(t.label()).c_str(),
-               ExpiresText(t).c_str());
+               ExpiresText(t).c_str(), QuotaText(t).c_str());
   std::printf("%s\n", created->token().c_str());
   return kExitPass;
 }
@@ -135,10 +153,11 @@ int RunTokenLs(client::RemoteClient& client, const AdminArgs& args) {
     return kExitPass;
   }
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "ROLE", "SCOPE", "LABEL", "CREATED", "EXPIRES", "REVOKED"}};
+      {"ID", "ROLE", "SCOPE", "QUOTA", "LABEL", "CREATED", "EXPIRES", "REVOKED"}};
   for (const v1::TokenInfo& t : *tokens) {
-    rows.push_back({t.id(), t.role(), t.scope().empty() ? "-" : t.scope(), t.label(),
-                    FormatLocalTime(t.created()), ExpiresText(t), t.revoked() ? "yes" : "no"});
+    rows.push_back({t.id(), t.role(), t.scope().empty() ? "-" : t.scope(), QuotaText(t),
+                    t.label(), FormatLocalTime(t.created()), ExpiresText(t),
+                    t.revoked() ? "yes" : "no"});
   }
   std::fputs(FormatTable(rows).c_str(), stdout);
   return kExitPass;
@@ -248,6 +267,10 @@ Runner RegisterToken(CLI::App& app, const GlobalOptions& global) {
                            "Who holds it (shown in the audit log and as run owner)")
       ->required();
   args->create->add_option("--expires", args->expires, "Lifetime: 30d, 12h, 90m (default: never)");
+  args->create->add_option("--quota-bytes", args->quota_bytes,
+                           "Submitters: limit on the bytes stored in their namespace, instead of "
+                           "the server's --namespace-quota-bytes (0 = none)")
+      ->check(CLI::NonNegativeNumber);
   args->ls = cmd->add_subcommand("ls", "List tokens (never the tokens themselves)");
   args->ls->fallthrough();
   args->ls->add_option("--format", args->format, "text or json")
