@@ -167,7 +167,8 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->envname("REPROD_QUOTA_BYTES")
       ->capture_default_str();
   app.add_option("--namespace-quota-bytes", f.options.limits.namespace_quota_bytes,
-                 "Stored tensor bytes allowed per namespace (run name before '/'); 0 = no limit")
+                 "Stored tensor bytes allowed per namespace (run name before '/'), unless the "
+                 "pushing submitter token has its own (token create --quota-bytes); 0 = no limit")
       ->envname("REPROD_NAMESPACE_QUOTA_BYTES")
       ->capture_default_str();
   app.add_option("--stream-idle-timeout", f.stream_idle_timeout_s,
