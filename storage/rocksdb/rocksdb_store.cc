@@ -127,17 +127,40 @@ class SpdlogLogger final : public rocksdb::Logger {
 // min_free_bytes free.
 class NoSpaceListener final : public rocksdb::EventListener {
  public:
-  explicit NoSpaceListener(std::atomic<bool>* needs_resume)
-      : needs_resume_(needs_resume) {}
-  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/,
+  NoSpaceListener(std::string dir, std::atomic<bool>* needs_resume)
+      : dir_(std::move(dir)), needs_resume_(needs_resume) {}
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason reason,
                             rocksdb::Status bg_error,
                             bool* auto_recovery) override {
     if (!bg_error.IsNoSpace()) return;
     *auto_recovery = false;
     needs_resume_->store(true);
+    spdlog::error(
+        "store {}: the disk filled up during a {}: writes are refused "
+        "(RESOURCE_EXHAUSTED) until space is freed; acknowledged tensors stay "
+        "readable ({})",
+        dir_, ReasonName(reason), bg_error.ToString());
   }
 
  private:
+  static std::string_view ReasonName(rocksdb::BackgroundErrorReason reason) {
+    switch (reason) {
+      case rocksdb::BackgroundErrorReason::kFlush:
+      case rocksdb::BackgroundErrorReason::kFlushNoWAL:
+        return "memtable flush (to blob and table files)";
+      case rocksdb::BackgroundErrorReason::kCompaction:
+        return "compaction";
+      case rocksdb::BackgroundErrorReason::kWriteCallback:
+      case rocksdb::BackgroundErrorReason::kMemTable:
+        return "write-ahead log write";
+      case rocksdb::BackgroundErrorReason::kManifestWrite:
+      case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL:
+        return "manifest write";
+    }
+    return "write";
+  }
+
+  const std::string dir_;
   std::atomic<bool>* const needs_resume_;
 };
 
@@ -176,8 +199,13 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
   db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db.max_background_jobs = std::max(2, options.background_jobs);
   // "meta" sees a trickle of small writes; without a cap its memtable would
-  // pin every WAL file the busy "chunks" family has long flushed.
-  db.max_total_wal_size = 4 * options.chunk_write_buffer_bytes;
+  // pin every WAL file the busy "chunks" family has long flushed. Each WAL
+  // file is preallocated (1.1 write buffers) and every chunk byte sits in a
+  // WAL and then a blob file: with 2 buffers at most two WAL files outlive
+  // their flush (with 4, three: ~200 MiB more of the disk in use while 128
+  // MiB of tensors were pushed), so the disk a flush needs stays within
+  // min_free_bytes' default.
+  db.max_total_wal_size = 2 * options.chunk_write_buffer_bytes;
   db.keep_log_file_num = 4;
   // Start writing back WAL and blob/SST data early so that a commit's fsync
   // and flushes do not stall on a large backlog of dirty pages.
@@ -212,7 +240,7 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
   };
   std::unique_ptr<RocksDbStore> store(new RocksDbStore(dir, options));
   db.listeners.push_back(
-      std::make_shared<NoSpaceListener>(&store->needs_resume_));
+      std::make_shared<NoSpaceListener>(dir, &store->needs_resume_));
   REPROD_RETURN_IF_ERROR(store->Init(db, cfs));
   REPROD_RETURN_IF_ERROR(store->CheckFormat());
   REPROD_RETURN_IF_ERROR(store->LoadCounters());

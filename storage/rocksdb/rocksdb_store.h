@@ -40,8 +40,13 @@
 // Full disk: BeginTensor refuses tensors before the filesystem fills
 // (min_free_bytes); a write that still meets ENOSPC (another process filled
 // the disk) answers ResourceExhausted ("disk full: ..."), and RocksDB stops
-// writing. The next BeginTensor that finds min_free_bytes free again calls
-// DB::Resume(), so ingest continues once space is freed, without a restart.
+// writing. ENOSPC in a background flush of a memtable into a blob file
+// stops writes the same way; the flushed bytes stay in the WAL, so nothing
+// acknowledged is lost, and the log (error) says which write met the full
+// disk. The next write that finds min_free_bytes (at least 1 MiB) free again
+// calls DB::Resume(), which flushes the memtables: ingest continues once
+// space is freed, without a restart (until then each try answers
+// ResourceExhausted with the free bytes and why resuming failed).
 // Opening on a full disk (RocksDB must flush the recovered WAL) falls back
 // to a read-only store: reads are served, every write is ResourceExhausted
 // until the process reopens it with space free; the log says so (error).

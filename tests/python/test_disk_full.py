@@ -1,15 +1,17 @@
-"""A full disk is an answer, not a crash (reprodd on a 64 MiB tmpfs).
+"""A full disk is an answer, not a crash (reprodd on a 640 MiB tmpfs).
 
 Needs root to mount the tmpfs; skips visibly where mounting fails. Several
-producer streams push 1 KiB - 16 MiB tensors until the server refuses:
+producer streams push 1 KiB - 64 MiB tensors until the server refuses:
 
-* with the default guard (--min-free-bytes), ingest is refused with
+* with the default guard (--min-free-bytes, 256 MiB), ingest is refused with
   RESOURCE_EXHAUSTED ("disk full", free and needed bytes) before RocksDB
   itself meets ENOSPC;
 * without it (--min-free-bytes 0), RocksDB's own ENOSPC comes back as
-  RESOURCE_EXHAUSTED as well;
+  RESOURCE_EXHAUSTED as well: in the write-ahead log, or in the background
+  flush of a 64 MiB chunk memtable into a blob file when the log still fits
+  but the flush does not;
 
-in both, reprodd keeps running, every acknowledged tensor reads back
+in all, reprodd keeps running, every acknowledged tensor reads back
 byte-exact, and once a filler file in the same filesystem is removed the next
 push succeeds without a restart. A restart on a full disk serves reads.
 """
@@ -25,17 +27,22 @@ reprod_client = pytest.importorskip("reprod_client")
 from conftest import Reprodd  # noqa: E402
 
 MiB = 1 << 20
-SIZES = [1 << 10, 64 << 10, 1 * MiB, 4 * MiB, 16 * MiB]
+SIZES = [1 << 10, 64 << 10, 1 * MiB, 4 * MiB, 16 * MiB, 64 * MiB]
+TMPFS_MIB = 640
+# reprodd's chunk memtable (RocksDbStoreOptions::chunk_write_buffer_bytes):
+# the bytes one background flush writes into a blob file.
+MEMTABLE = 64 * MiB
 
 
 @pytest.fixture
 def tmpfs(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", str(mnt)],
+        capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 64 MiB tmpfs (needs root): {proc.stderr.strip()}")
+        pytest.skip(f"cannot mount a {TMPFS_MIB} MiB tmpfs (needs root): {proc.stderr.strip()}")
     try:
         yield mnt
     finally:
@@ -57,8 +64,12 @@ def fill(path, leave_bytes=0):
                 return
 
 
-def push_until_refused(address, run, seed, logged):
-    """Logs tensors of SIZES (cycled) one at a time, flushing each, until
+def random_bytes(rng, size):
+    return np.frombuffer(rng.bytes(size), dtype=np.uint8)
+
+
+def push_until_refused(address, run, seed, logged, sizes=SIZES):
+    """Logs tensors of `sizes` (cycled) one at a time, flushing each, until
     the server refuses one; records every acknowledged one in logged[run]
     and returns the error."""
     rng = np.random.default_rng(seed)
@@ -66,8 +77,7 @@ def push_until_refused(address, run, seed, logged):
     r = client.open_run(run, framework="test")
     acked = logged.setdefault(run, [])
     for i in range(10_000):
-        size = SIZES[(i + seed) % len(SIZES)]
-        data = rng.integers(0, 255, size=size, dtype=np.uint8)
+        data = random_bytes(rng, sizes[(i - seed) % len(sizes)])  # s1 starts largest
         try:
             r.log("ck", {f"t{i}": data})
             r.flush()
@@ -79,14 +89,14 @@ def push_until_refused(address, run, seed, logged):
             client.close()
             return e
         acked.append((f"t{i}", data))
-    raise AssertionError(f"{run}: 10,000 tensors fit on a 64 MiB tmpfs")
+    raise AssertionError(f"{run}: 10,000 tensors fit on a {TMPFS_MIB} MiB tmpfs")
 
 
-def fill_with_streams(server, prefix, streams=4):
+def fill_with_streams(server, prefix, streams=4, sizes=SIZES):
     logged, errors = {}, {}
 
     def one(k):
-        errors[k] = push_until_refused(server.address, f"{prefix}/s{k}", k, logged)
+        errors[k] = push_until_refused(server.address, f"{prefix}/s{k}", k, logged, sizes)
 
     threads = [threading.Thread(target=one, args=(k,)) for k in range(streams)]
     for t in threads:
@@ -130,13 +140,16 @@ def push_one(address, run, size=1 * MiB):
 def test_guard_refuses_before_the_disk_is_full(tmpfs, tmp_path):
     filler = tmpfs / "filler"
     with open(filler, "wb") as f:
-        f.write(b"\x00" * (16 * MiB))
-    server = Reprodd(tmp_path, store="rocksdb", data_dir=tmpfs / "data",
-                     extra_args=["--min-free-bytes", str(4 * MiB)])
+        f.write(b"\x00" * (3 * MEMTABLE))
+    # The default guard (256 MiB): room for a new log file and the flushes
+    # of both chunk memtables.
+    server = Reprodd(tmp_path, store="rocksdb", data_dir=tmpfs / "data")
     try:
         logged, errors = fill_with_streams(server, "guard")
         assert server.proc.poll() is None, "reprodd exited"
         check_refusals(errors)
+        log = (tmp_path / "reprodd.log").read_text()
+        assert "the disk filled up" not in log, log[-3000:]
         # The guard's own message: needed and free bytes, the flag.
         guard = [e for e in errors.values() if "--min-free-bytes" in str(e)]
         assert guard, [str(e) for e in errors.values()]
@@ -156,12 +169,15 @@ def test_enospc_inside_rocksdb_is_an_answer_and_recovers(tmpfs, tmp_path):
                      extra_args=["--min-free-bytes", "0"])
     try:
         push_one(server.address, "nospace/before", size=64 << 10)
-        fill(filler, leave_bytes=24 * MiB)
+        # Resuming flushes both chunk memtables: the filler frees more.
+        fill(filler, leave_bytes=6 * MEMTABLE)
         logged, errors = fill_with_streams(server, "nospace")
         assert server.proc.poll() is None, "reprodd exited on ENOSPC"
         check_refusals(errors)
         acked = check_read_back(server.address, logged)
         assert acked >= 4, logged.keys()
+        largest = max(d.size for a in logged.values() for _, d in a)
+        assert largest == 64 * MiB, [str(e)[-300:] for e in errors.values()]
         filler.unlink()
         push_one(server.address, "nospace/after")
         assert server.proc.poll() is None
@@ -177,6 +193,34 @@ def test_enospc_inside_rocksdb_is_an_answer_and_recovers(tmpfs, tmp_path):
             push_one(server.address, "nospace/s0")
         assert "opened read-only on a full disk" in str(err.value)
         assert server.proc.poll() is None
+    finally:
+        server.stop()
+
+
+def test_enospc_in_a_background_flush_is_an_answer_and_recovers(tmpfs, tmp_path):
+    """The write-ahead log fits, the flush of the full chunk memtable into a
+    blob file does not: 1.5 memtables are free, so when the first memtable
+    fills (its bytes are all in the log) less than one is left."""
+    filler = tmpfs / "filler"
+    server = Reprodd(tmp_path, store="rocksdb", data_dir=tmpfs / "data",
+                     extra_args=["--min-free-bytes", "0"])
+    try:
+        fill(filler, leave_bytes=MEMTABLE + MEMTABLE // 2)
+        logged, errors = fill_with_streams(server, "flush", streams=2, sizes=[MiB])
+        assert server.proc.poll() is None, "reprodd exited on ENOSPC in a flush"
+        check_refusals(errors)
+        log = (tmp_path / "reprodd.log").read_text()
+        assert "the disk filled up during a memtable flush" in log, log[-3000:]
+        acked = check_read_back(server.address, logged)
+        assert acked * MiB >= MEMTABLE, acked
+        filler.unlink()
+        push_one(server.address, "flush/after")
+        assert server.proc.poll() is None
+        assert check_read_back(server.address, logged) == acked
+        # Nothing acknowledged was lost in the failed flushes.
+        server.stop()
+        server.start()
+        assert check_read_back(server.address, logged) == acked
     finally:
         server.stop()
 
