@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/py_float.h"
 
@@ -80,7 +81,7 @@ absl::StatusOr<std::string> RenderReprodLogText(const Report& report,
   const CheckpointResult* c = report.FindCheckpoint(checkpoint);
   if (c == nullptr) {
     return absl::NotFoundError(absl::StrCat("report has no checkpoint '",
-                                            std::string(checkpoint), "'"));
+                                            VisibleName(checkpoint), "'"));
   }
   return internal::RenderTextCheckpoint(report, *c,
                                         options.now.value_or(absl::Now()));

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "formats/internal/array.h"
 #include "formats/internal/npy_reader.h"
 #include "formats/internal/py_literal.h"
@@ -178,8 +179,8 @@ absl::Status ReadNpyInto(const ByteSource& src, const std::string& key,
   REPROD_ASSIGN_OR_RETURN(h, ParseHeader(src.bytes, src.what, &unsupported));
   if (!unsupported.empty()) {
     if (!skip_unsupported) return absl::InvalidArgumentError(unsupported);
-    out->skipped.push_back(absl::StrCat(key.empty() ? "output" : key, ": unsupported npy dtype ",
-                                        Quote(h.descr)));
+    out->skipped.push_back(absl::StrCat(key.empty() ? "output" : VisibleName(key),
+                                        ": unsupported npy dtype ", Quote(h.descr)));
     return absl::OkStatus();
   }
   if (h.is_object) {

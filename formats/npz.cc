@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "formats/internal/array.h"
 #include "formats/internal/npy_reader.h"
 #include "formats/internal/zip_archive.h"
@@ -58,12 +59,14 @@ absl::StatusOr<TensorFile> ReadNpz(std::shared_ptr<const MappedFile> file,
   for (const internal::ZipArchive::Member& m : zip.members()) {
     if (m.IsDirectory()) continue;
     if (!absl::EndsWith(m.name, ".npy")) {
-      out.skipped.push_back(absl::StrCat(m.name, ": archive member is not an .npy file"));
+      out.skipped.push_back(
+          absl::StrCat(VisibleName(m.name), ": archive member is not an .npy file"));
       continue;
     }
     const std::string key = m.name.substr(0, m.name.size() - 4);
     if (!keys.insert(key).second) {
-      out.skipped.push_back(absl::StrCat(key, ": duplicate archive member (first one kept)"));
+      out.skipped.push_back(
+          absl::StrCat(VisibleName(key), ": duplicate archive member (first one kept)"));
       continue;
     }
     REPROD_ASSIGN_OR_RETURN(internal::ByteSource src, ReadNpyMember(zip, m, &budget));

@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/mapped_file.h"
 #include "formats/internal/test_util.h"
 #include "gmock/gmock.h"
@@ -157,6 +158,26 @@ TEST(NpzBomb, RankOver64IsRefusedNamingTheMember) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("rank.npz:r.npy: npy header: shape has 65 dimensions "
                                  "(at most 64 supported)")));
+}
+
+// A 10 KB member name with control bytes shows abbreviated (~200 bytes) in
+// the error, not repeated whole, and no control byte reaches the message.
+// (libzip reads names without the UTF-8 flag as CP437: "\n" arrives as a
+// glyph; VisibleName escapes whatever is left.)
+TEST(Npz, LongHostileMemberNameIsAbbreviatedAndEscapedInErrors) {
+  const std::string name = "k\n\x1b[31m" + std::string(10'000, 'a') + "\r\tend.npy";
+  const std::string zip = MakeZip({{name, "not an npy member"}});
+  const absl::StatusOr<TensorFile> f = ReadNpz(MappedFile::FromString(zip, "h.npz"));
+  ASSERT_FALSE(f.ok());
+  const std::string msg(f.status().message());
+  EXPECT_LT(msg.size(), 1024u) << msg.substr(0, 300);
+  for (char c = 0; c < 0x20; ++c) {
+    EXPECT_EQ(msg.find(c), std::string::npos) << static_cast<int>(c) << " in " << msg;
+  }
+  EXPECT_THAT(msg, HasSubstr("h.npz:k"));
+  EXPECT_THAT(msg, HasSubstr("aaa...aaa"));
+  EXPECT_THAT(msg,
+              ::testing::ContainsRegex(R"(end\.npy \(100[0-9][0-9] bytes\): not an npy file)"));
 }
 
 TEST(Npz, EmptyArchiveHasNoTensors) {

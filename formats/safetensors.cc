@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "formats/internal/array.h"
 #include "nlohmann/json.hpp"
 
@@ -164,7 +165,7 @@ absl::StatusOr<TensorFile> ReadSafetensors(std::shared_ptr<const MappedFile> fil
                                                        e.end, ") outside the ", data.size(),
                                                        "-byte data section"));
       }
-      out.skipped.push_back(absl::StrCat(key, ": unsupported safetensors dtype ",
+      out.skipped.push_back(absl::StrCat(VisibleName(key), ": unsupported safetensors dtype ",
                                          internal::Quote(dtype_name)));
       e.skipped = true;
       entries.push_back(std::move(e));

@@ -201,6 +201,30 @@ TEST_P(StoreTest, UnknownRunIsNotFound) {
       StatusIs(absl::StatusCode::kNotFound, HasSubstr("team42/nope")));
 }
 
+// A 10 KB name with control bytes shows escaped and abbreviated (~200 bytes)
+// in messages: not repeated whole, not splitting a log line.
+TEST_P(StoreTest, LongHostileNamesAreAbbreviatedAndEscapedInMessages) {
+  const std::string hostile = "k\n\x1b[31m" + std::string(10'000, 'a') + "\r\tend";
+  const auto expect_short_and_escaped = [](const absl::Status& s, size_t bytes) {
+    SCOPED_TRACE(s.ToString().substr(0, 300));
+    EXPECT_FALSE(s.ok());
+    const std::string msg(s.message());
+    EXPECT_LT(msg.size(), 1024u);
+    EXPECT_EQ(msg.find_first_of("\n\r\t\x1b"), std::string::npos);
+    EXPECT_THAT(msg, HasSubstr("k\\n\\x1b[31maaa"));
+    EXPECT_THAT(msg, HasSubstr("aaa\\r\\tend"));
+    EXPECT_THAT(msg, HasSubstr(absl::StrCat("(", bytes, " bytes)")));
+  };
+  const size_t n = hostile.size();
+  expect_short_and_escaped(store_->GetRun(hostile).status(), n);
+  expect_short_and_escaped(store_->SealRun(hostile, RunState::kSealed).status(), n);
+  // "c/" + the key.
+  expect_short_and_escaped(store_->OpenTensor(kRun, Addr("c", hostile)).status(), n + 2);
+  expect_short_and_escaped(store_->GetReport(hostile).status(), n);
+  ASSERT_THAT(store_->CreateRun(MakeRun(hostile)), IsOk());
+  expect_short_and_escaped(store_->CreateRun(MakeRun(hostile)), n);
+}
+
 TEST_P(StoreTest, ListRunsFiltersByPrefixAndSortsByName) {
   for (const char* name :
        {"team7/zeta", "team42/alpha", "team7/alpha", "team7x/beta"}) {

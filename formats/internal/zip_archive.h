@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/visible.h"
 #include "formats/internal/array.h"
 
 namespace reprod::formats::internal {
@@ -66,7 +67,7 @@ class ZipArchive {
   // The first member named `name`, or nullptr.
   const Member* Find(std::string_view name) const;
   // "path:name", for messages.
-  std::string What(const Member& m) const { return path_ + ":" + m.name; }
+  std::string What(const Member& m) const { return path_ + ":" + VisibleName(m.name); }
 
   // Decompresses `m` into a new buffer (see the file comment for the checks),
   // charging its size to budget->ChargeAlloc. The returned source owns the

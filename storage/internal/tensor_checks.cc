@@ -9,12 +9,13 @@
 #include "common/crc32c.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
+#include "common/visible.h"
 
 namespace reprod::storage::internal {
 
 std::string DescribeTensor(std::string_view run, const TensorAddress& address) {
-  return absl::StrCat("run ", std::string(run), ", tensor ",
-                      AddressToString(address));
+  return absl::StrCat("run ", VisibleName(run), ", tensor ",
+                      VisibleName(AddressToString(address)));
 }
 
 absl::Status CheckHeader(std::string_view run, const TensorHeader& header) {
@@ -84,12 +85,12 @@ absl::Status AuthRecordNotFoundError(std::string_view key) {
 
 absl::Status RunNotFoundError(std::string_view run) {
   return absl::NotFoundError(
-      absl::StrCat("run ", std::string(run), " not found"));
+      absl::StrCat("run ", VisibleName(run), " not found"));
 }
 
 absl::Status RunNotOpenError(std::string_view run, RunState state) {
   return absl::FailedPreconditionError(
-      absl::StrCat("run ", std::string(run), " is ",
+      absl::StrCat("run ", VisibleName(run), " is ",
                    std::string(RunStateName(state)), ", not open"));
 }
 

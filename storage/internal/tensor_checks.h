@@ -26,7 +26,9 @@
 
 namespace reprod::storage::internal {
 
-// "run team42/x, tensor ckpt/key@3": how messages name a tensor.
+// "run team42/x, tensor ckpt/key@3": how messages name a tensor. Run and
+// address go through VisibleName (escaped; a 10 KB key shows ~200 bytes), as
+// every run, tensor or report name in the stores' messages does.
 std::string DescribeTensor(std::string_view run, const TensorAddress& address);
 
 // InvalidArgument unless header.byte_length == itemsize(dtype) * prod(shape)

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "storage/internal/tensor_checks.h"
 
 namespace reprod::storage {
@@ -93,7 +94,7 @@ class MemoryStore : public Store {
     absl::MutexLock lock(&mu_);
     if (runs_.contains(run.name)) {
       return absl::AlreadyExistsError(
-          absl::StrCat("run ", run.name, " already exists"));
+          absl::StrCat("run ", VisibleName(run.name), " already exists"));
     }
     MemoryRun& stored = runs_[run.name];
     stored.info = run;
@@ -131,7 +132,7 @@ class MemoryStore : public Store {
                                   RunState final_state) override {
     if (final_state == RunState::kOpen) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "run ", std::string(name), ": SealRun needs sealed or aborted"));
+          "run ", VisibleName(name), ": SealRun needs sealed or aborted"));
     }
     absl::MutexLock lock(&mu_);
     auto it = runs_.find(name);
@@ -139,7 +140,7 @@ class MemoryStore : public Store {
     RunInfo& info = it->second.info;
     if (info.state != RunState::kOpen) {
       return absl::FailedPreconditionError(
-          absl::StrCat("run ", std::string(name), " is already ",
+          absl::StrCat("run ", VisibleName(name), " is already ",
                        std::string(RunStateName(info.state))));
     }
     info.state = final_state;
@@ -235,7 +236,7 @@ class MemoryStore : public Store {
     auto it = reports_.find(id);
     if (it == reports_.end()) {
       return absl::NotFoundError(
-          absl::StrCat("report ", std::string(id), " not found"));
+          absl::StrCat("report ", VisibleName(id), " not found"));
     }
     return it->second;
   }

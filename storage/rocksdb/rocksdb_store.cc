@@ -19,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/visible.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/listener.h"
@@ -464,15 +465,15 @@ absl::StatusOr<RunRecord> RocksDbStore::ReadRun(
   db_->MultiGet(ro, meta_, 2, slices, values, statuses);
   if (statuses[0].IsNotFound()) return RunNotFoundError(name);
   REPROD_RETURN_IF_ERROR(
-      FromRocksDb(statuses[0], absl::StrCat("read run ", std::string(name))));
+      FromRocksDb(statuses[0], absl::StrCat("read run ", VisibleName(name))));
   absl::StatusOr<RunRecord> record = DecodeRunRecord(name, ToView(values[0]));
   if (!record.ok()) {
-    return Annotate(record.status(), absl::StrCat("run ", std::string(name)));
+    return Annotate(record.status(), absl::StrCat("run ", VisibleName(name)));
   }
   // No stats record: a run of format version 1, counted in its run record.
   if (statuses[1].IsNotFound()) return record;
   REPROD_RETURN_IF_ERROR(FromRocksDb(
-      statuses[1], absl::StrCat("read run stats ", std::string(name))));
+      statuses[1], absl::StrCat("read run stats ", VisibleName(name))));
   REPROD_RETURN_IF_ERROR(ApplyRunStats(ToView(values[1]), *record));
   return record;
 }
@@ -490,7 +491,8 @@ absl::StatusOr<std::optional<IndexEntry>> RocksDbStore::ReadIndex(
   absl::StatusOr<IndexEntry> entry = DecodeIndexEntry(address, ToView(value));
   if (!entry.ok()) {
     return Annotate(entry.status(),
-                    absl::StrCat("tensor ", AddressToString(address)));
+                    absl::StrCat("tensor ",
+                                 VisibleName(AddressToString(address))));
   }
   return std::optional<IndexEntry>(*std::move(entry));
 }
@@ -505,7 +507,7 @@ absl::Status RocksDbStore::CreateRun(const RunInfo& run) {
       db_->Get(rocksdb::ReadOptions(), meta_, RunKey(run.name), &ignored);
   if (s.ok()) {
     return absl::AlreadyExistsError(
-        absl::StrCat("run ", run.name, " already exists"));
+        absl::StrCat("run ", VisibleName(run.name), " already exists"));
   }
   if (!s.IsNotFound()) return FromRocksDb(s, "read run");
   RunRecord record;
@@ -554,7 +556,7 @@ absl::StatusOr<std::vector<RunInfo>> RocksDbStore::ListRuns(
         absl::StatusOr<RunRecord> record = DecodeRunRecord(name, value);
         if (!record.ok()) {
           return Annotate(record.status(),
-                          absl::StrCat("run ", std::string(name)));
+                          absl::StrCat("run ", VisibleName(name)));
         }
         // No stats record: format version 1, counted in the run record.
         if (auto it = stats.find(name); it != stats.end()) {
@@ -570,13 +572,13 @@ absl::StatusOr<RunInfo> RocksDbStore::SealRun(std::string_view name,
                                               RunState final_state) {
   if (final_state == RunState::kOpen) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "run ", std::string(name), ": SealRun needs sealed or aborted"));
+        "run ", VisibleName(name), ": SealRun needs sealed or aborted"));
   }
   absl::MutexLock lock(&mu_);
   REPROD_ASSIGN_OR_RETURN(RunRecord record, ReadRun(name, nullptr));
   if (record.info.state != RunState::kOpen) {
     return absl::FailedPreconditionError(
-        absl::StrCat("run ", std::string(name), " is already ",
+        absl::StrCat("run ", VisibleName(name), " is already ",
                      std::string(RunStateName(record.info.state))));
   }
   record.info.state = final_state;
@@ -763,13 +765,14 @@ absl::StatusOr<std::vector<TensorMeta>> RocksDbStore::ListTensors(
             if (!entry.ok()) {
               return Annotate(
                   entry.status(),
-                  absl::StrCat("tensor ", AddressToString(address)));
+                  absl::StrCat("tensor ",
+                               VisibleName(AddressToString(address))));
             }
             out.push_back(
                 TensorMeta{std::move(entry->header), entry->sequence});
             return absl::OkStatus();
           }),
-      absl::StrCat("run ", std::string(run))));
+      absl::StrCat("run ", VisibleName(run))));
   std::sort(out.begin(), out.end(),
             [](const TensorMeta& a, const TensorMeta& b) {
               return a.sequence < b.sequence;
@@ -821,10 +824,10 @@ absl::StatusOr<StoredReport> RocksDbStore::GetReport(std::string_view id) {
   const rocksdb::Status s = db_->Get(ro, reports_, ReportKey(id), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
-        absl::StrCat("report ", std::string(id), " not found"));
+        absl::StrCat("report ", VisibleName(id), " not found"));
   }
   REPROD_RETURN_IF_ERROR(FromRocksDb(s, "read report"));
-  const std::string context = absl::StrCat("report ", std::string(id));
+  const std::string context = absl::StrCat("report ", VisibleName(id));
   absl::StatusOr<StoredReport> report = DecodeReportSummary(id, ToView(value));
   if (!report.ok()) return Annotate(report.status(), context);
   const std::string prefix = RenderingPrefix(id);
@@ -852,7 +855,7 @@ absl::StatusOr<std::vector<StoredReport>> RocksDbStore::ListReports(
         absl::StatusOr<StoredReport> report = DecodeReportSummary(id, value);
         if (!report.ok()) {
           return Annotate(report.status(),
-                          absl::StrCat("report ", std::string(id)));
+                          absl::StrCat("report ", VisibleName(id)));
         }
         if (run.empty() || report->ref == run || report->cand == run) {
           out.push_back(*std::move(report));
