@@ -53,7 +53,7 @@ std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Mes
   return "";
 }
 
-absl::StatusOr<auth::Principal> AuthGate::Authenticate(const grpc::ServerContext& context) {
+absl::StatusOr<auth::Principal> AuthGate::Authenticate(const grpc::ServerContextBase& context) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {

@@ -73,7 +73,7 @@ class AuthGate {
       : store_(store), tokens_(tokens), audit_(audit) {}
 
   // The principal of the call's bearer token (UNAUTHENTICATED otherwise).
-  absl::StatusOr<auth::Principal> Authenticate(const grpc::ServerContext& context);
+  absl::StatusOr<auth::Principal> Authenticate(const grpc::ServerContextBase& context);
 
   // Authenticate, then authorize `request` on `route` (acl.h: ResolveTarget,
   // Authorize). Refusals are logged (warn) with the route and the token's

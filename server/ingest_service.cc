@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -20,25 +21,39 @@
 #include "common/visible.h"
 #include "proto/wire.h"
 #include "server/auth_gate.h"
+#include "server/ingest_budget.h"
 #include "server/proto_convert.h"
 #include "server/quota_ledger.h"
 #include "server/review_ops.h"
+#include "server/task_queue.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
 
-// Cancels Ingest streams the server has waited on for longer than the idle
-// timeout: one thread for all streams, which register a Watch for their
-// lifetime and mark when they start and stop waiting for a message.
+// One thread for all Ingest streams. Each tick it ends the streams the
+// server has waited on for longer than the idle timeout (a read or an ack
+// write outstanding, nothing moving), ends the streams that sit between
+// tensors once the server is shutting down, and pokes the ingest budget (a
+// resumed stream whose client stalled must not leave others parked).
 class IdleWatchdog {
  public:
+  // Why a stream's on_end is called.
+  enum class Reason { kIdle, kShutdown };
   struct Watch {
-    grpc::ServerContext* context = nullptr;
-    std::atomic<int64_t> waiting_since_ns{0};  // 0: not waiting
-    std::atomic<bool> fired{false};            // cancelled for idling
+    std::atomic<int64_t> waiting_since_ns{0};  // 0: not waiting on the client
+    std::atomic<bool> between_tensors{true};
+    // Budget bytes reserved for the read outstanding; given back by the
+    // watchdog when the client keeps the server waiting past the grace.
+    std::atomic<uint64_t> reserved{0};
+    // Called at most once, on the watchdog's thread with its lock held: it
+    // must not block, nor Add or Remove watches.
+    absl::AnyInvocable<void(Reason)> on_end;
+    bool ended = false;  // guarded by the watchdog's lock
   };
 
-  explicit IdleWatchdog(absl::Duration timeout) : timeout_(timeout) {
+  // `timeout` zero: streams never idle out.
+  IdleWatchdog(absl::Duration timeout, IngestBudget* budget, const RunEvents* events)
+      : timeout_(timeout), budget_(budget), events_(events) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~IdleWatchdog() {
@@ -64,21 +79,41 @@ class IdleWatchdog {
  private:
   void Loop() {
     const absl::Duration tick =
-        std::clamp(timeout_ / 4, absl::Milliseconds(20), absl::Seconds(1));
+        timeout_ > absl::ZeroDuration()
+            ? std::clamp(timeout_ / 4, absl::Milliseconds(20), absl::Milliseconds(200))
+            : absl::Milliseconds(200);
     const int64_t limit_ns = absl::ToInt64Nanoseconds(timeout_);
-    absl::MutexLock lock(&mu_);
-    while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) {
-      const int64_t now = absl::GetCurrentTimeNanos();
-      for (Watch* w : watches_) {
-        const int64_t since = w->waiting_since_ns.load();
-        if (since != 0 && now - since >= limit_ns && !w->fired.exchange(true)) {
-          w->context->TryCancel();
+    const int64_t grace_ns = absl::ToInt64Nanoseconds(kReservationGrace);
+    for (;;) {
+      uint64_t expired = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        if (mu_.AwaitWithTimeout(absl::Condition(&stop_), tick)) return;
+        const int64_t now = absl::GetCurrentTimeNanos();
+        const bool shutting_down = events_->shutting_down();
+        for (Watch* w : watches_) {
+          const int64_t since = w->waiting_since_ns.load();
+          if (w->ended || since == 0) continue;
+          if (now - since >= grace_ns) expired += w->reserved.exchange(0);
+          if (limit_ns > 0 && now - since >= limit_ns) {
+            w->ended = true;
+            w->on_end(Reason::kIdle);
+          } else if (shutting_down && w->between_tensors) {
+            w->ended = true;
+            w->on_end(Reason::kShutdown);
+          }
         }
       }
+      budget_->Release(expired);  // pokes parked streams too
     }
   }
 
+  // How long a reservation waits for its message (see IngestBudget).
+  static constexpr absl::Duration kReservationGrace = absl::Seconds(1);
+
   const absl::Duration timeout_;
+  IngestBudget* const budget_;
+  const RunEvents* const events_;
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::set<Watch*> watches_ ABSL_GUARDED_BY(mu_);
@@ -131,7 +166,6 @@ struct InFlight {
   QuotaLedger::Reservation quota;
 };
 
-using IngestStream = grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>;
 
 // What one stream did to one run, for its "push" audit record.
 struct PushTally {
@@ -162,9 +196,9 @@ class StreamHandler {
   // `who`: the caller once authenticated with --auth tokens (its quota
   // applies to the tensors it begins); read at each BeginTensor, so it may
   // be filled in after construction; must outlive the handler.
-  StreamHandler(const ServiceEnv& env, IngestStream* stream,
-                const std::optional<auth::Principal>* who = nullptr)
-      : env_(env), stream_(stream), who_(who) {}
+  explicit StreamHandler(const ServiceEnv& env,
+                         const std::optional<auth::Principal>* who = nullptr)
+      : env_(env), who_(who) {}
 
   absl::Status Handle(const v1::IngestRequest& request) {
     if (request.has_begin()) return BeginTensor(request.begin());
@@ -176,6 +210,25 @@ class StreamHandler {
   }
 
   bool between_tensors() const { return !current_.has_value(); }
+  // The ack of the tensor the last request committed, to be written to the
+  // client before the next read (nullopt when it committed none).
+  std::optional<v1::IngestResponse> TakeAck() { return std::exchange(ack_, std::nullopt); }
+  // What to reserve in the ingest budget for the next request. Once the
+  // client has sent a chunk of the tensor in flight, the next chunk's
+  // bound; before that (a new stream, between tensors, right after a
+  // BeginTensor) a little: thousands of clients that connect and stall
+  // must not fill the budget with reservations and park the active ones.
+  // Whatever arrives is charged at its real size.
+  uint64_t NextRequestReservation() const {
+    constexpr uint64_t kUnprovenBytes = 4 << 10;
+    constexpr uint64_t kEnvelopeBytes = 64;
+    if (!current_ || current_->received == 0) return kUnprovenBytes;
+    return std::min<uint64_t>(env_.limits.max_chunk_bytes,
+                              current_->header.byte_length - current_->received) +
+           kEnvelopeBytes;
+  }
+  // Drops the tensor in flight (its upload is abandoned).
+  void Discard() { current_.reset(); }
   uint64_t acked() const { return acked_; }
   // Per run: the tensors acked on this stream (runs a BeginTensor named).
   const std::map<std::string, PushTally>& tallies() const { return tallies_; }
@@ -195,9 +248,9 @@ class StreamHandler {
 
   // The status of a stream whose client closed it (or went away): OK between
   // tensors; otherwise the tensor in flight is discarded.
-  grpc::Status Finish(grpc::ServerContext* context) const {
+  grpc::Status Finish(bool cancelled) const {
     if (!current_) return grpc::Status::OK;
-    if (context->IsCancelled()) {
+    if (cancelled) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
     }
     return wire::ToGrpcStatus(InCurrent(absl::InvalidArgumentError(absl::StrCat(
@@ -282,7 +335,7 @@ class StreamHandler {
   }
 
   // Commits the tensor in flight (durable, crc32c verified), wakes watchers
-  // and acks it; Cancelled when the client is gone before the ack.
+  // and leaves its ack for TakeAck.
   absl::Status CommitAndAck() {
     absl::StatusOr<storage::CommitResult> done = current_->writer->Commit();
     if (!done.ok()) return InCurrent(done.status());
@@ -296,7 +349,7 @@ class StreamHandler {
     tallies_[current_->run].Count(done->kind, current_->header.byte_length);
     current_.reset();
     ++acked_;
-    if (!stream_->Write(ack)) return absl::CancelledError("client went away before the ack");
+    ack_ = std::move(ack);
     return absl::OkStatus();
   }
 
@@ -306,10 +359,10 @@ class StreamHandler {
   }
 
   const ServiceEnv& env_;
-  IngestStream* stream_;
   const std::optional<auth::Principal>* who_;
   std::optional<InFlight> current_;
   uint64_t acked_ = 0;
+  std::optional<v1::IngestResponse> ack_;
   std::map<std::string, PushTally> tallies_;
   std::string last_run_;
 };
@@ -317,11 +370,12 @@ class StreamHandler {
 // One "push" record per run the stream named: OK, or `end` for the run the
 // stream failed on (a refusal by the gate is recorded by the gate instead).
 absl::Status RecordPushes(const ServiceEnv& env, const auth::Principal& who,
-                          const StreamHandler& handler, const absl::Status& end,
+                          const std::map<std::string, PushTally>& tallies,
+                          std::string_view last_run, const absl::Status& end,
                           bool refused_by_gate) {
   absl::Status first_error = absl::OkStatus();
-  for (const auto& [run, tally] : handler.tallies()) {
-    const bool failed_here = !end.ok() && run == handler.last_run();
+  for (const auto& [run, tally] : tallies) {
+    const bool failed_here = !end.ok() && run == last_run;
     if (failed_here && refused_by_gate) continue;
     absl::Status result = failed_here ? end : absl::OkStatus();
     if (!failed_here && tally.stored + tally.already_present + tally.replaced == 0) continue;
@@ -383,139 +437,349 @@ absl::StatusOr<storage::TensorHeader> ValidateHeader(
   return header;
 }
 
+// What every Ingest stream shares: limits, the byte budget, the workers
+// that do the blocking part and the watchdog.
+struct IngestShared {
+  IngestShared(const ServiceEnv& e, uint64_t budget_bytes, int workers_n)
+      : env(e),
+        budget(budget_bytes),
+        workers(workers_n),
+        closers(2),
+        watchdog(e.limits.stream_idle_timeout, &budget, e.events) {}
+
+  ServiceEnv env;
+  IngestBudget budget;
+  TaskQueue workers;  // the data path: store writes and commits
+  TaskQueue closers;  // ends of streams: audit records, Finish
+  IdleWatchdog watchdog;
+  std::atomic<int> open_streams{0};
+  absl::Mutex token_mu;
+  // Open streams per token id (--auth tokens), entries removed at zero.
+  std::map<std::string, int> token_streams ABSL_GUARDED_BY(token_mu);
+};
+
 namespace {
 
-// Reads the stream to its end or first error; `refused_by_gate` tells
-// whether that error was the gate's refusal of a BeginTensor.
-// The status of a stream the watchdog cancelled: DEADLINE_EXCEEDED naming
-// where it stood (logged too: the client may never see it).
-grpc::Status IdledOut(grpc::ServerContext* context, const StreamHandler& handler,
-                      absl::Duration timeout) {
-  const std::string message = absl::StrCat(
-      "ingest stream idle for ", absl::FormatDuration(timeout), " (--stream-idle-timeout) at ",
-      handler.Where(), "; cancelled", handler.between_tensors() ? "" : ", the tensor discarded");
-  spdlog::warn("ingest from {}: {}", context->peer(), message);
-  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
-}
-
-grpc::Status ServeStream(const ServiceEnv& env, grpc::ServerContext* context,
-                         IngestStream* stream, const std::optional<auth::Principal>& who,
-                         StreamHandler& handler, bool& refused_by_gate,
-                         IdleWatchdog::Watch& watch, absl::Duration idle_timeout) {
-  v1::IngestRequest request;
-  watch.waiting_since_ns = absl::GetCurrentTimeNanos();
-  while (stream->Read(&request)) {
-    watch.waiting_since_ns = 0;
-    if (watch.fired) return IdledOut(context, handler, idle_timeout);
-    absl::Status status = who && request.has_begin()
-                              ? env.auth->CheckMessage(*who, kRouteIngest, request)
-                              : absl::OkStatus();
-    refused_by_gate = !status.ok();
-    if (status.ok()) status = handler.Handle(request);
-    if (!status.ok()) {
-      if (status.code() != absl::StatusCode::kCancelled) {
-        spdlog::warn("ingest from {}: {}", context->peer(), status.ToString());
-      }
-      return wire::ToGrpcStatus(status);
+// One Ingest call, driven by gRPC's callback API: no thread is held while
+// the stream waits on its client. Reads are asked for one at a time, and
+// only while the ingest budget has room (otherwise the stream parks,
+// holding no message); each message received is handled on a worker
+// (StreamHandler: store writes, commit, fsync), its ack written, and then
+// the next read is asked for. The stream ends once, by End: the client's
+// half-close or error, the watchdog (idle / shutdown) or an error of the
+// handler. Phases move under mu_, so the watchdog and a completing read
+// cannot both act on the stream.
+class IngestReactor final
+    : public grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestResponse> {
+ public:
+  IngestReactor(IngestShared* shared, grpc::CallbackServerContext* context)
+      : shared_(shared),
+        context_(context),
+        guard_(shared->env.events),
+        handler_(shared->env, &who_) {
+    ++shared_->open_streams;
+    if (grpc::Status refused = Admit(); !refused.ok()) {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      Finish(refused);
+      return;
     }
-    if (handler.between_tensors() && env.events->shutting_down()) {
+    watch_.on_end = [this](IdleWatchdog::Reason why) { OnWatchdog(why); };
+    shared_->watchdog.Add(&watch_);
+    ReadNext();
+  }
+
+  void OnReadDone(bool ok) override {
+    watch_.waiting_since_ns = 0;
+    // The message's real size replaces the reservation (if the watchdog
+    // has not given that back already).
+    const uint64_t reserved = watch_.reserved.exchange(0);
+    bool ended;
+    {
+      absl::MutexLock lock(&mu_);
+      ended = ended_;  // the watchdog ended it meanwhile
+      if (!ended) phase_ = Phase::kWorking;
+    }
+    if (ok && !ended) {
+      charged_ = request_->ByteSizeLong();
+      shared_->budget.Charge(charged_);
+    }
+    shared_->budget.Release(reserved);
+    if (!ended) shared_->workers.Post([this, ok] { Work(ok); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    watch_.waiting_since_ns = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return;  // the watchdog ended it meanwhile
+      phase_ = Phase::kWorking;
+    }
+    if (!ok) {
+      EndLater(wire::ToGrpcStatus(absl::CancelledError("client went away before the ack")));
+      return;
+    }
+    if (handler_.between_tensors() && shared_->env.events->shutting_down()) {
       // Between tensors: stop here so the client resends the rest elsewhere
       // or after the restart.
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "server shutting down; resend unacked tensors");
+      EndLater(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                               "server shutting down; resend unacked tensors"));
+      return;
     }
-    request.Clear();
-    watch.waiting_since_ns = absl::GetCurrentTimeNanos();
+    ReadNext();
   }
-  watch.waiting_since_ns = 0;
-  if (watch.fired) return IdledOut(context, handler, idle_timeout);
-  const grpc::Status end = handler.Finish(context);
-  if (end.ok()) spdlog::debug("ingest from {}: {} tensors acked", context->peer(), handler.acked());
-  return end;
-}
 
-}  // namespace
-
-IngestServiceImpl::IngestServiceImpl(const ServiceEnv& env) : env_(env) {
-  if (env_.limits.stream_idle_timeout > absl::ZeroDuration()) {
-    watchdog_ = std::make_unique<IdleWatchdog>(env_.limits.stream_idle_timeout);
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;  // a parked stream sees it when resumed
   }
-}
 
-IngestServiceImpl::~IngestServiceImpl() = default;
+  void OnDone() override {
+    shared_->watchdog.Remove(&watch_);
+    if (!token_id_.empty()) {
+      absl::MutexLock lock(&shared_->token_mu);
+      if (--shared_->token_streams[token_id_] == 0) shared_->token_streams.erase(token_id_);
+    }
+    --shared_->open_streams;
+    IngestBudget& budget = shared_->budget;
+    delete this;
+    budget.Poke();
+  }
 
-grpc::Status IngestServiceImpl::Ingest(grpc::ServerContext* context, IngestStream* stream) {
-  RunEvents::CallGuard guard(env_.events);
-  if (env_.events->shutting_down()) {
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "server shutting down; retry after the restart");
-  }
-  struct StreamCount {
-    std::atomic<int>& n;
-    ~StreamCount() { --n; }
-  } count{open_streams_};
-  const int open = ++open_streams_;
-  if (env_.limits.max_streams > 0 && open > env_.limits.max_streams) {
-    spdlog::warn("refused an ingest stream from {}: {} open, limit {} (--max-streams)",
-                 context->peer(), open - 1, env_.limits.max_streams);
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("the server has ", open - 1, " ingest streams open, its limit "
-                                     "(--max-streams ", env_.limits.max_streams,
-                                     "); retry when others have finished"));
-  }
-  // --auth tokens: the caller is authenticated once, and each BeginTensor's
-  // run is authorized on its own (the table's per-message entry).
-  std::optional<auth::Principal> who;
-  if (env_.auth != nullptr) {
-    absl::StatusOr<auth::Principal> principal = env_.auth->Authenticate(*context);
+ private:
+  enum class Phase { kParked, kReading, kWorking, kWriting };
+
+  // The caps and the caller's token; a refusal is the stream's status.
+  grpc::Status Admit() {
+    const ServiceEnv& env = shared_->env;
+    if (env.events->shutting_down()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server shutting down; retry after the restart");
+    }
+    const int open = shared_->open_streams.load();
+    if (env.limits.max_streams > 0 && open > env.limits.max_streams) {
+      spdlog::warn("refused an ingest stream from {}: {} open, limit {} (--max-streams)",
+                   context_->peer(), open - 1, env.limits.max_streams);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("the server has ", open - 1, " ingest streams open, its "
+                                       "limit (--max-streams ", env.limits.max_streams,
+                                       "); retry when others have finished"));
+    }
+    // --auth tokens: the caller is authenticated once, and each
+    // BeginTensor's run is authorized on its own (the table's per-message
+    // entry).
+    if (env.auth == nullptr) return grpc::Status::OK;
+    absl::StatusOr<auth::Principal> principal = env.auth->Authenticate(*context_);
     if (!principal.ok()) {
       spdlog::warn("refused {}: {}", kRouteIngest, std::string(principal.status().message()));
       return wire::ToGrpcStatus(principal.status());
     }
-    who = *std::move(principal);
-  }
-  const int per_token = env_.limits.max_streams_per_token;
-  struct TokenCount {
-    IngestServiceImpl* service;
-    std::string id;  // empty: not counted
-    ~TokenCount() {
-      if (id.empty()) return;
-      absl::MutexLock lock(&service->token_mu_);
-      if (--service->token_streams_[id] == 0) service->token_streams_.erase(id);
-    }
-  } token_count{this, ""};
-  if (who && per_token > 0) {
-    absl::MutexLock lock(&token_mu_);
-    int& n = token_streams_[who->id];
+    who_ = *std::move(principal);
+    const int per_token = env.limits.max_streams_per_token;
+    if (per_token <= 0) return grpc::Status::OK;
+    absl::MutexLock lock(&shared_->token_mu);
+    int& n = shared_->token_streams[who_->id];
     if (n >= per_token) {
       spdlog::warn("refused an ingest stream of token '{}': {} open, limit {} "
-                   "(--max-streams-per-token)", who->label, n, per_token);
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("token '", who->label, "' has ", n,
-                                       " ingest streams open, its limit (--max-streams-per-token ",
-                                       per_token, "); retry when they have finished"));
+                   "(--max-streams-per-token)", who_->label, n, per_token);
+      const grpc::Status refused(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("token '", who_->label, "' has ", n,
+                       " ingest streams open, its limit (--max-streams-per-token ", per_token,
+                       "); retry when they have finished"));
+      if (n == 0) shared_->token_streams.erase(who_->id);
+      return refused;
     }
     ++n;
-    token_count.id = who->id;
+    token_id_ = who_->id;
+    return grpc::Status::OK;
   }
-  StreamHandler handler(env_, stream, &who);
-  bool refused_by_gate = false;
-  IdleWatchdog::Watch watch;
-  watch.context = context;
-  struct Registration {
-    IdleWatchdog* dog;
-    IdleWatchdog::Watch* w;
-    ~Registration() {
-      if (dog != nullptr) dog->Remove(w);
+
+  // Asks for the next message once the budget has room for it.
+  void ReadNext() {
+    {
+      absl::MutexLock lock(&mu_);
+      phase_ = Phase::kParked;
     }
-  } registration{watchdog_.get(), &watch};
-  if (watchdog_ != nullptr) watchdog_->Add(&watch);
-  const grpc::Status end = ServeStream(env_, context, stream, who, handler, refused_by_gate,
-                                       watch, env_.limits.stream_idle_timeout);
-  const absl::Status audited =
-      RecordPushes(env_, ActorOf(who), handler, wire::FromGrpcStatus(end), refused_by_gate);
-  if (end.ok() && !audited.ok()) return wire::ToGrpcStatus(audited);
-  return end;
+    watch_.between_tensors = handler_.between_tensors();
+    const uint64_t bound = handler_.NextRequestReservation();
+    if (shared_->budget.Acquire(bound, [this, bound] { StartReading(bound); })) {
+      StartReading(bound);
+    }
+  }
+
+  // Reads with `reserved` bytes of the budget reserved for the message.
+  void StartReading(uint64_t reserved) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_ || cancelled_) {
+        // Give the reservation back outside the lock (Release may resume
+        // other streams).
+        shared_->workers.Post([budget = &shared_->budget, reserved] { budget->Release(reserved); });
+      }
+      if (ended_) return;
+      if (cancelled_) {
+        // Cancelled while parked: no read or write will complete to end it.
+        phase_ = Phase::kWorking;
+        EndLater(Finished(/*cancelled=*/true));
+        return;
+      }
+      phase_ = Phase::kReading;
+    }
+    request_ = std::make_unique<v1::IngestRequest>();
+    watch_.reserved = reserved;
+    watch_.waiting_since_ns = absl::GetCurrentTimeNanos();
+    StartRead(request_.get());
+  }
+
+  // On a worker: handles the message read (or the end of the client's
+  // side), then writes the ack, reads on, or ends the stream.
+  void Work(bool ok) {
+    if (!ok) {
+      EndLater(Finished(context_->IsCancelled()));
+      return;
+    }
+    const ServiceEnv& env = shared_->env;
+    absl::Status status = who_ && request_->has_begin()
+                              ? env.auth->CheckMessage(*who_, kRouteIngest, *request_)
+                              : absl::OkStatus();
+    refused_by_gate_ = !status.ok();
+    if (status.ok()) status = handler_.Handle(*request_);
+    request_.reset();  // parked streams hold no message
+    shared_->budget.Release(std::exchange(charged_, 0));
+    if (!status.ok()) {
+      if (status.code() != absl::StatusCode::kCancelled) {
+        spdlog::warn("ingest from {}: {}", context_->peer(), status.ToString());
+      }
+      EndLater(wire::ToGrpcStatus(status));
+      return;
+    }
+    if (std::optional<v1::IngestResponse> ack = handler_.TakeAck()) {
+      ack_ = *std::move(ack);
+      {
+        absl::MutexLock lock(&mu_);
+        if (ended_) return;
+        phase_ = Phase::kWriting;
+      }
+      watch_.waiting_since_ns = absl::GetCurrentTimeNanos();  // the client must read it
+      StartWrite(&ack_);
+      return;
+    }
+    if (handler_.between_tensors() && env.events->shutting_down()) {
+      EndLater(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "server shutting down; resend unacked tensors"));
+      return;
+    }
+    ReadNext();
+  }
+
+  // The status of a stream whose client closed its side (or went away).
+  grpc::Status Finished(bool cancelled) const {
+    const grpc::Status end = handler_.Finish(cancelled);
+    if (end.ok()) {
+      spdlog::debug("ingest from {}: {} tensors acked", context_->peer(), handler_.acked());
+    }
+    return end;
+  }
+
+  // On the watchdog's thread, with its lock held: claims the end if the
+  // stream still waits on its client, and leaves the rest to a worker.
+  void OnWatchdog(IdleWatchdog::Reason why) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_ || (phase_ != Phase::kReading && phase_ != Phase::kWriting)) return;
+      ended_ = true;
+    }
+    grpc::Status status;
+    if (why == IdleWatchdog::Reason::kShutdown) {
+      status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "server shutting down; resend unacked tensors");
+    } else {
+      const std::string message = absl::StrCat(
+          "ingest stream idle for ", absl::FormatDuration(shared_->watchdog.timeout()),
+          " (--stream-idle-timeout) at ", handler_.Where(), "; cancelled",
+          handler_.between_tensors() ? "" : ", the tensor discarded");
+      spdlog::warn("ingest from {}: {}", context_->peer(), message);
+      status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
+    }
+    shared_->closers.Post([this, status] { Conclude(status); });
+  }
+
+  // End on a closer thread: audit records must not hold up the workers of
+  // other streams' data.
+  void EndLater(grpc::Status status) {
+    shared_->closers.Post([this, status = std::move(status)] { End(status); });
+  }
+
+  // Ends the stream with `status` unless something else ended it first.
+  void End(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return;
+      ended_ = true;
+    }
+    Conclude(std::move(status));
+  }
+
+  // Once per stream, on a worker: the audit records, then Finish. After
+  // Finish the reactor may be deleted at any moment (OnDone).
+  void Conclude(grpc::Status status) {
+    handler_.Discard();
+    if (status.ok()) {
+      // An audit failure of a successful push is the stream's error.
+      const absl::Status audited =
+          RecordPushes(shared_->env, ActorOf(who_), handler_.tallies(), handler_.last_run(),
+                       absl::OkStatus(), refused_by_gate_);
+      Finish(audited.ok() ? status : wire::ToGrpcStatus(audited));
+      return;
+    }
+    // A failed stream learns why at once; its records follow (the acks of
+    // its tensors went out long before either).
+    shared_->closers.Post([env = &shared_->env, who = ActorOf(who_), tallies = handler_.tallies(),
+                           last_run = handler_.last_run(), end = wire::FromGrpcStatus(status),
+                           refused = refused_by_gate_] {
+      RecordPushes(*env, who, tallies, last_run, end, refused).IgnoreError();
+    });
+    Finish(status);
+  }
+
+  IngestShared* const shared_;
+  grpc::CallbackServerContext* const context_;
+  RunEvents::CallGuard guard_;
+  StreamHandler handler_;
+  std::optional<auth::Principal> who_;
+  std::string token_id_;  // counted in token_streams (empty: not counted)
+  IdleWatchdog::Watch watch_;
+  std::unique_ptr<v1::IngestRequest> request_;  // the read outstanding or being handled
+  uint64_t charged_ = 0;                        // its bytes in the budget
+  v1::IngestResponse ack_;                      // the write outstanding
+  bool refused_by_gate_ = false;
+  absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kParked;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Worker threads for the blocking part of ingest: enough for RocksDB's
+// group commit to batch fsyncs, few enough to bound the copies in flight.
+int IngestWorkers() {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(2 * cores, 4, 32);
 }
+
+}  // namespace
+
+IngestServiceImpl::IngestServiceImpl(const ServiceEnv& env)
+    : shared_(std::make_unique<IngestShared>(env, env.limits.ingest_buffer_bytes,
+                                             IngestWorkers())) {}
+
+IngestServiceImpl::~IngestServiceImpl() = default;
+
+grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestResponse>* IngestServiceImpl::Ingest(
+    grpc::CallbackServerContext* context) {
+  return new IngestReactor(shared_.get(), context);
+}
+
+uint64_t IngestServiceImpl::budget_peak_bytes() const { return shared_->budget.peak(); }
 
 }  // namespace reprod::server

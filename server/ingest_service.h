@@ -8,11 +8,18 @@
 // ends with the first error; tensors acked before it stay stored.
 //
 // Bounds per client (ServerLimits): at most max_streams streams at once,
-// and max_streams_per_token per token (RESOURCE_EXHAUSTED beyond); a stream the server waits on for longer than
-// stream_idle_timeout is cancelled by a watchdog thread (logged with its
-// run and tensor), so stalled clients cannot hold threads forever.
+// and max_streams_per_token per token (RESOURCE_EXHAUSTED beyond); a
+// stream the server waits on for longer than stream_idle_timeout is ended
+// by a watchdog thread (logged with its run and tensor).
 //
-// Thread-safety: one handler thread per stream (gRPC sync API); the store
+// Memory and threads do not grow with the number of streams (gRPC callback
+// API): a stream waiting on its client holds no thread, and messages are
+// read only while the ingest budget (ServerLimits::ingest_buffer_bytes) has
+// room; the blocking work (store writes, commits) runs on a fixed set of
+// workers. A stalled stream ends with DEADLINE_EXCEEDED naming its run and
+// tensor.
+//
+// Thread-safety: each stream is handled by one task at a time; the store
 // and the event hub are thread-safe.
 #ifndef REPROD_SERVER_INGEST_SERVICE_H_
 #define REPROD_SERVER_INGEST_SERVICE_H_
@@ -37,26 +44,22 @@ namespace reprod::server {
 absl::StatusOr<storage::TensorHeader> ValidateHeader(
     const v1::BeginTensor& begin, const ServerLimits& limits);
 
-class IdleWatchdog;  // ingest_service.cc
+struct IngestShared;  // ingest_service.cc
 
-class IngestServiceImpl final : public v1::IngestService::Service {
+class IngestServiceImpl final : public v1::IngestService::CallbackService {
  public:
-  // Starts the idle watchdog's thread (when env.limits has a timeout).
+  // Starts the ingest workers and the idle watchdog's thread.
   explicit IngestServiceImpl(const ServiceEnv& env);
   ~IngestServiceImpl() override;
 
-  grpc::Status Ingest(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::IngestResponse, v1::IngestRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestResponse>* Ingest(
+      grpc::CallbackServerContext* context) override;
+
+  // The most ingest message bytes held at once (IngestBudget::peak).
+  uint64_t budget_peak_bytes() const;
 
  private:
-  ServiceEnv env_;
-  std::unique_ptr<IdleWatchdog> watchdog_;
-  std::atomic<int> open_streams_{0};
-  absl::Mutex token_mu_;
-  // Open streams per token id (--auth tokens), entries removed at zero.
-  std::map<std::string, int> token_streams_ ABSL_GUARDED_BY(token_mu_);
+  std::unique_ptr<IngestShared> shared_;
 };
 
 }  // namespace reprod::server

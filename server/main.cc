@@ -187,6 +187,12 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::NonNegativeNumber)
       ->envname("REPROD_MAX_STREAMS_PER_TOKEN")
       ->capture_default_str();
+  app.add_option("--ingest-buffer-bytes", f.options.limits.ingest_buffer_bytes,
+                 "Ingest message bytes held in memory by all streams together; streams wait "
+                 "for their next message while the total is over it")
+      ->check(CLI::PositiveNumber)
+      ->envname("REPROD_INGEST_BUFFER_BYTES")
+      ->capture_default_str();
   app.add_option("--port-file", f.port_file,
                  "Write the bound port to this file once listening")
       ->envname("REPROD_PORT_FILE");

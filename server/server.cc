@@ -230,6 +230,13 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  // Flow control bounds what a client can push before the server reads:
+  // a stream's window stays at 64 KiB unless a read is outstanding (then
+  // it opens for that one message). With BDP probing on, gRPC grows the
+  // windows to megabytes per stream and 200 parked streams held 1.1 GB of
+  // unread bytes; gRPC's memory quota instead fails streams with INTERNAL.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
   builder.RegisterService(impl->runs.get());
   builder.RegisterService(impl->ingest.get());
   builder.RegisterService(impl->compare.get());
@@ -276,6 +283,8 @@ void ReprodServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   spdlog::info("shutting down: no new calls; finishing tensors in flight");
+  spdlog::info("ingest buffer: at most {} bytes held or reserved at once (--ingest-buffer-bytes {})",
+               impl_->ingest->budget_peak_bytes(), impl_->env.limits.ingest_buffer_bytes);
   if (auto* health = impl_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }

@@ -51,6 +51,10 @@ struct ServerLimits {
   // max_streams; one more is RESOURCE_EXHAUSTED naming the token's label.
   // 0 = no cap.
   int max_streams_per_token = 64;
+  // Ingest message bytes held in memory at once by all streams together
+  // (`--ingest-buffer-bytes`): a stream asks for its next message only
+  // while the total is under this (ingest_budget.h).
+  uint64_t ingest_buffer_bytes = uint64_t{64} << 20;
 };
 
 struct ServiceEnv {

@@ -216,3 +216,27 @@ def test_rank_over_64_exits_2(tmp_path, reprodctl, kind):
     assert str(path) in res.stderr and "65" in res.stderr and "64" in res.stderr, res
     if kind == "safetensors":
         assert "key 'deep'" in res.stderr, res
+
+
+def test_real_all_zero_npz_member_needs_max_expansion_ratio(tmp_path, reprodctl):
+    # numpy deflates 80 MiB of float32 zeros ~1000:1: past the 100:1 guard.
+    zeros = np.zeros((80 << 20) // 4, dtype=np.float32)
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, w=zeros)
+    assert path.stat().st_size * 100 < zeros.nbytes
+    refused = reprodctl("inspect", path)
+    assert refused.code == 2, refused
+    assert f"{path}:w.npy: member expands" in refused.stderr, refused
+    assert "over the 100:1 limit" in refused.stderr, refused
+    assert "--max-expansion-ratio" in refused.stderr, refused
+    assert reprodctl("compare", path, path).code == 2
+
+    res = reprodctl("inspect", path, "--format", "json", "--max-expansion-ratio", "0")
+    assert res.code == 0, res
+    [tensor] = res.json()["tensors"]
+    assert tensor["key"] == "w" and tensor["shape"] == list(zeros.shape), tensor
+    assert tensor["min"] == tensor["max"] == 0.0, tensor
+    # A limit above the member's ratio admits it too.
+    ratio = zeros.nbytes // path.stat().st_size
+    assert reprodctl("compare", path, path, "--max-expansion-ratio", ratio + 1).code == 0
+    assert reprodctl("compare", path, path, "--max-expansion-ratio", ratio // 2).code == 2

@@ -64,7 +64,11 @@ def test_stalled_streams_end_by_the_idle_timeout(tmp_path):
             t.join(timeout=15)
         assert len(ends) == 20, "stalled streams still open after 15 s"
         for code, details, at in ends.values():
-            assert code == grpc.StatusCode.CANCELLED, (code, details)
+            # The client learns why, with the run and tensor.
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED, (code, details)
+            assert details == ("ingest stream idle for 1s (--stream-idle-timeout) at run "
+                               "'idle/r' tensor ck/stalled after 0 of 1048576 bytes; cancelled, "
+                               "the tensor discarded"), details
             assert 0.9 <= at - start < 5, at - start
         log = (tmp_path / "reprodd.log").read_text()
         assert log.count("--stream-idle-timeout") == 20, log[-2000:]

@@ -126,7 +126,9 @@ class RocksDbTensorWriter : public TensorWriter {
     if (batched_ == 0) return absl::OkStatus();
     rocksdb::WriteOptions wo;
     const rocksdb::Status s = store_->db()->Write(wo, &batch_);
-    batch_.Clear();
+    // A new batch frees the buffer (Clear keeps its capacity): a stream
+    // waiting for its next chunk holds no copy of the last one.
+    batch_ = rocksdb::WriteBatch();
     if (!s.ok()) {
       store_->NoteWriteError(s);
       return FromRocksDb(
