@@ -37,8 +37,8 @@ std::string CheckpointNameFromPath(std::string_view path) {
 
 absl::StatusOr<core::CheckpointData> LoadCheckpointFile(
     const std::string& path, const std::string& checkpoint,
-    std::vector<std::string>* notes) {
-  REPROD_ASSIGN_OR_RETURN(formats::TensorFile file, formats::ReadTensorFile(path));
+    std::vector<std::string>* notes, const formats::ReadOptions& read) {
+  REPROD_ASSIGN_OR_RETURN(formats::TensorFile file, formats::ReadTensorFile(path, read));
   core::CheckpointData data;
   data.name = checkpoint;
   data.tensors.reserve(file.tensors.size());

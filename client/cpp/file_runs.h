@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/run_data.h"
+#include "formats/tensor_file.h"
 
 namespace reprod::client {
 
@@ -31,10 +32,10 @@ std::string FileStem(std::string_view path);
 
 // Reads `path` (any supported format) as one checkpoint named `checkpoint`.
 // Skipped non-tensor values are appended to `notes` ("path: key: reason").
-// Errors come from formats::ReadTensorFile and name the file.
+// Errors come from formats::ReadTensorFile (with `read`) and name the file.
 absl::StatusOr<core::CheckpointData> LoadCheckpointFile(
     const std::string& path, const std::string& checkpoint,
-    std::vector<std::string>* notes);
+    std::vector<std::string>* notes, const formats::ReadOptions& read = {});
 
 }  // namespace reprod::client
 

@@ -39,11 +39,12 @@ absl::StatusOr<std::unique_ptr<FileTensorSource>> FileTensorSource::Open(
     entry.path = std::move(path);
     files.push_back(std::move(entry));
   }
-  return std::unique_ptr<FileTensorSource>(new FileTensorSource(std::move(files), options.step));
+  return std::unique_ptr<FileTensorSource>(new FileTensorSource(std::move(files), options.step, options.read));
 }
 
-FileTensorSource::FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step)
-    : files_(std::move(files)), step_(step) {
+FileTensorSource::FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step,
+                                   formats::ReadOptions read)
+    : files_(std::move(files)), step_(step), read_(read) {
   for (const FileEntry& f : files_) unopened_file_bytes_ += f.size;
 }
 
@@ -55,7 +56,7 @@ absl::Status FileTensorSource::OpenNextFile() {
   current_index_ = 0;
   current_path_ = entry.path;
   current_checkpoint_ = entry.checkpoint;
-  absl::StatusOr<formats::TensorFile> file = formats::ReadTensorFile(entry.path);
+  absl::StatusOr<formats::TensorFile> file = formats::ReadTensorFile(entry.path, read_);
   if (!file.ok()) return file.status();
   for (const std::string& s : file->skipped) notes_.push_back(absl::StrCat(entry.path, ": ", s));
   if (file->tensors.empty()) notes_.push_back(absl::StrCat(entry.path, ": holds no tensors"));

@@ -159,7 +159,8 @@ absl::Status ZipArchive::CheckRatio(const Member& m, const ReadOptions& options)
       What(m), ": member expands ", m.comp_size == 0 ? m.size : m.size / m.comp_size,
       ":1 (", m.size, " bytes from ", m.comp_size, " compressed), over the ", ratio,
       ":1 limit for members over ", options.compression_ratio_free_bytes,
-      " bytes (ReadOptions::max_compression_ratio); refused as a likely zip bomb"));
+      " bytes (ReadOptions::max_compression_ratio); refused as a likely zip bomb (reprodctl: "
+      "--max-expansion-ratio N raises the limit, 0 turns it off)"));
 }
 
 absl::StatusOr<std::string> ZipArchive::ReadPrefix(const Member& m, uint64_t n) const {

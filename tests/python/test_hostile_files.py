@@ -238,5 +238,20 @@ def test_real_all_zero_npz_member_needs_max_expansion_ratio(tmp_path, reprodctl)
     assert tensor["min"] == tensor["max"] == 0.0, tensor
     # A limit above the member's ratio admits it too.
     ratio = zeros.nbytes // path.stat().st_size
-    assert reprodctl("compare", path, path, "--max-expansion-ratio", ratio + 1).code == 0
+    assert reprodctl("compare", path, path, "--max-expansion-ratio", 2 * ratio).code == 0
     assert reprodctl("compare", path, path, "--max-expansion-ratio", ratio // 2).code == 2
+
+
+def test_push_takes_max_expansion_ratio(tmp_path, reprodctl, reprodd):
+    zeros = np.zeros((80 << 20) // 4, dtype=np.float32)
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, w=zeros)
+    server = ("--server", reprodd.address)
+    refused = reprodctl(*server, "push", path, "--run", "hostile/zeros")
+    assert refused.code == 2 and "--max-expansion-ratio" in refused.stderr, refused
+    res = reprodctl(*server, "push", path, "--run", "hostile/zeros", "--max-expansion-ratio", "0")
+    assert res.code == 0, res
+    pushed = reprodctl(*server, "compare", "--remote", "hostile/zeros", "hostile/zeros",
+                       "--format", "json")
+    assert pushed.code == 0, pushed
+    assert pushed.json()["summary"]["tensors"] == 1, pushed.stdout[:2000]

@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "formats/tensor_file.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 
@@ -77,6 +78,11 @@ int ReportError(const absl::Status& status);
 // input, never a pass: prints "reprodctl: error: nothing to compare: <what>"
 // and returns kExitBadInput. Otherwise kExitPass or kExitFail by `passed`.
 int VerdictExitCode(bool passed, int64_t tensors, const std::string& what);
+
+// Adds --max-expansion-ratio (read->max_compression_ratio) to a command that
+// reads tensor files: the zip-bomb guard on archive members (.npz, torch.save
+// zip) over 64 MiB, which a large all-zero array compressed by numpy trips.
+void AddReadOptionFlags(CLI::App& cmd, formats::ReadOptions* read);
 
 // Writes `text` to `path`, or stdout when path is empty. Creates no
 // directories. Errors name the path.

@@ -32,6 +32,17 @@ absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
   return kernels::CreateBackend(*kind);
 }
 
+void AddReadOptionFlags(CLI::App& cmd, formats::ReadOptions* read) {
+  cmd.add_option("--max-expansion-ratio", read->max_compression_ratio,
+                 absl::StrCat("Refuse archive members (.npz, torch zip) over ",
+                              read->compression_ratio_free_bytes >> 20,
+                              " MiB that decompress to more than N times their compressed "
+                              "size (zip-bomb guard; deflate packs an all-zero array ~1000:1); "
+                              "0 = no limit"))
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
 absl::Status WriteOutput(const std::string& path, const std::string& text) {
   if (path.empty() || path == "-") {
     std::fwrite(text.data(), 1, text.size(), stdout);

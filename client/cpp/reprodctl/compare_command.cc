@@ -62,6 +62,7 @@ struct CompareArgs {
   std::string out;
   bool remote = false;
   std::vector<std::string> checkpoints;  // remote only
+  formats::ReadOptions read;             // files only
 };
 
 void PrintFailures(const core::Report& report) {
@@ -102,7 +103,7 @@ int RunCompare(const CompareArgs& args, const GlobalOptions& global) {
   core::RunData ref{args.ref, {}}, cand{args.cand, {}};
   for (auto [path, run] : {std::pair{&args.ref, &ref}, std::pair{&args.cand, &cand}}) {
     progress.Set(absl::StrCat("loading ", *path));
-    auto data = client::LoadCheckpointFile(*path, checkpoint, &notes);
+    auto data = client::LoadCheckpointFile(*path, checkpoint, &notes, args.read);
     if (!data.ok()) return ReportError(data.status());
     run->checkpoints.push_back(*std::move(data));
   }
@@ -148,6 +149,7 @@ Runner RegisterCompare(CLI::App& app, const GlobalOptions& global) {
                   "Runs only: compare only this checkpoint (repeatable)")
       ->allow_extra_args(false)
       ->delimiter(',');
+  AddReadOptionFlags(*cmd, &args->read);
   return [args, &global] { return RunCompare(*args, global); };
 }
 

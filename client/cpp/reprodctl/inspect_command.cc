@@ -28,6 +28,7 @@ Examples:
 struct InspectArgs {
   std::vector<std::string> files;
   std::string format = "text";
+  formats::ReadOptions read;
 };
 
 nlohmann::json JsonNumber(double v) {
@@ -42,7 +43,7 @@ int RunInspect(const InspectArgs& args, const GlobalOptions& global) {
   client::ProgressTicker progress(!global.quiet);
   for (const std::string& path : args.files) {
     progress.Set(absl::StrCat("reading ", path));
-    auto file = formats::ReadTensorFile(path);
+    auto file = formats::ReadTensorFile(path, args.read);
     if (!file.ok()) return ReportError(file.status());
     nlohmann::json tensors = nlohmann::json::array();
     absl::StrAppend(&text, VisibleText(path), " (", formats::FileFormatName(file->format), ", ",
@@ -102,6 +103,7 @@ Runner RegisterInspect(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--format", args->format, "text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
+  AddReadOptionFlags(*cmd, &args->read);
   return [args, &global] { return RunInspect(*args, global); };
 }
 

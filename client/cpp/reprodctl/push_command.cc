@@ -55,6 +55,7 @@ struct PushArgs {
   bool overwrite = false;
   bool seal = false;
   std::string framework;
+  formats::ReadOptions read;
 };
 
 // "paddle" / "torch" from a file name's framework suffix, else "".
@@ -119,6 +120,7 @@ int RunPush(const PushArgs& args, const GlobalOptions& global) {
   client::FileTensorSource::Options source_options;
   source_options.checkpoint = args.checkpoint;
   source_options.step = args.step;
+  source_options.read = args.read;
   auto source = client::FileTensorSource::Open(args.files, source_options);
   if (!source.ok()) return ReportError(source.status());
 
@@ -189,6 +191,7 @@ Runner RegisterPush(CLI::App& app, const GlobalOptions& global) {
   cmd->add_flag("--overwrite", args->overwrite,
                 "Create the run with overwrite: different bytes replace stored tensors");
   cmd->add_flag("--seal", args->seal, "Seal the run after the push (no more tensors)");
+  AddReadOptionFlags(*cmd, &args->read);
   return [args, &global] { return RunPush(*args, global); };
 }
 

@@ -63,6 +63,7 @@ struct ReviewArgs {
   PolicyFlags policy;
   std::string out_dir;
   std::string html;  // --html FILE; empty = none
+  formats::ReadOptions read;
 };
 
 // The whole report as HTML into `path`; "" when not asked for.
@@ -141,7 +142,7 @@ int RunReview(const ReviewArgs& args, const GlobalOptions& global) {
     }
     for (auto [path, run] : {std::pair{&pr.ref_path, &ref}, std::pair{&pr.cand_path, &cand}}) {
       progress.Set(absl::StrCat("loading ", *path));
-      auto data = client::LoadCheckpointFile(*path, name, &notes);
+      auto data = client::LoadCheckpointFile(*path, name, &notes, args.read);
       if (!data.ok()) return ReportError(data.status());
       run->checkpoints.push_back(*std::move(data));
     }
@@ -235,6 +236,7 @@ Runner RegisterReview(CLI::App& app, const GlobalOptions& global) {
   args->policy.Register(*cmd, "competition");
   cmd->add_option("--out-dir", args->out_dir, "Where to write X_diff.log files (default: DIR)");
   cmd->add_option("--html", args->html, "Also write the whole review as an HTML page to FILE");
+  AddReadOptionFlags(*cmd, &args->read);
   return [args, &global] { return RunReview(*args, global); };
 }
 
