@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "common/visible.h"
 
 namespace reprod::core {
 namespace {
@@ -162,7 +163,7 @@ absl::StatusOr<ShapeMode> ParseShapeMode(std::string_view name) {
   if (name == "size1") return ShapeMode::kSize1;
   if (name == "strict") return ShapeMode::kStrict;
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown shapes mode '", std::string(name),
+      "unknown shapes mode '", VisibleName(name),
       "' (expected size1: shapes that differ only in size-1 dimensions "
       "compare flat, or strict: any other shape is a mismatch)"));
 }

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/visible.h"
 #include "core/policy.h"
 #include "core/py_float.h"
 
@@ -48,7 +49,7 @@ absl::StatusOr<Policy> PresetPolicy(std::string_view name) {
     return p;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown policy preset '", std::string(name),
+      "unknown policy preset '", VisibleName(name),
       "' (presets: ", absl::StrJoin(PresetPolicyNames(), ", "), ")"));
 }
 
