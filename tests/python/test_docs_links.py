@@ -17,7 +17,7 @@ from conftest import ROOT
 
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
                ROOT / "client" / "python" / "README.md", ROOT / "storage" / "FORMAT.md",
-               ROOT / "examples" / "bert_tiny" / "README.md"])
+               ROOT / "examples" / "bert_tiny" / "README.md", ROOT / "deploy" / "README.md"])
 
 FENCE = re.compile(r"^\s*(```|~~~)")
 CODE_SPAN = re.compile(r"`[^`]*`")
