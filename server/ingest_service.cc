@@ -479,8 +479,10 @@ class IngestReactor final
         handler_(shared->env, &who_) {
     ++shared_->open_streams;
     if (grpc::Status refused = Admit(); !refused.ok()) {
-      absl::MutexLock lock(&mu_);
-      ended_ = true;
+      {
+        absl::MutexLock lock(&mu_);
+        ended_ = true;
+      }
       Finish(refused);
       return;
     }
@@ -523,7 +525,7 @@ class IngestReactor final
       // Between tensors: stop here so the client resends the rest elsewhere
       // or after the restart.
       EndLater(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                               "server shutting down; resend unacked tensors"));
+                            "server shutting down; resend unacked tensors"));
       return;
     }
     ReadNext();
