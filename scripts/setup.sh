@@ -3,7 +3,8 @@
 #   1. Debian packages (compilers, gRPC/Protobuf, Abseil, spdlog, GoogleTest,
 #      Google Benchmark, CLI11, yaml-cpp, nlohmann-json, libzip, clang for the
 #      fuzzers, headless Chromium and its driver for the HTML report's browser
-#      test); `apt-get update` only runs when something is missing.
+#      test, Prometheus for the /metrics scrape test); `apt-get update` only
+#      runs when something is missing.
 #   2. A Python venv (.venv) over /usr/bin/python3 with its system site
 #      packages (so Debian's CPU PyTorch, python3-torch, is importable), plus
 #      from PyPI: test tooling (numpy 1.x for torch's ABI, pytest, the
@@ -34,6 +35,7 @@ APT_PACKAGES=(
   libssl-dev
   python3 python3-venv python3-dev python3-torch
   chromium chromium-driver
+  prometheus
 )
 
 install_apt_packages() {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/descriptor.h"
 #include "absl/time/clock.h"
+#include "server/metrics/server_metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace reprod::server {
@@ -54,6 +55,13 @@ std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Mes
 }
 
 absl::StatusOr<auth::Principal> AuthGate::Authenticate(const grpc::ServerContextBase& context) {
+  absl::StatusOr<auth::Principal> who = BearerPrincipal(context);
+  if (!who.ok() && metrics_ != nullptr) metrics_->AuthFailed(who.status());
+  return who;
+}
+
+absl::StatusOr<auth::Principal> AuthGate::BearerPrincipal(
+    const grpc::ServerContextBase& context) const {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
@@ -72,6 +80,8 @@ absl::StatusOr<auth::Principal> AuthGate::Authenticate(const grpc::ServerContext
 absl::Status AuthGate::Refused(std::string_view route, absl::Status status) const {
   // The messages name labels and token ids, never the token.
   spdlog::warn("refused {}: {}", route, std::string(status.message()));
+  // Authenticate counted the unauthenticated ones already.
+  if (metrics_ != nullptr && absl::IsPermissionDenied(status)) metrics_->AuthFailed(status);
   return status;
 }
 

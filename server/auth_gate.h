@@ -72,7 +72,12 @@ class AuthGate {
   AuthGate(storage::Store& store, auth::TokenStore& tokens, auth::AuditLog* audit)
       : store_(store), tokens_(tokens), audit_(audit) {}
 
-  // The principal of the call's bearer token (UNAUTHENTICATED otherwise).
+  // Refusals are counted in `m` (reprod_auth_failures_total) from now on;
+  // nullptr counts nothing. Call before serving.
+  void set_metrics(metrics::ServerMetrics* m) { metrics_ = m; }
+
+  // The principal of the call's bearer token (UNAUTHENTICATED otherwise,
+  // counted in the metrics).
   absl::StatusOr<auth::Principal> Authenticate(const grpc::ServerContextBase& context);
 
   // Authenticate, then authorize `request` on `route` (acl.h: ResolveTarget,
@@ -95,6 +100,8 @@ class AuthGate {
   bool CanSeeReport(const auth::Principal& who, const storage::StoredReport& report);
 
  private:
+  // Authenticate without counting.
+  absl::StatusOr<auth::Principal> BearerPrincipal(const grpc::ServerContextBase& context) const;
   absl::Status Refused(std::string_view route, absl::Status status) const;
   void RecordRefusal(const auth::Principal& who, std::string_view route,
                      const google::protobuf::Message& request, const absl::Status& status);
@@ -102,6 +109,7 @@ class AuthGate {
   storage::Store& store_;
   auth::TokenStore& tokens_;
   auth::AuditLog* audit_;
+  metrics::ServerMetrics* metrics_ = nullptr;
 };
 
 // With auth off (env.auth == nullptr): std::nullopt. Otherwise the checked

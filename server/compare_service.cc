@@ -1,5 +1,6 @@
 #include "server/compare_service.h"
 
+#include <atomic>
 #include <set>
 #include <string>
 #include <tuple>
@@ -10,6 +11,7 @@
 #include "common/status_macros.h"
 #include "proto/wire.h"
 #include "server/auth_gate.h"
+#include "server/metrics/server_metrics.h"
 #include "server/review_ops.h"
 #include "server/proto_convert.h"
 #include "server/store_compare.h"
@@ -72,10 +74,16 @@ absl::Status CompareServiceImpl::CompareAndStore(
   // Refuse a bad format before the (long) comparison, not after it.
   REPROD_RETURN_IF_ERROR(ReportFormatFromProto(format).status());
   const absl::Time start = absl::Now();
+  std::atomic<uint64_t> compared_bytes{0};
+  StoreCompareOptions options = OptionsFromSpec(spec);
+  options.compared_bytes = &compared_bytes;
   REPROD_ASSIGN_OR_RETURN(
       core::Report report,
-      CompareStoredRuns(*env_.store, ref, cand, policy, *env_.backend,
-                        OptionsFromSpec(spec)));
+      CompareStoredRuns(*env_.store, ref, cand, policy, *env_.backend, options));
+  if (env_.metrics != nullptr) {
+    env_.metrics->Compared(env_.backend->name(), absl::ToDoubleSeconds(absl::Now() - start),
+                           compared_bytes.load());
+  }
   REPROD_ASSIGN_OR_RETURN(storage::StoredReport stored,
                           MakeStoredReport(report, absl::Now()));
   stored.policy_hash = PolicySpecHash(spec);  // what a signed verdict binds

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -22,6 +23,7 @@
 #include "proto/wire.h"
 #include "server/auth_gate.h"
 #include "server/ingest_budget.h"
+#include "server/metrics/server_metrics.h"
 #include "server/proto_convert.h"
 #include "server/quota_ledger.h"
 #include "server/review_ops.h"
@@ -164,7 +166,22 @@ struct InFlight {
   // Its bytes in the quota ledger: committed with the tensor, released when
   // the tensor is dropped.
   QuotaLedger::Reservation quota;
+  // When its BeginTensor arrived (reprod_ingest_ack_seconds).
+  std::chrono::steady_clock::time_point begun;
 };
+
+// The reprod_ingest_tensors_total label of a commit.
+std::string_view CommitKindLabel(storage::CommitKind kind) {
+  switch (kind) {
+    case storage::CommitKind::kStored:
+      return "stored";
+    case storage::CommitKind::kAlreadyPresent:
+      return "already_present";
+    case storage::CommitKind::kReplaced:
+      return "replaced";
+  }
+  return "unknown";
+}
 
 
 // What one stream did to one run, for its "push" audit record.
@@ -271,6 +288,7 @@ class StreamHandler {
           current_->header.byte_length, " bytes received)"));
     }
     last_run_ = begin.run();
+    const auto begun = std::chrono::steady_clock::now();
     tallies_[begin.run()];  // recorded even when nothing is acked
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
@@ -293,6 +311,7 @@ class StreamHandler {
     current_->header = *std::move(header);
     current_->writer = *std::move(writer);
     current_->quota = *std::move(quota);
+    current_->begun = begun;
     if (current_->header.byte_length == 0) return CommitAndAck();
     return absl::OkStatus();
   }
@@ -347,6 +366,11 @@ class StreamHandler {
     ack.set_kind(AckKindToProto(done->kind));
     ack.set_sequence(done->sequence);
     tallies_[current_->run].Count(done->kind, current_->header.byte_length);
+    if (env_.metrics != nullptr) {
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - current_->begun;
+      env_.metrics->TensorAcked(CommitKindLabel(done->kind), current_->header.byte_length,
+                                took.count());
+    }
     current_.reset();
     ++acked_;
     ack_ = std::move(ack);
@@ -478,6 +502,7 @@ class IngestReactor final
         guard_(shared->env.events),
         handler_(shared->env, &who_) {
     ++shared_->open_streams;
+    if (shared_->env.metrics != nullptr) shared_->env.metrics->StreamOpened();
     if (grpc::Status refused = Admit(); !refused.ok()) {
       {
         absl::MutexLock lock(&mu_);
@@ -543,6 +568,7 @@ class IngestReactor final
       if (--shared_->token_streams[token_id_] == 0) shared_->token_streams.erase(token_id_);
     }
     --shared_->open_streams;
+    if (shared_->env.metrics != nullptr) shared_->env.metrics->StreamClosed();
     IngestBudget& budget = shared_->budget;
     delete this;
     budget.Poke();

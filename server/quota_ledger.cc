@@ -163,4 +163,9 @@ QuotaLedger::Usage QuotaLedger::Namespace(std::string_view ns) const {
   return it == namespaces_.end() ? Usage{} : it->second;
 }
 
+std::map<std::string, QuotaLedger::Usage, std::less<>> QuotaLedger::Namespaces() const {
+  absl::MutexLock lock(&mu_);
+  return namespaces_;
+}
+
 }  // namespace reprod::server

@@ -125,6 +125,9 @@ class QuotaLedger {
 
   Usage Total() const ABSL_LOCKS_EXCLUDED(mu_);
   Usage Namespace(std::string_view ns) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Every namespace holding stored or reserved bytes now (reprodd's
+  // reprod_store_bytes metric), by name.
+  std::map<std::string, Usage, std::less<>> Namespaces() const ABSL_LOCKS_EXCLUDED(mu_);
 
   const Limits& limits() const { return limits_; }
 

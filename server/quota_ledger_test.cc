@@ -211,6 +211,28 @@ TEST(QuotaLedgerTest, DeletingARunGivesItsBytesBack) {
   EXPECT_EQ(ledger.Namespace("a").stored, StoreBytes(*store, "a/"));
 }
 
+TEST(QuotaLedgerTest, NamespacesListsEveryNamespaceWithBytes) {
+  auto store = storage::CreateMemoryStore();
+  QuotaLedger ledger({});
+  for (const char* run : {"a/one", "a/two", "b/one"}) {
+    ASSERT_THAT(store->CreateRun(MakeRun(run)), IsOk());
+  }
+  ASSERT_THAT(Push(ledger, *store, "a/one", "x", std::vector<uint8_t>(7)).status(), IsOk());
+  ASSERT_THAT(Push(ledger, *store, "a/two", "x", std::vector<uint8_t>(5)).status(), IsOk());
+  ASSERT_THAT(Push(ledger, *store, "b/one", "x", std::vector<uint8_t>(3)).status(), IsOk());
+  ASSERT_OK_AND_ASSIGN(QuotaLedger::Reservation held, ledger.Reserve("c/new", nullptr, 9));
+  const auto all = ledger.Namespaces();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all.at("a").stored, StoreBytes(*store, "a/"));
+  EXPECT_EQ(all.at("a").stored, 12u);
+  EXPECT_EQ(all.at("b").stored, 3u);
+  EXPECT_EQ(all.at("c").stored, 0u);
+  EXPECT_EQ(all.at("c").reserved, 9u);
+  ASSERT_THAT(store->DeleteRun("b/one").status(), IsOk());
+  ledger.RunDeleted("b/one");
+  EXPECT_FALSE(ledger.Namespaces().contains("b"));
+}
+
 TEST(QuotaLedgerTest, ATensorOfARunDeletedWhileInFlightAddsNothing) {
   auto store = storage::CreateMemoryStore();
   QuotaLedger ledger({});

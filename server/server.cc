@@ -23,8 +23,10 @@
 #include "server/auth_gate.h"
 #include "server/compare_service.h"
 #include "server/ingest_service.h"
+#include "server/metrics/server_metrics.h"
 #include "server/quota_ledger.h"
 #include "server/report_service.h"
+#include "server/review_ops.h"
 #include "server/run_service.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory/memory_store.h"
@@ -113,7 +115,29 @@ absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
   return all_loopback;
 }
 
+namespace {
+
+// reprodd's metrics, with reprod_store_bytes read from `quota` at each scrape.
+std::unique_ptr<metrics::ServerMetrics> MakeMetrics(const QuotaLedger& quota) {
+  std::string_view version = ServerVersion();  // "reprodd 0.1.0"
+  if (version.starts_with("reprodd ")) version.remove_prefix(std::string_view("reprodd ").size());
+  auto m = std::make_unique<metrics::ServerMetrics>(version);
+  m->registry().AddCallbackGauge(
+      "reprod_store_bytes", "Stored tensor bytes per run namespace (the quota ledger's count).",
+      {"namespace"}, [&quota] {
+        std::vector<std::pair<metrics::LabelValues, double>> out;
+        for (const auto& [ns, usage] : quota.Namespaces()) {
+          out.push_back({{ns}, static_cast<double>(usage.stored)});
+        }
+        return out;
+      });
+  return m;
+}
+
+}  // namespace
+
 struct ReprodServer::Impl {
+  std::unique_ptr<metrics::ServerMetrics> metrics;  // first made, last gone
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<auth::TokenStore> tokens;  // the gate's and review_ops.h's
   std::unique_ptr<auth::AuditLog> audit;     // always on
@@ -186,8 +210,10 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
                                          .namespace_quota_bytes =
                                              options.limits.namespace_quota_bytes}));
   spdlog::info("quotas: {} bytes stored", impl->quota->Total().stored);
+  impl->metrics = MakeMetrics(*impl->quota);
 
   ServiceEnv env;
+  env.metrics = impl->metrics.get();
   env.store = impl->store.get();
   env.quota = impl->quota.get();
   env.tokens = impl->tokens.get();
@@ -197,6 +223,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   env.limits = options.limits;
   if (tokens) {
     impl->auth = std::make_unique<AuthGate>(*impl->store, *impl->tokens, impl->audit.get());
+    impl->auth->set_metrics(impl->metrics.get());
     env.auth = impl->auth.get();
     spdlog::info("auth: tokens (every call needs 'authorization: Bearer <token>'; "
                  "docs/acl.md)");

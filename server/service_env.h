@@ -17,6 +17,9 @@ namespace reprod::server {
 
 class AuthGate;     // auth_gate.h
 class QuotaLedger;  // quota_ledger.h
+namespace metrics {
+class ServerMetrics;  // metrics/server_metrics.h
+}  // namespace metrics
 namespace auth {
 class TokenStore;  // auth/token_store.h
 class AuditLog;    // auth/audit_log.h
@@ -74,6 +77,9 @@ struct ServiceEnv {
   // tokens' own); set by ReprodServer, nullptr in tests without quotas
   // (then nothing is limited).
   QuotaLedger* quota = nullptr;
+  // reprodd's Prometheus metrics (GET /metrics); set by ReprodServer,
+  // nullptr in tests without metrics (then nothing is counted).
+  metrics::ServerMetrics* metrics = nullptr;
 };
 
 }  // namespace reprod::server

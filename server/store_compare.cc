@@ -201,6 +201,7 @@ class Planner {
       const core::TensorInfo& c = cand_.Info(p.cand);
       const auto n = static_cast<uint64_t>(NumElements(r.shape));
       const uint64_t bytes = n * DTypeSize(r.dtype) + n * DTypeSize(c.dtype);
+      if (options_.compared_bytes != nullptr) *options_.compared_bytes += bytes;
       if (bytes <= options_.small_pair_bytes) {
         AddSmall(i, p, r, c);
       } else if (p.transpose_cand) {

@@ -55,7 +55,9 @@
 #ifndef REPROD_SERVER_STORE_COMPARE_H_
 #define REPROD_SERVER_STORE_COMPARE_H_
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -79,6 +81,9 @@ struct StoreCompareOptions {
   // Largest read, per side, of one window of a large pair (at least one
   // element).
   size_t window_bytes = size_t{16} << 20;
+  // When set, the ref + cand bytes of every pair planned for reduction are
+  // added to it (reprodd's reprod_compare_bytes_total).
+  std::atomic<uint64_t>* compared_bytes = nullptr;
 };
 
 // Compares run `cand_run` against run `ref_run` of `store` under `policy` on

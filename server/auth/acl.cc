@@ -101,6 +101,15 @@ constexpr AclEntry kTable[] = {
     // --- HTTP routes of the web UI (server/web/) -------------------------------
     // Pages (HTML forms; POSTs from a browser session carry a CSRF token).
     {.route = "GET /healthz", .http = true, .access = Access::kPublic},
+    // Prometheus metrics (text format 0.0.4). Public: a Prometheus server
+    // scrapes without a browser session. The numbers name no run, report or
+    // token; reprod_store_bytes names each namespace with its stored bytes,
+    // which the callers who may list runs mostly know already. Making it
+    // admin would put an admin token (one that deletes runs and mints
+    // tokens) into every Prometheus config, a worse trade; where namespace
+    // names must stay private, keep --http-listen on loopback or behind a
+    // network policy that lets only Prometheus in.
+    {.route = "GET /metrics", .http = true, .access = Access::kPublic},
     {.route = "GET /login", .http = true, .access = Access::kPublic},
     {.route = "POST /login", .http = true, .access = Access::kPublic},
     {.route = "POST /logout", .http = true, .access = Access::kAuthenticated},

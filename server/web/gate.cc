@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/metrics/server_metrics.h"
 #include "server/review_ops.h"
 #include "spdlog/spdlog.h"
 
@@ -52,6 +53,7 @@ absl::StatusOr<Caller> WebGate::Check(const RouteMatch& match,
     if (!absl::IsUnauthenticated(caller.status())) return caller.status();
     spdlog::warn("http {}: refused: {}", std::string(route),
                  std::string(caller.status().message()));
+    if (env_.metrics != nullptr) env_.metrics->AuthFailed(caller.status());
     return absl::UnauthenticatedError(
         absl::StrCat(std::string(route), ": ", caller.status().message()));
   }
@@ -62,6 +64,7 @@ absl::StatusOr<Caller> WebGate::Check(const RouteMatch& match,
   if (absl::Status s = auth::Authorize(&caller->who, route, *target); !s.ok()) {
     spdlog::warn("http {}: refused token '{}': {}", std::string(route), caller->who.label,
                  std::string(s.message()));
+    if (env_.metrics != nullptr) env_.metrics->AuthFailed(s);
     return s;
   }
   return caller;

@@ -1,5 +1,6 @@
 #include "server/web/handler.h"
 
+#include <atomic>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -8,6 +9,7 @@
 #include "common/status_macros.h"
 #include "core/policy.h"
 #include "server/compare_service.h"
+#include "server/metrics/server_metrics.h"
 #include "server/review_ops.h"
 #include "server/store_compare.h"
 #include "server/stored_report.h"
@@ -89,8 +91,17 @@ absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx, std
   v1::PolicySpec spec;
   spec.set_preset(preset.empty() ? "reprod" : std::string(preset));
   REPROD_ASSIGN_OR_RETURN(core::Policy policy, PolicyFromSpec(spec));
-  REPROD_ASSIGN_OR_RETURN(core::Report report,
-                          CompareStoredRuns(*ctx.env->store, ref, cand, policy, *ctx.env->backend));
+  const absl::Time start = absl::Now();
+  std::atomic<uint64_t> compared_bytes{0};
+  StoreCompareOptions options;
+  options.compared_bytes = &compared_bytes;
+  REPROD_ASSIGN_OR_RETURN(
+      core::Report report,
+      CompareStoredRuns(*ctx.env->store, ref, cand, policy, *ctx.env->backend, options));
+  if (ctx.env->metrics != nullptr) {
+    ctx.env->metrics->Compared(ctx.env->backend->name(),
+                               absl::ToDoubleSeconds(absl::Now() - start), compared_bytes.load());
+  }
   REPROD_ASSIGN_OR_RETURN(storage::StoredReport stored, MakeStoredReport(report, absl::Now()));
   stored.policy_hash = PolicySpecHash(spec);  // what a signed verdict binds
   REPROD_RETURN_IF_ERROR(ctx.env->store->PutReport(stored));
@@ -102,6 +113,7 @@ absl::StatusOr<storage::StoredReport> CompareAndStore(const WebContext& ctx, std
 const std::map<std::string_view, Handler>& Handlers() {
   static const auto* const kHandlers = new std::map<std::string_view, Handler>{
       {"GET /healthz", &Healthz},
+      {"GET /metrics", &Metrics},
       {"GET /login", &LoginForm},
       {"POST /login", &LoginSubmit},
       {"POST /logout", &Logout},

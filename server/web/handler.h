@@ -95,6 +95,9 @@ absl::StatusOr<WebResponse> RevokeTokenForm(const WebContext&, const WebRequest&
 absl::StatusOr<WebResponse> AuditPage(const WebContext&, const WebRequest&);
 // login.cc
 absl::StatusOr<WebResponse> Healthz(const WebContext&, const WebRequest&);
+// GET /metrics: the registry of ctx.env->metrics (404 when the server has
+// none).
+absl::StatusOr<WebResponse> Metrics(const WebContext&, const WebRequest&);
 absl::StatusOr<WebResponse> LoginForm(const WebContext&, const WebRequest&);
 absl::StatusOr<WebResponse> LoginSubmit(const WebContext&, const WebRequest&);
 absl::StatusOr<WebResponse> Logout(const WebContext&, const WebRequest&);

@@ -5,6 +5,7 @@
 #include "absl/time/clock.h"
 #include "server/auth/token.h"
 #include "server/auth/token_store.h"
+#include "server/metrics/server_metrics.h"
 #include "server/web/handler.h"
 #include "spdlog/spdlog.h"
 
@@ -34,6 +35,16 @@ std::string LoginPageHtml(std::string_view message) {
 absl::StatusOr<WebResponse> Healthz(const WebContext&, const WebRequest&) {
   WebResponse r = WebResponse::Html("ok\n");
   r.content_type = "text/plain; charset=utf-8";
+  return r;
+}
+
+absl::StatusOr<WebResponse> Metrics(const WebContext& ctx, const WebRequest&) {
+  if (ctx.env->metrics == nullptr) {
+    return absl::NotFoundError("this server keeps no metrics (GET /metrics)");
+  }
+  WebResponse r;
+  r.content_type = std::string(metrics::Registry::kContentType);
+  r.body = ctx.env->metrics->registry().Render();
   return r;
 }
 

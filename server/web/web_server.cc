@@ -176,7 +176,8 @@ absl::StatusOr<WebResponse> WebServer::Impl::Handle(const httplib::Request& req,
   // Pages need a session for their forms' CSRF token: with --auth none an
   // anonymous one is made on the first page view.
   if (!gate->auth_on() && !wr.caller.session.has_value() && !api && req.method == "GET" &&
-      match.entry->route != std::string_view("GET /healthz")) {
+      match.entry->route != std::string_view("GET /healthz") &&
+      match.entry->route != std::string_view("GET /metrics")) {
     REPROD_ASSIGN_OR_RETURN(Session s, sessions.Create("", absl::Now()));
     *new_cookie = s.id;
     wr.caller.session = std::move(s);
