@@ -284,5 +284,35 @@ TEST(Logging, FormatterShowsClientBytesOnOneVisibleLine) {
   EXPECT_NE(std::string(out.data(), out.size()).find("(3145728 bytes)"), std::string::npos);
 }
 
+TEST(Logging, JsonLinesEscapeTheMessage) {
+  auto formatter = MakeLogFormatter(LogFormat::kJson);
+  const std::string payload = "run \"a\\b\"\nforged\x01\xff end";
+  spdlog::details::log_msg msg("reprod", spdlog::level::warn, payload);
+  spdlog::memory_buf_t out;
+  formatter->format(msg, out);
+  const std::string line(out.data(), out.size());
+  ASSERT_FALSE(line.empty());
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << line;
+  // The message as VisibleName shows it, then `"` and `\` JSON-escaped:
+  // `run "a\b"` + `\n` + `forged\x01\xff end` (visible escapes).
+  EXPECT_NE(line.find(R"("level":"warning","msg":"run \"a\\b\"\\nforged\\x01\\xff end"})"),
+            std::string::npos)
+      << line;
+  EXPECT_TRUE(line.starts_with(R"({"time":")")) << line;
+  // 2026-12-02T05:00:00.123Z: ISO 8601 in UTC.
+  const size_t t = std::string_view(R"({"time":")").size();
+  ASSERT_GT(line.size(), t + 24);
+  EXPECT_EQ(line[t + 10], 'T') << line;
+  EXPECT_EQ(line.substr(t + 23, 2), "Z\"") << line;
+}
+
+TEST(Logging, ParseLogFormat) {
+  EXPECT_EQ(*ParseLogFormat("text"), LogFormat::kText);
+  EXPECT_EQ(*ParseLogFormat("json"), LogFormat::kJson);
+  EXPECT_FALSE(ParseLogFormat("JSON").ok());
+  EXPECT_NE(ParseLogFormat("xml").status().message().find("'xml' (text, json)"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace reprod

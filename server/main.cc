@@ -94,6 +94,7 @@ struct Flags {
   std::string store = "rocksdb";
   std::string backend = "auto";
   std::string log_level = "info";
+  std::string log_format = "text";
   std::string port_file;
   std::string http_listen = "127.0.0.1:8080";
   std::string http_port_file;
@@ -213,6 +214,10 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "trace, debug, info, warn, error, off")
       ->envname("REPROD_LOG_LEVEL")
       ->capture_default_str();
+  app.add_option("--log-format", f.log_format,
+                 "text, or json: one JSON object per line (time in UTC, level, msg)")
+      ->envname("REPROD_LOG_FORMAT")
+      ->capture_default_str();
   app.set_version_flag("--version", "reprodd 0.1.0");
 }
 
@@ -282,7 +287,13 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  if (auto s = reprod::InitLogging(f.log_level); !s.ok()) {
+  absl::StatusOr<reprod::LogFormat> log_format = reprod::ParseLogFormat(f.log_format);
+  if (!log_format.ok()) {
+    std::fprintf(stderr, "reprodd: --log-format: %s\n",
+                 std::string(log_format.status().message()).c_str());
+    return 2;
+  }
+  if (auto s = reprod::InitLogging(f.log_level, *log_format); !s.ok()) {
     std::fprintf(stderr, "reprodd: %s\n", std::string(s.message()).c_str());
     return 2;
   }
