@@ -90,7 +90,9 @@ def _unit_copy(directory, with_gpu, unit_text=None):
     text = unit_text if unit_text is not None else UNIT.read_text()
     assert "ExecStart=/usr/local/bin/reprodd " in text
     unit = directory / "reprodd.service"
-    unit.write_text(text.replace("ExecStart=/usr/local/bin/reprodd ", f"ExecStart={REPRODD} "))
+    # systemd wants an absolute path (REPROD_BIN_DIR may be relative).
+    unit.write_text(text.replace("ExecStart=/usr/local/bin/reprodd ",
+                                 f"ExecStart={REPRODD.resolve()} "))
     if with_gpu:
         (directory / "reprodd.service.d").mkdir()
         shutil.copy(GPU_DROPIN, directory / "reprodd.service.d" / "gpu.conf")
