@@ -546,13 +546,6 @@ class IngestReactor final
       EndLater(wire::ToGrpcStatus(absl::CancelledError("client went away before the ack")));
       return;
     }
-    if (handler_.between_tensors() && shared_->env.events->shutting_down()) {
-      // Between tensors: stop here so the client resends the rest elsewhere
-      // or after the restart.
-      EndLater(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "server shutting down; resend unacked tensors"));
-      return;
-    }
     ReadNext();
   }
 
@@ -623,8 +616,14 @@ class IngestReactor final
     return grpc::Status::OK;
   }
 
-  // Asks for the next message once the budget has room for it.
+  // Asks for the next message once the budget has room for it; between
+  // tensors of a server shutting down, ends the stream instead, so the
+  // client resends the rest elsewhere or after the restart.
   void ReadNext() {
+    if (handler_.between_tensors() && shared_->env.events->shutting_down()) {
+      EndLater(ShuttingDown());
+      return;
+    }
     {
       absl::MutexLock lock(&mu_);
       phase_ = Phase::kParked;
@@ -641,8 +640,9 @@ class IngestReactor final
     {
       absl::MutexLock lock(&mu_);
       if (ended_ || cancelled_) {
-        // Give the reservation back outside the lock (Release may resume
-        // other streams).
+        // Give the reservation back on a worker: Release may resume other
+        // parked streams, which must not run nested inside this resume,
+        // nor under this lock.
         shared_->workers.Post([budget = &shared_->budget, reserved] { budget->Release(reserved); });
       }
       if (ended_) return;
@@ -693,12 +693,13 @@ class IngestReactor final
       StartWrite(&ack_);
       return;
     }
-    if (handler_.between_tensors() && env.events->shutting_down()) {
-      EndLater(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "server shutting down; resend unacked tensors"));
-      return;
-    }
     ReadNext();
+  }
+
+  // The status of a stream ended between tensors by the shutdown.
+  static grpc::Status ShuttingDown() {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "server shutting down; resend unacked tensors");
   }
 
   // The status of a stream whose client closed its side (or went away).
@@ -711,7 +712,7 @@ class IngestReactor final
   }
 
   // On the watchdog's thread, with its lock held: claims the end if the
-  // stream still waits on its client, and leaves the rest to a worker.
+  // stream still waits on its client, and leaves the rest to a closer.
   void OnWatchdog(IdleWatchdog::Reason why) {
     {
       absl::MutexLock lock(&mu_);
@@ -720,8 +721,7 @@ class IngestReactor final
     }
     grpc::Status status;
     if (why == IdleWatchdog::Reason::kShutdown) {
-      status = grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "server shutting down; resend unacked tensors");
+      status = ShuttingDown();
     } else {
       const std::string message = absl::StrCat(
           "ingest stream idle for ", absl::FormatDuration(shared_->watchdog.timeout()),
@@ -749,8 +749,8 @@ class IngestReactor final
     Conclude(std::move(status));
   }
 
-  // Once per stream, on a worker: the audit records, then Finish. After
-  // Finish the reactor may be deleted at any moment (OnDone).
+  // Once per stream, on a closer thread: the audit records, then Finish.
+  // After Finish the reactor may be deleted at any moment (OnDone).
   void Conclude(grpc::Status status) {
     handler_.Discard();
     if (status.ok()) {

@@ -310,8 +310,9 @@ void ReprodServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   spdlog::info("shutting down: no new calls; finishing tensors in flight");
-  spdlog::info("ingest buffer: at most {} bytes held or reserved at once (--ingest-buffer-bytes {})",
-               impl_->ingest->budget_peak_bytes(), impl_->env.limits.ingest_buffer_bytes);
+  spdlog::info(
+      "ingest buffer: at most {} bytes held or reserved at once (--ingest-buffer-bytes {})",
+      impl_->ingest->budget_peak_bytes(), impl_->env.limits.ingest_buffer_bytes);
   if (auto* health = impl_->server->GetHealthCheckService()) {
     health->SetServingStatus(false);
   }

@@ -90,6 +90,16 @@ def reprodctl():
 REPRODD = BIN_DIR / "server" / "reprodd"
 
 
+def stop_process(proc, timeout=20):
+    """SIGTERM `proc` and wait for it; SIGKILL after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Reprodd:
     """A reprodd process on loopback: memory store, or RocksDB in data_dir.
 
@@ -165,12 +175,7 @@ class Reprodd:
     def stop(self):
         """SIGTERM (clean stop), SIGKILL after 20 s."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         if self.log:
             self.log.close()
             self.log = None

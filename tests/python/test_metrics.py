@@ -24,7 +24,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Debian's requests warns about urllib3's version
     import requests
 
-from conftest import Reprodd
+from conftest import Reprodd, stop_process
 from reprod_client import Client, ReprodError
 from test_auth_server import _token
 
@@ -215,10 +215,5 @@ def test_real_prometheus_scrapes_reprodd(pushed, tmp_path):
         assert series["metric"]["job"] == "reprodd"
         assert series["metric"]["instance"] == f"127.0.0.1:{server.http_port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

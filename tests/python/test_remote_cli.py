@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 import layouts
-from conftest import BIN_DIR, REPRODCTL, ROOT, Result
+from conftest import BIN_DIR, REPRODCTL, ROOT, Result, stop_process
 
 REPRODD = BIN_DIR / "server" / "reprodd"
 TESTDATA = ROOT / "formats" / "testdata"
@@ -55,12 +54,7 @@ def server(tmp_path_factory):
         port = _wait_for_port(port_file, proc)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

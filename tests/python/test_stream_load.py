@@ -38,10 +38,11 @@ PUSH_MAX_RSS = 512 * MiB          # reprodd peak RSS for 200 x 8 MiB at once
 
 
 class ProcSampler:
-    """Samples a process's threads and RSS from /proc every 20 ms."""
+    """Samples a process's thread count from /proc every 20 ms; its peak RSS
+    is the kernel's own (VmHWM)."""
 
     def __init__(self, pid):
-        self.pid, self.max_threads, self.max_rss = pid, 0, 0
+        self.pid, self.max_threads = pid, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -54,7 +55,6 @@ class ProcSampler:
                 return
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             self.max_threads = max(self.max_threads, int(fields["Threads"]))
-            self.max_rss = max(self.max_rss, int(fields["VmRSS"].split()[0]) * 1024)
             self._stop.wait(0.02)
 
     def stop(self):
@@ -65,6 +65,13 @@ class ProcSampler:
         """VmHWM: the kernel's own peak, which no sampling gap can miss."""
         status = Path(f"/proc/{self.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def create_runs(client, prefix, n):
+    """Creates runs PREFIX/r0 .. PREFIX/r{n-1} (what ingest_load.py pushes to)."""
+    for k in range(n):
+        client._runs_stub.CreateRun(client._pb.runs.CreateRunRequest(
+            run=client._pb.runs.Run(name=f"{prefix}/r{k}", framework="t")))
 
 
 def run_loader(address, tmp_path, streams, nbytes, mode, prefix):
@@ -82,9 +89,7 @@ def test_2000_stalled_streams_end_by_the_idle_timeout(tmp_path):
     sampler = ProcSampler(server.proc.pid)
     try:
         client = reprod_client.Client(server.address)
-        for k in range(STALLED_STREAMS):
-            client._runs_stub.CreateRun(client._pb.runs.CreateRunRequest(
-                run=client._pb.runs.Run(name=f"stall/r{k}", framework="t"), exist_ok=True))
+        create_runs(client, "stall", STALLED_STREAMS)
         started = time.monotonic()
         loader, out = run_loader(server.address, tmp_path, STALLED_STREAMS, MiB, "stall", "stall")
         # Meanwhile a normal client pushes two runs and compares them.
@@ -130,9 +135,7 @@ def test_200_concurrent_8mib_streams_stay_under_the_memory_bound(tmp_path):
     sampler = ProcSampler(server.proc.pid)
     try:
         client = reprod_client.Client(server.address)
-        for k in range(PUSH_STREAMS):
-            client._runs_stub.CreateRun(client._pb.runs.CreateRunRequest(
-                run=client._pb.runs.Run(name=f"load/r{k}", framework="t")))
+        create_runs(client, "load", PUSH_STREAMS)
         loader, out = run_loader(server.address, tmp_path, PUSH_STREAMS, size, "push", "load")
         assert loader.wait(timeout=300) == 0
         sampler.stop()
