@@ -175,6 +175,20 @@ struct StoredReport {
   std::map<std::string, std::string> renderings;
 };
 
+// What Store::Backup wrote.
+struct BackupInfo {
+  std::string dir;        // the backup's directory, as given
+  uint64_t files = 0;     // files in it
+  uint64_t bytes = 0;     // their total size (hard-linked files count too)
+  uint64_t sequence = 0;  // the engine's sequence number the copy holds
+};
+
+// What Store::Compact did: bytes of the store's files before and after.
+struct CompactInfo {
+  uint64_t bytes_before = 0;
+  uint64_t bytes_after = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -231,6 +245,27 @@ class Store {
   // (key, value) pairs whose key starts with prefix, sorted by key.
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
   ListAuthRecords(std::string_view prefix) = 0;
+
+  // --- maintenance --------------------------------------------------------
+  // Writes a copy of the whole store (runs, tensors, reports, auth records)
+  // as it stood at one instant into `dir`, while the store keeps serving.
+  // `dir` must not exist; its parent must. Every tensor whose Commit
+  // returned before the call is in the copy; one still being written is not
+  // (its partial bytes are reclaimed when the copy is opened). Immutable
+  // files are hard-linked when `dir` is on the store's filesystem (no extra
+  // space), copied otherwise. The copy opens as a store of its own
+  // (OpenRocksDbStore). AlreadyExists when `dir` exists; Unimplemented for
+  // a store without files (memory).
+  virtual absl::StatusOr<BackupInfo> Backup(const std::string& dir) {
+    return absl::UnimplementedError(
+        "this store keeps nothing on disk; no backup of it can be written to " + dir);
+  }
+  // Rewrites the store's files so that space held by deleted runs and
+  // replaced tensors is given back to the filesystem. Runs while the store
+  // serves (slower meanwhile); blocks until done. Unimplemented for memory.
+  virtual absl::StatusOr<CompactInfo> Compact() {
+    return absl::UnimplementedError("this store keeps nothing on disk; there is nothing to compact");
+  }
 };
 
 }  // namespace reprod::storage

@@ -51,13 +51,6 @@ constexpr uint64_t kMinResumeBytes = 1 << 20;
 constexpr char kRunCounter[] = "run";
 constexpr char kBlobCounter[] = "blob";
 
-absl::Status Annotate(const absl::Status& status, std::string_view prefix) {
-  if (status.ok()) return status;
-  return absl::Status(
-      status.code(),
-      absl::StrCat(std::string(prefix), ": ", std::string(status.message())));
-}
-
 rocksdb::Slice ToSlice(std::string_view s) {
   return rocksdb::Slice(s.data(), s.size());
 }

@@ -110,6 +110,27 @@ struct RocksDbStoreOptions {
 absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
     const std::string& dir, const RocksDbStoreOptions& options = {});
 
+// What RestoreRocksDbStore did.
+struct RestoreInfo {
+  uint64_t files = 0;   // files in the restored store
+  uint64_t linked = 0;  // of them, hard links to the backup's (immutable) files
+  uint64_t bytes = 0;
+  uint64_t runs = 0;
+  uint64_t tensors = 0;
+};
+
+// Makes `dir` a store holding what the backup in `backup_dir` holds (a
+// folder Store::Backup wrote). Table and blob files, which RocksDB never
+// changes, are hard-linked when both folders share a filesystem, the rest
+// is copied, so the backup stays as it was. Works in `dir`.restoring and
+// renames it to `dir` only after the result opened as a store (which also
+// drops uploads that were in flight at backup time): a failed restore
+// leaves no `dir`. FailedPrecondition when `dir` exists and is not an
+// empty folder, when `backup_dir` is not a store, or the store's format is
+// newer than this build reads (naming both versions); Unavailable for I/O.
+absl::StatusOr<RestoreInfo> RestoreRocksDbStore(const std::string& backup_dir,
+                                                const std::string& dir);
+
 }  // namespace reprod::storage
 
 #endif  // REPROD_STORAGE_ROCKSDB_ROCKSDB_STORE_H_

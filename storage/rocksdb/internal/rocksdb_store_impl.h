@@ -90,6 +90,9 @@ class RocksDbStore final : public Store {
   absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>>
   ListAuthRecords(std::string_view prefix) override;
+  // rocksdb_store_maintenance.cc: a checkpoint; a manual compaction.
+  absl::StatusOr<BackupInfo> Backup(const std::string& dir) override;
+  absl::StatusOr<CompactInfo> Compact() override;
 
   // --- for writers --------------------------------------------------------
   // Allocates a blob id for an upload into run `run_id` and records its

@@ -25,4 +25,11 @@ absl::Status FromRocksDb(const rocksdb::Status& status,
   return absl::InternalError(message);
 }
 
+absl::Status Annotate(const absl::Status& status, std::string_view prefix) {
+  if (status.ok()) return status;
+  return absl::Status(
+      status.code(),
+      absl::StrCat(std::string(prefix), ": ", std::string(status.message())));
+}
+
 }  // namespace reprod::storage::internal

@@ -23,6 +23,9 @@ namespace reprod::storage::internal {
 absl::Status FromRocksDb(const rocksdb::Status& status,
                          std::string_view context);
 
+// `status` with "prefix: " before its message (OK stays OK).
+absl::Status Annotate(const absl::Status& status, std::string_view prefix);
+
 }  // namespace reprod::storage::internal
 
 #endif  // REPROD_STORAGE_ROCKSDB_INTERNAL_STATUS_H_
