@@ -177,7 +177,8 @@ RemoteClient::RemoteClient(std::string target, ConnectOptions options,
       compare_(v1::CompareService::NewStub(channel_)),
       reports_(v1::ReportService::NewStub(channel_)),
       tokens_(v1::TokenService::NewStub(channel_)),
-      audit_(v1::AuditService::NewStub(channel_)) {}
+      audit_(v1::AuditService::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 RemoteClient::~RemoteClient() = default;
 
@@ -335,6 +336,17 @@ absl::StatusOr<v1::Report> RemoteClient::GetReport(const std::string& id, v1::Re
   grpc::Status status = reports_->GetReport(&context, request, &response);
   if (!status.ok()) return FromRpc(status);
   return response;
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> RemoteClient::CheckHealth(
+    absl::Duration timeout) {
+  grpc::ClientContext context;
+  SetDeadline(&context, timeout);
+  grpc::health::v1::HealthCheckRequest request;  // service "": the whole server
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = health_->Check(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response.status();
 }
 
 absl::StatusOr<std::vector<v1::Report>> RemoteClient::ListReports(const std::string& run,

@@ -57,6 +57,7 @@
 #include "client/cpp/ingest_messages.h"
 #include "client/cpp/tensor_source.h"
 #include "common/tls.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "reprod/v1/compare.grpc.pb.h"
 #include "reprod/v1/ingest.grpc.pb.h"
 #include "reprod/v1/review.grpc.pb.h"
@@ -228,6 +229,14 @@ class RemoteClient {
   absl::StatusOr<PushSummary> Push(const std::string& run, TensorSource& source,
                                    const PushOptions& options = {});
 
+  // The serving status the standard gRPC health service
+  // (grpc.health.v1.Health/Check, public on every reprodd) reports for the
+  // whole server: SERVING while it takes calls, NOT_SERVING once it is
+  // shutting down. UNAVAILABLE / DEADLINE_EXCEEDED as for the other calls
+  // when it cannot be reached or does not answer within `timeout`.
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(
+      absl::Duration timeout);
+
  private:
   RemoteClient(std::string target, ConnectOptions options, std::shared_ptr<grpc::Channel> channel);
 
@@ -251,6 +260,7 @@ class RemoteClient {
   std::unique_ptr<v1::ReportService::Stub> reports_;
   std::unique_ptr<v1::TokenService::Stub> tokens_;
   std::unique_ptr<v1::AuditService::Stub> audit_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 }  // namespace reprod::client

@@ -41,6 +41,7 @@ Examples:
   reprodctl runs ls
   reprodctl --server reprod.lan:50051 --tls-ca ca.pem runs ls
   reprodctl report get rpt-0123456789abcdef
+  reprodctl health                      # exit 0 SERVING, 1 NOT_SERVING, 3 unreachable
 
 On a review server (reprodd --auth tokens): judges publish references and
 sign verdicts, admins manage tokens and read the audit log:
@@ -96,7 +97,7 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
   const std::pair<const char*, Register> kCommands[] = {
       {"compare", RegisterCompare}, {"review", RegisterReview}, {"inspect", RegisterInspect},
       {"push", RegisterPush},       {"runs", RegisterRuns},     {"watch", RegisterWatch},
-      {"report", RegisterReport},
+      {"report", RegisterReport},   {"health", RegisterHealth},
   };
   for (const auto& [name, reg] : kCommands) {
     Runner runner = reg(app_, global_);

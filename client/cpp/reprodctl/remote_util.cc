@@ -29,8 +29,8 @@ nlohmann::json AddressJson(const v1::TensorAddress& a) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global) {
-  client::ConnectOptions options;
+absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(
+    const GlobalOptions& global, client::ConnectOptions options) {
   if (!global.tls_ca.empty() || !global.tls_cert.empty() || !global.tls_key.empty()) {
     absl::StatusOr<tls::TlsPem> pem =
         tls::LoadClientTls(global.tls_ca, global.tls_cert, global.tls_key);

@@ -30,7 +30,9 @@ namespace reprod::reprodctl {
 // --tls-key is given (files read and checked first: InvalidArgument naming
 // a bad one). UNAVAILABLE (within a few seconds) when no server answers
 // there, with a TLS hint when the failure looks like a TLS mismatch.
-absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(const GlobalOptions& global);
+// `options` gives the timeouts; its tls and token are set from `global`.
+absl::StatusOr<std::unique_ptr<client::RemoteClient>> ConnectToServer(
+    const GlobalOptions& global, client::ConnectOptions options = {});
 
 // kExitUnreachable for UNAVAILABLE and DEADLINE_EXCEEDED (the server could
 // not be reached or did not answer), kExitBadInput for every other error
