@@ -51,6 +51,8 @@ std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Mes
   if (route == kRouteSignReport) return "sign";
   if (route == kRouteCreateToken) return "token-create";
   if (route == kRouteRevokeToken) return "token-revoke";
+  if (route == kRouteBackup) return "backup";
+  if (route == kRouteCompact) return "compact";
   return "";
 }
 

@@ -58,11 +58,13 @@ inline constexpr std::string_view kRouteListTokens = "/reprod.v1.TokenService/Li
 inline constexpr std::string_view kRouteRevokeToken = "/reprod.v1.TokenService/RevokeToken";
 inline constexpr std::string_view kRouteListEvents = "/reprod.v1.AuditService/ListEvents";
 inline constexpr std::string_view kRouteVerifyAudit = "/reprod.v1.AuditService/VerifyAudit";
+inline constexpr std::string_view kRouteBackup = "/reprod.v1.AdminService/Backup";
+inline constexpr std::string_view kRouteCompact = "/reprod.v1.AdminService/Compact";
 
 // The audit verb of a mutating gRPC route ("create", "push", "seal" or
 // "abort" by the request's abort flag, "delete", "publish"/"unpublish",
-// "sign", "token-create", "token-revoke"); empty for routes that change
-// nothing.
+// "sign", "token-create", "token-revoke", "backup", "compact"); empty for
+// routes that change nothing.
 std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Message& request);
 
 class AuthGate {

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "server/auth/token_command.h"
+#include "server/restore_command.h"
 #include "server/server.h"
 #include "server/web/web_server.h"
 #include "spdlog/spdlog.h"
@@ -70,6 +71,15 @@ signatures), publishing, tokens and the audit log, checked against the same
 table; with --auth tokens log in at /login with a token. It uses the same
 --tls-* files (HTTPS; mutual TLS with --tls-client-ca) and the same
 non-loopback rule.
+
+Backups: --backup-root DIR lets admins write consistent copies of the
+store while it serves (`reprodctl admin backup NAME`, into DIR/NAME);
+`reprodd restore DIR/NAME --data-dir NEW` makes a data dir from one.
+`reprodctl admin compact` gives back the space of deleted runs.
+
+Exit codes: 0 stopped cleanly; 2 bad flags or a data dir it cannot use
+(in use by another process, written by a newer reprodd: the message names
+both format versions); 1 anything else (port taken, I/O errors).
 
 Every option can also be set by the environment variable named in [env].
 SIGTERM or Ctrl-C stop it cleanly: no new calls, tensors in flight are
@@ -134,6 +144,11 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "Directory of the embedded RocksDB store (created if missing)")
       ->envname("REPROD_DATA_DIR")
       ->capture_default_str();
+  app.add_option("--backup-root", f.options.backup_root,
+                 "Folder for `reprodctl admin backup NAME` (created if missing; put it on "
+                 "--data-dir's filesystem, next to it, so backups hard-link files); unset = "
+                 "backups off")
+      ->envname("REPROD_BACKUP_ROOT");
   app.add_option("--store", f.store,
                  "rocksdb (durable, default) or memory (tests; lost on exit)")
       ->check(CLI::IsMember({"rocksdb", "memory"}))
@@ -278,6 +293,10 @@ int main(int argc, char** argv) {
     return reprod::server::auth::RunTokenCommand(argc - 1, argv + 1,
                                                  std::cout, std::cerr);
   }
+  // `reprodd restore BACKUP --data-dir DIR` makes a data dir from a backup.
+  if (argc > 1 && std::string(argv[1]) == "restore") {
+    return reprod::server::RunRestoreCommand(argc - 1, argv + 1, std::cout, std::cerr);
+  }
   CLI::App app(kDescription, "reprodd");
   Flags f;
   AddFlags(app, f);
@@ -311,8 +330,13 @@ int main(int argc, char** argv) {
   auto server = reprod::server::ReprodServer::Start(f.options);
   if (!server.ok()) {
     spdlog::error("{}", std::string(server.status().message()));
-    return server.status().code() == absl::StatusCode::kInvalidArgument ? 2
-                                                                         : 1;
+    // Bad flags, and a data dir this build cannot use as it stands (in use
+    // by another process, a newer store format) are the operator's to fix.
+    const absl::StatusCode code = server.status().code();
+    return code == absl::StatusCode::kInvalidArgument ||
+                   code == absl::StatusCode::kFailedPrecondition
+               ? 2
+               : 1;
   }
   spdlog::info("reprodd listening on {} (health, reflection on)",
                (*server)->address());

@@ -7,7 +7,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -28,6 +31,7 @@
 #include "server/report_service.h"
 #include "server/review_ops.h"
 #include "server/run_service.h"
+#include "server/store_admin_service.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory/memory_store.h"
 #include "storage/rocksdb/rocksdb_store.h"
@@ -134,6 +138,31 @@ std::unique_ptr<metrics::ServerMetrics> MakeMetrics(const QuotaLedger& quota) {
   return m;
 }
 
+// Creates --backup-root when missing. InvalidArgument when it cannot be
+// made or lies in the data dir (RocksDB owns that folder).
+absl::Status PrepareBackupRoot(const ServerOptions& options) {
+  if (options.backup_root.empty()) return absl::OkStatus();
+  std::error_code ec;
+  std::filesystem::create_directories(options.backup_root, ec);
+  if (ec || !std::filesystem::is_directory(options.backup_root)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create --backup-root ",
+                                                   options.backup_root, ": ",
+                                                   ec ? ec.message() : "not a directory"));
+  }
+  const std::filesystem::path root = std::filesystem::weakly_canonical(options.backup_root, ec);
+  const std::filesystem::path data = std::filesystem::weakly_canonical(options.data_dir, ec);
+  const bool inside_data =
+      std::mismatch(data.begin(), data.end(), root.begin(), root.end()).first == data.end();
+  if (options.store == StoreKind::kRocksDb && inside_data) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backup-root ", options.backup_root, " is inside --data-dir ", options.data_dir,
+        ", which the store owns; pick a folder next to it (same filesystem, e.g. ",
+        (data.parent_path() / "backups").string(), ")"));
+  }
+  spdlog::info("backups: into {} (reprodctl admin backup)", options.backup_root);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct ReprodServer::Impl {
@@ -151,6 +180,7 @@ struct ReprodServer::Impl {
   std::unique_ptr<ReportServiceImpl> reports;
   std::unique_ptr<TokenServiceImpl> token_service;
   std::unique_ptr<AuditServiceImpl> audit_service;
+  std::unique_ptr<AdminServiceImpl> admin_service;
   ServiceEnv env;  // what the services got, for the web UI (env())
   std::unique_ptr<grpc::Server> server;
   absl::Mutex mu;
@@ -181,6 +211,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
                  options.listen);
   }
 
+  REPROD_RETURN_IF_ERROR(PrepareBackupRoot(options));
   auto impl = std::make_unique<Impl>();
   if (options.store == StoreKind::kMemory) {
     impl->store = storage::CreateMemoryStore();
@@ -221,6 +252,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   env.backend = impl->backend.get();
   env.events = &impl->events;
   env.limits = options.limits;
+  env.backup_root = options.backup_root;
   if (tokens) {
     impl->auth = std::make_unique<AuthGate>(*impl->store, *impl->tokens, impl->audit.get());
     impl->auth->set_metrics(impl->metrics.get());
@@ -237,6 +269,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   impl->reports = std::make_unique<ReportServiceImpl>(env);
   impl->token_service = std::make_unique<TokenServiceImpl>(env);
   impl->audit_service = std::make_unique<AuditServiceImpl>(env);
+  impl->admin_service = std::make_unique<AdminServiceImpl>(env);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -270,6 +303,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   builder.RegisterService(impl->reports.get());
   builder.RegisterService(impl->token_service.get());
   builder.RegisterService(impl->audit_service.get());
+  builder.RegisterService(impl->admin_service.get());
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(

@@ -53,6 +53,10 @@ struct ServerOptions {
   std::string admin_token_file;
   StoreKind store = StoreKind::kRocksDb;
   std::string data_dir = "reprod-data";
+  // `--backup-root`: folder for `reprodctl admin backup` (created when
+  // missing); empty = backups off. On the data dir's filesystem, backups
+  // hard-link the store's files and take no extra space at first.
+  std::string backup_root;
   // `--min-free-bytes`: ingest refuses a tensor (RESOURCE_EXHAUSTED naming
   // free and needed bytes) that would leave less free on the data dir's
   // filesystem (storage::RocksDbStoreOptions::min_free_bytes); 0: no check.
@@ -77,7 +81,9 @@ class ReprodServer {
   // Reads the TLS files, opens the store, creates the backend, starts
   // listening. Errors: InvalidArgument (bad address, non-loopback without
   // tokens or insecure, a TLS file unreadable or invalid, naming it),
-  // Unavailable (port in use), the store's errors (locked data dir, ...).
+  // a --backup-root that cannot be made or lies in the data dir),
+  // Unavailable (port in use), the store's errors (FailedPrecondition for a
+  // data dir that is in use or of a newer format, ...).
   static absl::StatusOr<std::unique_ptr<ReprodServer>> Start(
       const ServerOptions& options);
 

@@ -7,6 +7,7 @@
 #define REPROD_SERVER_SERVICE_ENV_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/time/time.h"
 #include "kernels/backend.h"
@@ -65,6 +66,9 @@ struct ServiceEnv {
   kernels::Backend* backend = nullptr;
   RunEvents* events = nullptr;
   ServerLimits limits;
+  // `--backup-root`: the folder AdminService.Backup writes backups into
+  // (one subfolder each); empty = backups are off.
+  std::string backup_root;
   // `--auth tokens`: the gate every service method calls first (CheckCall in
   // auth_gate.h); nullptr with `--auth none` (everything allowed).
   AuthGate* auth = nullptr;

@@ -447,4 +447,26 @@ absl::StatusOr<v1::VerifyAuditResponse> RemoteClient::VerifyAudit() {
   return response;
 }
 
+absl::StatusOr<v1::BackupResponse> RemoteClient::Backup(const std::string& name) {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.compare_timeout);
+  v1::BackupRequest request;
+  request.set_name(name);
+  v1::BackupResponse response;
+  grpc::Status status =
+      v1::AdminService::NewStub(channel_)->Backup(&context, request, &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
+absl::StatusOr<v1::CompactResponse> RemoteClient::Compact() {
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.compare_timeout);
+  v1::CompactResponse response;
+  grpc::Status status =
+      v1::AdminService::NewStub(channel_)->Compact(&context, v1::CompactRequest(), &response);
+  if (!status.ok()) return FromRpc(status);
+  return response;
+}
+
 }  // namespace reprod::client

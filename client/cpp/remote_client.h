@@ -58,6 +58,7 @@
 #include "client/cpp/tensor_source.h"
 #include "common/tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "reprod/v1/admin.grpc.pb.h"
 #include "reprod/v1/compare.grpc.pb.h"
 #include "reprod/v1/ingest.grpc.pb.h"
 #include "reprod/v1/review.grpc.pb.h"
@@ -212,6 +213,12 @@ class RemoteClient {
                                                               uint32_t limit);
   // The server's verdict on its audit log (ok, or the first bad record).
   absl::StatusOr<v1::VerifyAuditResponse> VerifyAudit();
+
+  // Store maintenance (admins): a backup named `name` (empty: the server
+  // names it by the time) under the server's --backup-root, and a
+  // compaction. Both may take minutes; they wait up to the compare timeout.
+  absl::StatusOr<v1::BackupResponse> Backup(const std::string& name);
+  absl::StatusOr<v1::CompactResponse> Compact();
 
   // Uploads every tensor of `source` into `run` over one Ingest stream,
   // pipelined: chunks keep flowing while an internal thread collects acks,

@@ -98,6 +98,9 @@ constexpr AclEntry kTable[] = {
     {.route = "/reprod.v1.TokenService/RevokeToken", .access = Access::kAdmin},
     {.route = "/reprod.v1.AuditService/ListEvents", .access = Access::kAdmin},
     {.route = "/reprod.v1.AuditService/VerifyAudit", .access = Access::kAdmin},
+    // --- store maintenance ------------------------------------------------------
+    {.route = "/reprod.v1.AdminService/Backup", .access = Access::kAdmin},
+    {.route = "/reprod.v1.AdminService/Compact", .access = Access::kAdmin},
     // --- HTTP routes of the web UI (server/web/) -------------------------------
     // Pages (HTML forms; POSTs from a browser session carry a CSRF token).
     {.route = "GET /healthz", .http = true, .access = Access::kPublic},

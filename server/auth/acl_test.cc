@@ -17,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
+#include "reprod/v1/admin.pb.h"
 #include "reprod/v1/compare.pb.h"
 #include "reprod/v1/ingest.pb.h"
 #include "reprod/v1/review.pb.h"
@@ -46,6 +47,7 @@ void LinkGeneratedFiles() {
   (void)v1::CompareRequest::descriptor();
   (void)v1::TensorAddress::descriptor();
   (void)v1::CreateTokenRequest::descriptor();
+  (void)v1::BackupRequest::descriptor();
 }
 
 // Every RPC of every service in proto/reprod/v1/*.proto, as "/pkg.Svc/M".
@@ -231,6 +233,8 @@ const std::map<std::string, Row>& Expected() {
       {"/reprod.v1.TokenService/RevokeToken", {{}, false, "UUUUDDD+"}},
       {"/reprod.v1.AuditService/ListEvents", {{}, false, "UUUUDDD+"}},
       {"/reprod.v1.AuditService/VerifyAudit", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.AdminService/Backup", {{}, false, "UUUUDDD+"}},
+      {"/reprod.v1.AdminService/Compact", {{}, false, "UUUUDDD+"}},
   };
   return *rows;
 }

@@ -24,8 +24,8 @@ server. The token is printed once, on stdout; only its SHA-256 is stored.
 Roles: submitter (writes and reads runs of its --scope namespace, compares
 them with reference runs), judge (reads and compares everything, writes
 nothing), admin (everything). Scope: NAMESPACE or NAMESPACE/* (the same:
-runs NAMESPACE/<name>). The access table is docs/acl.md. Tokens are not
-checked by reprodd yet.
+runs NAMESPACE/<name>). The access table is docs/acl.md; reprodd checks
+tokens when it runs with --auth tokens.
 
 Examples:
   reprodd token create --role admin --label ops --data-dir /var/lib/reprod

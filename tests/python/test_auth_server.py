@@ -8,6 +8,8 @@ representative RPC of each access kind and every kind of caller; a
 submitter of another namespace must not read, list, compare, overwrite,
 seal or delete a run; no token string may appear in the server's log.
 """
+import importlib
+import pkgutil
 import re
 import socket
 import subprocess
@@ -20,8 +22,8 @@ import pytest
 from conftest import REPRODD, ROOT, Reprodd, run_reprodctl, start_until_listening
 
 import reprod_client
-from reprod_client._proto import compare_pb2, compare_pb2_grpc, ingest_pb2, review_pb2, \
-    review_pb2_grpc, runs_pb2, runs_pb2_grpc
+from reprod_client._proto import admin_pb2, admin_pb2_grpc, compare_pb2, compare_pb2_grpc, \
+    ingest_pb2, review_pb2, review_pb2_grpc, runs_pb2, runs_pb2_grpc
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -75,6 +77,7 @@ def env(tmp_path_factory):
     e.reports = compare_pb2_grpc.ReportServiceStub(e.channel)
     e.tokens_svc = review_pb2_grpc.TokenServiceStub(e.channel)
     e.audit = review_pb2_grpc.AuditServiceStub(e.channel)
+    e.admin = admin_pb2_grpc.AdminServiceStub(e.channel)
 
     # Seed: two runs of team42 and one of team7, each written by its
     # submitter through the Python client, and one report per namespace.
@@ -181,13 +184,19 @@ def _every_rpc(e):
         "RevokeToken": (e.tokens_svc.RevokeToken, review_pb2.RevokeTokenRequest(id="ffffffffffff")),
         "ListEvents": (e.audit.ListEvents, review_pb2.ListEventsRequest()),
         "VerifyAudit": (e.audit.VerifyAudit, review_pb2.VerifyAuditRequest()),
+        "Backup": (e.admin.Backup, admin_pb2.BackupRequest(name="never-made")),
+        "Compact": (e.admin.Compact, admin_pb2.CompactRequest()),
     }
 
 
 def test_every_rpc_goes_through_the_gate(env):
     rpcs = _every_rpc(env)
     # Every method of the proto services is here.
-    methods = {m.name for f in (runs_pb2, ingest_pb2, compare_pb2, review_pb2)
+    modules = [importlib.import_module(f"reprod_client._proto.{m.name}")
+               for m in pkgutil.iter_modules(reprod_client._proto.__path__)
+               if m.name.endswith("_pb2")]
+    assert admin_pb2 in modules and len(modules) >= 6, modules
+    methods = {m.name for f in modules
                for svc in f.DESCRIPTOR.services_by_name.values() for m in svc.methods}
     assert methods == set(rpcs)
     for name, (call, request) in rpcs.items():
@@ -196,7 +205,7 @@ def test_every_rpc_goes_through_the_gate(env):
         # A judge may read and compare but never write or delete, nor manage
         # tokens or read the audit log.
         if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest", "CreateToken", "ListTokens",
-                    "RevokeToken", "ListEvents", "VerifyAudit"):
+                    "RevokeToken", "ListEvents", "VerifyAudit", "Backup", "Compact"):
             assert _code(call, request, env.tokens["judge"]) == DENIED, name
         # Submitters never publish, sign, manage tokens or read the audit log.
         if name in ("SetReference", "SignReport", "CreateToken", "ListTokens", "RevokeToken",

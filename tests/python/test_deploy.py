@@ -158,8 +158,13 @@ def test_exec_reload_only_if_reprodd_reloads():
 
 
 def test_unit_data_dir_is_its_state_dir():
-    state = _unit_value("StateDirectory")
-    assert _unit_value("ExecStart").split()[1:] == ["--data-dir", f"/var/lib/{state}"]
+    """The data dir and the env example's backup root are the unit's state
+    directories (the only writable places under ProtectSystem=strict)."""
+    state = _unit_value("StateDirectory").split()
+    assert _unit_value("ExecStart").split()[1:] == ["--data-dir", f"/var/lib/{state[0]}"]
+    env = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env["REPROD_BACKUP_ROOT"] in [f"/var/lib/{d}" for d in state[1:]], (env, state)
     assert _unit_value("ProtectSystem") == "strict"
     assert _unit_value("EnvironmentFile") == "-/etc/reprod/reprodd.env"
 
@@ -226,7 +231,8 @@ def test_env_example_defaults_are_safe():
 
 def test_reprodd_starts_from_the_env_example(tmp_path):
     """The example's settings as they are, but loopback port 0 for the two
-    listeners and throwaway files for TLS and the admin token: reprodd starts
+    listeners and throwaway files and folders for TLS, the admin token and
+    the backups: reprodd starts
     with tokens and TLS, writes the admin token 0600, and its health service
     answers SERVING over TLS."""
     _need_reprodd()
@@ -238,7 +244,8 @@ def test_reprodd_starts_from_the_env_example(tmp_path):
                REPROD_LISTEN_TLS_CERT=str(certs.server_cert),
                REPROD_LISTEN_TLS_KEY=str(certs.server_key),
                REPROD_ADMIN_TOKEN_FILE=str(token_file), REPROD_BACKEND="cpu",
-               REPROD_MIN_FREE_BYTES="0", REPROD_PORT_FILE=str(tmp_path / "port"))
+               REPROD_MIN_FREE_BYTES="0", REPROD_PORT_FILE=str(tmp_path / "port"),
+               REPROD_BACKUP_ROOT=str(tmp_path / "backups"))
     proc = subprocess.Popen([str(REPRODD), "--data-dir", str(tmp_path / "data")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -261,6 +268,7 @@ def test_reprodd_starts_from_the_env_example(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "auth: tokens" in out and "TLS: on" in out, out
+    assert (tmp_path / "backups").is_dir(), out
 
 
 # --- Kubernetes: rendering -------------------------------------------------

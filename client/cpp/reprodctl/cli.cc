@@ -107,6 +107,7 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
   Runner admin = RegisterToken(app_, global_);
   commands_.emplace_back(app_.get_subcommand("token"), admin);
   commands_.emplace_back(app_.get_subcommand("audit"), admin);
+  commands_.emplace_back(app_.get_subcommand("admin"), RegisterAdmin(app_, global_));
 }
 
 int Cli::Main(int argc, const char* const* argv) {

@@ -58,6 +58,8 @@ Runner RegisterWatch(CLI::App& app, const GlobalOptions& global);
 Runner RegisterReport(CLI::App& app, const GlobalOptions& global);
 // `token` and `audit` (admin_command.cc); the runner serves both.
 Runner RegisterToken(CLI::App& app, const GlobalOptions& global);
+// `admin backup|compact` (store_admin_command.cc).
+Runner RegisterAdmin(CLI::App& app, const GlobalOptions& global);
 // `health`: the server's gRPC health status (probes, HEALTHCHECK).
 Runner RegisterHealth(CLI::App& app, const GlobalOptions& global);
 
