@@ -1,0 +1,70 @@
+"""bench/run_io_bench.py --quick runs end to end against the built binaries.
+
+A smoke test so the benchmark harness cannot rot: every yardstick, ingest
+path and compare is measured (positive times and throughputs), the ratios
+are the issue's five and are positive, the not-built shared-memory path is
+listed as such, and no reprodd or temp folder is left behind.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import BIN_DIR, ROOT
+
+SCRIPT = ROOT / "bench" / "run_io_bench.py"
+
+
+def _processes_naming(path):
+    """PIDs of processes whose command line contains `path` (the bench's
+    reprodd get their port file under it); other sessions' servers don't."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if str(path).encode() in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def test_quick_run_writes_every_row(tmp_path):
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--bin-dir", str(BIN_DIR),
+         "--data-root", str(data_root), "--out", str(tmp_path / "io")],
+        capture_output=True, text=True, timeout=240,
+        env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "io.json").read_text())
+    md = (tmp_path / "io.md").read_text()
+
+    assert res["settings"] == {**res["settings"], "total_mib": 64, "repeats": 1, "quick": True}
+    assert res["machine"]["nproc"] >= 1 and res["machine"]["ram_gib"] > 0
+    assert len(res["git_commit"]) == 40
+    names = [r["name"] for r in res["rows"]]
+    for want in ("raw TCP loopback", "dd ", "memcpy", "memory store", "RocksDB",
+                 "from files", "stored in RocksDB"):
+        assert any(want in n for n in names), (want, names)
+    assert sum("ingest" in n for n in names) == 4  # 2 clients x 2 stores
+    for r in res["rows"]:
+        assert r["seconds"] > 0 and all(s > 0 for s in r["samples_s"]), r
+        assert r["GBps"] > 0 and r["bytes"] > 0, r
+        # Ingest moves the payload: bytes are the same 64 MiB everywhere but compare.
+        if "ingest" in r["name"] or "TCP" in r["name"] or "memcpy" in r["name"]:
+            assert r["bytes"] == 64 << 20, r
+        assert r["name"] in md
+    assert len(res["ratios"]) == 5
+    for r in res["ratios"]:
+        assert 0 < r["value"] < 1000, r
+        assert r["met"] == (r["value"] >= r["goal"] if r["goal_kind"] == "min"
+                            else r["value"] <= r["goal"]), r
+    assert res["not_built"] and res["ratios_not_built"]
+    assert "not built" in md
+
+    # Everything the bench started or made is gone.
+    assert _processes_naming(tmp_path) == []
+    assert list(data_root.iterdir()) == []
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("reprod-io-bench")] == []
