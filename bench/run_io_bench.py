@@ -3,8 +3,9 @@
 
 One run measures, on the same machine, the same bytes and the same disk:
   yardsticks   raw TCP loopback (two processes: Python socket.sendall of 1 MiB
-               memoryview slices, the reader recv_into a preallocated, touched
-               buffer of the whole payload; both loops run at C speed per MiB),
+               memoryview slices of the payload, the reader recv_into one
+               preallocated 1 MiB buffer, discarding, like server_bench.cc's raw
+               TCP; both loops spend their time in the kernel, not in Python),
                `dd if=/dev/zero bs=1M conv=fsync` of the same byte count into the
                data root (the disk the RocksDB data dirs live on), memcpy
                bandwidth (np.copyto between preallocated, touched arrays);
@@ -38,6 +39,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -60,13 +62,12 @@ GOAL_SHM = 0.50
 GOAL_COMPARE = 2.0
 
 # The TCP reader: serves one connection per measurement, reads exactly N
-# bytes into one preallocated (touched) buffer, answers one byte.
+# bytes into one preallocated 1 MiB buffer (discarding them, as the raw TCP
+# of server_bench.cc does), answers one byte.
 TCP_READER = r"""
 import socket, sys
 n = int(sys.argv[1])
-buf = bytearray(n)
-for i in range(0, n, 4096):
-    buf[i] = 1
+buf = bytearray(1 << 20)
 mv = memoryview(buf)
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
@@ -76,7 +77,7 @@ while True:
     conn, _ = srv.accept()
     got = 0
     while got < n:
-        k = conn.recv_into(mv[got:], min(1 << 20, n - got))
+        k = conn.recv_into(mv, min(1 << 20, n - got))
         if not k:
             break
         got += k
@@ -224,13 +225,29 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
-def row(name, samples, nbytes=None, how=""):
+def row(name, samples, nbytes=None, cpu=None):
+    """cpu: [(client CPU s, server CPU s)] per sample, for the ingest rows."""
     med = statistics.median(samples)
-    r = {"name": name, "seconds": med, "samples_s": samples, "how": how}
+    r = {"name": name, "seconds": med, "samples_s": samples}
     if nbytes is not None:
         r["bytes"] = nbytes
         r["GBps"] = nbytes / med / 1e9
+    if cpu:
+        r["client_cpu_s"] = statistics.median(c for c, _ in cpu)
+        r["server_cpu_s"] = statistics.median(s for _, s in cpu)
     return r
+
+
+def process_cpu_s(pid):
+    """User + system CPU seconds of a running process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rusage_cpu_s(who):
+    u = resource.getrusage(who)
+    return u.ru_utime + u.ru_stime
 
 
 # --- yardsticks -------------------------------------------------------------
@@ -288,13 +305,15 @@ def memcpy_bw(src, repeats):
 # --- ingest -----------------------------------------------------------------
 
 def ingest_cpp(reprodctl, files, address, run):
-    def push():
-        run_checked([reprodctl, "-q", "--server", address, "push", *files, "--run", run],
-                    timeout=600)
-    return timed(push)
+    """(wall s, client CPU s) of one reprodctl push."""
+    c0 = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # reprodd is not waited for: not counted
+    wall = timed(lambda: run_checked(
+        [reprodctl, "-q", "--server", address, "push", *files, "--run", run], timeout=600))
+    return wall, rusage_cpu_s(resource.RUSAGE_CHILDREN) - c0
 
 
 def ingest_python(tensors, address, run):
+    """(wall s, client CPU s) of one open_run/log/close."""
     from reprod_client import Client
 
     def push():
@@ -308,7 +327,9 @@ def ingest_python(tensors, address, run):
                 raise RuntimeError(f"{r.stats.acked} of {len(tensors)} tensors acked")
         finally:
             client.close()
-    return timed(push)
+    c0 = rusage_cpu_s(resource.RUSAGE_SELF)  # the bench process does nothing else meanwhile
+    wall = timed(push)
+    return wall, rusage_cpu_s(resource.RUSAGE_SELF) - c0
 
 
 def measure_ingest(args, tmp, files, tensors):
@@ -316,18 +337,21 @@ def measure_ingest(args, tmp, files, tensors):
     out = {}
     for store in ("memory", "rocksdb"):
         for client in ("cpp", "python"):
-            samples = []
+            samples, cpu = [], []
             for r in range(args.repeats):
                 data_dir = os.path.join(args.data_dir, f"{store}-{client}-{r}")
                 try:
                     with Reprodd(args.bin_dir, tmp, store, data_dir) as srv:
                         run = f"bench/{client}-{r}"
-                        samples.append(ingest_cpp(reprodctl, files, srv.address, run)
-                                       if client == "cpp" else
-                                       ingest_python(tensors, srv.address, run))
+                        s0 = process_cpu_s(srv.proc.pid)
+                        wall, client_cpu = (ingest_cpp(reprodctl, files, srv.address, run)
+                                            if client == "cpp" else
+                                            ingest_python(tensors, srv.address, run))
+                        samples.append(wall)
+                        cpu.append((client_cpu, process_cpu_s(srv.proc.pid) - s0))
                 finally:
                     shutil.rmtree(data_dir, ignore_errors=True)
-            out[(store, client)] = samples
+            out[(store, client)] = (samples, cpu)
     return out
 
 
@@ -430,12 +454,15 @@ def markdown(res, quick):
               f"{s['repeats']} runs; payload {s['total_mib']} MiB as {s['tensors']} float32 "
               f"tensors of {s['tensor_mib']} MiB; Python client CRC-32C: "
               f"{res['python_crc32c']}.", "",
-              "| measurement | median | throughput |", "|---|---|---|"]
+              "| measurement | median | throughput | CPU s client / server |",
+              "|---|---|---|---|"]
     for r in res["rows"]:
         tp = f"{r['GBps']:.2f} GB/s" if "GBps" in r else ""
-        lines.append(f"| {r['name']} | {r['seconds'] * 1e3:.0f} ms | {tp} |")
+        cpu = (f"{r['client_cpu_s']:.2f} / {r['server_cpu_s']:.2f}" if "client_cpu_s" in r
+               else "")
+        lines.append(f"| {r['name']} | {r['seconds'] * 1e3:.0f} ms | {tp} | {cpu} |")
     for name in res["not_built"]:
-        lines.append(f"| {name} | not built | |")
+        lines.append(f"| {name} | not built | | |")
     lines += ["", "| ratio | value | goal | met |", "|---|---|---|---|"]
     for r in res["ratios"]:
         lines.append(f"| {r['name']} | {fmt_value(r)} | {fmt_goal(r)} | "
@@ -514,15 +541,15 @@ def main():
     bert_bytes = cmp["elements_per_run"] * 4 * 2  # both runs are read
     label = {"memory": "memory store", "rocksdb": "RocksDB (durable acks)"}
     rows = [row("raw TCP loopback (2 processes: Python sendall of 1 MiB memoryview slices -> "
-                "recv_into a preallocated buffer)", tcp, nbytes),
+                "recv_into a reused 1 MiB buffer)", tcp, nbytes),
             row(f"dd if=/dev/zero bs=1M count={args.total_mib} conv=fsync on the data root "
                 f"(process wall time; dd itself says {statistics.median(dd_rates):.2f} GB/s)"
                 if dd_rates else "dd conv=fsync on the data root", dd, nbytes),
             row("memcpy (np.copyto, preallocated touched arrays)", mem, nbytes)]
-    for (store, client), samples in ingest.items():
+    for (store, client), (samples, cpu) in ingest.items():
         who = "reprodctl push (C++), .npy files" if client == "cpp" else \
             "reprod_client (Python) open_run/log/close"
-        rows.append(row(f"ingest {who} -> {label[store]}", samples, nbytes))
+        rows.append(row(f"ingest {who} -> {label[store]}", samples, nbytes, cpu))
     rows += [row(f"compare BERT-{'subset' if args.quick else 'base'} pair from files "
                  f"({cmp['tensors_per_run']} tensors, {cmp['elements_per_run'] / 1e6:.1f}M f32 "
                  "per side; two reprodctl compare, params + grads)", cmp["file_s"], bert_bytes),

@@ -55,6 +55,8 @@ def test_quick_run_writes_every_row(tmp_path):
         # Ingest moves the payload: bytes are the same 64 MiB everywhere but compare.
         if "ingest" in r["name"] or "TCP" in r["name"] or "memcpy" in r["name"]:
             assert r["bytes"] == 64 << 20, r
+        if "ingest" in r["name"]:  # both sides did the work: CPU time was counted
+            assert r["client_cpu_s"] > 0 and r["server_cpu_s"] > 0, r
         assert r["name"] in md
     assert len(res["ratios"]) == 5
     for r in res["ratios"]:
