@@ -1,7 +1,6 @@
 // reprodd: the reprod server. Stores runs streamed by training scripts,
 // compares them on the GPU (CPU without one) and serves reports over gRPC.
 // See `reprodd --help`.
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/malloc_tuning.h"
 #include "server/auth/token_command.h"
 #include "server/restore_command.h"
 #include "server/server.h"
@@ -270,21 +270,6 @@ absl::StatusOr<std::unique_ptr<reprod::server::web::WebServer>> StartWeb(
   return web;
 }
 
-// Process-wide allocator settings, before any thread starts.
-void TuneMalloc() {
-  // RocksDB allocates a fresh ~1 MiB buffer per blob read; with glibc's
-  // default thresholds each one is a fresh mmap that page-faults (measured:
-  // cold reads 0.6 GB/s -> 3 GB/s with these). Process-wide, hence here.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  // With a trim threshold that high every malloc arena keeps what its
-  // threads freed, and gRPC's and RocksDB's threads spread over up to
-  // 8 x cores arenas: peak RSS of a 2 x 2 GiB push + compare measured
-  // 433-619 MiB (the higher under CPU load); with 2 arenas 336-358 MiB.
-  // MALLOC_ARENA_MAX in the environment still wins.
-  if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -317,7 +302,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   ApplyChoices(f);
-  TuneMalloc();
+  reprod::TuneMallocForStreaming();  // before any thread starts
 
   // Block SIGTERM/SIGINT in every thread (gRPC's included, so block before
   // starting it); one thread waits for them with sigwait.
