@@ -67,7 +67,12 @@ class MemoryTensorWriter : public TensorWriter {
       : store_(store),
         incarnation_(incarnation),
         verify_only_(verify_only),
-        tally_(std::move(run), std::move(header)) {}
+        tally_(std::move(run), std::move(header)) {
+    // One allocation of the declared size (checked against the server's
+    // limit before BeginTensor): growing by appends copied every byte once
+    // more and faulted in twice the pages.
+    if (!verify_only_) bytes_.reserve(tally_.header().byte_length);
+  }
 
   absl::Status Append(absl::Span<const uint8_t> data) override {
     REPROD_RETURN_IF_ERROR(tally_.Add(data));
