@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "common/crc32c.h"
 #include "common/dtype.h"
@@ -111,6 +112,38 @@ TEST(Crc32c, KnownVectors) {
   for (int i = 0; i < 32; ++i) ascending[i] = static_cast<char>(i);
   EXPECT_EQ(Crc32c(ascending), 0x46DD794Eu);
   EXPECT_EQ(Crc32c(""), 0u);
+}
+
+// Bit-at-a-time CRC-32C, independent of the implementation under test.
+uint32_t ReferenceCrc32c(const uint8_t* p, size_t n) {
+  uint32_t c = 0xFFFFFFFF;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1) ? 0x82F63B78u : 0);
+  }
+  return ~c;
+}
+
+TEST(Crc32c, LongBuffersAtEveryAlignmentMatchTheBitwiseReference) {
+  // Sizes around the interleaved blocks (3 x 8192 and 3 x 256 bytes) and
+  // their remainders, at odd start addresses.
+  std::vector<uint8_t> data(3 * 8192 * 3 + 3 * 256 * 2 + 64);
+  uint32_t x = 12345;
+  for (uint8_t& b : data) b = static_cast<uint8_t>((x = x * 1103515245 + 12345) >> 16);
+  for (size_t size : {size_t{0}, size_t{7}, size_t{767}, size_t{768}, size_t{769},
+                      size_t{24575}, size_t{24576}, size_t{24577}, size_t{24576 + 768 + 9},
+                      size_t{3 * 24576 + 5}, data.size() - 8}) {
+    for (size_t offset : {size_t{0}, size_t{1}, size_t{3}, size_t{7}}) {
+      ASSERT_LE(offset + size, data.size());
+      const uint8_t* p = data.data() + offset;
+      EXPECT_EQ(Crc32c(p, size), ReferenceCrc32c(p, size)) << size << " at +" << offset;
+      // And continued from a running CRC.
+      const size_t half = size / 2;
+      EXPECT_EQ(Crc32cExtend(Crc32c(p, half), p + half, size - half),
+                ReferenceCrc32c(p, size))
+          << size << " split at " << half;
+    }
+  }
 }
 
 TEST(Crc32c, ExtendEqualsOneShotAtEverySplit) {
