@@ -1,6 +1,7 @@
 #include "client/cpp/ingest_messages.h"
 
 #include <algorithm>
+#include <string>
 
 #include "common/crc32c.h"
 #include "proto/wire.h"
@@ -42,6 +43,46 @@ bool TensorChunker::Next(v1::IngestRequest* out) {
   chunk->set_offset(offset_);
   chunk->set_data(data_ + offset_, n);
   offset_ += n;
+  return true;
+}
+
+namespace {
+
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+}  // namespace
+
+bool TensorChunker::NextWire(grpc::ByteBuffer* out, uint64_t* n) {
+  if (offset_ >= size_) return false;
+  *n = std::min<uint64_t>(chunk_bytes_, size_ - offset_);
+  // IngestRequest{chunk (field 2): TensorChunk{offset (1, varint, omitted
+  // when 0 as proto3 does), data (2, bytes)}}.
+  const uint64_t inner = (offset_ == 0 ? 0 : 1 + VarintSize(offset_)) + 1 + VarintSize(*n) + *n;
+  std::string head;
+  head.push_back(0x12);
+  PutVarint(inner, &head);
+  if (offset_ != 0) {
+    head.push_back(0x08);
+    PutVarint(offset_, &head);
+  }
+  head.push_back(0x12);
+  PutVarint(*n, &head);
+  grpc::Slice slices[2] = {grpc::Slice(head),
+                           grpc::Slice(data_ + offset_, *n, grpc::Slice::STATIC_SLICE)};
+  *out = grpc::ByteBuffer(slices, 2);
+  offset_ += *n;
   return true;
 }
 

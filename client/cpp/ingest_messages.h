@@ -12,6 +12,9 @@
 //   TensorChunker chunks(bytes, n, kDefaultChunkBytes);
 //   v1::IngestRequest chunk;
 //   while (chunks.Next(&chunk)) stream->Write(chunk);
+//   // or, without copying the bytes (a stream of grpc::ByteBuffer):
+//   grpc::ByteBuffer wire; uint64_t n;
+//   while (chunks.NextWire(&wire, &n)) raw_stream->Write(wire);
 //
 // Thread-safety: MakeBeginTensor is pure; a TensorChunker is used by one
 // thread at a time.
@@ -21,6 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+
+#include <grpcpp/support/byte_buffer.h>
 
 #include "client/cpp/tensor_source.h"
 #include "reprod/v1/ingest.pb.h"
@@ -49,6 +54,14 @@ class TensorChunker {
   // Fills `out` with the next TensorChunk (offset, data copied from the
   // bytes) and returns true; false once every byte was produced.
   bool Next(v1::IngestRequest* out);
+
+  // The same next chunk as an encoded IngestRequest whose data is not
+  // copied: a small slice with the field tags, offset and length, then a
+  // slice pointing at the bytes themselves. The bytes must stay alive and
+  // unchanged until gRPC is done with the message (for a Push: until the
+  // call finishes or the tensor is acknowledged). Sets *n to the chunk's
+  // data bytes.
+  bool NextWire(grpc::ByteBuffer* out, uint64_t* n);
 
   // Number of chunks the whole tensor takes: ceil(size / chunk_bytes).
   uint64_t num_chunks() const;

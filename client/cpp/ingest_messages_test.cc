@@ -3,6 +3,7 @@
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <vector>
 
 #include "common/crc32c.h"
 #include "gtest/gtest.h"
@@ -37,6 +38,35 @@ TEST_P(TensorChunkerSizes, ChunksAreBoundedContiguousAndReassemble) {
   EXPECT_EQ(chunks, chunker.num_chunks());
   EXPECT_EQ(chunks, (data.size() + kChunk - 1) / kChunk);
   EXPECT_FALSE(chunker.Next(&request));  // stays exhausted
+}
+
+// NextWire's bytes parse (protobuf, the oracle) to exactly what Next gives,
+// and the data slice points into the tensor's own bytes.
+TEST_P(TensorChunkerSizes, WireChunksAreNextsMessagesWithoutACopy) {
+  const std::string data = Bytes(GetParam());
+  for (size_t chunk : {size_t{1000}, size_t{300}, size_t{1} << 20}) {
+    TensorChunker copied(data.data(), data.size(), chunk);
+    TensorChunker wire(data.data(), data.size(), chunk);
+    v1::IngestRequest expected;
+    grpc::ByteBuffer buffer;
+    uint64_t n = 0;
+    while (copied.Next(&expected)) {
+      ASSERT_TRUE(wire.NextWire(&buffer, &n));
+      std::vector<grpc::Slice> slices;
+      ASSERT_TRUE(buffer.Dump(&slices).ok());
+      std::string bytes;
+      for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+      v1::IngestRequest parsed;
+      ASSERT_TRUE(parsed.ParseFromString(bytes));
+      EXPECT_EQ(parsed.SerializeAsString(), expected.SerializeAsString());
+      EXPECT_EQ(bytes, expected.SerializeAsString());  // the canonical encoding
+      EXPECT_EQ(n, expected.chunk().data().size());
+      ASSERT_EQ(slices.size(), 2u);
+      EXPECT_EQ(reinterpret_cast<const char*>(slices[1].begin()),
+                data.data() + expected.chunk().offset());
+    }
+    EXPECT_FALSE(wire.NextWire(&buffer, &n));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(EdgeSizes, TensorChunkerSizes,

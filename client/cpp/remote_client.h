@@ -222,8 +222,11 @@ class RemoteClient {
 
   // Uploads every tensor of `source` into `run` over one Ingest stream,
   // pipelined: chunks keep flowing while an internal thread collects acks,
-  // with at most options.window_bytes unacknowledged. On UNAVAILABLE the
-  // stream is reopened (with backoff, bounded by max_reconnects and
+  // with at most options.window_bytes unacknowledged. Chunks are sent as
+  // slices of the tensors' own bytes (no copy; the source's tensors must
+  // not change until acknowledged). On UNAVAILABLE, or CANCELLED by the
+  // server (a shutdown ending streams after its grace), the stream is
+  // reopened (with backoff, bounded by max_reconnects and
   // reconnect_timeout) and every unacknowledged tensor is resent; the server
   // acknowledges identical resends ALREADY_PRESENT. Any other error is final
   // and returned with the server's message (INVALID_ARGUMENT, also for a run
@@ -262,7 +265,6 @@ class RemoteClient {
   const ConnectOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::RunService::Stub> runs_;
-  std::unique_ptr<v1::IngestService::Stub> ingest_;
   std::unique_ptr<v1::CompareService::Stub> compare_;
   std::unique_ptr<v1::ReportService::Stub> reports_;
   std::unique_ptr<v1::TokenService::Stub> tokens_;

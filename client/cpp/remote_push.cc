@@ -20,7 +20,27 @@
 namespace reprod::client {
 namespace {
 
-using IngestStream = grpc::ClientReaderWriter<v1::IngestRequest, v1::IngestResponse>;
+// Ingest as a stream of encoded IngestRequests: chunks go out as slices
+// of the tensor's own bytes (TensorChunker::NextWire); the generated stub
+// would copy every byte twice, into the message and into gRPC's buffer.
+using IngestStream = grpc::ClientReaderWriter<grpc::ByteBuffer, v1::IngestResponse>;
+
+// Opens Ingest on `channel` as the generated stub does, with ByteBuffer as
+// the request type (gRPC serializes a ByteBuffer by taking a reference).
+std::unique_ptr<IngestStream> OpenIngestStream(grpc::Channel* channel,
+                                               grpc::ClientContext* context) {
+  static const grpc::internal::RpcMethod kIngest("/reprod.v1.IngestService/Ingest",
+                                                 grpc::internal::RpcMethod::BIDI_STREAMING);
+  return std::unique_ptr<IngestStream>(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, v1::IngestResponse>::Create(
+          channel, kIngest, context));
+}
+
+// `message` encoded as one slice.
+grpc::ByteBuffer Encoded(const google::protobuf::Message& message) {
+  grpc::Slice slice(message.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
 
 // While a tensor streams, on_progress is also called every this many bytes
 // sent (acks only come once a tensor is complete).
@@ -120,7 +140,13 @@ absl::StatusOr<PushSummary> PushSession::Run() {
             "the server ended the ingest stream without acknowledging ", unacked_.size(),
             " tensors (first: ", ItemAddress(unacked_.front().item), ")"));
       }
-      if (status.code() != absl::StatusCode::kUnavailable) return status;
+      // CANCELLED here is not ours (a protocol error returned above): the
+      // server cancelled the call, as reprodd does to streams still
+      // running when its shutdown grace ends. Resent like UNAVAILABLE.
+      if (status.code() != absl::StatusCode::kUnavailable &&
+          status.code() != absl::StatusCode::kCancelled) {
+        return status;
+      }
       if (summary_.tensors > acked_before) failures = 0;
       progress_note = absl::StrCat(summary_.tensors, " tensors acknowledged, ", unacked_.size(),
                                    " sent but not acknowledged");
@@ -152,7 +178,9 @@ absl::StatusOr<PushSummary> PushSession::Run() {
 
 absl::Status PushSession::RunStream() {
   grpc::ClientContext context;
-  std::unique_ptr<IngestStream> stream = client_.ingest_->Ingest(&context);
+  // The bytes of every chunk written stay alive until Finish below: a
+  // tensor leaves unacked_ only once acknowledged, that is received whole.
+  std::unique_ptr<IngestStream> stream = OpenIngestStream(client_.channel_.get(), &context);
   std::vector<Pending> resend;
   {
     absl::MutexLock lock(&mu_);
@@ -212,18 +240,19 @@ absl::Status PushSession::RunStream() {
 }
 
 bool PushSession::WriteTensor(IngestStream* stream, const Pending& p) {
-  v1::IngestRequest request;
-  MakeBeginTensor(run_, p.id, p.item, p.crc, &request);
-  if (!stream->Write(request)) return false;
+  v1::IngestRequest begin;
+  MakeBeginTensor(run_, p.id, p.item, p.crc, &begin);
+  if (!stream->Write(Encoded(begin))) return false;
   {
     absl::MutexLock lock(&mu_);
     ++progress_.tensors_sent;
   }
   TensorChunker chunker(p.item.tensor.data(), p.bytes, options_.chunk_bytes);
   uint64_t unreported = 0;
-  while (chunker.Next(&request)) {
-    const uint64_t n = request.chunk().data().size();
-    if (!stream->Write(request)) return false;
+  grpc::ByteBuffer chunk;
+  uint64_t n = 0;
+  while (chunker.NextWire(&chunk, &n)) {
+    if (!stream->Write(chunk)) return false;
     PushProgress snapshot;
     {
       absl::MutexLock lock(&mu_);
