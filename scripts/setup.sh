@@ -3,7 +3,8 @@
 #   1. Debian packages (compilers, gRPC/Protobuf, Abseil, spdlog, GoogleTest,
 #      Google Benchmark, CLI11, yaml-cpp, nlohmann-json, libzip, clang for the
 #      fuzzers, headless Chromium and its driver for the HTML report's browser
-#      test, Prometheus for the /metrics scrape test); `apt-get update` only
+#      test, Prometheus for the /metrics scrape test, podman and debootstrap
+#      for the container image test); `apt-get update` only
 #      runs when something is missing.
 #   2. A Python venv (.venv) over /usr/bin/python3 with its system site
 #      packages (so Debian's CPU PyTorch, python3-torch, is importable), plus
@@ -25,17 +26,18 @@ JOBS="${REPROD_JOBS:-$(nproc)}"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
+# What builds reprodd and reprodctl is listed once, in scripts/build-packages.txt
+# (docker/Dockerfile's build stage installs the same file); the rest are for
+# tests, fuzzers, benchmarks and the container image test (podman, debootstrap).
+mapfile -t BUILD_PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$ROOT/scripts/build-packages.txt")
 APT_PACKAGES=(
-  build-essential cmake ninja-build pkg-config git
+  "${BUILD_PACKAGES[@]}" git
   clang libclang-rt-14-dev
-  libabsl-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev libyaml-cpp-dev nlohmann-json3-dev libzip-dev zlib1g-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev librocksdb-dev libcpp-httplib-dev
-  libssl-dev
   python3 python3-venv python3-dev python3-torch
   chromium chromium-driver
   prometheus
+  podman debootstrap
 )
 
 install_apt_packages() {
