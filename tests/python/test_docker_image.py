@@ -17,7 +17,8 @@ TLS files). From outside, the host's reprodctl pushes two sample runs over
 TLS with the admin token reprodd wrote into its /data, compares them
 (verdict and numbers against numpy), the image's own HEALTHCHECK command runs
 under chroot, and /metrics counts the pushed bytes. The image's config (user,
-volume, ports, health check) is checked with `podman image inspect`.
+volume, ports, health check) is checked with `podman image inspect`. The
+compose Prometheus image is built too and its own promtool checks its config.
 
 The image build takes minutes (it compiles reprodd and reprodctl); podman's
 layer cache makes a rerun on unchanged sources fast. REPROD_TEST_CUDA_IMAGE=1
@@ -546,6 +547,28 @@ def test_image_reprodd_runs_as_its_user_and_stops_on_sigterm(image, served):
     served["proc"].terminate()
     assert served["proc"].wait(timeout=60) == 0
     assert "listening on 127.0.0.1:" in served["log"].read_text()
+
+
+def test_prometheus_image_builds_and_accepts_its_config():
+    """compose's Prometheus: Debian's package on the same base, not root, a
+    health check, and its own promtool accepts the baked-in config."""
+    _need_builder()
+    tag = "localhost/reprod/prometheus:test"
+    podman("build", "--isolation", "chroot", "-f", DOCKER / "prometheus" / "Dockerfile",
+           "-t", tag, DOCKER / "prometheus")
+    (info,) = json.loads(podman("image", "inspect", tag).stdout)
+    assert info["Config"]["User"] not in ("", "root", "0")
+    assert _healthcheck_test(info)[1] == "/usr/bin/promtool"
+    root = Path(podman("image", "mount", tag).stdout.strip())
+    try:
+        proc = subprocess.run(
+            ["chroot", root, "/usr/bin/promtool", "check", "config", "--syntax-only",
+             "/etc/prometheus/prometheus.yml"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc
+        baked = (root / "etc/prometheus/prometheus.yml").read_text()
+        assert baked == (DOCKER / "prometheus" / "prometheus.yml").read_text()
+    finally:
+        podman("image", "unmount", tag, check=False)
 
 
 @pytest.mark.skipif(os.environ.get("REPROD_TEST_CUDA_IMAGE") != "1",
