@@ -358,7 +358,13 @@ def image():
     base_s, build_s = _build(DOCKER / "Dockerfile", IMAGE)
     print(f"make-base {base_s:.0f} s, podman build {build_s:.0f} s")
     (info,) = json.loads(podman("image", "inspect", IMAGE).stdout)
-    return info
+    try:
+        yield info
+    finally:
+        # The untagged layers of this and earlier builds (the build stage
+        # with the compilers and objects is ~1 GB a build) go; the tagged
+        # images (base, test images) stay.
+        podman("image", "prune", "--force", check=False)
 
 
 @pytest.fixture(scope="module")
