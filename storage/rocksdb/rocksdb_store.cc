@@ -635,7 +635,7 @@ absl::StatusOr<std::unique_ptr<TensorWriter>> RocksDbStore::BeginTensor(
                                 verify_only, verify_only ? 0 : header.byte_length);
 }
 
-absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id) {
+absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id, bool wal_free) {
   absl::MutexLock lock(&mu_);
   const uint64_t blob_id = next_blob_id_++;
   rocksdb::WriteBatch batch;
@@ -643,12 +643,26 @@ absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id) {
       .PermitUncheckedError();
   batch.Put(meta_, CounterKey(kBlobCounter), EncodeCounter(next_blob_id_))
       .PermitUncheckedError();
-  REPROD_RETURN_IF_ERROR(Write(batch, /*sync=*/false, "start upload"));
+  REPROD_RETURN_IF_ERROR(Write(batch, /*sync=*/wal_free, "start upload"));
   return blob_id;
 }
 
 absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
   const TensorHeader& header = *u.header;
+  if (u.wal_free && u.chunks_written > 0) {
+    // The chunks are in memtables only: make them durable in blob files
+    // (the flush syncs its files and the MANIFEST) before the index entry
+    // that publishes them. Outside mu_: other commits go on meanwhile.
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    flush.allow_write_stall = true;
+    const rocksdb::Status s = db_->Flush(flush, chunks_);
+    if (!s.ok()) {
+      NoteWriteError(s);
+      return Annotate(FromRocksDb(s, "flush chunks before commit"),
+                      DescribeTensor(u.run, header.address));
+    }
+  }
   rocksdb::WriteBatch batch;
   if (!u.tail.empty() && u.blob_id.has_value()) {
     REPROD_RETURN_IF_ERROR(

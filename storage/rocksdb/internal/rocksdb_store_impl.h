@@ -52,6 +52,9 @@ struct UploadCommit {
   // chunks_written) exist under it.
   std::optional<uint64_t> blob_id;
   uint64_t chunks_written = 0;
+  // The chunks were written without the WAL: the "chunks" family must be
+  // flushed (durably) before the commit publishes them.
+  bool wal_free = false;
   // The final chunk, written in the commit batch (empty: none).
   absl::Span<const uint8_t> tail;
 };
@@ -96,8 +99,10 @@ class RocksDbStore final : public Store {
 
   // --- for writers --------------------------------------------------------
   // Allocates a blob id for an upload into run `run_id` and records its
-  // pending marker (not synced: the WAL orders it before every chunk).
-  absl::StatusOr<uint64_t> StartUpload(uint64_t run_id)
+  // pending marker. Not synced when the chunks go through the WAL (which
+  // orders the marker before them); synced for a WAL-free upload, whose
+  // chunks a background flush may make durable before the WAL is.
+  absl::StatusOr<uint64_t> StartUpload(uint64_t run_id, bool wal_free)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Re-checks the run and the address and publishes the tensor in one synced
   // batch (see storage/store.h for the outcomes).

@@ -32,6 +32,8 @@ class RocksDbTensorWriter : public TensorWriter {
         run_id_(run_id),
         chunk_size_(store->options().chunk_size),
         verify_only_(verify_only),
+        wal_free_(store->options().wal_free_tensor_bytes > 0 &&
+                  header.byte_length >= store->options().wal_free_tensor_bytes),
         reserved_bytes_(reserved_bytes),
         tally_(std::move(run), std::move(header)) {}
 
@@ -73,6 +75,7 @@ class RocksDbTensorWriter : public TensorWriter {
     upload.verify_only = verify_only_;
     upload.blob_id = blob_id_;
     upload.chunks_written = chunks_written_;
+    upload.wal_free = wal_free_;
     upload.tail = tail_;
     absl::StatusOr<CommitResult> result = store_->CommitUpload(upload);
     if (result.ok()) published_ = true;
@@ -109,7 +112,7 @@ class RocksDbTensorWriter : public TensorWriter {
   // Adds the next chunk to the pending batch (flushing a full one first).
   absl::Status AddToBatch(absl::Span<const uint8_t> chunk) {
     if (!blob_id_.has_value()) {
-      REPROD_ASSIGN_OR_RETURN(blob_id_, store_->StartUpload(run_id_));
+      REPROD_ASSIGN_OR_RETURN(blob_id_, store_->StartUpload(run_id_, wal_free_));
     }
     if (batch_.GetDataSize() >= kTargetBatchBytes) {
       REPROD_RETURN_IF_ERROR(FlushBatch());
@@ -121,10 +124,12 @@ class RocksDbTensorWriter : public TensorWriter {
     return absl::OkStatus();
   }
 
-  // Writes the batched chunks (no sync: the commit's WAL sync covers them).
+  // Writes the batched chunks, unsynced: the commit's WAL sync covers them,
+  // or for a WAL-free upload the flush CommitUpload waits for.
   absl::Status FlushBatch() {
     if (batched_ == 0) return absl::OkStatus();
     rocksdb::WriteOptions wo;
+    wo.disableWAL = wal_free_;
     const rocksdb::Status s = store_->db()->Write(wo, &batch_);
     // A new batch frees the buffer (Clear keeps its capacity): a stream
     // waiting for its next chunk holds no copy of the last one.
@@ -144,6 +149,7 @@ class RocksDbTensorWriter : public TensorWriter {
   const uint64_t run_id_;
   const size_t chunk_size_;
   const bool verify_only_;
+  const bool wal_free_;  // chunks bypass the WAL (RocksDbStoreOptions)
   const uint64_t reserved_bytes_;
   ByteTally tally_;
   std::optional<uint64_t> blob_id_;  // set by the first chunk write
