@@ -61,6 +61,9 @@ struct ServerOptions {
   // free and needed bytes) that would leave less free on the data dir's
   // filesystem (storage::RocksDbStoreOptions::min_free_bytes); 0: no check.
   uint64_t min_free_bytes = uint64_t{256} << 20;
+  // `--wal-free-tensor-bytes`: tensors this large bypass RocksDB's WAL
+  // (storage::RocksDbStoreOptions::wal_free_tensor_bytes); 0: none do.
+  uint64_t wal_free_tensor_bytes = uint64_t{128} << 20;
   kernels::BackendKind backend = kernels::BackendKind::kAuto;
   int backend_threads = 0;  // 0 = all cores
   ServerLimits limits;
