@@ -20,7 +20,10 @@ bool MatchSegments(const std::vector<std::string_view>& pattern,
         if (segs[i + k].empty()) return false;
       }
       std::string value(segs[i]);
-      for (size_t k = 1; k < width; ++k) value += "/" + std::string(segs[i + k]);
+      for (size_t k = 1; k < width; ++k) {
+        value.push_back('/');
+        value.append(segs[i + k]);
+      }
       params[name] = std::move(value);
       i += width;
     } else {
