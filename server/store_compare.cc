@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <array>
 #include <future>
 #include <map>
 #include <memory>
@@ -365,15 +366,16 @@ class Planner {
 // ---------------------------------------------------------------------------
 // Execution.
 
-// Fills job buffers from the store, keeping a tensor's reader open across
-// the jobs that read it. Used by one thread at a time.
+// Fills one side's part of job buffers from the store, keeping a tensor's
+// reader open across the jobs that read it. Used by one thread at a time.
 class JobReader {
  public:
-  JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand)
-      : store_(store), runs_{&ref, &cand} {}
+  JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand, Side side)
+      : store_(store), runs_{&ref, &cand}, side_(side) {}
 
   absl::Status Fill(const Job& job, uint8_t* buffer) {
     for (const ReadOp& op : job.reads) {
+      if (op.side != side_) continue;
       const StoredRun& run = *runs_[op.side];
       const Key key{op.side, op.pos.checkpoint, op.pos.tensor};
       auto it = readers_.find(key);
@@ -400,6 +402,7 @@ class JobReader {
   using Key = std::tuple<int, size_t, size_t>;
   storage::Store& store_;
   const StoredRun* runs_[2];
+  const Side side_;
   std::map<Key, std::unique_ptr<storage::TensorReader>> readers_;
 };
 
@@ -474,26 +477,40 @@ class StoreReducer final : public core::PairReducer {
       }
     }
 
-    // Double buffering: job j + 1 is read on a second thread while job j
-    // is reduced. The reader is only touched by one read at a time.
-    JobReader reader(store_, ref_, cand_);
+    // Double buffering: job j + 1 is read while job j is reduced, the ref
+    // and the cand side each on a thread of its own (reading, not reducing,
+    // is most of a stored compare: copies out of the store and checksums).
+    // Each reader is only touched by one read at a time.
+    JobReader readers[2] = {JobReader(store_, ref_, cand_, kRef),
+                            JobReader(store_, ref_, cand_, kCand)};
+    using Reads = std::array<std::future<absl::Status>, 2>;
     auto read = [&](size_t j) {
-      // async | deferred: libstdc++ falls back to reading on this thread
-      // when no thread can be started.
-      return std::async(std::launch::async | std::launch::deferred,
-                        [&reader, &jobs, &buffers, j] {
-                          return reader.Fill(jobs[j], buffers[j % 2].get());
-                        });
+      Reads reads;
+      for (JobReader& side : readers) {
+        // async | deferred: libstdc++ falls back to reading on this thread
+        // when no thread can be started.
+        reads[&side - readers] =
+            std::async(std::launch::async | std::launch::deferred, [&side, &jobs, &buffers, j] {
+              return side.Fill(jobs[j], buffers[j % 2].get());
+            });
+      }
+      return reads;
     };
-    std::future<absl::Status> next;
+    // Both sides' statuses, the first error first; waits for both.
+    auto finish = [](Reads& reads) {
+      absl::Status status = reads[0].valid() ? reads[0].get() : absl::OkStatus();
+      absl::Status cand = reads[1].valid() ? reads[1].get() : absl::OkStatus();
+      return status.ok() ? cand : status;
+    };
+    Reads next;
     if (!jobs.empty()) next = read(0);
     for (size_t j = 0; j < jobs.size(); ++j) {
-      REPROD_RETURN_IF_ERROR(next.get());
+      REPROD_RETURN_IF_ERROR(finish(next));
       if (j + 1 < jobs.size()) next = read(j + 1);
       absl::Status s =
           ReduceJob(jobs[j], buffers[j % 2].get(), pairs, backend_, partials);
       if (!s.ok()) {
-        if (next.valid()) next.wait();
+        finish(next).IgnoreError();
         return s;
       }
     }
