@@ -21,15 +21,18 @@ namespace reprod::storage::internal {
 namespace {
 
 // Regular files directly in `dir` (a RocksDB directory has no subfolders)
-// and their total size.
+// and their total size. A file that vanishes while it is listed (RocksDB
+// deletes obsolete files as compactions finish) is not counted.
 absl::Status CountFiles(const std::string& dir, uint64_t* files, uint64_t* bytes) {
   std::error_code ec;
   *files = 0;
   *bytes = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (!entry.is_regular_file(ec)) continue;
-    const uintmax_t size = entry.file_size(ec);
-    if (ec) break;
+  std::filesystem::directory_iterator it(dir, ec);
+  for (; !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code gone;
+    if (!it->is_regular_file(gone)) continue;
+    const uintmax_t size = it->file_size(gone);
+    if (gone) continue;
     ++*files;
     *bytes += size;
   }
