@@ -50,6 +50,8 @@ import time
 
 import numpy as np
 
+from run_cpu_bench import cpu_model  # bench/ is the script's own folder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 1 << 20
 PIECE = MiB  # TCP yardstick write size, as reprod's 1 MiB chunks
@@ -107,17 +109,6 @@ def bert_base_shapes(quick=False):
 
 
 # --- machine facts ----------------------------------------------------------
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def ram_gib():
     try:

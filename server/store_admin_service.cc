@@ -26,19 +26,13 @@ double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now()
 // Opens the backup in `dir` as a store of its own (which also drops the
 // bytes of uploads that were in flight) and counts its runs and tensors.
 absl::Status CheckBackup(const std::string& dir, v1::BackupResponse* response) {
-  storage::RocksDbStoreOptions options;
-  options.create_if_missing = false;
-  options.min_free_bytes = 0;
-  absl::StatusOr<std::unique_ptr<storage::Store>> copy = storage::OpenRocksDbStore(dir, options);
-  if (!copy.ok()) {
+  absl::StatusOr<storage::StoreCounts> counts = storage::CountRocksDbStore(dir);
+  if (!counts.ok()) {
     return absl::DataLossError(absl::StrCat("backup ", dir, " was written but does not open: ",
-                                            copy.status().message()));
+                                            counts.status().message()));
   }
-  REPROD_ASSIGN_OR_RETURN(std::vector<storage::RunInfo> runs, (*copy)->ListRuns(""));
-  uint64_t tensors = 0;
-  for (const storage::RunInfo& run : runs) tensors += run.tensor_count;
-  response->set_runs(runs.size());
-  response->set_tensors(tensors);
+  response->set_runs(counts->runs);
+  response->set_tensors(counts->tensors);
   return absl::OkStatus();
 }
 

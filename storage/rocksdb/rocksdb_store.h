@@ -121,6 +121,18 @@ struct RocksDbStoreOptions {
 absl::StatusOr<std::unique_ptr<Store>> OpenRocksDbStore(
     const std::string& dir, const RocksDbStoreOptions& options = {});
 
+// Runs and tensors of a store.
+struct StoreCounts {
+  uint64_t runs = 0;
+  uint64_t tensors = 0;
+};
+
+// Opens the existing store in `dir` once (never creating one; recovery runs
+// as on any open, dropping the bytes of uploads left in flight) and counts
+// its runs and tensors. The open's errors otherwise (FailedPrecondition for
+// a newer format, ...).
+absl::StatusOr<StoreCounts> CountRocksDbStore(const std::string& dir);
+
 // What RestoreRocksDbStore did.
 struct RestoreInfo {
   uint64_t files = 0;   // files in the restored store

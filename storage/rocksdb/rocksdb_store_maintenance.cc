@@ -180,19 +180,19 @@ absl::Status CopyBackup(const std::filesystem::path& backup, const std::filesyst
   return absl::OkStatus();
 }
 
-// Opens the restored files as a store and counts runs and tensors.
-absl::Status CheckRestored(const std::filesystem::path& tmp, RestoreInfo* info) {
+}  // namespace
+
+absl::StatusOr<StoreCounts> CountRocksDbStore(const std::string& dir) {
   RocksDbStoreOptions options;
   options.create_if_missing = false;
   options.min_free_bytes = 0;
-  REPROD_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(tmp.string(), options));
+  REPROD_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenRocksDbStore(dir, options));
   REPROD_ASSIGN_OR_RETURN(std::vector<RunInfo> runs, store->ListRuns(""));
-  info->runs = runs.size();
-  for (const RunInfo& run : runs) info->tensors += run.tensor_count;
-  return absl::OkStatus();
+  StoreCounts counts;
+  counts.runs = runs.size();
+  for (const RunInfo& run : runs) counts.tensors += run.tensor_count;
+  return counts;
 }
-
-}  // namespace
 
 absl::StatusOr<RestoreInfo> RestoreRocksDbStore(const std::string& backup_dir,
                                                 const std::string& dir) {
@@ -207,7 +207,15 @@ absl::StatusOr<RestoreInfo> RestoreRocksDbStore(const std::string& backup_dir,
   std::filesystem::remove_all(tmp, ec);  // left by an interrupted restore
   RestoreInfo info;
   absl::Status done = CopyBackup(backup_dir, tmp, &info);
-  if (done.ok()) done = CheckRestored(tmp, &info);
+  if (done.ok()) {
+    // Opened once: the format check and recovery run before the rename.
+    absl::StatusOr<StoreCounts> counts = CountRocksDbStore(tmp.string());
+    done = counts.status();
+    if (counts.ok()) {
+      info.runs = counts->runs;
+      info.tensors = counts->tensors;
+    }
+  }
   if (done.ok()) {
     std::filesystem::remove(target, ec);  // an empty folder, or nothing
     std::filesystem::rename(tmp, target, ec);
