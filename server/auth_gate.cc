@@ -42,7 +42,7 @@ bool BoolField(const google::protobuf::Message& request, const char* name) {
 
 std::string AuditVerbOfRoute(std::string_view route, const google::protobuf::Message& request) {
   if (route == kRouteCreateRun) return "create";
-  if (route == kRouteIngest) return "push";
+  if (route == kRouteIngest || route == kRouteShmSession) return "push";
   if (route == kRouteSealRun) return BoolField(request, "abort") ? "abort" : "seal";
   if (route == kRouteDeleteRun) return "delete";
   if (route == kRouteSetReference) {

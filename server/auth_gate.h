@@ -47,6 +47,7 @@ inline constexpr std::string_view kRouteDeleteRun = "/reprod.v1.RunService/Delet
 inline constexpr std::string_view kRouteListTensors = "/reprod.v1.RunService/ListTensors";
 inline constexpr std::string_view kRouteReadTensor = "/reprod.v1.RunService/ReadTensor";
 inline constexpr std::string_view kRouteIngest = "/reprod.v1.IngestService/Ingest";
+inline constexpr std::string_view kRouteShmSession = "/reprod.v1.SharedMemoryService/Session";
 inline constexpr std::string_view kRouteCompare = "/reprod.v1.CompareService/Compare";
 inline constexpr std::string_view kRouteWatch = "/reprod.v1.CompareService/Watch";
 inline constexpr std::string_view kRouteGetReport = "/reprod.v1.ReportService/GetReport";

@@ -72,6 +72,11 @@ table; with --auth tokens log in at /login with a token. It uses the same
 --tls-* files (HTTPS; mutual TLS with --tls-client-ca) and the same
 non-loopback rule.
 
+Shared memory: --allow-shm lets clients on this host (the same user) hand
+over tensors through POSIX shared-memory regions they created and registered
+on their own session instead of sending the bytes (the Python client's
+open_run(..., shm=True)); off by default. docs/shared-memory.md.
+
 Backups: --backup-root DIR lets admins write consistent copies of the
 store while it serves (`reprodctl admin backup NAME`, into DIR/NAME);
 `reprodd restore DIR/NAME --data-dir NEW` makes a data dir from one.
@@ -120,6 +125,10 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_flag("--insecure", f.options.insecure,
                "Allow a non-loopback --listen address without tokens")
       ->envname("REPROD_INSECURE");
+  app.add_flag("--allow-shm", f.options.allow_shm,
+               "Accept same-host ingest from POSIX shared-memory regions the client "
+               "registered (SharedMemoryService; docs/shared-memory.md); off: refused")
+      ->envname("REPROD_ALLOW_SHM");
   app.add_option("--auth", f.auth,
                  "none (anyone may call anything) or tokens (every call needs a "
                  "bearer token; see `reprodd token --help`)")

@@ -31,6 +31,7 @@
 #include "server/report_service.h"
 #include "server/review_ops.h"
 #include "server/run_service.h"
+#include "server/shm_service.h"
 #include "server/store_admin_service.h"
 #include "spdlog/spdlog.h"
 #include "storage/memory/memory_store.h"
@@ -176,6 +177,7 @@ struct ReprodServer::Impl {
   RunEvents events;
   std::unique_ptr<RunServiceImpl> runs;
   std::unique_ptr<IngestServiceImpl> ingest;
+  std::unique_ptr<SharedMemoryServiceImpl> shm;
   std::unique_ptr<CompareServiceImpl> compare;
   std::unique_ptr<ReportServiceImpl> reports;
   std::unique_ptr<TokenServiceImpl> token_service;
@@ -266,6 +268,11 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   impl->env = env;
   impl->runs = std::make_unique<RunServiceImpl>(env);
   impl->ingest = std::make_unique<IngestServiceImpl>(env);
+  impl->shm = std::make_unique<SharedMemoryServiceImpl>(env, options.allow_shm);
+  if (options.allow_shm) {
+    spdlog::info("shared memory: on (--allow-shm: same-host clients may ingest from POSIX "
+                 "shared-memory regions they registered; docs/shared-memory.md)");
+  }
   impl->compare = std::make_unique<CompareServiceImpl>(env);
   impl->reports = std::make_unique<ReportServiceImpl>(env);
   impl->token_service = std::make_unique<TokenServiceImpl>(env);
@@ -300,6 +307,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
   builder.RegisterService(impl->runs.get());
   builder.RegisterService(impl->ingest.get());
+  builder.RegisterService(impl->shm.get());
   builder.RegisterService(impl->compare.get());
   builder.RegisterService(impl->reports.get());
   builder.RegisterService(impl->token_service.get());

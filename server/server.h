@@ -64,6 +64,10 @@ struct ServerOptions {
   // `--wal-free-tensor-bytes`: tensors this large bypass RocksDB's WAL
   // (storage::RocksDbStoreOptions::wal_free_tensor_bytes); 0: none do.
   uint64_t wal_free_tensor_bytes = uint64_t{128} << 20;
+  // `--allow-shm`: serve SharedMemoryService (same-host ingest through
+  // POSIX shared memory, shm_service.h); off: its calls end
+  // FAILED_PRECONDITION naming the flag.
+  bool allow_shm = false;
   kernels::BackendKind backend = kernels::BackendKind::kAuto;
   int backend_threads = 0;  // 0 = all cores
   ServerLimits limits;

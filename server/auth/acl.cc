@@ -59,6 +59,12 @@ constexpr AclEntry kTable[] = {
      .target = TargetKind::kRunNames,
      .fields = "begin.run",
      .per_message = true},
+    // --- reprod.v1.SharedMemoryService (reprodd --allow-shm) ----------------
+    {.route = "/reprod.v1.SharedMemoryService/Session",
+     .access = Access::kWriteRun,
+     .target = TargetKind::kRunNames,
+     .fields = "tensor.begin.run",
+     .per_message = true},
     // --- reprod.v1.CompareService ------------------------------------------
     {.route = "/reprod.v1.CompareService/Compare",
      .access = Access::kCompareRuns,

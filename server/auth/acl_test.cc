@@ -22,6 +22,7 @@
 #include "reprod/v1/ingest.pb.h"
 #include "reprod/v1/review.pb.h"
 #include "reprod/v1/runs.pb.h"
+#include "reprod/v1/shm.pb.h"
 #include "reprod/v1/tensor.pb.h"
 #include "storage/memory/memory_store.h"
 #include "tests/testing/status_matchers.h"
@@ -48,6 +49,7 @@ void LinkGeneratedFiles() {
   (void)v1::TensorAddress::descriptor();
   (void)v1::CreateTokenRequest::descriptor();
   (void)v1::BackupRequest::descriptor();
+  (void)v1::ShmRequest::descriptor();
 }
 
 // Every RPC of every service in proto/reprod/v1/*.proto, as "/pkg.Svc/M".
@@ -222,6 +224,7 @@ const std::map<std::string, Row>& Expected() {
       {"/reprod.v1.RunService/ListTensors", {{"run"}, false, "UUUU+D++"}},
       {"/reprod.v1.RunService/ReadTensor", {{"run"}, false, "UUUU+D++"}},
       {"/reprod.v1.IngestService/Ingest", {{"begin.run"}, false, "UUUU+DD+"}},
+      {"/reprod.v1.SharedMemoryService/Session", {{"tensor.begin.run"}, false, "UUUU+DD+"}},
       {"/reprod.v1.CompareService/Compare", {{"ref", "cand"}, false, "UUUU+D++"}},
       {"/reprod.v1.CompareService/Watch", {{"ref", "cand"}, false, "UUUU+D++"}},
       {"/reprod.v1.ReportService/GetReport", {{"id"}, true, "UUUU+D++"}},
