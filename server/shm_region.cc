@@ -19,8 +19,8 @@ constexpr std::string_view kShmPrefix = "/reprod-";
 constexpr size_t kMaxShmSuffixBytes = 200;
 
 bool IsNameByte(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '_' || c == '.' || c == '-';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
 }
 
 // Reads exactly n bytes at `offset` of `fd` into `dst` unless the object
@@ -32,8 +32,8 @@ absl::StatusOr<size_t> PreadFully(int fd, uint8_t* dst, size_t n, uint64_t offse
     const ssize_t got = ::pread(fd, dst + done, n - done, static_cast<off_t>(offset + done));
     if (got < 0) {
       if (errno == EINTR) continue;
-      return absl::InternalError(absl::StrCat("reading shared-memory region ",
-                                              VisibleName(name), ": ", std::strerror(errno)));
+      return absl::InternalError(absl::StrCat("reading shared-memory region ", VisibleName(name),
+                                              ": ", std::strerror(errno)));
     }
     if (got == 0) break;  // end of the object
     done += static_cast<size_t>(got);
@@ -53,10 +53,9 @@ absl::Status ValidateShmName(std::string_view name) {
   if (!name.starts_with(kShmPrefix) || name.size() == kShmPrefix.size() ||
       name.size() - kShmPrefix.size() > kMaxShmSuffixBytes ||
       !std::all_of(name.begin() + kShmPrefix.size(), name.end(), IsNameByte)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid shared-memory region name '", VisibleName(name),
-                     "': must be \"/reprod-\" followed by 1-", kMaxShmSuffixBytes,
-                     " bytes of [A-Za-z0-9_.-]"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid shared-memory region name '", VisibleName(name),
+        "': must be \"/reprod-\" followed by 1-", kMaxShmSuffixBytes, " bytes of [A-Za-z0-9_.-]"));
   }
   return absl::OkStatus();
 }
@@ -64,9 +63,9 @@ absl::Status ValidateShmName(std::string_view name) {
 absl::Status CheckShmRange(uint64_t region_bytes, uint64_t offset, uint64_t length) {
   // offset <= region_bytes first, so that region_bytes - offset cannot wrap.
   if (offset > region_bytes || length > region_bytes - offset) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bytes [", offset, ", ", offset, " + ", length, ") run past the region's ",
-        region_bytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("bytes [", offset, ", ", offset, " + ", length,
+                                                   ") run past the region's ", region_bytes,
+                                                   " bytes"));
   }
   return absl::OkStatus();
 }
@@ -78,14 +77,12 @@ absl::StatusOr<std::unique_ptr<ShmRegion>> ShmRegion::Open(std::string_view name
   const std::string shown = VisibleName(name);
   if (byte_size < kMinShmRegionBytes || byte_size > kMaxShmRegionBytes) {
     return absl::InvalidArgumentError(absl::StrCat("shared-memory region ", shown, ": byte_size ",
-                                                   byte_size, " is outside [",
-                                                   kMinShmRegionBytes, ", ",
-                                                   kMaxShmRegionBytes, "]"));
+                                                   byte_size, " is outside [", kMinShmRegionBytes,
+                                                   ", ", kMaxShmRegionBytes, "]"));
   }
   if (key.size() != kShmKeyBytes) {
     return absl::InvalidArgumentError(absl::StrCat("shared-memory region ", shown, ": key of ",
-                                                   key.size(), " bytes, expected ",
-                                                   kShmKeyBytes));
+                                                   key.size(), " bytes, expected ", kShmKeyBytes));
   }
   const std::string path(name);
   // O_NONBLOCK: a FIFO planted under the name must not block the open
@@ -94,8 +91,8 @@ absl::StatusOr<std::unique_ptr<ShmRegion>> ShmRegion::Open(std::string_view name
   const int fd = ::shm_open(path.c_str(), O_RDONLY | O_NONBLOCK, 0);
   if (fd < 0) {
     const int err = errno;
-    const std::string why = absl::StrCat("cannot open shared-memory region ", shown, ": ",
-                                         std::strerror(err));
+    const std::string why =
+        absl::StrCat("cannot open shared-memory region ", shown, ": ", std::strerror(err));
     if (err == ENOENT) return absl::NotFoundError(why);
     if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(why);
     if (err == ELOOP || err == ENAMETOOLONG || err == EINVAL) {
@@ -107,8 +104,8 @@ absl::StatusOr<std::unique_ptr<ShmRegion>> ShmRegion::Open(std::string_view name
   std::unique_ptr<ShmRegion> region(new ShmRegion(path, fd, byte_size, 0));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
-    return absl::InternalError(absl::StrCat("fstat of shared-memory region ", shown, ": ",
-                                            std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("fstat of shared-memory region ", shown, ": ", std::strerror(errno)));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(
@@ -118,8 +115,7 @@ absl::StatusOr<std::unique_ptr<ShmRegion>> ShmRegion::Open(std::string_view name
   if (region->object_bytes_ < byte_size) {
     return absl::InvalidArgumentError(absl::StrCat("shared-memory region ", shown, " holds ",
                                                    region->object_bytes_,
-                                                   " bytes, fewer than its byte_size ",
-                                                   byte_size));
+                                                   " bytes, fewer than its byte_size ", byte_size));
   }
   uint8_t head[kShmKeyBytes];
   absl::StatusOr<size_t> got = PreadFully(fd, head, sizeof(head), 0, name);

@@ -55,8 +55,7 @@ class ShmRegion {
   // equal `key`. InvalidArgument (name, size, key length, object too small,
   // not a regular object), NotFound (no such object), PermissionDenied
   // (EACCES, key mismatch), Internal for other errno values.
-  static absl::StatusOr<std::unique_ptr<ShmRegion>> Open(std::string_view name,
-                                                         uint64_t byte_size,
+  static absl::StatusOr<std::unique_ptr<ShmRegion>> Open(std::string_view name, uint64_t byte_size,
                                                          std::string_view key);
   ~ShmRegion();
   ShmRegion(const ShmRegion&) = delete;

@@ -40,8 +40,8 @@ TEST(CheckShmRangeTest, InsideAndAtTheEdges) {
 }
 
 TEST(CheckShmRangeTest, PastTheEndIsRefused) {
-  EXPECT_THAT(CheckShmRange(100, 101, 0), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                   HasSubstr("run past the region's 100")));
+  EXPECT_THAT(CheckShmRange(100, 101, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("run past the region's 100")));
   EXPECT_THAT(CheckShmRange(100, 0, 101), StatusIs(absl::StatusCode::kInvalidArgument, _));
   EXPECT_THAT(CheckShmRange(100, 64, 37), StatusIs(absl::StatusCode::kInvalidArgument, _));
   EXPECT_THAT(CheckShmRange(0, 0, 1), StatusIs(absl::StatusCode::kInvalidArgument, _));
@@ -84,8 +84,7 @@ class ShmRegionTest : public ::testing::Test {
     bytes_.resize(4096 + 100);
     std::mt19937 rng(7);
     for (uint8_t& b : bytes_) b = static_cast<uint8_t>(rng());
-    ASSERT_EQ(::pwrite(fd_, bytes_.data(), bytes_.size(), 0),
-              static_cast<ssize_t>(bytes_.size()));
+    ASSERT_EQ(::pwrite(fd_, bytes_.data(), bytes_.size(), 0), static_cast<ssize_t>(bytes_.size()));
   }
   void TearDown() override {
     ::close(fd_);
@@ -110,8 +109,7 @@ class ShmRegionTest : public ::testing::Test {
 };
 
 TEST_F(ShmRegionTest, ReadsTheBytesWritten) {
-  absl::StatusOr<std::unique_ptr<ShmRegion>> region =
-      ShmRegion::Open(name_, bytes_.size(), Key());
+  absl::StatusOr<std::unique_ptr<ShmRegion>> region = ShmRegion::Open(name_, bytes_.size(), Key());
   ASSERT_THAT(region.status(), IsOk());
   EXPECT_EQ((*region)->byte_size(), bytes_.size());
   EXPECT_EQ((*region)->object_bytes(), bytes_.size());
@@ -172,8 +170,8 @@ TEST_F(ShmRegionTest, ShrinkingDuringTheReadIsRefused) {
   ASSERT_THAT(region.status(), IsOk());
   std::vector<uint8_t> buffer(1000);
   int pieces = 0;
-  const absl::Status s = (*region)->Read(
-      0, bytes_.size(), absl::MakeSpan(buffer), [&](absl::Span<const uint8_t>) {
+  const absl::Status s =
+      (*region)->Read(0, bytes_.size(), absl::MakeSpan(buffer), [&](absl::Span<const uint8_t>) {
         if (++pieces == 1) {
           EXPECT_EQ(::ftruncate(fd_, 1500), 0);  // after the first piece
         }

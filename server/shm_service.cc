@@ -97,8 +97,7 @@ class ShmSession {
   absl::StatusOr<v1::ShmResponse> Register(const v1::RegisterRegion& r) {
     if (absl::Status s = ValidateShmName(r.name()); !s.ok()) return s;
     if (regions_.contains(r.name())) {
-      return absl::InvalidArgumentError(absl::StrCat("shared-memory region ",
-                                                     VisibleName(r.name()),
+      return absl::InvalidArgumentError(absl::StrCat("shared-memory region ", VisibleName(r.name()),
                                                      " is already registered on this session"));
     }
     if (regions_.size() >= kMaxShmRegionsPerSession) {
@@ -126,10 +125,10 @@ class ShmSession {
   }
 
   static absl::Status NotRegistered(std::string_view name) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "shared-memory region '", VisibleName(name),
-        "' is not registered on this session (a session may use only the regions it "
-        "registered itself)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("shared-memory region '", VisibleName(name),
+                     "' is not registered on this session (a session may use only the regions it "
+                     "registered itself)"));
   }
 
   absl::StatusOr<v1::ShmResponse> Store(const v1::ShmRequest& request) {
@@ -147,8 +146,8 @@ class ShmSession {
     }
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
-    const std::string where = absl::StrCat("run '", begin.run(), "' tensor ",
-                                           storage::AddressToString(header->address));
+    const std::string where =
+        absl::StrCat("run '", begin.run(), "' tensor ", storage::AddressToString(header->address));
     auto in_tensor = [&where](const absl::Status& s) {
       return absl::Status(s.code(), absl::StrCat(where, ": ", s.message()));
     };
@@ -157,8 +156,7 @@ class ShmSession {
     const ShmRegion& region = *it->second;
     if (t.length() != header->byte_length) {
       return in_tensor(absl::InvalidArgumentError(absl::StrCat(
-          "length ", t.length(), " differs from the header's byte_length ",
-          header->byte_length)));
+          "length ", t.length(), " differs from the header's byte_length ", header->byte_length)));
     }
     if (absl::Status s = CheckShmRange(region.byte_size(), t.offset(), t.length()); !s.ok()) {
       return in_tensor(absl::InvalidArgumentError(
@@ -174,19 +172,18 @@ class ShmSession {
     absl::StatusOr<std::unique_ptr<storage::TensorWriter>> writer =
         env_.store->BeginTensor(begin.run(), *header);
     if (writer.status().code() == absl::StatusCode::kNotFound) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown run '", begin.run(), "' in the header of ",
-          storage::AddressToString(header->address),
-          "; create the run first (RunService.CreateRun)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown run '", begin.run(), "' in the header of ",
+                       storage::AddressToString(header->address),
+                       "; create the run first (RunService.CreateRun)"));
     }
     if (!writer.ok()) return in_tensor(writer.status());
     if (t.length() > 0) {
       if (buffer_.empty()) buffer_.resize(kReadBufferBytes);
       storage::TensorWriter& w = **writer;
-      absl::Status read = region.Read(t.offset(), t.length(), absl::MakeSpan(buffer_),
-                                      [&w](absl::Span<const uint8_t> piece) {
-                                        return w.Append(piece);
-                                      });
+      absl::Status read =
+          region.Read(t.offset(), t.length(), absl::MakeSpan(buffer_),
+                      [&w](absl::Span<const uint8_t> piece) { return w.Append(piece); });
       if (!read.ok()) return in_tensor(read);  // the writer is dropped: nothing stored
     }
     // The store's commit errors name the run and tensor themselves.
@@ -223,15 +220,14 @@ class ShmSession {
 
 }  // namespace
 
-grpc::Status SharedMemoryServiceImpl::Admit(const std::string& token_id,
-                                            const std::string& label) {
+grpc::Status SharedMemoryServiceImpl::Admit(const std::string& token_id, const std::string& label) {
   absl::MutexLock lock(&mu_);
   const int cap = env_.limits.max_streams;
   if (cap > 0 && open_ >= cap) {
     return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                         absl::StrCat("the server has ", open_,
-                                     " shared-memory sessions open, its limit (--max-streams ",
-                                     cap, "); retry when others have finished"));
+                                     " shared-memory sessions open, its limit (--max-streams ", cap,
+                                     "); retry when others have finished"));
   }
   const int per_token = env_.limits.max_streams_per_token;
   if (!token_id.empty() && per_token > 0 && per_token_[token_id] >= per_token) {
