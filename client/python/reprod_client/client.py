@@ -31,7 +31,8 @@ from .run import DEFAULT_CHUNK_BYTES, DEFAULT_MAX_PENDING_BYTES, Run
 
 try:
     from ._proto import (compare_pb2, compare_pb2_grpc, ingest_pb2,
-                         ingest_pb2_grpc, runs_pb2, runs_pb2_grpc, tensor_pb2)
+                         ingest_pb2_grpc, runs_pb2, runs_pb2_grpc, shm_pb2, shm_pb2_grpc,
+                         tensor_pb2)
 except ImportError as _e:  # pragma: no cover - broken install
     raise ImportError(
         "reprod_client's generated gRPC stubs (reprod_client._proto) are missing: "
@@ -45,7 +46,7 @@ __all__ = ["Client", "RunInfo", "TensorInfo", "DEFAULT_ADDRESS"]
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 _PB = types.SimpleNamespace(tensor=tensor_pb2, ingest=ingest_pb2, runs=runs_pb2,
-                            compare=compare_pb2)
+                            compare=compare_pb2, shm=shm_pb2)
 
 _STATE_NAMES = {0: "unspecified", 1: "open", 2: "sealed", 3: "aborted"}
 _FORMATS = {"json": compare_pb2.REPORT_FORMAT_JSON, "text": compare_pb2.REPORT_FORMAT_TEXT,
@@ -222,6 +223,7 @@ class Client:
             f"/{method.containing_service.full_name}/{method.name}",
             request_serializer=_identity,
             response_deserializer=ingest_pb2.IngestResponse.FromString)
+        self._shm_session = shm_pb2_grpc.SharedMemoryServiceStub(self._channel).Session
         self._compare_stub = compare_pb2_grpc.CompareServiceStub(self._channel)
         self._report_stub = compare_pb2_grpc.ReportServiceStub(self._channel)
 
@@ -252,7 +254,7 @@ class Client:
     def open_run(self, name, framework=None, labels=None, overwrite=False, *,
                  recreate=False, framework_version=None, device=None,
                  max_pending_bytes=DEFAULT_MAX_PENDING_BYTES, reconnect_timeout=None,
-                 chunk_bytes=DEFAULT_CHUNK_BYTES):
+                 chunk_bytes=DEFAULT_CHUNK_BYTES, shm=False, shm_slots=2):
         """Creates run `name` ("namespace/name") or reopens it if it exists
         and is open (a restarted producer), and returns a Run to log into.
 
@@ -267,6 +269,14 @@ class Client:
             (log() blocks beyond it).
         reconnect_timeout: seconds to keep reconnecting during an outage
             (default: the client's).
+        shm: hand the tensors over through POSIX shared memory instead of
+            sending their bytes (reprodd on this host, as this user, started
+            with --allow-shm; docs/shared-memory.md). Checked here: a server
+            that refuses it raises FailedPrecondition naming --allow-shm
+            (nothing falls back to the wire silently; open the run with
+            shm=False for that).
+        shm_slots: tensors in flight at once with shm (each slot is as large
+            as the largest tensor so far).
 
         Raises ValueError for a malformed name, FailedPrecondition when the
         run exists but is sealed or aborted, or exists with another
@@ -280,6 +290,8 @@ class Client:
                            device=device or "", overwrite=bool(overwrite))
         for k, v in (labels or {}).items():
             run.labels[str(k)] = str(v)
+        if shm:
+            self._check_shm(name)  # before the run is created
         if recreate:
             try:
                 self.delete_run(name)
@@ -300,7 +312,24 @@ class Client:
         return Run(self, info, max_pending_bytes=max_pending_bytes,
                    reconnect_timeout=(self.reconnect_timeout if reconnect_timeout is None
                                       else reconnect_timeout),
-                   chunk_bytes=chunk_bytes)
+                   chunk_bytes=chunk_bytes, shm=shm, shm_slots=shm_slots)
+
+    def _check_shm(self, run):
+        """An empty SharedMemoryService.Session: raises the server's refusal
+        (FailedPrecondition without --allow-shm, UNIMPLEMENTED from an older
+        reprodd) before anything is logged."""
+        where = f"shared-memory session for run {run!r}"
+        try:
+            for _ in self._shm_session(iter(()), timeout=self.timeout,
+                                       metadata=self._metadata):
+                pass
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise ReprodError(f"{where}: the server at {self.address} does not implement "
+                                  "SharedMemoryService (an older reprodd); open the run with "
+                                  "shm=False", code=e.code(), details=e.details(),
+                                  address=self.address, run=run) from None
+            raise from_rpc_error(e, where, self.address, run=run, tls=self._tls) from None
 
     def get_run(self, name):
         """The RunInfo of run `name`; NotFound if it does not exist."""

@@ -27,6 +27,13 @@ Failures:
 A failed run raises its error from the next `log()`, `flush()`, `close()`
 or `seal()` (and every one after): errors are never swallowed.
 
+Shared memory (`shm=True`, a reprodd on this host started with
+--allow-shm): the sender keeps a SharedMemoryService.Session open instead
+of an Ingest stream, copies each tensor into a slot of a shared-memory
+region (shm.py) and sends only (region, offset, length) with the header;
+the server reads the bytes from the region. Failures and resends are as
+above; each new stream registers the region again.
+
 Thread safety: `log()` may be called from several threads. `flush()`,
 `close()` and `seal()` may be called from any thread.
 """
@@ -44,6 +51,7 @@ import grpc
 from . import tensors as _tensors
 from .crc32c import crc32c
 from .errors import ReprodError, ServerUnavailable, from_rpc_error
+from .shm import ShmRegion
 
 __all__ = ["Run", "RunStats", "DEFAULT_MAX_PENDING_BYTES", "DEFAULT_CHUNK_BYTES"]
 
@@ -122,9 +130,12 @@ class Run:
     """
 
     def __init__(self, client, info, *, max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
-                 reconnect_timeout=30.0, chunk_bytes=DEFAULT_CHUNK_BYTES):
+                 reconnect_timeout=30.0, chunk_bytes=DEFAULT_CHUNK_BYTES, shm=False,
+                 shm_slots=2):
         if max_pending_bytes <= 0:
             raise ValueError("max_pending_bytes must be positive")
+        if shm_slots < 1:
+            raise ValueError("shm_slots must be >= 1")
         if not 0 < chunk_bytes <= 4 << 20:
             raise ValueError("chunk_bytes must be in (0, 4 MiB]")
         self._client = client
@@ -145,6 +156,13 @@ class Run:
         self._next_tid = 1
         self._epoch = 0
         self._stats = RunStats()
+        # Shared memory: the region (made at the first tensor, replaced by a
+        # larger one when a tensor does not fit a slot), guarded by
+        # _shm_lock, which the request generator holds while it copies.
+        self.shm = bool(shm)
+        self._shm_slots = int(shm_slots)
+        self._shm_lock = threading.Lock()
+        self._region = None
         self._thread = threading.Thread(target=self._sender_main, daemon=True,
                                         name=f"reprod-run-{self.name}")
         self._thread.start()
@@ -324,6 +342,25 @@ class Run:
             self._cond.notify_all()
 
     def _sender_main(self):
+        try:
+            self._sender_loop()
+        finally:
+            with self._shm_lock:
+                if self._region is not None:
+                    self._region.close()
+                    self._region = None
+
+    def _open_call(self, epoch):
+        """The stream of one attempt and an iterator over its acks."""
+        if not self.shm:
+            call = self._client._ingest_raw(self._requests(epoch),
+                                            metadata=self._client._metadata)
+            return call, call
+        call = self._client._shm_session(self._shm_requests(epoch),
+                                         metadata=self._client._metadata)
+        return call, (r.ack for r in call if r.HasField("ack"))
+
+    def _sender_loop(self):
         outage_since = None
         backoff = _BACKOFF_FIRST
         broken = False
@@ -347,13 +384,12 @@ class Run:
                 epoch = self._epoch
             progressed = False
             try:
-                call = self._client._ingest_raw(
-                    self._requests(epoch), metadata=self._client._metadata)
+                call, acks = self._open_call(epoch)
                 with self._cond:
                     self._call = call
                     if self._abandoned:
                         call.cancel()
-                for ack in call:
+                for ack in acks:
                     self._on_ack(ack)
                     progressed = True
                     outage_since = None
@@ -409,7 +445,8 @@ class Run:
                 continue
             if code == grpc.StatusCode.CANCELLED and closing:
                 return  # abort()
-            self._fail(from_rpc_error(err, f"ingest into run {self.name!r}",
+            what = "shared-memory ingest" if self.shm else "ingest"
+            self._fail(from_rpc_error(err, f"{what} into run {self.name!r}",
                                       self.address, run=self.name, tls=self._client._tls))
             return
 
@@ -481,6 +518,88 @@ class Run:
                 if self._epoch == epoch:
                     self._stats.sent += 1
                     self._stats.bytes_sent += item.nbytes
+
+    def _next_item(self, epoch, in_flight=None):
+        """The next pending tensor of stream `epoch`, moved to _unacked, once
+        fewer than `in_flight` tensors are unacked (None: no bound); None
+        when the stream should end."""
+        with self._cond:
+            while True:
+                if self._epoch != epoch or self._error is not None or self._abandoned:
+                    return None
+                if self._pending and (in_flight is None or len(self._unacked) < in_flight):
+                    item = self._pending.popleft()
+                    self._unacked[item.tid] = item
+                    if item.sends:
+                        self._stats.resent += 1
+                    item.sends += 1
+                    return item
+                if self._closing and not self._pending:
+                    return None  # half-close: all sent
+                self._cond.wait()
+
+    def _header(self, item):
+        pb = self._client._pb
+        wire = item.wire
+        if item.crc is None:
+            item.crc = crc32c(wire.data)
+        address = pb.tensor.TensorAddress(checkpoint=wire.checkpoint, key=wire.key)
+        if wire.step is not None:
+            address.step = wire.step
+        return pb.tensor.TensorHeader(address=address, dtype=wire.dtype, shape=wire.shape,
+                                      byte_length=item.nbytes, crc32c=item.crc)
+
+    def _shm_requests(self, epoch):
+        """The request stream of one shared-memory Session: the region's
+        registration, then one ShmTensor per tensor, each copied into the
+        next slot once its previous occupant was acked. Runs on gRPC's
+        thread."""
+        pb = self._client._pb
+        slots = self._shm_slots
+        with self._shm_lock:
+            region = self._region
+        if region is not None:
+            yield pb.shm.ShmRequest(region=pb.shm.RegisterRegion(
+                name=region.name, byte_size=region.byte_size, key=region.key))
+        sent = 0
+        while True:
+            item = self._next_item(epoch, in_flight=slots)
+            if item is None:
+                return
+            n = item.nbytes
+            if region is None or n > region.slot_bytes:
+                # A larger region, once nothing in flight lies in the old one.
+                with self._cond:
+                    while (len(self._unacked) > 1 and self._epoch == epoch
+                           and self._error is None and not self._abandoned):
+                        self._cond.wait()
+                    if self._epoch != epoch or self._error is not None or self._abandoned:
+                        return
+                new = ShmRegion(max(n, region.slot_bytes if region else 0), slots)
+                with self._shm_lock:
+                    old, self._region = self._region, new
+                    if old is not None:
+                        old.close()
+                if region is not None:
+                    yield pb.shm.ShmRequest(release=pb.shm.ReleaseRegion(name=region.name))
+                region = new
+                sent = 0
+                yield pb.shm.ShmRequest(region=pb.shm.RegisterRegion(
+                    name=region.name, byte_size=region.byte_size, key=region.key))
+            offset = region.slot_offset(sent)
+            sent += 1
+            with self._shm_lock:
+                if self._region is not region:
+                    return  # the sender is closing the region
+                region.write(offset, item.wire.data)
+            header = self._header(item)
+            yield pb.shm.ShmRequest(tensor=pb.shm.ShmTensor(
+                begin=pb.ingest.BeginTensor(run=self.name, tensor_id=item.tid, header=header),
+                region=region.name, offset=offset, length=n))
+            with self._cond:
+                if self._epoch == epoch:
+                    self._stats.sent += 1
+                    self._stats.bytes_sent += n
 
     def _on_ack(self, ack):
         with self._cond:
