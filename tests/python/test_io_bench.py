@@ -1,9 +1,10 @@
 """bench/run_io_bench.py --quick runs end to end against the built binaries.
 
 A smoke test so the benchmark harness cannot rot: every yardstick, ingest
-path and compare is measured (positive times and throughputs), the ratios
-are the issue's five and are positive, the not-built shared-memory path is
-listed as such, and no reprodd or temp folder is left behind.
+path (shared memory included) and compare is measured (positive times and
+throughputs), the ratios are the issue's six and are positive, nothing is
+listed as not built, and no reprodd, temp folder or shared-memory object is
+left behind.
 """
 import json
 import os
@@ -29,9 +30,15 @@ def _processes_naming(path):
     return pids
 
 
+def _shm_objects():
+    """The reprod client's shared-memory objects (/dev/shm/reprod-*)."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith("reprod-")}
+
+
 def test_quick_run_writes_every_row(tmp_path):
     data_root = tmp_path / "data"
     data_root.mkdir()
+    shm_before = _shm_objects()
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--bin-dir", str(BIN_DIR),
          "--data-root", str(data_root), "--out", str(tmp_path / "io")],
@@ -48,7 +55,8 @@ def test_quick_run_writes_every_row(tmp_path):
     for want in ("raw TCP loopback", "dd ", "memcpy", "memory store", "RocksDB",
                  "from files", "stored in RocksDB"):
         assert any(want in n for n in names), (want, names)
-    assert sum("ingest" in n for n in names) == 4  # 2 clients x 2 stores
+    assert sum("ingest" in n for n in names) == 5  # 2 clients x 2 stores, and shm
+    assert any("via shared memory" in n and "memory store" in n for n in names), names
     for r in res["rows"]:
         assert r["seconds"] > 0 and all(s > 0 for s in r["samples_s"]), r
         assert r["GBps"] > 0 and r["bytes"] > 0, r
@@ -58,15 +66,17 @@ def test_quick_run_writes_every_row(tmp_path):
         if "ingest" in r["name"]:  # both sides did the work: CPU time was counted
             assert r["client_cpu_s"] > 0 and r["server_cpu_s"] > 0, r
         assert r["name"] in md
-    assert len(res["ratios"]) == 5
+    assert len(res["ratios"]) == 6
+    assert any("shared memory / memcpy" in r["name"] for r in res["ratios"])
     for r in res["ratios"]:
         assert 0 < r["value"] < 1000, r
         assert r["met"] == (r["value"] >= r["goal"] if r["goal_kind"] == "min"
                             else r["value"] <= r["goal"]), r
-    assert res["not_built"] and res["ratios_not_built"]
-    assert "not built" in md
+    assert res["not_built"] == [] and res["ratios_not_built"] == []
+    assert "not built" not in md
 
     # Everything the bench started or made is gone.
     assert _processes_naming(tmp_path) == []
     assert list(data_root.iterdir()) == []
     assert [p for p in tmp_path.iterdir() if p.name.startswith("reprod-io-bench")] == []
+    assert _shm_objects() - shm_before == set()
