@@ -11,8 +11,10 @@
 // session that registered them and are closed when it ends.
 //
 // Off unless reprodd runs with --allow-shm: every Session then ends at once
-// with FAILED_PRECONDITION naming the flag. Sessions count against
-// --max-streams and --max-streams-per-token like Ingest streams.
+// with FAILED_PRECONDITION naming the flag. Open sessions are capped by
+// --max-streams and --max-streams-per-token, counted apart from Ingest
+// streams; in the metrics they count as ingest streams and their tensors as
+// ingest tensors.
 //
 // A session holds one of gRPC's synchronous server threads while it is
 // open (it waits on its client in Read); keepalive ends sessions of clients

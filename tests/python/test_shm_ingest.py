@@ -401,3 +401,55 @@ def test_submitter_writes_only_its_namespace(tmp_path):
                         grpc.StatusCode.UNAUTHENTICATED, "token")
     finally:
         server.stop()
+
+
+def test_region_limits_release_and_duplicates(shm_server, run_ns):
+    regions = [ShmRegion(4096, slots=1) for _ in range(17)]
+    try:
+        with Client(shm_server.address) as client:
+            run = f"{run_ns}/r"
+            client.open_run(run, framework="test").close()
+            s = Session(client)
+            for r in regions[:16]:
+                assert s.register(r).registered.object_bytes == r.byte_size
+            _expect_refused(s, lambda: s.register(regions[16]),
+                            grpc.StatusCode.RESOURCE_EXHAUSTED, "16 shared-memory regions")
+            s = Session(client)
+            s.register(regions[0])
+            _expect_refused(s, lambda: s.register(regions[0]), grpc.StatusCode.INVALID_ARGUMENT,
+                            "already registered on this session")
+            # Released: no longer usable on the session that held it.
+            s = Session(client)
+            s.register(regions[0])
+            regions[0].write(SLOTS_OFFSET, _payload())
+            assert s.send(pb.shm.ShmRequest(release=pb.shm.ReleaseRegion(
+                name=regions[0].name))).released.name == regions[0].name
+            _expect_refused(s, lambda: s.tensor(run, "x", _payload(), regions[0].name,
+                                                 SLOTS_OFFSET),
+                            grpc.StatusCode.PERMISSION_DENIED, "not registered on this session")
+            _assert_alive_and_empty(client, run)
+    finally:
+        for r in regions:
+            r.close()
+
+
+def test_session_cap_and_prompt_shutdown_with_idle_sessions(tmp_path, region):
+    server = Reprodd(tmp_path, extra_args=["--allow-shm", "--max-streams", "1"])
+    try:
+        client = Client(server.address)
+        idle = Session(client)
+        idle.register(region)  # holds the only slot, then sits idle
+        s = Session(client)
+        _expect_refused(s, lambda: s.register(region), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        r"--max-streams 1")
+        # SIGTERM: an idle session does not hold the shutdown for the grace
+        # period (10 s); it is cancelled.
+        t0 = time.monotonic()
+        server.stop()
+        assert time.monotonic() - t0 < 5
+        assert server.proc.returncode == 0
+        with pytest.raises(grpc.RpcError):
+            idle.send(pb.shm.ShmRequest(release=pb.shm.ReleaseRegion(name=region.name)))
+        client.close()
+    finally:
+        server.stop()
