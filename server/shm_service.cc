@@ -252,6 +252,17 @@ void SharedMemoryServiceImpl::Leave(const std::string& token_id) {
 grpc::Status SharedMemoryServiceImpl::Session(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::ShmResponse, v1::ShmRequest>* stream) {
+  // --auth tokens: the caller first (every call goes through the gate),
+  // then the flag; each tensor's run is authorized on its own (Store).
+  std::optional<auth::Principal> who;
+  if (env_.auth != nullptr) {
+    absl::StatusOr<auth::Principal> principal = env_.auth->Authenticate(*context);
+    if (!principal.ok()) {
+      spdlog::warn("refused {}: {}", kRouteShmSession, std::string(principal.status().message()));
+      return wire::ToGrpcStatus(principal.status());
+    }
+    who = *std::move(principal);
+  }
   if (!allow_) {
     spdlog::warn("refused a shared-memory session from {}: reprodd runs without --allow-shm",
                  context->peer());
@@ -263,15 +274,6 @@ grpc::Status SharedMemoryServiceImpl::Session(
   if (env_.events->shutting_down()) {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                         "server shutting down; retry after the restart");
-  }
-  std::optional<auth::Principal> who;
-  if (env_.auth != nullptr) {
-    absl::StatusOr<auth::Principal> principal = env_.auth->Authenticate(*context);
-    if (!principal.ok()) {
-      spdlog::warn("refused {}: {}", kRouteShmSession, std::string(principal.status().message()));
-      return wire::ToGrpcStatus(principal.status());
-    }
-    who = *std::move(principal);
   }
   const std::string token_id = who.has_value() ? who->id : "";
   if (grpc::Status refused = Admit(token_id, who.has_value() ? who->label : ""); !refused.ok()) {

@@ -23,7 +23,7 @@ from conftest import REPRODD, ROOT, Reprodd, run_reprodctl, start_until_listenin
 
 import reprod_client
 from reprod_client._proto import admin_pb2, admin_pb2_grpc, compare_pb2, compare_pb2_grpc, \
-    ingest_pb2, review_pb2, review_pb2_grpc, runs_pb2, runs_pb2_grpc
+    ingest_pb2, review_pb2, review_pb2_grpc, runs_pb2, runs_pb2_grpc, shm_pb2
 
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
@@ -70,7 +70,7 @@ def env(tmp_path_factory):
     e.tokens["malformed"] = "not-a-token"
     e.workdir = tmp_path_factory.mktemp("auth-server")
     e.server = Reprodd(e.workdir, store="rocksdb", data_dir=data,
-                       extra_args=["--auth", "tokens"])
+                       extra_args=["--auth", "tokens", "--allow-shm"])
     e.channel = grpc.insecure_channel(e.server.address)
     e.runs = runs_pb2_grpc.RunServiceStub(e.channel)
     e.compare = compare_pb2_grpc.CompareServiceStub(e.channel)
@@ -161,6 +161,12 @@ def _every_rpc(e):
     ingest = e.channel.stream_stream(
         "/reprod.v1.IngestService/Ingest", request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=ingest_pb2.IngestResponse.FromString)
+    shm = e.channel.stream_stream(
+        "/reprod.v1.SharedMemoryService/Session",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=shm_pb2.ShmResponse.FromString)
+    shm_tensor = shm_pb2.ShmRequest()
+    shm_tensor.tensor.begin.run = "team42/a"
     pair = dict(ref="team42/a", cand="team42/b")
     return {
         "CreateRun": (e.runs.CreateRun, runs_pb2.CreateRunRequest(
@@ -172,6 +178,7 @@ def _every_rpc(e):
         "ListTensors": (e.runs.ListTensors, runs_pb2.ListTensorsRequest(run="team42/a")),
         "ReadTensor": (drain(e.runs.ReadTensor), read),
         "Ingest": (lambda req, **kw: list(ingest(iter([req]), **kw)), begin),
+        "Session": (lambda req, **kw: list(shm(iter([req]), **kw)), shm_tensor),
         "Compare": (e.compare.Compare, compare_pb2.CompareRequest(**pair)),
         "Watch": (drain(e.compare.Watch), compare_pb2.WatchRequest(**pair)),
         "GetReport": (e.reports.GetReport, compare_pb2.GetReportRequest(id=e.report42)),
@@ -204,8 +211,8 @@ def test_every_rpc_goes_through_the_gate(env):
         assert _code(call, request, env.tokens["revoked"]) == UNAUTH, name
         # A judge may read and compare but never write or delete, nor manage
         # tokens or read the audit log.
-        if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest", "CreateToken", "ListTokens",
-                    "RevokeToken", "ListEvents", "VerifyAudit", "Backup", "Compact"):
+        if name in ("CreateRun", "SealRun", "DeleteRun", "Ingest", "Session", "CreateToken",
+                    "ListTokens", "RevokeToken", "ListEvents", "VerifyAudit", "Backup", "Compact"):
             assert _code(call, request, env.tokens["judge"]) == DENIED, name
         # Submitters never publish, sign, manage tokens or read the audit log.
         if name in ("SetReference", "SignReport", "CreateToken", "ListTokens", "RevokeToken",

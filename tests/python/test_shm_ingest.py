@@ -401,6 +401,15 @@ def test_submitter_writes_only_its_namespace(tmp_path):
                         grpc.StatusCode.UNAUTHENTICATED, "token")
     finally:
         server.stop()
+    # Without --allow-shm the token is checked first, then the flag.
+    server = Reprodd(tmp_path, store="rocksdb", data_dir=data, extra_args=["--auth", "tokens"])
+    try:
+        for token, code in ((None, grpc.StatusCode.UNAUTHENTICATED),
+                            (ta, grpc.StatusCode.FAILED_PRECONDITION)):
+            s = Session(Client(server.address, token=token))
+            _expect_refused(s, lambda: s.send(pb.shm.ShmRequest()), code, ".")
+    finally:
+        server.stop()
 
 
 def test_region_limits_release_and_duplicates(shm_server, run_ns):
