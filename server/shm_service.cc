@@ -1,5 +1,8 @@
 #include "server/shm_service.h"
 
+#include <sys/resource.h>
+
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -53,8 +56,14 @@ std::string_view AckLabel(storage::CommitKind kind) {
 // One Session's regions and what it stored, per run (for the audit).
 class ShmSession {
  public:
-  ShmSession(const ServiceEnv& env, const std::optional<auth::Principal>& who)
-      : env_(env), who_(who) {}
+  // `regions_open` counts the regions of every session against
+  // `max_regions`.
+  ShmSession(const ServiceEnv& env, const std::optional<auth::Principal>& who,
+             std::atomic<int>* regions_open, int max_regions)
+      : env_(env), who_(who), regions_open_(regions_open), max_regions_(max_regions) {}
+  ~ShmSession() { *regions_open_ -= static_cast<int>(regions_.size()); }
+  ShmSession(const ShmSession&) = delete;
+  ShmSession& operator=(const ShmSession&) = delete;
 
   // The response to one request, or the error that ends the session.
   absl::StatusOr<v1::ShmResponse> Handle(const v1::ShmRequest& request) {
@@ -105,9 +114,19 @@ class ShmSession {
           absl::StrCat("this session holds ", regions_.size(),
                        " shared-memory regions, the limit; release one first"));
     }
+    if (regions_open_->fetch_add(1) >= max_regions_) {
+      --*regions_open_;
+      return absl::ResourceExhaustedError(
+          absl::StrCat("reprodd holds ", max_regions_,
+                       " shared-memory regions open in all sessions, its limit (a quarter of "
+                       "its open-file limit); retry when others have finished"));
+    }
     absl::StatusOr<std::unique_ptr<ShmRegion>> region =
         ShmRegion::Open(r.name(), r.byte_size(), r.key());
-    if (!region.ok()) return region.status();
+    if (!region.ok()) {
+      --*regions_open_;
+      return region.status();
+    }
     v1::ShmResponse response;
     response.mutable_registered()->set_name(r.name());
     response.mutable_registered()->set_object_bytes((*region)->object_bytes());
@@ -119,6 +138,7 @@ class ShmSession {
 
   absl::StatusOr<v1::ShmResponse> Release(const v1::ReleaseRegion& r) {
     if (regions_.erase(r.name()) == 0) return NotRegistered(r.name());
+    --*regions_open_;
     v1::ShmResponse response;
     response.mutable_released()->set_name(r.name());
     return response;
@@ -210,6 +230,8 @@ class ShmSession {
 
   const ServiceEnv& env_;
   const std::optional<auth::Principal>& who_;
+  std::atomic<int>* const regions_open_;
+  const int max_regions_;
   std::map<std::string, std::unique_ptr<ShmRegion>> regions_;
   std::vector<uint8_t> buffer_;
   std::map<std::string, Tally> tallies_;
@@ -219,6 +241,12 @@ class ShmSession {
 };
 
 }  // namespace
+
+int MaxShmRegionsOpen() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 4096;
+  return static_cast<int>(std::clamp<rlim_t>(limit.rlim_cur / 4, 16, 4096));
+}
 
 grpc::Status SharedMemoryServiceImpl::Admit(const std::string& token_id, const std::string& label) {
   absl::MutexLock lock(&mu_);
@@ -282,7 +310,7 @@ grpc::Status SharedMemoryServiceImpl::Session(
     return refused;
   }
   if (env_.metrics != nullptr) env_.metrics->StreamOpened();
-  ShmSession session(env_, who);
+  ShmSession session(env_, who, &regions_open_, max_regions_);
   absl::Status end = absl::OkStatus();
   v1::ShmRequest request;
   while (stream->Read(&request)) {

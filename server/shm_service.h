@@ -25,6 +25,7 @@
 #ifndef REPROD_SERVER_SHM_SERVICE_H_
 #define REPROD_SERVER_SHM_SERVICE_H_
 
+#include <atomic>
 #include <map>
 #include <string>
 
@@ -38,10 +39,16 @@ namespace reprod::server {
 // Regions one session may hold at once (one more is RESOURCE_EXHAUSTED).
 inline constexpr size_t kMaxShmRegionsPerSession = 16;
 
+// Regions all sessions together may hold open (each holds a file
+// descriptor): a quarter of the process's RLIMIT_NOFILE soft limit, at most
+// 4096, at least 16; one more is RESOURCE_EXHAUSTED.
+int MaxShmRegionsOpen();
+
 class SharedMemoryServiceImpl final : public v1::SharedMemoryService::Service {
  public:
   // `allow`: reprodd's --allow-shm.
-  SharedMemoryServiceImpl(const ServiceEnv& env, bool allow) : env_(env), allow_(allow) {}
+  SharedMemoryServiceImpl(const ServiceEnv& env, bool allow)
+      : env_(env), allow_(allow), max_regions_(MaxShmRegionsOpen()) {}
 
   grpc::Status Session(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::ShmResponse, v1::ShmRequest>* stream) override;
@@ -54,6 +61,8 @@ class SharedMemoryServiceImpl final : public v1::SharedMemoryService::Service {
 
   const ServiceEnv env_;
   const bool allow_;
+  const int max_regions_;
+  std::atomic<int> regions_open_{0};  // in all sessions
   absl::Mutex mu_;
   int open_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int> per_token_ ABSL_GUARDED_BY(mu_);

@@ -462,3 +462,33 @@ def test_session_cap_and_prompt_shutdown_with_idle_sessions(tmp_path, region):
         client.close()
     finally:
         server.stop()
+
+
+def test_regions_of_all_sessions_are_capped_by_the_open_file_limit(tmp_path, monkeypatch):
+    """With 80 open files reprodd holds at most 80 / 4 = 20 regions in all
+    sessions together (one file descriptor each)."""
+    import conftest
+    wrapper = tmp_path / "reprodd-80-files"
+    wrapper.write_text(f"#!/bin/sh\nulimit -n 80\nexec {REPRODD} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(conftest, "REPRODD", wrapper)
+    server = Reprodd(tmp_path, extra_args=["--allow-shm", "--http-listen", "off"])
+    regions = [ShmRegion(4096, slots=1) for _ in range(21)]
+    try:
+        client = Client(server.address)
+        first, second = Session(client), Session(client)
+        for r in regions[:16]:
+            first.register(r)
+        for r in regions[16:20]:
+            second.register(r)
+        _expect_refused(second, lambda: second.register(regions[20]),
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, "20 shared-memory regions open")
+        first.close()  # its 16 regions are given back
+        third = Session(client)
+        third.register(regions[20])
+        third.close()
+        client.close()
+    finally:
+        for r in regions:
+            r.close()
+        server.stop()
