@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -150,6 +151,25 @@ TEST_F(ShmRegionTest, RegistrationChecks) {
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("key")));
   EXPECT_THAT(ShmRegion::Open("/dev/shm/x", 64, Key()).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, _));
+}
+
+TEST_F(ShmRegionTest, OnlyRegularObjectsAreOpenedNeverFollowingLinks) {
+  const std::string base = absl::StrCat("/reprod-test-", ::getpid(), "-special-");
+  const std::string dir = base + "dir", fifo = base + "fifo", link = base + "link";
+  ASSERT_EQ(::mkdir(("/dev/shm" + dir).c_str(), 0700), 0);
+  ASSERT_EQ(::mkfifo(("/dev/shm" + fifo).c_str(), 0600), 0);
+  ASSERT_EQ(::symlink(("/dev/shm" + name_).c_str(), ("/dev/shm" + link).c_str()), 0);
+  // A directory or a FIFO (whose open must not block) is not an object.
+  EXPECT_THAT(ShmRegion::Open(dir, 64, Key()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a regular")));
+  EXPECT_THAT(ShmRegion::Open(fifo, 64, Key()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a regular")));
+  // A link to a real region is not followed.
+  EXPECT_THAT(ShmRegion::Open(link, 64, Key()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("Too many levels")));
+  ::rmdir(("/dev/shm" + dir).c_str());
+  ::unlink(("/dev/shm" + fifo).c_str());
+  ::unlink(("/dev/shm" + link).c_str());
 }
 
 TEST_F(ShmRegionTest, ShrunkObjectIsRefusedNotACrash) {
