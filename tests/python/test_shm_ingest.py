@@ -492,3 +492,21 @@ def test_regions_of_all_sessions_are_capped_by_the_open_file_limit(tmp_path, mon
         for r in regions:
             r.close()
         server.stop()
+
+
+def test_region_that_cannot_be_made_fails_the_run_at_once(shm_server, run_ns, monkeypatch):
+    """/dev/shm full is final (no reconnect loop), and says what to do."""
+    import reprod_client.run
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(reprod_client.run, "ShmRegion", full)
+    with Client(shm_server.address) as client:
+        run = client.open_run(f"{run_ns}/r", framework="test", shm=True, reconnect_timeout=30)
+        run.log("ck", {"x": _payload()})
+        t0 = time.monotonic()
+        with pytest.raises(reprod_client.ReprodError, match="cannot make a region.*No space left"):
+            run.flush(timeout=20)
+        assert time.monotonic() - t0 < 5
+        assert client.list_tensors(f"{run_ns}/r") == []
+        run.abort()

@@ -575,7 +575,15 @@ class Run:
                         self._cond.wait()
                     if self._epoch != epoch or self._error is not None or self._abandoned:
                         return
-                new = ShmRegion(max(n, region.slot_bytes if region else 0), slots)
+                try:
+                    new = ShmRegion(max(n, region.slot_bytes if region else 0), slots)
+                except OSError as e:  # e.g. /dev/shm full: final, not an outage
+                    self._fail(ReprodError(
+                        f"shared-memory ingest into run {self.name!r}: cannot make a region of "
+                        f"{slots} x {n} bytes: {e} (free space in /dev/shm, pass a smaller "
+                        "shm_slots, or open the run with shm=False)",
+                        address=self.address, run=self.name))
+                    return
                 with self._shm_lock:
                     old, self._region = self._region, new
                     if old is not None:
