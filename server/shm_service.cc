@@ -70,8 +70,11 @@ class ShmSession {
     switch (request.kind_case()) {
       case v1::ShmRequest::kRegion:
         return Register(request.region());
-      case v1::ShmRequest::kTensor:
-        return Store(request);
+      case v1::ShmRequest::kTensor: {
+        absl::StatusOr<v1::ShmResponse> stored = Store(request);
+        tensor_failed_ = !stored.ok();
+        return stored;
+      }
       case v1::ShmRequest::kRelease:
         return Release(request.release());
       case v1::ShmRequest::KIND_NOT_SET:
@@ -81,11 +84,11 @@ class ShmSession {
   }
 
   // The audit "push" records of the session: one per run with acked
-  // tensors, and one with `end` for the run the session failed on (unless
-  // the gate refused it: the gate recorded that).
+  // tensors, and one with `end` for the run whose tensor ended the session
+  // (unless the gate refused it: the gate recorded that).
   void Audit(const absl::Status& end) const {
     for (const auto& [run, tally] : tallies_) {
-      const bool failed_here = !end.ok() && run == last_run_;
+      const bool failed_here = !end.ok() && tensor_failed_ && run == last_run_;
       if (failed_here && refused_by_gate_) continue;
       if (!failed_here && tally.tensors == 0) continue;
       Audited(env_, ActorOf(who_), "push", run, failed_here ? end : absl::OkStatus(),
@@ -237,6 +240,7 @@ class ShmSession {
   std::map<std::string, Tally> tallies_;
   std::string last_run_;
   bool refused_by_gate_ = false;
+  bool tensor_failed_ = false;  // the last request was a tensor that failed
   uint64_t acked_ = 0;
 };
 

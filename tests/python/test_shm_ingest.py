@@ -362,8 +362,9 @@ def test_bad_header_unknown_run_and_empty_request(shm_server, run_ns, region):
         _assert_alive_and_empty(client, run)
 
 
-def _token(data_dir, scope, label):
-    res = subprocess.run([str(REPRODD), "token", "create", "--role", "submitter", "--scope", scope,
+def _token(data_dir, scope, label, role="submitter"):
+    res = subprocess.run([str(REPRODD), "token", "create", "--role", role,
+                          *(["--scope", scope] if scope else []),
                           "--label", label, "--data-dir", str(data_dir)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -373,6 +374,7 @@ def _token(data_dir, scope, label):
 def test_submitter_writes_only_its_namespace(tmp_path):
     data = tmp_path / "data"
     ta, tb = _token(data, "ta", "team-a"), _token(data, "tb", "team-b")
+    admin = _token(data, None, "ops", role="admin")
     server = Reprodd(tmp_path, store="rocksdb", data_dir=data,
                      extra_args=["--auth", "tokens", "--allow-shm"])
     try:
@@ -395,6 +397,16 @@ def test_submitter_writes_only_its_namespace(tmp_path):
         finally:
             reg.close()
         assert [t.key for t in a.list_tensors("ta/r")] == ["x"]
+        # The audit log has team-a's push (via shared memory) and team-b's
+        # refused one.
+        from reprod_client._proto import review_pb2, review_pb2_grpc
+        audit = review_pb2_grpc.AuditServiceStub(Client(server.address)._channel)
+        events = audit.ListEvents(review_pb2.ListEventsRequest(object="ta/r"), timeout=30,
+                                  metadata=(("authorization", f"Bearer {admin}"),)).events
+        pushes = [(e.label, e.result, e.details.get("via"), e.details.get("tensors"))
+                  for e in events if e.verb == "push"]
+        assert ("team-a", "ok", "shared memory", "1") in pushes, pushes
+        assert ("team-b", "PERMISSION_DENIED", None, None) in pushes, pushes
         # No token: nothing at all.
         s = Session(Client(server.address))
         _expect_refused(s, lambda: s.send(pb.shm.ShmRequest()),
