@@ -202,10 +202,12 @@ class ShmSession {
     }
     if (!writer.ok()) return in_tensor(writer.status());
     if (t.length() > 0) {
-      if (buffer_.empty()) buffer_.resize(kReadBufferBytes);
+      // Per tensor, not per session: an idle session holds no buffer.
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kReadBufferBytes, t.length()));
+      auto buffer = std::make_unique_for_overwrite<uint8_t[]>(n);
       storage::TensorWriter& w = **writer;
       absl::Status read =
-          region.Read(t.offset(), t.length(), absl::MakeSpan(buffer_),
+          region.Read(t.offset(), t.length(), absl::MakeSpan(buffer.get(), n),
                       [&w](absl::Span<const uint8_t> piece) { return w.Append(piece); });
       if (!read.ok()) return in_tensor(read);  // the writer is dropped: nothing stored
     }
@@ -236,7 +238,6 @@ class ShmSession {
   std::atomic<int>* const regions_open_;
   const int max_regions_;
   std::map<std::string, std::unique_ptr<ShmRegion>> regions_;
-  std::vector<uint8_t> buffer_;
   std::map<std::string, Tally> tallies_;
   std::string last_run_;
   bool refused_by_gate_ = false;
