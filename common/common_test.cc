@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -159,6 +160,30 @@ TEST(Crc32c, ExtendEqualsOneShotAtEverySplit) {
     EXPECT_EQ(Crc32cExtend(a, data.data() + split, data.size() - split), whole)
         << "split at " << split;
   }
+}
+
+TEST(Crc32c, CombineOfTwoPartsEqualsTheWholeAtEverySplit) {
+  std::string data(3000, '\0');
+  uint32_t x = 777;
+  for (char& c : data) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  const uint32_t whole = ReferenceCrc32c(reinterpret_cast<const uint8_t*>(data.data()),
+                                         data.size());
+  for (size_t split = 0; split <= data.size(); split += 13) {
+    const uint32_t a = Crc32c(data.data(), split);
+    const uint32_t b = Crc32c(data.data() + split, data.size() - split);
+    EXPECT_EQ(Crc32cCombine(a, b, data.size() - split), whole) << "split at " << split;
+  }
+  // Blocks of one size folded in order, as a segment writer does (the
+  // per-thread table cache is hit after the first block).
+  uint32_t folded = 0;
+  for (size_t at = 0; at < data.size(); at += 256) {
+    const size_t n = std::min<size_t>(256, data.size() - at);
+    folded = Crc32cCombine(folded, Crc32c(data.data() + at, n), n);
+  }
+  EXPECT_EQ(folded, whole);
 }
 
 TEST(Names, RunNames) {

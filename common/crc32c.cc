@@ -49,7 +49,6 @@ uint32_t ExtendPortable(uint32_t c, const uint8_t* p, size_t n) {
   return c;
 }
 
-#if defined(__x86_64__)
 // --- Shifting a CRC register past zero bytes ----------------------------
 // The raw register after feeding n zero bytes is a linear function (over
 // GF(2)) of the register before; it is applied as four 256-entry tables,
@@ -106,6 +105,7 @@ uint32_t Shift(const ShiftTables& t, uint32_t c) {
   return t[0][c & 0xFF] ^ t[1][(c >> 8) & 0xFF] ^ t[2][(c >> 16) & 0xFF] ^ t[3][c >> 24];
 }
 
+#if defined(__x86_64__)
 // Block sizes of the three interleaved streams.
 constexpr size_t kLong = 8192;
 constexpr size_t kShort = 256;
@@ -174,6 +174,19 @@ uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t n) {
   if (sse42) return ~ExtendSse42(c, p, n);
 #endif
   return ~ExtendPortable(c, p, n);
+}
+
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+  if (len_b == 0) return crc_a;
+  // Callers combine many pieces of one size (blocks of a segment file):
+  // the tables for the last size used are kept per thread.
+  thread_local uint64_t cached_len = 0;
+  thread_local ShiftTables cached;
+  if (cached_len != len_b) {
+    cached = MakeShiftTables(len_b);
+    cached_len = len_b;
+  }
+  return Shift(cached, crc_a) ^ crc_b;
 }
 
 }  // namespace reprod

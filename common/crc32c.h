@@ -37,6 +37,12 @@ inline uint32_t Crc32c(std::string_view data) {
   return Crc32cExtend(0, data.data(), data.size());
 }
 
+// CRC-32C of A followed by B, from crc_a = Crc32c(A), crc_b = Crc32c(B) and
+// len_b = |B|, without the bytes (Mark Adler's crc32_combine). Lets a writer
+// checksum fixed-size blocks once and still know the whole tensor's CRC.
+// Costs a table build when len_b differs from this thread's previous call.
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+
 }  // namespace reprod
 
 #endif  // REPROD_COMMON_CRC32C_H_

@@ -187,11 +187,11 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "many bytes free on --data-dir's filesystem; 0 = no check")
       ->envname("REPROD_MIN_FREE_BYTES")
       ->capture_default_str();
-  app.add_option("--wal-free-tensor-bytes", f.options.wal_free_tensor_bytes,
-                 "Tensors of at least this many bytes are written without RocksDB's write-ahead "
-                 "log (once to disk instead of twice; durable by a flush before their ack); "
-                 "0 = every tensor goes through the WAL")
-      ->envname("REPROD_WAL_FREE_TENSOR_BYTES")
+  app.add_option("--segment-tensor-bytes", f.options.segment_tensor_bytes,
+                 "Tensors of at least this many bytes are written to a segment file of their own "
+                 "in --data-dir/segments (once to disk, checksummed once, fdatasync'd before "
+                 "their ack) instead of into RocksDB; 0 = every tensor goes into RocksDB")
+      ->envname("REPROD_SEGMENT_TENSOR_BYTES")
       ->capture_default_str();
   app.add_option("--quota-bytes", f.options.limits.quota_bytes,
                  "Stored tensor bytes allowed in all runs together; 0 = no limit")

@@ -73,7 +73,7 @@ TEST_F(ReprodExitTest, ServerRefusesANewerFormatWithExit2NamingBothVersions) {
       RunReprodd(absl::StrCat("--data-dir ", data, " --listen 127.0.0.1:0 --http-listen off"));
   EXPECT_EQ(out.exit_code, 2) << out.output;
   EXPECT_THAT(out.output, AllOf(HasSubstr(data), HasSubstr("format version 9"),
-                                HasSubstr("reads versions 1 to 2")));
+                                HasSubstr("reads versions 1 to 3")));
 }
 
 TEST_F(ReprodExitTest, RestoreRefusesANewerFormatWithExit2) {
@@ -81,7 +81,7 @@ TEST_F(ReprodExitTest, RestoreRefusesANewerFormatWithExit2) {
   MakeNewerStore(data);
   const Outcome out = RunReprodd(absl::StrCat("restore ", data, " --data-dir ", root_, "/restored"));
   EXPECT_EQ(out.exit_code, 2) << out.output;
-  EXPECT_THAT(out.output, AllOf(HasSubstr("format version 9"), HasSubstr("reads versions 1 to 2")));
+  EXPECT_THAT(out.output, AllOf(HasSubstr("format version 9"), HasSubstr("reads versions 1 to 3")));
   EXPECT_FALSE(std::filesystem::exists(root_ + "/restored"));
 }
 

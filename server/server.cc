@@ -221,7 +221,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   } else {
     storage::RocksDbStoreOptions store_options;
     store_options.min_free_bytes = options.min_free_bytes;
-    store_options.wal_free_tensor_bytes = options.wal_free_tensor_bytes;
+    store_options.segment_tensor_bytes = options.segment_tensor_bytes;
     REPROD_ASSIGN_OR_RETURN(impl->store,
                             storage::OpenRocksDbStore(options.data_dir, store_options));
     spdlog::info("store: rocksdb in {}", options.data_dir);

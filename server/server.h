@@ -61,9 +61,9 @@ struct ServerOptions {
   // free and needed bytes) that would leave less free on the data dir's
   // filesystem (storage::RocksDbStoreOptions::min_free_bytes); 0: no check.
   uint64_t min_free_bytes = uint64_t{256} << 20;
-  // `--wal-free-tensor-bytes`: tensors this large bypass RocksDB's WAL
-  // (storage::RocksDbStoreOptions::wal_free_tensor_bytes); 0: none do.
-  uint64_t wal_free_tensor_bytes = uint64_t{128} << 20;
+  // `--segment-tensor-bytes`: tensors this large go to segment files
+  // (storage::RocksDbStoreOptions::segment_tensor_bytes); 0: none do.
+  uint64_t segment_tensor_bytes = uint64_t{1} << 20;
   // `--allow-shm`: serve SharedMemoryService (same-host ingest through
   // POSIX shared memory, shm_service.h); off: its calls end
   // FAILED_PRECONDITION naming the flag.

@@ -66,6 +66,14 @@ std::vector<Backend> Backends() {
          options.sync_commits = false;
          return OpenRocksDbStore(dir, options);
        }},
+      // Every non-empty tensor in a segment file of its own.
+      {"RocksDbSegments",
+       [](const std::string& dir) {
+         RocksDbStoreOptions options;
+         options.segment_tensor_bytes = 1;
+         options.sync_commits = false;
+         return OpenRocksDbStore(dir, options);
+       }},
   };
 }
 

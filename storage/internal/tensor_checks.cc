@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/crc32c.h"
+#include "common/status_macros.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
 #include "common/visible.h"
@@ -128,28 +129,39 @@ absl::Time TruncateToMicros(absl::Time t) {
   return absl::FromUnixMicros(absl::ToUnixMicros(t));
 }
 
-absl::Status ByteTally::Add(absl::Span<const uint8_t> data) {
+absl::Status ByteTally::Count(absl::Span<const uint8_t> data) {
   if (data.size() > header_.byte_length - received_) {
     return absl::InvalidArgumentError(
         absl::StrCat(DescribeTensor(run_, header_.address), ": append of ",
                      data.size(), " bytes at offset ", received_,
                      " runs past the declared length ", header_.byte_length));
   }
-  crc_ = Crc32cExtend(crc_, data.data(), data.size());
   received_ += data.size();
   return absl::OkStatus();
 }
 
-absl::Status ByteTally::Verify() const {
+absl::Status ByteTally::Add(absl::Span<const uint8_t> data) {
+  REPROD_RETURN_IF_ERROR(Count(data));
+  crc_ = Crc32cExtend(crc_, data.data(), data.size());
+  return absl::OkStatus();
+}
+
+absl::Status ByteTally::VerifyLength() const {
   if (received_ != header_.byte_length) {
     return absl::InvalidArgumentError(absl::StrCat(
         DescribeTensor(run_, header_.address), ": received ", received_,
         " bytes, declared byte_length ", header_.byte_length));
   }
-  if (crc_ != header_.crc32c) {
+  return absl::OkStatus();
+}
+
+absl::Status ByteTally::Verify(std::optional<uint32_t> crc) const {
+  REPROD_RETURN_IF_ERROR(VerifyLength());
+  const uint32_t got = crc.value_or(crc_);
+  if (got != header_.crc32c) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s: crc32c of the received bytes is 0x%08x, declared 0x%08x",
-        DescribeTensor(run_, header_.address), crc_, header_.crc32c));
+        DescribeTensor(run_, header_.address), got, header_.crc32c));
   }
   return absl::OkStatus();
 }

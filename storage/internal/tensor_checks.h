@@ -16,6 +16,7 @@
 #define REPROD_STORAGE_INTERNAL_TENSOR_CHECKS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -81,9 +82,18 @@ class ByteTally {
   // counted on error.
   absl::Status Add(absl::Span<const uint8_t> data);
 
+  // As Add, but counts the bytes only: their crc32c is computed by the
+  // caller (a segment writer checksums its blocks) and given to Verify.
+  absl::Status Count(absl::Span<const uint8_t> data);
+
   // InvalidArgument unless exactly byte_length bytes arrived and their
-  // crc32c is the header's (the message names both values).
-  absl::Status Verify() const;
+  // crc32c (`crc`, or the one Add computed) is the header's (the message
+  // names both values).
+  absl::Status Verify(std::optional<uint32_t> crc = std::nullopt) const;
+
+  // The first half of Verify: InvalidArgument unless exactly byte_length
+  // bytes arrived.
+  absl::Status VerifyLength() const;
 
   uint64_t received() const { return received_; }
   uint32_t crc32c() const { return crc_; }

@@ -239,6 +239,14 @@ absl::StatusOr<std::unique_ptr<RocksDbStore>> RocksDbStore::Open(
   REPROD_RETURN_IF_ERROR(store->CheckFormat());
   REPROD_RETURN_IF_ERROR(store->LoadCounters());
   REPROD_RETURN_IF_ERROR(store->RecoverPendingUploads());
+  if (!store->read_only_) {
+    REPROD_RETURN_IF_ERROR(store->segments_.Ensure());
+    REPROD_ASSIGN_OR_RETURN(const uint64_t swept, store->SweepSegments(/*at_open=*/true));
+    if (swept > 0) {
+      spdlog::info("store {}: deleted {} segment files of uploads that never committed", dir,
+                   swept);
+    }
+  }
   return store;
 }
 
@@ -606,7 +614,10 @@ absl::StatusOr<uint64_t> RocksDbStore::DeleteRun(std::string_view name) {
       .PermitUncheckedError();
   batch.DeleteRange(chunks_, ChunkRunPrefix(id), ChunkRunPrefix(id + 1))
       .PermitUncheckedError();
+  // Read under mu_, so no commit adds a file between the scan and the batch.
+  REPROD_ASSIGN_OR_RETURN(const std::vector<uint64_t> files, RunSegments(id));
   REPROD_RETURN_IF_ERROR(Write(batch, options_.sync_commits, "delete run"));
+  RemoveSegments(files);
   return record.info.tensor_count;
 }
 
@@ -635,7 +646,7 @@ absl::StatusOr<std::unique_ptr<TensorWriter>> RocksDbStore::BeginTensor(
                                 verify_only, verify_only ? 0 : header.byte_length);
 }
 
-absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id, bool wal_free) {
+absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id) {
   absl::MutexLock lock(&mu_);
   const uint64_t blob_id = next_blob_id_++;
   rocksdb::WriteBatch batch;
@@ -643,26 +654,12 @@ absl::StatusOr<uint64_t> RocksDbStore::StartUpload(uint64_t run_id, bool wal_fre
       .PermitUncheckedError();
   batch.Put(meta_, CounterKey(kBlobCounter), EncodeCounter(next_blob_id_))
       .PermitUncheckedError();
-  REPROD_RETURN_IF_ERROR(Write(batch, /*sync=*/wal_free, "start upload"));
+  REPROD_RETURN_IF_ERROR(Write(batch, /*sync=*/false, "start upload"));
   return blob_id;
 }
 
 absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
   const TensorHeader& header = *u.header;
-  if (u.wal_free && u.chunks_written > 0) {
-    // The chunks are in memtables only: make them durable in blob files
-    // (the flush syncs its files and the MANIFEST) before the index entry
-    // that publishes them. Outside mu_: other commits go on meanwhile.
-    rocksdb::FlushOptions flush;
-    flush.wait = true;
-    flush.allow_write_stall = true;
-    const rocksdb::Status s = db_->Flush(flush, chunks_);
-    if (!s.ok()) {
-      NoteWriteError(s);
-      return Annotate(FromRocksDb(s, "flush chunks before commit"),
-                      DescribeTensor(u.run, header.address));
-    }
-  }
   rocksdb::WriteBatch batch;
   if (!u.tail.empty() && u.blob_id.has_value()) {
     REPROD_RETURN_IF_ERROR(
@@ -687,12 +684,9 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
   if (existing.has_value()) {
     if (SameContent(existing->header, header)) {
       if (u.blob_id.has_value()) {
-        // Our copy is redundant: drop it (best effort; a leftover marker is
-        // cleaned up at the next open).
-        rocksdb::WriteBatch cleanup;
-        DeleteChunks(cleanup, u.run_id, *u.blob_id, u.chunks_written);
-        cleanup.Delete(meta_, PendingKey(*u.blob_id)).PermitUncheckedError();
-        Write(cleanup, /*sync=*/false, "drop redundant upload").IgnoreError();
+        // Our copy is redundant: drop it (best effort; a leftover marker or
+        // file is cleaned up at the next open).
+        AbandonUpload(u.run_id, *u.blob_id, u.chunks_written, u.in_segment);
       }
       return CommitResult{CommitKind::kAlreadyPresent, existing->sequence};
     }
@@ -711,7 +705,8 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
   IndexEntry entry;
   entry.header = header;
   entry.sequence = record.next_sequence++;
-  entry.chunk_size = u.chunk_size;
+  entry.chunk_size = u.in_segment ? kSegmentBlock : u.chunk_size;
+  entry.in_segment = u.in_segment;
   if (u.blob_id.has_value()) {
     entry.blob_id = *u.blob_id;
     batch.Delete(meta_, PendingKey(*u.blob_id)).PermitUncheckedError();
@@ -726,6 +721,7 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
     }
   }
   if (kind == CommitKind::kReplaced) {
+    // A replaced segment file is deleted once the batch is written.
     DeleteChunks(batch, u.run_id, existing->blob_id, existing->num_chunks());
     record.info.total_bytes -= existing->header.byte_length;
   } else {
@@ -742,16 +738,90 @@ absl::StatusOr<CommitResult> RocksDbStore::CommitUpload(const UploadCommit& u) {
       .PermitUncheckedError();
   REPROD_RETURN_IF_ERROR(Annotate(Write(batch, options_.sync_commits, "commit"),
                                   DescribeTensor(u.run, header.address)));
+  if (kind == CommitKind::kReplaced && existing->in_segment) {
+    RemoveSegments({existing->blob_id});
+  }
   return CommitResult{kind, entry.sequence,
                       kind == CommitKind::kReplaced ? existing->header.byte_length : 0};
 }
 
 void RocksDbStore::AbandonUpload(uint64_t run_id, uint64_t blob_id,
-                                 uint64_t chunks) {
+                                 uint64_t chunks, bool in_segment) {
+  // The file goes first: a marker without its file is harmless, a file
+  // without its marker waits for the next open's sweep.
+  if (in_segment) RemoveSegments({blob_id});
   rocksdb::WriteBatch batch;
   DeleteChunks(batch, run_id, blob_id, chunks);
   batch.Delete(meta_, PendingKey(blob_id)).PermitUncheckedError();
   Write(batch, /*sync=*/false, "abandon upload").IgnoreError();
+}
+
+void RocksDbStore::RemoveSegments(const std::vector<uint64_t>& blob_ids) {
+  absl::MutexLock lock(&unlink_mu_);
+  if (backups_running_ > 0) {
+    deferred_unlinks_.insert(deferred_unlinks_.end(), blob_ids.begin(), blob_ids.end());
+    return;
+  }
+  for (uint64_t id : blob_ids) segments_.Remove(id);
+}
+
+absl::StatusOr<std::vector<uint64_t>> RocksDbStore::RunSegments(uint64_t run_id) {
+  std::vector<uint64_t> ids;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, TensorPrefix(run_id), nullptr,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        REPROD_ASSIGN_OR_RETURN(TensorAddress address, ParseTensorKey(key));
+        REPROD_ASSIGN_OR_RETURN(const IndexEntry entry, DecodeIndexEntry(address, value));
+        if (entry.in_segment) ids.push_back(entry.blob_id);
+        return absl::OkStatus();
+      }));
+  return ids;
+}
+
+absl::StatusOr<std::vector<uint64_t>> RocksDbStore::LiveSegments(
+    const rocksdb::Snapshot* snapshot, bool with_pending) {
+  std::vector<uint64_t> ids;
+  REPROD_RETURN_IF_ERROR(ScanPrefix(
+      db_.get(), meta_, kTensorPrefix, snapshot,
+      [&](std::string_view key, std::string_view value) -> absl::Status {
+        REPROD_ASSIGN_OR_RETURN(TensorAddress address, ParseTensorKey(key));
+        REPROD_ASSIGN_OR_RETURN(const IndexEntry entry, DecodeIndexEntry(address, value));
+        if (entry.in_segment) ids.push_back(entry.blob_id);
+        return absl::OkStatus();
+      }));
+  if (with_pending) {
+    REPROD_RETURN_IF_ERROR(ScanPrefix(
+        db_.get(), meta_, kPendingPrefix, snapshot,
+        [&](std::string_view key, std::string_view) -> absl::Status {
+          uint64_t blob_id;
+          if (ParsePendingKey(key, &blob_id)) ids.push_back(blob_id);
+          return absl::OkStatus();
+        }));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+absl::StatusOr<uint64_t> RocksDbStore::SweepSegments(bool at_open) {
+  REPROD_ASSIGN_OR_RETURN(const std::vector<uint64_t> files, segments_.List());
+  if (files.empty()) return 0;
+  uint64_t handed_out;
+  {
+    absl::MutexLock lock(&mu_);
+    handed_out = next_blob_id_;
+  }
+  // Taken after handed_out was read: an upload with a smaller blob id has
+  // its pending marker (or, committed, its index entry) in this snapshot.
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  REPROD_ASSIGN_OR_RETURN(const std::vector<uint64_t> live,
+                          LiveSegments(snapshot.snapshot(), /*with_pending=*/!at_open));
+  std::vector<uint64_t> dead;
+  for (uint64_t id : files) {
+    if (!at_open && id >= handed_out) continue;
+    if (!std::binary_search(live.begin(), live.end(), id)) dead.push_back(id);
+  }
+  RemoveSegments(dead);
+  return dead.size();
 }
 
 absl::StatusOr<std::vector<TensorMeta>> RocksDbStore::ListTensors(
@@ -796,8 +866,31 @@ absl::StatusOr<std::unique_ptr<TensorReader>> RocksDbStore::OpenTensor(
       std::optional<IndexEntry> entry,
       ReadIndex(record.run_id, address, snapshot->snapshot()));
   if (!entry.has_value()) return TensorNotFoundError(run, address);
+  if (entry->in_segment) return OpenSegmentTensor(run, record.run_id, *entry);
   return NewRocksDbTensorReader(this, std::string(run), record.run_id,
                                 *std::move(entry), std::move(snapshot));
+}
+
+absl::StatusOr<std::unique_ptr<TensorReader>> RocksDbStore::OpenSegmentTensor(
+    std::string_view run, uint64_t run_id, const IndexEntry& entry) {
+  const std::string what = DescribeTensor(run, entry.header.address);
+  absl::StatusOr<std::unique_ptr<SegmentReader>> file = SegmentReader::Open(
+      segments_.PathOf(entry.blob_id), entry.header.byte_length, what);
+  if (absl::IsNotFound(file.status())) {
+    // Deleted or replaced since the index entry was read (its file goes
+    // right after the batch): gone now. Still named by the index: lost.
+    absl::StatusOr<RunRecord> now = ReadRun(run, nullptr);
+    if (!now.ok() || now->run_id != run_id) return TensorNotFoundError(run, entry.header.address);
+    REPROD_ASSIGN_OR_RETURN(const std::optional<IndexEntry> current,
+                            ReadIndex(run_id, entry.header.address, nullptr));
+    if (!current.has_value()) return TensorNotFoundError(run, entry.header.address);
+    if (!current->in_segment || current->blob_id != entry.blob_id) {
+      return OpenTensor(run, entry.header.address);  // replaced meanwhile
+    }
+    return absl::DataLossError(std::string(file.status().message()));
+  }
+  REPROD_RETURN_IF_ERROR(file.status());
+  return NewSegmentTensorReader(std::string(run), entry, *std::move(file));
 }
 
 // --- reports

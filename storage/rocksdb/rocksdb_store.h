@@ -8,25 +8,28 @@
 //                           OpenRocksDbStore("/var/lib/reprod", options));
 //
 // Layout: three column families. "meta" holds run records, the tensor index,
-// pending-upload markers and id counters; "chunks" holds tensor bytes in
-// values of chunk_size bytes (blob files, no compression); "reports" holds
-// reports. A tensor's chunks are written as they arrive (only the partial
+// pending-upload markers and id counters; "chunks" holds the bytes of
+// tensors under segment_tensor_bytes in values of chunk_size bytes (blob
+// files, no compression); "reports" holds reports. Larger tensors have a
+// segment file each in `segments/`. A tensor's chunks are written as they arrive (only the partial
 // tail is buffered, so memory stays bounded for tensors of any size); Commit
 // publishes the index entry and the run's new counts in one write batch,
 // synced to the WAL, which also makes the earlier chunk writes durable.
 //
 // Crash safety: an upload records a pending marker before its first chunk
-// write. A writer destroyed without Commit deletes its chunks and marker;
-// after a crash, opening the store deletes the chunks of every marker left
-// behind. Nothing half-written is ever visible.
+// write or segment file. A writer destroyed without Commit deletes its
+// chunks (or file) and marker; after a crash, opening the store deletes the
+// chunks of every marker left behind and every segment file no index entry
+// names. Nothing half-written is ever visible.
 //
 // Integrity: every chunk carries its own crc32c, checked on each read
 // (DataLoss naming the run, tensor and chunk on mismatch); every record
 // starts with a format version byte.
 //
-// Performance: every byte written passes RocksDB's crc32c twice (WAL record,
-// blob record); Debian's portable librocksdb computes it in software (about
-// 1 GB/s), which bounds ingest. Reads skip RocksDB's blob checksum (each
+// Performance: a byte of a small tensor passes RocksDB's crc32c twice (WAL
+// record, blob record); Debian's portable librocksdb computes it in software
+// (about 1 GB/s). Segment files (segment_tensor_bytes) avoid both for large
+// tensors. Reads skip RocksDB's blob checksum (each
 // chunk's own crc32c is checked with SSE4.2). RocksDB allocates a fresh
 // buffer per blob read; with glibc's default malloc settings those are
 // mmap'd and page-faulted every time, so a process that streams tensors
@@ -93,17 +96,14 @@ struct RocksDbStoreOptions {
   uint64_t block_cache_bytes = 32 << 20;
   // RocksDB background flush + compaction threads.
   int background_jobs = 2;
-  // Tensors of at least this many bytes write their chunks without the
-  // write-ahead log: into the memtable, then once into a blob file by the
-  // background flushes and by a last flush their commit waits for (fsync'd)
-  // before publishing them. Through the WAL every byte goes to the disk
-  // twice (WAL, then blob file) and through Debian RocksDB's software CRC
-  // twice. Measured on the 2-core VM under load: a 512 MiB tensor 1.85 s ->
-  // 1.35 s. A tensor not much larger than a write buffer gains nothing
-  // (its commit waits for a flush of all of it instead of overlapping the
-  // receive; 8 x 64 MiB: 1.7 s either way), hence the default of two chunk
-  // write buffers. 0: every tensor uses the WAL.
-  uint64_t wal_free_tensor_bytes = uint64_t{128} << 20;
+  // Tensors of at least this many bytes are written to a segment file of
+  // their own (`segments/` in the directory; storage/FORMAT.md) instead of
+  // into RocksDB: appended once, checksummed once with the hardware CRC
+  // (1 MiB blocks), fdatasync'd at commit, and published by the index entry
+  // in RocksDB's synced commit batch. Through RocksDB every byte went to the
+  // disk twice (WAL, then blob file) and through Debian RocksDB's software
+  // CRC twice. Readers map the file. 0: every tensor goes into RocksDB.
+  uint64_t segment_tensor_bytes = uint64_t{1} << 20;
   // Free bytes BeginTensor keeps on the directory's filesystem: a tensor is
   // refused (ResourceExhausted naming free and needed bytes) when free space
   // minus the bytes of tensors still being written minus its own length

@@ -8,6 +8,7 @@
 #include <system_error>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -20,8 +21,8 @@
 namespace reprod::storage::internal {
 namespace {
 
-// Regular files directly in `dir` (a RocksDB directory has no subfolders)
-// and their total size. A file that vanishes while it is listed (RocksDB
+// Regular files directly in `dir` and in its `segments` folder (RocksDB
+// makes no subfolders) and their total size. A file that vanishes while it is listed (RocksDB
 // deletes obsolete files as compactions finish) is not counted.
 absl::Status CountFiles(const std::string& dir, uint64_t* files, uint64_t* bytes) {
   std::error_code ec;
@@ -39,6 +40,35 @@ absl::Status CountFiles(const std::string& dir, uint64_t* files, uint64_t* bytes
   if (ec) {
     return absl::UnavailableError(
         absl::StrCat("cannot list the files of ", dir, ": ", ec.message()));
+  }
+  SegmentDirectory(dir + "/segments").Count(files, bytes);
+  return absl::OkStatus();
+}
+
+// Links (or, across filesystems, copies) every file of segments/ into
+// `target`/segments. Segment files never change once written.
+absl::Status LinkSegments(const SegmentDirectory& segments, const std::filesystem::path& target) {
+  REPROD_ASSIGN_OR_RETURN(const std::vector<uint64_t> ids, segments.List());
+  std::error_code ec;
+  std::filesystem::create_directory(target / "segments", ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", (target / "segments").string(),
+                                               ": ", ec.message()));
+  }
+  for (uint64_t id : ids) {
+    const std::filesystem::path from = segments.PathOf(id);
+    const std::filesystem::path to = target / "segments" / from.filename();
+    std::filesystem::create_hard_link(from, to, ec);
+    if (!ec) continue;
+    ec.clear();
+    std::filesystem::copy_file(from, to, ec);
+    // A file deleted since it was listed belonged to no committed tensor
+    // (deletions of committed ones wait for the backup): skip it.
+    if (ec && std::filesystem::exists(from)) {
+      return absl::UnavailableError(absl::StrCat("cannot link or copy ", from.string(), " to ",
+                                                 to.string(), ": ", ec.message()));
+    }
+    ec.clear();
   }
   return absl::OkStatus();
 }
@@ -60,6 +90,20 @@ absl::StatusOr<BackupInfo> RocksDbStore::Backup(const std::string& dir) {
         "backup directory ", target.string(), ": its parent ", target.parent_path().string(),
         " is not a directory"));
   }
+  // Segment files of tensors deleted from now on stay until the backup has
+  // linked them: its index (the checkpoint) may still name them.
+  {
+    absl::MutexLock lock(&unlink_mu_);
+    ++backups_running_;
+  }
+  absl::Cleanup resume_unlinks = [this] {
+    std::vector<uint64_t> deferred;
+    {
+      absl::MutexLock lock(&unlink_mu_);
+      if (--backups_running_ == 0) deferred.swap(deferred_unlinks_);
+    }
+    RemoveSegments(deferred);
+  };
   rocksdb::Checkpoint* raw = nullptr;
   REPROD_RETURN_IF_ERROR(FromRocksDb(rocksdb::Checkpoint::Create(db_.get(), &raw),
                                      "create checkpoint"));
@@ -75,6 +119,10 @@ absl::StatusOr<BackupInfo> RocksDbStore::Backup(const std::string& dir) {
     return Annotate(FromRocksDb(s, "checkpoint"),
                     absl::StrCat("backup of store ", dir_, " into ", target.string()));
   }
+  // After the checkpoint: every file its index names exists now (files of
+  // later uploads come along too; the backup's first open deletes them).
+  REPROD_RETURN_IF_ERROR(Annotate(LinkSegments(segments_, target),
+                                  absl::StrCat("backup of store ", dir_)));
   REPROD_RETURN_IF_ERROR(CountFiles(target.string(), &info.files, &info.bytes));
   spdlog::info("store {}: backup in {} ({} files, {} bytes, sequence {})", dir_,
                target.string(), info.files, info.bytes, info.sequence);
@@ -90,6 +138,10 @@ absl::StatusOr<CompactInfo> RocksDbStore::Compact() {
   CompactInfo info;
   uint64_t files = 0;
   REPROD_RETURN_IF_ERROR(CountFiles(dir_, &files, &info.bytes_before));
+  // Segment files left by uploads that died with a crash of the machine
+  // (their pending marker lost) or by deletions a crash interrupted.
+  REPROD_ASSIGN_OR_RETURN(const uint64_t swept, SweepSegments(/*at_open=*/false));
+  if (swept > 0) spdlog::info("store {}: deleted {} unused segment files", dir_, swept);
   rocksdb::CompactRangeOptions options;
   options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   // Relocate every live chunk out of old blob files, so that files shared
@@ -122,7 +174,7 @@ absl::Status LinkOrCopy(const std::filesystem::path& from, const std::filesystem
   std::error_code ec;
   const std::string ext = from.extension().string();
   *linked = false;
-  if (ext == ".sst" || ext == ".blob") {
+  if (ext == ".sst" || ext == ".blob" || ext == ".seg") {
     std::filesystem::create_hard_link(from, to, ec);
     if (!ec) {
       *linked = true;
@@ -151,6 +203,29 @@ absl::Status CheckRestoreTarget(const std::filesystem::path& dir) {
       "(or name another --data-dir) and restore again"));
 }
 
+// Links or copies the regular files of `from` into `to` (created here).
+absl::Status CopyFiles(const std::filesystem::path& from, const std::filesystem::path& to,
+                       RestoreInfo* info) {
+  std::error_code ec;
+  std::filesystem::create_directory(to, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot create ", to.string(), ": ", ec.message()));
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(from, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    bool linked = false;
+    REPROD_RETURN_IF_ERROR(LinkOrCopy(entry.path(), to / entry.path().filename(), &linked));
+    ++info->files;
+    info->linked += linked ? 1 : 0;
+    info->bytes += entry.file_size(ec);
+  }
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot read backup ", from.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 // Copies the backup's files into `tmp` (created here).
 absl::Status CopyBackup(const std::filesystem::path& backup, const std::filesystem::path& tmp,
                         RestoreInfo* info) {
@@ -161,21 +236,11 @@ absl::Status CopyBackup(const std::filesystem::path& backup, const std::filesyst
         " is not a reprod store (no CURRENT file); name a folder that `reprodctl admin backup` "
         "wrote"));
   }
-  std::filesystem::create_directory(tmp, ec);
-  if (ec) {
-    return absl::UnavailableError(absl::StrCat("cannot create ", tmp.string(), ": ", ec.message()));
-  }
-  for (const auto& entry : std::filesystem::directory_iterator(backup, ec)) {
-    if (!entry.is_regular_file(ec)) continue;
-    bool linked = false;
-    REPROD_RETURN_IF_ERROR(LinkOrCopy(entry.path(), tmp / entry.path().filename(), &linked));
-    ++info->files;
-    info->linked += linked ? 1 : 0;
-    info->bytes += entry.file_size(ec);
-  }
-  if (ec) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot read backup ", backup.string(), ": ", ec.message()));
+  REPROD_RETURN_IF_ERROR(CopyFiles(backup, tmp, info));
+  // The segment files (storage/FORMAT.md); a backup of an older store has
+  // none.
+  if (std::filesystem::is_directory(backup / "segments", ec)) {
+    REPROD_RETURN_IF_ERROR(CopyFiles(backup / "segments", tmp / "segments", info));
   }
   return absl::OkStatus();
 }

@@ -225,47 +225,6 @@ TEST_F(RocksDbStoreTest, CrashBeforeCommitLeavesNothingAndReclaimsChunks) {
               IsOkAndHolds(committed));
 }
 
-// Chunks written without the WAL are durable once Commit returns (the
-// commit flushes them into blob files first). What a crash leaves is the
-// directory's files as they are at that moment: a copy of them taken right
-// after the commit, with the store still open, must hold the tensor, and an
-// upload in flight must leave nothing. (A forked child cannot be used here:
-// RocksDB's background threads do not survive fork, so its flush would
-// never run.)
-TEST_F(RocksDbStoreTest, WalFreeUploadsAreOnDiskWhenCommitReturns) {
-  options_.wal_free_tensor_bytes = 1;  // every tensor
-  options_.chunk_size = 4096;
-  ASSERT_THAT(Reopen(), IsOk());
-  const std::vector<uint8_t> committed = Bytes(100'000, 5);  // 25 chunks
-  const std::vector<uint8_t> orphan = Bytes(50'000, 6);
-  ASSERT_THAT(Write(*store_, kRun, {"c", "committed", 1}, committed, 4096), IsOk());
-  ASSERT_OK_AND_ASSIGN(std::unique_ptr<TensorWriter> writer,
-                       store_->BeginTensor(kRun, HeaderFor({"c", "orphan", 1}, orphan)));
-  ASSERT_THAT(writer->Append(absl::MakeConstSpan(orphan).subspan(0, 30'000)), IsOk());
-
-  const std::string crashed = dir_ + "-crashed";
-  std::filesystem::copy(dir_, crashed);
-  RocksDbStoreOptions copy_options = options_;
-  copy_options.create_if_missing = false;
-  {
-    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> after_crash,
-                         OpenRocksDbStore(crashed, copy_options));
-    EXPECT_THAT(ReadAll(*after_crash, kRun, {"c", "committed", 1}), IsOkAndHolds(committed));
-    EXPECT_THAT(after_crash->OpenTensor(kRun, {"c", "orphan", 1}),
-                StatusIs(absl::StatusCode::kNotFound, HasSubstr("c/orphan")));
-    EXPECT_THAT(internal::CountChunkKeys(*after_crash), IsOkAndHolds(25u));
-    EXPECT_THAT(internal::CountPendingUploads(*after_crash), IsOkAndHolds(0u));
-  }
-  std::filesystem::remove_all(crashed);
-  // The upload in flight completes in the live store and survives a reopen.
-  ASSERT_THAT(writer->Append(absl::MakeConstSpan(orphan).subspan(30'000)), IsOk());
-  ASSERT_THAT(writer->Commit(), IsOk());
-  writer.reset();
-  ASSERT_THAT(Reopen(), IsOk());
-  EXPECT_THAT(ReadAll(*store_, kRun, {"c", "orphan", 1}), IsOkAndHolds(orphan));
-  EXPECT_THAT(ReadAll(*store_, kRun, {"c", "committed", 1}), IsOkAndHolds(committed));
-}
-
 TEST_F(RocksDbStoreTest, CorruptChunkIsDataLoss) {
   const std::vector<uint8_t> bytes = Bytes(50);  // chunks 0..7
   const TensorAddress address{"ckpt", "w", 3};
@@ -505,7 +464,7 @@ TEST_F(RocksDbStoreTest, OldLayoutRunsKeepTheirCountersAndContinue) {
   ASSERT_THAT(Reopen(), IsOk());
   // Opened writable, the store announces the new layout before writing it.
   EXPECT_THAT(internal::GetMetaValue(*store_, internal::kFormatKey),
-              IsOkAndHolds(std::optional<std::string>("\x02reprod-store")));
+              IsOkAndHolds(std::optional<std::string>("\x03reprod-store")));
   ExpectCounters(*store_, kOld, 3, 60);
   ASSERT_OK_AND_ASSIGN(CommitResult done,
                        Write(*store_, kOld, {"c", "t4", 1}, Bytes(40)));

@@ -2,8 +2,8 @@
 
 Each round a fresh reprodd (RocksDB store, the same data dir every round)
 takes a push of tensors from 100 bytes to 6 MiB, some through RocksDB's WAL
-and some without it (--wal-free-tensor-bytes 1 MiB, so both write paths are
-crossed by the kill), and is killed with SIGKILL at a random moment. After
+and some into segment files of their own (--segment-tensor-bytes 1 MiB, so
+both write paths are crossed by the kill), and is killed with SIGKILL at a random moment. After
 each restart every tensor the client saw acknowledged, in every round so
 far, must read back byte-exact (the oracle: numpy arrays regenerated from
 their seeds), and every tensor the server lists must be one the client sent,
@@ -21,7 +21,7 @@ from reprod_client import Client
 
 ROUNDS = 20
 SIZES = [100, 40 << 10, 300 << 10, 1536 << 10, 6 << 20]  # bytes
-WAL_FREE_BYTES = 1 << 20
+SEGMENT_BYTES = 1 << 20
 
 
 def tensor(round_no, i):
@@ -74,10 +74,10 @@ def test_sigkill_during_ingest_loses_nothing_acked(tmp_path):
     rng = random.Random(5)
     data = tmp_path / "data"
     acked_by_round = {}
-    kills_mid_wal_free = 0
+    kills_mid_segment = 0
     for round_no in range(ROUNDS):
         server = Reprodd(tmp_path, store="rocksdb", data_dir=data,
-                         extra_args=["--wal-free-tensor-bytes", WAL_FREE_BYTES])
+                         extra_args=["--segment-tensor-bytes", SEGMENT_BYTES])
         try:
             pusher = Pusher(server.address, round_no)
             pusher.start()
@@ -85,14 +85,14 @@ def test_sigkill_during_ingest_loses_nothing_acked(tmp_path):
             in_flight = len(pusher.acked)  # the tensor being sent when killed
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait(timeout=30)
-            kills_mid_wal_free += SIZES[in_flight % len(SIZES)] >= WAL_FREE_BYTES
+            kills_mid_segment += SIZES[in_flight % len(SIZES)] >= SEGMENT_BYTES
             pusher.join(timeout=60)
             assert not pusher.is_alive(), "the client did not give up after the kill"
             acked_by_round[round_no] = list(pusher.acked)
         finally:
             server.kill()
         server = Reprodd(tmp_path, store="rocksdb", data_dir=data,
-                         extra_args=["--wal-free-tensor-bytes", WAL_FREE_BYTES])
+                         extra_args=["--segment-tensor-bytes", SEGMENT_BYTES])
         try:
             with Client(server.address) as client:
                 check_round(client, round_no, acked_by_round[round_no])
@@ -102,7 +102,7 @@ def test_sigkill_during_ingest_loses_nothing_acked(tmp_path):
         finally:
             server.stop()
     total = sum(len(a) for a in acked_by_round.values())
-    print(f"\n{ROUNDS} kills, {total} acked tensors all intact, {kills_mid_wal_free} kills "
-          f"while a WAL-free tensor was in flight")
+    print(f"\n{ROUNDS} kills, {total} acked tensors all intact, {kills_mid_segment} kills "
+          f"while a segment-file tensor was in flight")
     assert total > ROUNDS, "too few tensors acked to mean anything"
-    assert kills_mid_wal_free > 0, "no kill hit a WAL-free upload"
+    assert kills_mid_segment > 0, "no kill hit a segment-file upload"

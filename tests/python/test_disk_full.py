@@ -6,8 +6,8 @@ producer streams push 1 KiB - 64 MiB tensors until the server refuses:
 * with the default guard (--min-free-bytes, 256 MiB), ingest is refused with
   RESOURCE_EXHAUSTED ("disk full", free and needed bytes) before RocksDB
   itself meets ENOSPC;
-* without it (--min-free-bytes 0), RocksDB's own ENOSPC comes back as
-  RESOURCE_EXHAUSTED as well: in the write-ahead log, or in the background
+* without it (--min-free-bytes 0), ENOSPC comes back as RESOURCE_EXHAUSTED
+  as well: in a segment file, in the write-ahead log, or in the background
   flush of a 64 MiB chunk memtable into a blob file when the log still fits
   but the flush does not;
 
@@ -163,10 +163,13 @@ def test_guard_refuses_before_the_disk_is_full(tmpfs, tmp_path):
         server.stop()
 
 
-def test_enospc_inside_rocksdb_is_an_answer_and_recovers(tmpfs, tmp_path):
+@pytest.mark.parametrize("segment_bytes", [str(MiB), "0"], ids=["segments", "rocksdb-only"])
+def test_enospc_inside_rocksdb_is_an_answer_and_recovers(tmpfs, tmp_path, segment_bytes):
+    """Tensors of 1 MiB and more meet ENOSPC in their segment files (the
+    default), or, with segment files off, every tensor meets it in RocksDB."""
     filler = tmpfs / "filler"
     server = Reprodd(tmp_path, store="rocksdb", data_dir=tmpfs / "data",
-                     extra_args=["--min-free-bytes", "0"])
+                     extra_args=["--min-free-bytes", "0", "--segment-tensor-bytes", segment_bytes])
     try:
         push_one(server.address, "nospace/before", size=64 << 10)
         # Resuming flushes both chunk memtables: the filler frees more.
@@ -200,10 +203,11 @@ def test_enospc_inside_rocksdb_is_an_answer_and_recovers(tmpfs, tmp_path):
 def test_enospc_in_a_background_flush_is_an_answer_and_recovers(tmpfs, tmp_path):
     """The write-ahead log fits, the flush of the full chunk memtable into a
     blob file does not: 1.5 memtables are free, so when the first memtable
-    fills (its bytes are all in the log) less than one is left."""
+    fills (its bytes are all in the log) less than one is left. Segment files
+    are off, so that the 1 MiB tensors go through the memtable."""
     filler = tmpfs / "filler"
     server = Reprodd(tmp_path, store="rocksdb", data_dir=tmpfs / "data",
-                     extra_args=["--min-free-bytes", "0"])
+                     extra_args=["--min-free-bytes", "0", "--segment-tensor-bytes", "0"])
     try:
         fill(filler, leave_bytes=MEMTABLE + MEMTABLE // 2)
         logged, errors = fill_with_streams(server, "flush", streams=2, sizes=[MiB])

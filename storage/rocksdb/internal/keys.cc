@@ -28,7 +28,7 @@ std::string RunStatsKey(std::string_view name) {
 }
 
 std::string TensorPrefix(uint64_t run_id) {
-  std::string key = "t";
+  std::string key(kTensorPrefix);
   PutBigEndian64(&key, run_id);
   return key;
 }

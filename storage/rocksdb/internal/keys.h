@@ -44,6 +44,8 @@ std::string RunStatsKey(std::string_view name);
 std::string TensorKey(uint64_t run_id, const TensorAddress& address);
 // All index entries of a run; TensorPrefix(run_id + 1) bounds them above.
 std::string TensorPrefix(uint64_t run_id);
+// All index entries of every run.
+inline constexpr std::string_view kTensorPrefix = "t";
 // Index entries of one checkpoint of a run.
 std::string CheckpointPrefix(uint64_t run_id, std::string_view checkpoint);
 // Inverse of TensorKey; DataLoss on a malformed key.

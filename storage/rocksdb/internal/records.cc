@@ -230,6 +230,9 @@ std::string EncodeIndexEntry(const IndexEntry& e) {
   PutVarint64(&out, e.sequence);
   PutVarint64(&out, e.blob_id);
   PutVarint64(&out, e.chunk_size);
+  // Only when set: an entry of a chunked tensor is byte-identical to what
+  // builds before segment files wrote.
+  if (e.in_segment) PutVarint64(&out, kIndexFlagSegment);
   return out;
 }
 
@@ -255,8 +258,15 @@ absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
   }
   if (!d.Varint64(&e.header.byte_length) || !d.Fixed32(&e.header.crc32c) ||
       !d.Varint64(&e.sequence) || !d.Varint64(&e.blob_id) ||
-      !d.Varint64(&e.chunk_size) || !d.done()) {
-    return Corrupt("tensor index", "truncated or trailing bytes");
+      !d.Varint64(&e.chunk_size)) {
+    return Corrupt("tensor index", "truncated");
+  }
+  if (!d.done()) {
+    uint64_t flags;
+    if (!d.Varint64(&flags) || flags != kIndexFlagSegment || !d.done()) {
+      return Corrupt("tensor index", "bad location flags or trailing bytes");
+    }
+    e.in_segment = true;
   }
   if (e.chunk_size == 0 && e.header.byte_length != 0) {
     return Corrupt("tensor index", "zero chunk size");

@@ -29,7 +29,12 @@ inline constexpr uint8_t kRecordVersion = 1;
 // run stats record: an older build would read stale counters from the run
 // record, so it must refuse such a store; this build reads version 1 stores
 // and rewrites the format record to version 2 when it opens them writable.
-inline constexpr uint8_t kFormatVersion = 2;
+//
+// Version 3 added segment files (a tensor's bytes in a file of its own, the
+// index entry's location flag): an older build would find no chunks for
+// such a tensor, so it must refuse the store. Version 1 and 2 stores are
+// read as they are and rewritten to version 3 when opened writable.
+inline constexpr uint8_t kFormatVersion = 3;
 inline constexpr uint8_t kOldestFormatVersion = 1;
 std::string EncodeFormatRecord();  // of kFormatVersion
 // FailedPrecondition when the store was written by an unknown layout.
@@ -77,12 +82,19 @@ struct IndexEntry {
   uint64_t sequence = 0;
   uint64_t blob_id = 0;     // its chunks: ChunkKey(run_id, blob_id, i)
   uint64_t chunk_size = 0;  // bytes per chunk (the last one may be shorter)
+  // The bytes are in the segment file named by blob_id (segment_file.h),
+  // not in chunks; chunk_size is then the file's checksum block size.
+  bool in_segment = false;
 
   uint64_t num_chunks() const {
+    if (in_segment) return 0;
     return chunk_size == 0 ? 0
                            : (header.byte_length + chunk_size - 1) / chunk_size;
   }
 };
+// The index entry's optional trailing flags field (FORMAT.md): written only
+// for a tensor in a segment file.
+inline constexpr uint64_t kIndexFlagSegment = 1;
 std::string EncodeIndexEntry(const IndexEntry& entry);
 absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
                                             std::string_view value);

@@ -271,6 +271,34 @@ TEST(RecordsTest, IndexEntryRoundTrips) {
   EXPECT_EQ(e.num_chunks(), 3u);
 }
 
+// A tensor in a segment file: the flags field follows; a chunked entry is
+// written without it, byte for byte as before segment files.
+TEST(RecordsTest, SegmentIndexEntryCarriesItsFlag) {
+  IndexEntry e;
+  e.header.dtype = DType::kFloat32;
+  e.header.shape = {4};
+  e.header.byte_length = 16;
+  e.blob_id = 9;
+  e.chunk_size = 1 << 20;
+  const TensorAddress a{"c", "k", std::nullopt};
+  const std::string chunked = EncodeIndexEntry(e);
+  e.in_segment = true;
+  const std::string segment = EncodeIndexEntry(e);
+  EXPECT_EQ(segment, chunked + std::string("\x01"));
+  ASSERT_OK_AND_ASSIGN(IndexEntry back, DecodeIndexEntry(a, segment));
+  EXPECT_TRUE(back.in_segment);
+  EXPECT_EQ(back.blob_id, 9u);
+  EXPECT_EQ(back.num_chunks(), 0u);  // no chunks to delete or read
+  ASSERT_OK_AND_ASSIGN(IndexEntry plain, DecodeIndexEntry(a, chunked));
+  EXPECT_FALSE(plain.in_segment);
+  EXPECT_EQ(plain.num_chunks(), 1u);
+  for (const std::string& bad : {chunked + std::string("\x02"), chunked + std::string(1, '\0'),
+                                 segment + std::string("\x01")}) {
+    EXPECT_THAT(DecodeIndexEntry(a, bad),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("location flags")));
+  }
+}
+
 TEST(RecordsTest, ReportSummaryRoundTrips) {
   StoredReport r;
   r.ref = "a/ref";
@@ -335,10 +363,11 @@ TEST(RecordsTest, SmallRecords) {
   EXPECT_EQ(text, std::string("a\0b", 3));
   EXPECT_THAT(DecodeRendering("").status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(CheckFormatRecord(EncodeFormatRecord()), IsOk());
-  EXPECT_EQ(EncodeFormatRecord(), std::string("\x02reprod-store"));
-  // Version 1 (no run stats records) is still read.
+  EXPECT_EQ(EncodeFormatRecord(), std::string("\x03reprod-store"));
+  // Versions 1 (no run stats records) and 2 (no segment files) are still read.
   EXPECT_THAT(CheckFormatRecord(std::string("\x01reprod-store")), IsOk());
-  for (const char version : {'\x00', '\x03'}) {
+  EXPECT_THAT(CheckFormatRecord(std::string("\x02reprod-store")), IsOk());
+  for (const char version : {'\x00', '\x04'}) {
     std::string other = EncodeFormatRecord();
     other[0] = version;
     EXPECT_THAT(CheckFormatRecord(other),

@@ -30,6 +30,7 @@
 #include "absl/types/span.h"
 #include "rocksdb/db.h"
 #include "storage/rocksdb/internal/records.h"
+#include "storage/rocksdb/internal/segment_file.h"
 #include "storage/rocksdb/rocksdb_store.h"
 #include "storage/store.h"
 
@@ -52,9 +53,9 @@ struct UploadCommit {
   // chunks_written) exist under it.
   std::optional<uint64_t> blob_id;
   uint64_t chunks_written = 0;
-  // The chunks were written without the WAL: the "chunks" family must be
-  // flushed (durably) before the commit publishes them.
-  bool wal_free = false;
+  // The bytes are in the segment file of blob_id, finished (fdatasync'd,
+  // its directory entry synced): no chunks.
+  bool in_segment = false;
   // The final chunk, written in the commit batch (empty: none).
   absl::Span<const uint8_t> tail;
 };
@@ -99,17 +100,24 @@ class RocksDbStore final : public Store {
 
   // --- for writers --------------------------------------------------------
   // Allocates a blob id for an upload into run `run_id` and records its
-  // pending marker. Not synced when the chunks go through the WAL (which
-  // orders the marker before them); synced for a WAL-free upload, whose
-  // chunks a background flush may make durable before the WAL is.
-  absl::StatusOr<uint64_t> StartUpload(uint64_t run_id, bool wal_free)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // pending marker (not synced: chunks go through the WAL after it, and a
+  // segment file that outlives a lost marker is deleted by the next open,
+  // which keeps only files the index names).
+  absl::StatusOr<uint64_t> StartUpload(uint64_t run_id) ABSL_LOCKS_EXCLUDED(mu_);
   // Re-checks the run and the address and publishes the tensor in one synced
   // batch (see storage/store.h for the outcomes).
   absl::StatusOr<CommitResult> CommitUpload(const UploadCommit& upload)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Best effort: deletes an abandoned upload's chunks and marker.
-  void AbandonUpload(uint64_t run_id, uint64_t blob_id, uint64_t chunks);
+  // Best effort: deletes an abandoned upload's chunks (or segment file) and
+  // marker.
+  void AbandonUpload(uint64_t run_id, uint64_t blob_id, uint64_t chunks,
+                     bool in_segment);
+  // Deletes segment files whose tensors are gone (after the batch that
+  // removed their index entries). While a backup links segment files the
+  // deletions wait until it is done, so that the backup's index never names
+  // a file it could not link.
+  void RemoveSegments(const std::vector<uint64_t>& blob_ids)
+      ABSL_LOCKS_EXCLUDED(unlink_mu_);
   // Gives back the bytes ReserveSpace reserved for a writer (its destructor).
   void ReleaseSpace(uint64_t bytes) { reserved_bytes_.fetch_sub(bytes); }
   // Remembers a failed write: after ENOSPC RocksDB refuses writes until
@@ -131,6 +139,7 @@ class RocksDbStore final : public Store {
   rocksdb::DB* db() const { return db_.get(); }
   rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
   rocksdb::ColumnFamilyHandle* chunks() const { return chunks_; }
+  SegmentDirectory& segments() { return segments_; }
   const RocksDbStoreOptions& options() const { return options_; }
 
  private:
@@ -142,6 +151,21 @@ class RocksDbStore final : public Store {
   absl::Status CheckFormat();
   absl::Status LoadCounters() ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status RecoverPendingUploads();
+  // Blob ids of segment files that index entries (and, with
+  // `with_pending`, pending markers) name, read at `snapshot`.
+  absl::StatusOr<std::vector<uint64_t>> LiveSegments(const rocksdb::Snapshot* snapshot,
+                                                     bool with_pending);
+  // Deletes segment files nothing names: at open every unnamed file; while
+  // serving (Compact) only files of blob ids handed out before the scan.
+  // Returns the number deleted.
+  absl::StatusOr<uint64_t> SweepSegments(bool at_open) ABSL_LOCKS_EXCLUDED(mu_);
+  // A reader of a tensor in a segment file; NotFound when the tensor was
+  // deleted since `entry` was read, DataLoss when its file is missing.
+  absl::StatusOr<std::unique_ptr<TensorReader>> OpenSegmentTensor(std::string_view run,
+                                                                  uint64_t run_id,
+                                                                  const IndexEntry& entry);
+  // The segment files of a run's tensors (DeleteRun).
+  absl::StatusOr<std::vector<uint64_t>> RunSegments(uint64_t run_id);
   // Adds the deletion of chunks [0, count) of a blob to `batch`.
   void DeleteChunks(rocksdb::WriteBatch& batch, uint64_t run_id,
                     uint64_t blob_id, uint64_t count);
@@ -180,6 +204,10 @@ class RocksDbStore final : public Store {
   // A write met ENOSPC; DB::Resume() is due once space is back.
   std::atomic<bool> needs_resume_{false};
   absl::Mutex resume_mu_;  // one DB::Resume() at a time
+  SegmentDirectory segments_{dir_ + "/segments"};
+  absl::Mutex unlink_mu_;
+  int backups_running_ ABSL_GUARDED_BY(unlink_mu_) = 0;
+  std::vector<uint64_t> deferred_unlinks_ ABSL_GUARDED_BY(unlink_mu_);
 };
 
 }  // namespace reprod::storage::internal

@@ -95,7 +95,33 @@ class RocksDbTensorReader : public TensorReader {
   bool cached_ = false;
 };
 
+// A tensor in a segment file: reads come from its mapping, each block
+// verified the first time it is read.
+class SegmentTensorReader : public TensorReader {
+ public:
+  SegmentTensorReader(std::string run, TensorMeta meta, std::unique_ptr<SegmentReader> file)
+      : run_(std::move(run)), meta_(std::move(meta)), file_(std::move(file)) {}
+
+  const TensorMeta& meta() const override { return meta_; }
+
+  absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) override {
+    REPROD_RETURN_IF_ERROR(CheckReadRange(run_, meta_, offset, dst.size()));
+    return file_->Read(offset, dst);
+  }
+
+ private:
+  const std::string run_;
+  const TensorMeta meta_;
+  std::unique_ptr<SegmentReader> file_;
+};
+
 }  // namespace
+
+std::unique_ptr<TensorReader> NewSegmentTensorReader(std::string run, const IndexEntry& entry,
+                                                     std::unique_ptr<SegmentReader> file) {
+  return std::make_unique<SegmentTensorReader>(
+      std::move(run), TensorMeta{entry.header, entry.sequence}, std::move(file));
+}
 
 std::unique_ptr<TensorReader> NewRocksDbTensorReader(
     RocksDbStore* store, std::string run, uint64_t run_id, IndexEntry entry,

@@ -18,6 +18,7 @@
 #include "rocksdb/snapshot.h"
 #include "storage/rocksdb/internal/records.h"
 #include "storage/rocksdb/internal/rocksdb_store_impl.h"
+#include "storage/rocksdb/internal/segment_file.h"
 #include "storage/store.h"
 
 namespace reprod::storage::internal {
@@ -25,6 +26,10 @@ namespace reprod::storage::internal {
 std::unique_ptr<TensorReader> NewRocksDbTensorReader(
     RocksDbStore* store, std::string run, uint64_t run_id, IndexEntry entry,
     std::unique_ptr<rocksdb::ManagedSnapshot> snapshot);
+
+// A reader of a tensor whose bytes are in the segment file `file`.
+std::unique_ptr<TensorReader> NewSegmentTensorReader(std::string run, const IndexEntry& entry,
+                                                     std::unique_ptr<SegmentReader> file);
 
 }  // namespace reprod::storage::internal
 

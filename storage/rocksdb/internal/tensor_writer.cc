@@ -13,6 +13,7 @@
 #include "storage/internal/tensor_checks.h"
 #include "storage/rocksdb/internal/keys.h"
 #include "storage/rocksdb/internal/records.h"
+#include "storage/rocksdb/internal/segment_file.h"
 #include "storage/rocksdb/internal/status.h"
 
 namespace reprod::storage::internal {
@@ -32,14 +33,15 @@ class RocksDbTensorWriter : public TensorWriter {
         run_id_(run_id),
         chunk_size_(store->options().chunk_size),
         verify_only_(verify_only),
-        wal_free_(store->options().wal_free_tensor_bytes > 0 &&
-                  header.byte_length >= store->options().wal_free_tensor_bytes),
+        in_segment_(!verify_only && store->options().segment_tensor_bytes > 0 &&
+                    header.byte_length >= store->options().segment_tensor_bytes),
         reserved_bytes_(reserved_bytes),
         tally_(std::move(run), std::move(header)) {}
 
   ~RocksDbTensorWriter() override {
+    segment_.reset();  // closed before it is deleted
     if (blob_id_.has_value() && !published_) {
-      store_->AbandonUpload(run_id_, *blob_id_, chunks_written_);
+      store_->AbandonUpload(run_id_, *blob_id_, chunks_written_, in_segment_);
     }
     store_->ReleaseSpace(reserved_bytes_);
   }
@@ -49,6 +51,12 @@ class RocksDbTensorWriter : public TensorWriter {
       return CommittedTwiceError(tally_.run(), tally_.header().address);
     }
     REPROD_RETURN_IF_ERROR(failed_);
+    if (in_segment_) {
+      // The segment writer checksums the bytes as it writes them.
+      REPROD_RETURN_IF_ERROR(tally_.Count(data));
+      failed_ = AppendToSegment(data);
+      return failed_;
+    }
     REPROD_RETURN_IF_ERROR(tally_.Add(data));
     if (verify_only_) return absl::OkStatus();
     failed_ = Chunk(data);
@@ -61,7 +69,11 @@ class RocksDbTensorWriter : public TensorWriter {
     }
     done_ = true;
     REPROD_RETURN_IF_ERROR(failed_);
-    REPROD_RETURN_IF_ERROR(tally_.Verify());
+    if (in_segment_) {
+      REPROD_RETURN_IF_ERROR(FinishSegment());
+    } else {
+      REPROD_RETURN_IF_ERROR(tally_.Verify());
+    }
     if (tail_.size() > kMaxInlineTail) {
       REPROD_RETURN_IF_ERROR(AddToBatch(tail_));
       REPROD_RETURN_IF_ERROR(FlushBatch());
@@ -75,7 +87,7 @@ class RocksDbTensorWriter : public TensorWriter {
     upload.verify_only = verify_only_;
     upload.blob_id = blob_id_;
     upload.chunks_written = chunks_written_;
-    upload.wal_free = wal_free_;
+    upload.in_segment = in_segment_ && blob_id_.has_value();
     upload.tail = tail_;
     absl::StatusOr<CommitResult> result = store_->CommitUpload(upload);
     if (result.ok()) published_ = true;
@@ -109,10 +121,34 @@ class RocksDbTensorWriter : public TensorWriter {
     return absl::OkStatus();
   }
 
+  // Writes bytes to the tensor's segment file, creating it first.
+  absl::Status AppendToSegment(absl::Span<const uint8_t> data) {
+    if (segment_ == nullptr) {
+      REPROD_ASSIGN_OR_RETURN(blob_id_, store_->StartUpload(run_id_));
+      SegmentDirectory& dir = store_->segments();
+      REPROD_ASSIGN_OR_RETURN(
+          segment_,
+          SegmentWriter::Create(dir.PathOf(*blob_id_),
+                                DescribeTensor(tally_.run(), tally_.header().address)));
+      dir.NoteCreated();
+    }
+    return segment_->Append(data);
+  }
+
+  // Checks the length, finishes the file (fdatasync) and checks the CRC of
+  // its blocks against the header; then makes its directory entry durable.
+  absl::Status FinishSegment() {
+    REPROD_RETURN_IF_ERROR(tally_.VerifyLength());
+    if (segment_ == nullptr) return absl::OkStatus();  // no bytes: nothing to keep
+    REPROD_ASSIGN_OR_RETURN(const uint32_t crc, segment_->Finish());
+    REPROD_RETURN_IF_ERROR(tally_.Verify(crc));
+    return store_->segments().SyncEntries();
+  }
+
   // Adds the next chunk to the pending batch (flushing a full one first).
   absl::Status AddToBatch(absl::Span<const uint8_t> chunk) {
     if (!blob_id_.has_value()) {
-      REPROD_ASSIGN_OR_RETURN(blob_id_, store_->StartUpload(run_id_, wal_free_));
+      REPROD_ASSIGN_OR_RETURN(blob_id_, store_->StartUpload(run_id_));
     }
     if (batch_.GetDataSize() >= kTargetBatchBytes) {
       REPROD_RETURN_IF_ERROR(FlushBatch());
@@ -124,12 +160,10 @@ class RocksDbTensorWriter : public TensorWriter {
     return absl::OkStatus();
   }
 
-  // Writes the batched chunks, unsynced: the commit's WAL sync covers them,
-  // or for a WAL-free upload the flush CommitUpload waits for.
+  // Writes the batched chunks, unsynced: the commit's WAL sync covers them.
   absl::Status FlushBatch() {
     if (batched_ == 0) return absl::OkStatus();
     rocksdb::WriteOptions wo;
-    wo.disableWAL = wal_free_;
     const rocksdb::Status s = store_->db()->Write(wo, &batch_);
     // A new batch frees the buffer (Clear keeps its capacity): a stream
     // waiting for its next chunk holds no copy of the last one.
@@ -149,10 +183,12 @@ class RocksDbTensorWriter : public TensorWriter {
   const uint64_t run_id_;
   const size_t chunk_size_;
   const bool verify_only_;
-  const bool wal_free_;  // chunks bypass the WAL (RocksDbStoreOptions)
+  // The bytes go to a segment file (RocksDbStoreOptions::segment_tensor_bytes).
+  const bool in_segment_;
   const uint64_t reserved_bytes_;
   ByteTally tally_;
-  std::optional<uint64_t> blob_id_;  // set by the first chunk write
+  std::optional<uint64_t> blob_id_;  // set by the first chunk or file write
+  std::unique_ptr<SegmentWriter> segment_;
   uint64_t chunks_written_ = 0;      // durable-on-commit chunks [0, n)
   uint64_t batched_ = 0;             // chunks in batch_, not yet written
   rocksdb::WriteBatch batch_;
