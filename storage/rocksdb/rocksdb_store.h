@@ -102,7 +102,7 @@ struct RocksDbStoreOptions {
   // (1 MiB blocks), fdatasync'd at commit, and published by the index entry
   // in RocksDB's synced commit batch. Through RocksDB every byte went to the
   // disk twice (WAL, then blob file) and through Debian RocksDB's software
-  // CRC twice. Readers map the file. 0: every tensor goes into RocksDB.
+  // CRC twice. 0: every tensor goes into RocksDB.
   uint64_t segment_tensor_bytes = uint64_t{1} << 20;
   // Free bytes BeginTensor keeps on the directory's filesystem: a tensor is
   // refused (ResourceExhausted naming free and needed bytes) when free space

@@ -257,7 +257,7 @@ TEST_F(SegmentStoreTest, ReplacingDeletingAndAbandoningFreeTheirFiles) {
   ASSERT_THAT(SegmentFiles(dir_), SizeIs(1));
   EXPECT_NE(SegmentFiles(dir_), first);
   EXPECT_THAT(ReadAll(*store_, kRun, {"c", "t", 1}), IsOkAndHolds(v2));
-  // A reader opened before the run is deleted keeps reading its mapping.
+  // A reader opened before the run is deleted keeps reading its open file.
   ASSERT_OK_AND_ASSIGN(auto reader, store_->OpenTensor(kRun, {"c", "t", 1}));
   {  // An abandoned upload leaves nothing.
     ASSERT_OK_AND_ASSIGN(auto writer, store_->BeginTensor(kRun, HeaderFor({"c", "u", 1}, v1)));

@@ -1,7 +1,6 @@
 #include "storage/rocksdb/internal/segment_file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -166,7 +165,9 @@ absl::StatusOr<std::unique_ptr<SegmentReader>> SegmentReader::Open(const std::st
   }
   struct Closer {
     int fd;
-    ~Closer() { close(fd); }
+    ~Closer() {
+      if (fd >= 0) close(fd);
+    }
   } closer{fd};
   struct stat st{};
   if (fstat(fd, &st) != 0) return ErrnoStatus(w, path, "stat", errno);
@@ -205,43 +206,81 @@ absl::StatusOr<std::unique_ptr<SegmentReader>> SegmentReader::Open(const std::st
   }
   reader->block_crcs_.resize(blocks);
   for (uint64_t i = 0; i < blocks; ++i) reader->block_crcs_[i] = DecodeFixed32(&crcs[4 * i]);
-  reader->verified_.assign(blocks, false);
   reader->length_ = length;
   reader->block_ = block;
-  if (length > 0) {
-    void* map = mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) return ErrnoStatus(w, path, "mmap", errno);
-    reader->map_ = static_cast<const uint8_t*>(map);
-    reader->map_size_ = length;
-  }
+  reader->fd_ = fd;
+  closer.fd = -1;  // the reader keeps it
   return reader;
 }
 
 SegmentReader::~SegmentReader() {
-  if (map_ != nullptr) munmap(const_cast<uint8_t*>(map_), map_size_);
+  if (fd_ >= 0) close(fd_);
 }
 
-absl::Status SegmentReader::VerifyBlock(uint64_t index) {
-  if (verified_[index]) return absl::OkStatus();
-  const uint64_t begin = index * block_;
-  const uint64_t n = std::min<uint64_t>(block_, length_ - begin);
-  const uint32_t crc = Crc32c(map_ + begin, n);
-  if (crc != block_crcs_[index]) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: segment file %s, block %d of %d (bytes %d..%d): crc32c 0x%08x, stored 0x%08x",
-        what_, path_, index, block_crcs_.size(), begin, begin + n, crc, block_crcs_[index]));
+uint64_t SegmentReader::BlockSize(uint64_t index) const {
+  return std::min<uint64_t>(block_, length_ - index * block_);
+}
+
+absl::Status SegmentReader::ReadBlocks(uint64_t first, uint64_t n, uint8_t* out) {
+  const uint64_t begin = first * block_;
+  const uint64_t bytes = std::min<uint64_t>(n * block_, length_ - begin);
+  if (!PreadAll(fd_, reinterpret_cast<char*>(out), bytes, begin)) {
+    const int err = errno == 0 ? EIO : errno;
+    return absl::DataLossError(absl::StrCat(what_, ": segment file ", path_, ": cannot read ",
+                                            bytes, " bytes at ", begin, ": ",
+                                            std::strerror(err)));
   }
-  verified_[index] = true;
+  for (uint64_t i = first; i < first + n; ++i) {
+    const uint64_t at = (i - first) * block_;
+    const uint64_t size = BlockSize(i);
+    const uint32_t crc = Crc32c(out + at, size);
+    if (crc != block_crcs_[i]) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: segment file %s, block %d of %d (bytes %d..%d): crc32c 0x%08x, stored 0x%08x",
+          what_, path_, i, block_crcs_.size(), i * block_, i * block_ + size, crc,
+          block_crcs_[i]));
+    }
+  }
   return absl::OkStatus();
 }
 
+absl::Status SegmentReader::LoadBlock(uint64_t index) {
+  if (buffered_block_ == index) return absl::OkStatus();
+  buffered_block_ = ~uint64_t{0};
+  block_buffer_.resize(block_);
+  absl::Status read = ReadBlocks(index, 1, block_buffer_.data());
+  if (read.ok()) buffered_block_ = index;
+  return read;
+}
+
 absl::Status SegmentReader::Read(uint64_t offset, absl::Span<uint8_t> dst) {
-  if (dst.empty()) return absl::OkStatus();
-  for (uint64_t i = offset / block_; i <= (offset + dst.size() - 1) / block_; ++i) {
-    absl::Status verified = VerifyBlock(i);
-    if (!verified.ok()) return verified;
+  const uint64_t end = offset + dst.size();
+  uint8_t* out = dst.data();
+  uint64_t at = offset;
+  while (at < end) {
+    const uint64_t index = at / block_;
+    const uint64_t block_begin = index * block_;
+    if (at == block_begin && std::min(end, length_) >= block_begin + BlockSize(index)) {
+      // Whole blocks from here: one pread straight into dst.
+      uint64_t n = 1;
+      while (index + n < block_crcs_.size() &&
+             (index + n) * block_ + BlockSize(index + n) <= end) {
+        ++n;
+      }
+      absl::Status read = ReadBlocks(index, n, out);
+      if (!read.ok()) return read;
+      const uint64_t bytes = std::min<uint64_t>(n * block_, length_ - block_begin);
+      out += bytes;
+      at += bytes;
+      continue;
+    }
+    absl::Status loaded = LoadBlock(index);
+    if (!loaded.ok()) return loaded;
+    const uint64_t take = std::min(end, block_begin + BlockSize(index)) - at;
+    std::memcpy(out, block_buffer_.data() + (at - block_begin), take);
+    out += take;
+    at += take;
   }
-  std::memcpy(dst.data(), map_ + offset, dst.size());
   return absl::OkStatus();
 }
 

@@ -17,10 +17,9 @@
 // fixed64(payload length) fixed32(block size) fixed32(crc32c of the block
 // crc array) fixed32(format version 1) fixed32(crc32c of the footer's first
 // 20 bytes) and the magic "rpdseg01". The payload is contiguous, so a
-// reader maps it and verifies each block once, the first time a read
-// touches it; every byte is checksummed once on write (the block CRCs are
-// combined into the tensor's CRC, common/crc32c.h Crc32cCombine) and once
-// per reader.
+// reader reads whole blocks straight into its caller's buffer; every byte is
+// checksummed once on write (the block CRCs are combined into the tensor's
+// CRC, common/crc32c.h Crc32cCombine) and once per read.
 //
 // Errors name the file and `what` (the tensor): ResourceExhausted for
 // ENOSPC/EDQUOT ("disk full: ..."), Unavailable for other I/O errors,
@@ -84,7 +83,12 @@ class SegmentWriter {
   std::vector<uint32_t> block_crcs_;
 };
 
-// Reads one segment file through a read-only mapping.
+// Reads one segment file with pread(2): a read of whole blocks lands in the
+// caller's buffer and is verified there; a block read in part is read and
+// verified whole into a block buffer once and served from it while reads
+// stay in it. Not mapped: mapped pages of a 2 GiB pair counted in the
+// server's RSS (4.2 GB in large_tensor_test), and a file truncated under a
+// mapping would raise SIGBUS.
 class SegmentReader {
  public:
   // Opens `path`, checks its size against `length` payload bytes and its
@@ -96,23 +100,27 @@ class SegmentReader {
   SegmentReader(const SegmentReader&) = delete;
   SegmentReader& operator=(const SegmentReader&) = delete;
 
-  // Copies payload bytes [offset, offset + dst.size()) into dst after
-  // verifying every block the range touches (DataLoss naming the block).
-  // The caller checks the range.
+  // Copies payload bytes [offset, offset + dst.size()) into dst, verifying
+  // every block the range touches (DataLoss naming the block). The caller
+  // checks the range.
   absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst);
 
  private:
   SegmentReader(std::string path, std::string what) : path_(std::move(path)), what_(std::move(what)) {}
-  absl::Status VerifyBlock(uint64_t index);
+  // Reads blocks [first, first + n) into `out` and verifies each.
+  absl::Status ReadBlocks(uint64_t first, uint64_t n, uint8_t* out);
+  // Makes block `index` the verified content of block_buffer_.
+  absl::Status LoadBlock(uint64_t index);
+  uint64_t BlockSize(uint64_t index) const;
 
   const std::string path_;
   const std::string what_;
-  const uint8_t* map_ = nullptr;
-  size_t map_size_ = 0;
+  int fd_ = -1;
   uint64_t length_ = 0;
   uint64_t block_ = kSegmentBlock;  // as the footer says
   std::vector<uint32_t> block_crcs_;
-  std::vector<bool> verified_;
+  std::vector<uint8_t> block_buffer_;
+  uint64_t buffered_block_ = ~uint64_t{0};  // none
 };
 
 // The folder of segment files, `<store dir>/segments`. File names are the
