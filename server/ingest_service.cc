@@ -227,6 +227,13 @@ class StreamHandler {
   }
 
   bool between_tensors() const { return !current_.has_value(); }
+  // True when `request` is a chunk of the tensor in flight that leaves it
+  // incomplete: handling it writes bytes and acks nothing, so the stream
+  // may read its next message meanwhile.
+  bool KeepsTensorOpen(const v1::IngestRequest& request) const {
+    return current_.has_value() && request.has_chunk() &&
+           current_->received + request.chunk().data().size() < current_->header.byte_length;
+  }
   // The ack of the tensor the last request committed, to be written to the
   // client before the next read (nullopt when it committed none).
   std::optional<v1::IngestResponse> TakeAck() { return std::exchange(ack_, std::nullopt); }
@@ -489,7 +496,10 @@ namespace {
 // only while the ingest budget has room (otherwise the stream parks,
 // holding no message); each message received is handled on a worker
 // (StreamHandler: store writes, commit, fsync), its ack written, and then
-// the next read is asked for. The stream ends once, by End: the client's
+// the next read is asked for. A chunk that leaves its tensor incomplete is
+// handled while the next message is read (read-ahead of one message: the
+// wire is not idle while the store copies), and whatever completes
+// meanwhile (that read, an end) waits until the handling is done. The stream ends once, by End: the client's
 // half-close or error, the watchdog (idle / shutdown) or an error of the
 // handler. Phases move under mu_, so the watchdog and a completing read
 // cannot both act on the stream.
@@ -532,7 +542,15 @@ class IngestReactor final
       shared_->budget.Charge(charged_);
     }
     shared_->budget.Release(reserved);
-    if (!ended) shared_->workers.Post([this, ok] { Work(ok); });
+    if (ended) return;
+    {
+      absl::MutexLock lock(&mu_);
+      if (handling_) {  // the message before it is still being handled
+        deferred_read_ = ok;
+        return;
+      }
+    }
+    shared_->workers.Post([this, ok] { Work(ok); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -646,6 +664,13 @@ class IngestReactor final
         shared_->workers.Post([budget = &shared_->budget, reserved] { budget->Release(reserved); });
       }
       if (ended_) return;
+      if (cancelled_ && handling_) {
+        // Cancelled while parked behind a chunk being handled: WorkAhead
+        // takes it up as a failed read once the handler is free.
+        phase_ = Phase::kWorking;
+        deferred_read_ = false;
+        return;
+      }
       if (cancelled_) {
         // Cancelled while parked: no read or write will complete to end it.
         phase_ = Phase::kWorking;
@@ -665,6 +690,10 @@ class IngestReactor final
   void Work(bool ok) {
     if (!ok) {
       EndLater(Finished(context_->IsCancelled()));
+      return;
+    }
+    if (handler_.KeepsTensorOpen(*request_)) {
+      WorkAhead();
       return;
     }
     const ServiceEnv& env = shared_->env;
@@ -696,6 +725,45 @@ class IngestReactor final
     ReadNext();
   }
 
+  // Work on a chunk that leaves its tensor open: asks for the next message
+  // first, then writes this one. A read completing or an end arriving
+  // meanwhile is deferred (OnReadDone, End, OnWatchdog see handling_) and
+  // taken up here afterwards, so the handler is only ever used by one
+  // thread and never discarded while in use.
+  void WorkAhead() {
+    std::unique_ptr<v1::IngestRequest> chunk = std::move(request_);
+    const uint64_t charge = std::exchange(charged_, 0);
+    {
+      absl::MutexLock lock(&mu_);
+      handling_ = true;
+    }
+    ReadNext();
+    absl::Status status = handler_.Handle(*chunk);
+    chunk.reset();
+    shared_->budget.Release(charge);
+    std::optional<bool> read;
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      handling_ = false;
+      read = std::exchange(deferred_read_, std::nullopt);
+      end = std::exchange(deferred_end_, std::nullopt);
+    }
+    if (!status.ok() || end.has_value()) {
+      if (read.has_value()) {  // the message read meanwhile is dropped
+        request_.reset();
+        shared_->budget.Release(std::exchange(charged_, 0));
+      }
+      if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
+        spdlog::warn("ingest from {}: {}", context_->peer(), status.ToString());
+      }
+      EndLater(status.ok() ? *std::move(end) : wire::ToGrpcStatus(status));
+      return;
+    }
+    if (read.has_value()) shared_->workers.Post([this, ok = *read] { Work(ok); });
+    // Otherwise the read is outstanding (or parked): OnReadDone goes on.
+  }
+
   // The status of a stream ended between tensors by the shutdown.
   static grpc::Status ShuttingDown() {
     return grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -716,7 +784,11 @@ class IngestReactor final
   void OnWatchdog(IdleWatchdog::Reason why) {
     {
       absl::MutexLock lock(&mu_);
-      if (ended_ || (phase_ != Phase::kReading && phase_ != Phase::kWriting)) return;
+      // While a chunk is handled (WorkAhead) a read may be outstanding, but
+      // the stream is not idle; the next round looks again.
+      if (ended_ || handling_ || (phase_ != Phase::kReading && phase_ != Phase::kWriting)) {
+        return;
+      }
       ended_ = true;
     }
     grpc::Status status;
@@ -739,11 +811,16 @@ class IngestReactor final
     shared_->closers.Post([this, status = std::move(status)] { End(status); });
   }
 
-  // Ends the stream with `status` unless something else ended it first.
+  // Ends the stream with `status` unless something else ended it first;
+  // while a chunk is handled, once WorkAhead is done with the handler.
   void End(grpc::Status status) {
     {
       absl::MutexLock lock(&mu_);
       if (ended_) return;
+      if (handling_) {
+        if (!deferred_end_.has_value()) deferred_end_ = std::move(status);
+        return;
+      }
       ended_ = true;
     }
     Conclude(std::move(status));
@@ -786,6 +863,10 @@ class IngestReactor final
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kParked;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  // WorkAhead is handling a chunk; what completed meanwhile waits for it.
+  bool handling_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<bool> deferred_read_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> deferred_end_ ABSL_GUARDED_BY(mu_);
 };
 
 // Worker threads for the blocking part of ingest: enough for RocksDB's
