@@ -367,13 +367,25 @@ class Planner {
 // Execution.
 
 // Fills one side's part of job buffers from the store, keeping a tensor's
-// reader open across the jobs that read it. Used by one thread at a time.
+// reader open across the jobs that read it. A contiguous range of a tensor
+// the store can map (storage::TensorReader::Map: segment files) is mapped
+// instead of copied; the job's tasks then read it in place (Data), and the
+// mapping is kept until the buffer `slot` is filled again, i.e. until the
+// job was reduced. Used by one thread at a time (Data: once Fill is done).
 class JobReader {
  public:
   JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand, Side side)
       : store_(store), runs_{&ref, &cand}, side_(side) {}
 
-  absl::Status Fill(const Job& job, uint8_t* buffer) {
+  // Where the job in buffer `slot` finds the bytes placed at `dst`: a
+  // mapping, or the buffer itself.
+  const uint8_t* Data(size_t slot, const uint8_t* buffer, size_t dst) const {
+    auto it = views_[slot].find(dst);
+    return it == views_[slot].end() ? buffer + dst : it->second->bytes().data();
+  }
+
+  absl::Status Fill(const Job& job, uint8_t* buffer, size_t slot) {
+    views_[slot].clear();
     for (const ReadOp& op : job.reads) {
       if (op.side != side_) continue;
       const StoredRun& run = *runs_[op.side];
@@ -386,6 +398,19 @@ class JobReader {
           return Prefixed(reader.status(), run.Describe(op.pos));
         }
         it = readers_.emplace(key, *std::move(reader)).first;
+      }
+      if (op.pieces == 1 && map_) {
+        absl::StatusOr<std::unique_ptr<storage::MappedBytes>> mapped =
+            it->second->Map(op.offset, op.length);
+        if (mapped.ok()) {
+          views_[slot][op.dst] = *std::move(mapped);
+          if (op.last_use) readers_.erase(it);
+          continue;
+        }
+        if (!absl::IsUnimplemented(mapped.status())) {
+          return Prefixed(mapped.status(), run.Describe(op.pos));
+        }
+        map_ = false;  // this store copies; stop asking
       }
       for (uint64_t k = 0; k < op.pieces; ++k) {
         absl::Status s = it->second->Read(
@@ -404,10 +429,15 @@ class JobReader {
   const StoredRun* runs_[2];
   const Side side_;
   std::map<Key, std::unique_ptr<storage::TensorReader>> readers_;
+  bool map_ = true;  // the store has mapped (or may map) ranges
+  // Per buffer slot: dst -> the mapping placed there instead of bytes.
+  std::map<size_t, std::unique_ptr<storage::MappedBytes>> views_[2];
 };
 
-// Reduces one filled job; partials[pair][part * options + k].
-absl::Status ReduceJob(const Job& job, const uint8_t* buffer,
+// Reduces one filled job; partials[pair][part * options + k]. `ref_at` and
+// `cand_at` give where a side's bytes placed at a buffer offset are.
+template <typename RefAt, typename CandAt>
+absl::Status ReduceJob(const Job& job, const RefAt& ref_at, const CandAt& cand_at,
                        absl::Span<const PlannedPair> pairs,
                        kernels::Backend& backend,
                        std::vector<std::vector<DiffStats>>& partials) {
@@ -416,9 +446,9 @@ absl::Status ReduceJob(const Job& job, const uint8_t* buffer,
     for (const kernels::DiffOptions& o : pairs[t.pair].options) {
       kernels::DiffTask d;
       d.ref = t.ref;
-      d.ref.data = buffer + t.ref_dst;
+      d.ref.data = ref_at(t.ref_dst);
       d.cand = t.cand;
-      d.cand.data = buffer + t.cand_dst;
+      d.cand.data = cand_at(t.cand_dst);
       d.transpose_cand = t.transpose;
       d.index_base = t.index_base;
       d.options = o;
@@ -491,7 +521,7 @@ class StoreReducer final : public core::PairReducer {
         // when no thread can be started.
         reads[&side - readers] =
             std::async(std::launch::async | std::launch::deferred, [&side, &jobs, &buffers, j] {
-              return side.Fill(jobs[j], buffers[j % 2].get());
+              return side.Fill(jobs[j], buffers[j % 2].get(), j % 2);
             });
       }
       return reads;
@@ -507,8 +537,10 @@ class StoreReducer final : public core::PairReducer {
     for (size_t j = 0; j < jobs.size(); ++j) {
       REPROD_RETURN_IF_ERROR(finish(next));
       if (j + 1 < jobs.size()) next = read(j + 1);
-      absl::Status s =
-          ReduceJob(jobs[j], buffers[j % 2].get(), pairs, backend_, partials);
+      const uint8_t* buffer = buffers[j % 2].get();
+      auto ref_at = [&](size_t dst) { return readers[kRef].Data(j % 2, buffer, dst); };
+      auto cand_at = [&](size_t dst) { return readers[kCand].Data(j % 2, buffer, dst); };
+      absl::Status s = ReduceJob(jobs[j], ref_at, cand_at, pairs, backend_, partials);
       if (!s.ok()) {
         finish(next).IgnoreError();
         return s;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "storage/memory/memory_store.h"
+#include "storage/rocksdb/rocksdb_store.h"
 #include "storage/store.h"
 #include "tests/testing/status_matchers.h"
 
@@ -381,9 +383,11 @@ struct Runs {
   core::RunData ref, cand;
 };
 
-Runs MixedRuns(uint32_t seed) {
+// `store`: where the runs go (nullptr: a memory store).
+Runs MixedRuns(uint32_t seed, std::unique_ptr<storage::Store> store = nullptr) {
   Gen g(seed);
   Runs runs;
+  if (store != nullptr) runs.store = std::move(store);
   std::vector<Item> ref, cand;
   auto pair = [&](const std::string& cp, const std::string& key,
                   std::optional<int64_t> step, Tensor r, Tensor c) {
@@ -498,11 +502,32 @@ core::Policy MixedPolicy() {
 
 class StoreCompareTest : public ::testing::Test {
  protected:
+  // CompareStoredRuns under many window and batch sizes gives the report
+  // core::CompareRuns gives for the same data.
+  void ExpectSameReportOnEveryPath(const Runs& runs);
+
   kernels::CpuBackend backend_{2};
 };
 
+// Every path again on a RocksDB store that keeps every tensor in a segment
+// file: windows are then mapped in place (TensorReader::Map), not copied.
 TEST_F(StoreCompareTest, SameReportAsCompareRunsOnEveryPath) {
-  Runs runs = MixedRuns(7);
+  std::string dir = (std::filesystem::temp_directory_path() / "store_compare_XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  storage::RocksDbStoreOptions segments;
+  segments.segment_tensor_bytes = 1;
+  segments.sync_commits = false;
+  segments.min_free_bytes = 0;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<storage::Store> rocksdb,
+                       storage::OpenRocksDbStore(dir + "/store", segments));
+  for (bool mapped : {false, true}) {
+    SCOPED_TRACE(mapped ? "RocksDB segment files" : "memory store");
+    ExpectSameReportOnEveryPath(mapped ? MixedRuns(7, std::move(rocksdb)) : MixedRuns(7));
+  }
+  std::filesystem::remove_all(dir);
+}
+
+void StoreCompareTest::ExpectSameReportOnEveryPath(const Runs& runs) {
   const core::Policy policy = MixedPolicy();
   ASSERT_OK_AND_ASSIGN(
       core::Report memory,

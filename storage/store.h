@@ -140,6 +140,14 @@ class TensorWriter {
   virtual absl::StatusOr<CommitResult> Commit() = 0;
 };
 
+// Stored bytes mapped in place (TensorReader::Map); the mapping lives as
+// long as this object, independently of the reader that made it.
+class MappedBytes {
+ public:
+  virtual ~MappedBytes() = default;
+  virtual absl::Span<const uint8_t> bytes() const = 0;
+};
+
 // Reads one stored tensor. Not thread-safe; open one per thread.
 class TensorReader {
  public:
@@ -151,6 +159,15 @@ class TensorReader {
   // OutOfRange when the range passes byte_length; DataLoss when a stored
   // chunk is missing or has the wrong size.
   virtual absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) = 0;
+
+  // Zero-copy alternative to Read, for stores that keep a tensor's bytes
+  // in a file (RocksDB segment files): bytes [offset, offset + size),
+  // verified as Read verifies them, mapped in place. Unimplemented where
+  // the store cannot (callers then Read); OutOfRange and DataLoss as Read.
+  virtual absl::StatusOr<std::unique_ptr<MappedBytes>> Map(uint64_t /*offset*/,
+                                                           uint64_t /*size*/) {
+    return absl::UnimplementedError("this store reads tensors by copy only");
+  }
 };
 
 // A stored comparison report.

@@ -145,6 +145,32 @@ TEST_F(SegmentStoreTest, LargeTensorsGetAFileEachAndReadBackExactly) {
   EXPECT_EQ(run.total_bytes, big.size() + small.size());
 }
 
+TEST_F(SegmentStoreTest, MappedRangesHoldTheBytesAndAreVerified) {
+  const std::vector<uint8_t> bytes = Bytes(2 * kMiB + 777, 12);  // blocks 0, 1, 2
+  const TensorAddress address{"fwd", "m", 2};
+  ASSERT_THAT(Write(*store_, kRun, address, bytes), IsOk());
+  {
+    ASSERT_OK_AND_ASSIGN(auto reader, store_->OpenTensor(kRun, address));
+    for (auto [offset, size] : {std::pair<uint64_t, uint64_t>{0, 10}, {kMiB - 5, 10},
+                                {123, 2 * kMiB}, {bytes.size() - 1, 1}, {0, bytes.size()}}) {
+      ASSERT_OK_AND_ASSIGN(std::unique_ptr<MappedBytes> mapped, reader->Map(offset, size));
+      ASSERT_EQ(mapped->bytes().size(), size);
+      EXPECT_TRUE(std::equal(mapped->bytes().begin(), mapped->bytes().end(),
+                             bytes.begin() + offset))
+          << offset;
+    }
+    EXPECT_THAT(reader->Map(bytes.size() - 1, 2).status(),
+                StatusIs(absl::StatusCode::kOutOfRange, ::testing::_));
+  }
+  const std::string path = dir_ + "/segments/" + SegmentFiles(dir_).at(0);
+  FlipByte(path, 2 * kMiB + 3);  // in block 2
+  ASSERT_OK_AND_ASSIGN(auto reader, store_->OpenTensor(kRun, address));
+  EXPECT_THAT(reader->Map(0, 2 * kMiB), IsOk());
+  EXPECT_THAT(reader->Map(kMiB, kMiB + 10).status(),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr("fwd/m@2"), HasSubstr("block 2 of 3"))));
+}
+
 TEST_F(SegmentStoreTest, WrongLengthOrCrcIsRefusedAndLeavesNoFile) {
   const std::vector<uint8_t> bytes = Bytes(50'000, 3);
   TensorHeader header = HeaderFor({"fwd", "x", 1}, bytes);

@@ -39,6 +39,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "storage/store.h"
 
 namespace reprod::storage::internal {
 
@@ -105,6 +106,13 @@ class SegmentReader {
   // checks the range.
   absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst);
 
+  // Maps payload bytes [offset, offset + size) read-only (MAP_POPULATE),
+  // verifying every block the range touches that this reader has not
+  // verified before. The mapping covers whole blocks and lives as long as
+  // the returned object: a caller holds only the windows it uses, so the
+  // server's RSS stays bounded. The caller checks the range.
+  absl::StatusOr<std::unique_ptr<MappedBytes>> Map(uint64_t offset, uint64_t size);
+
  private:
   SegmentReader(std::string path, std::string what) : path_(std::move(path)), what_(std::move(what)) {}
   // Reads blocks [first, first + n) into `out` and verifies each.
@@ -119,6 +127,7 @@ class SegmentReader {
   uint64_t length_ = 0;
   uint64_t block_ = kSegmentBlock;  // as the footer says
   std::vector<uint32_t> block_crcs_;
+  std::vector<bool> mapped_verified_;  // blocks Map has verified
   std::vector<uint8_t> block_buffer_;
   uint64_t buffered_block_ = ~uint64_t{0};  // none
 };

@@ -109,6 +109,11 @@ class SegmentTensorReader : public TensorReader {
     return file_->Read(offset, dst);
   }
 
+  absl::StatusOr<std::unique_ptr<MappedBytes>> Map(uint64_t offset, uint64_t size) override {
+    REPROD_RETURN_IF_ERROR(CheckReadRange(run_, meta_, offset, size));
+    return file_->Map(offset, size);
+  }
+
  private:
   const std::string run_;
   const TensorMeta meta_;
