@@ -1,6 +1,9 @@
 #include "storage/memory/memory_store.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -20,6 +23,19 @@
 
 namespace reprod::storage {
 namespace {
+
+// Asks for transparent huge pages over the 2 MiB-aligned interior of a
+// large buffer about to be filled: one fault per 2 MiB instead of per
+// 4 KiB (faulting in fresh tensor pages was ~40 % of ingest into this
+// store). Advisory; ignored where THP is off.
+void AdviseHugePages(const char* data, size_t size) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (size < 2 * kHuge) return;
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const auto end = (reinterpret_cast<uintptr_t>(data) + size) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 
 using internal::ByteTally;
 
@@ -71,7 +87,10 @@ class MemoryTensorWriter : public TensorWriter {
     // One allocation of the declared size (checked against the server's
     // limit before BeginTensor): growing by appends copied every byte once
     // more and faulted in twice the pages.
-    if (!verify_only_) bytes_.reserve(tally_.header().byte_length);
+    if (!verify_only_) {
+      bytes_.reserve(tally_.header().byte_length);
+      AdviseHugePages(bytes_.data(), bytes_.capacity());
+    }
   }
 
   absl::Status Append(absl::Span<const uint8_t> data) override {
