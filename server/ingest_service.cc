@@ -132,18 +132,6 @@ absl::Status WithContext(const absl::Status& s, std::string_view run,
                              std::string(s.message())));
 }
 
-v1::AckKind AckKindToProto(storage::CommitKind kind) {
-  switch (kind) {
-    case storage::CommitKind::kStored:
-      return v1::ACK_KIND_STORED;
-    case storage::CommitKind::kAlreadyPresent:
-      return v1::ACK_KIND_ALREADY_PRESENT;
-    case storage::CommitKind::kReplaced:
-      return v1::ACK_KIND_REPLACED;
-  }
-  return v1::ACK_KIND_UNSPECIFIED;
-}
-
 // --quota-bytes, --namespace-quota-bytes and the token's own quota: reserves
 // `header`'s bytes in the ledger until the tensor commits or is dropped
 // (RESOURCE_EXHAUSTED when they would pass a limit); an empty reservation
@@ -170,18 +158,6 @@ struct InFlight {
   std::chrono::steady_clock::time_point begun;
 };
 
-// The reprod_ingest_tensors_total label of a commit.
-std::string_view CommitKindLabel(storage::CommitKind kind) {
-  switch (kind) {
-    case storage::CommitKind::kStored:
-      return "stored";
-    case storage::CommitKind::kAlreadyPresent:
-      return "already_present";
-    case storage::CommitKind::kReplaced:
-      return "replaced";
-  }
-  return "unknown";
-}
 
 
 // What one stream did to one run, for its "push" audit record.
@@ -375,7 +351,7 @@ class StreamHandler {
     tallies_[current_->run].Count(done->kind, current_->header.byte_length);
     if (env_.metrics != nullptr) {
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - current_->begun;
-      env_.metrics->TensorAcked(CommitKindLabel(done->kind), current_->header.byte_length,
+      env_.metrics->TensorAcked(storage::CommitKindName(done->kind), current_->header.byte_length,
                                 took.count());
     }
     current_.reset();

@@ -64,6 +64,18 @@ void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out) {
   out->set_crc32c(h.crc32c);
 }
 
+v1::AckKind AckKindToProto(storage::CommitKind kind) {
+  switch (kind) {
+    case storage::CommitKind::kStored:
+      return v1::ACK_KIND_STORED;
+    case storage::CommitKind::kAlreadyPresent:
+      return v1::ACK_KIND_ALREADY_PRESENT;
+    case storage::CommitKind::kReplaced:
+      return v1::ACK_KIND_REPLACED;
+  }
+  return v1::ACK_KIND_UNSPECIFIED;
+}
+
 v1::RunState RunStateToProto(storage::RunState s) {
   switch (s) {
     case storage::RunState::kOpen:

@@ -16,6 +16,7 @@
 #include "core/report.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "reprod/v1/compare.pb.h"
+#include "reprod/v1/ingest.pb.h"
 #include "reprod/v1/review.pb.h"
 #include "reprod/v1/runs.pb.h"
 #include "reprod/v1/tensor.pb.h"
@@ -39,6 +40,8 @@ absl::StatusOr<storage::TensorHeader> HeaderFromProto(
 void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out);
 
 v1::RunState RunStateToProto(storage::RunState s);
+// The ack kind of a commit (ingest and shared-memory sessions).
+v1::AckKind AckKindToProto(storage::CommitKind kind);
 void RunToProto(const storage::RunInfo& run, v1::Run* out);
 // Client-settable fields only (name, framework, version, device, labels,
 // overwrite); created/state/counts are the store's.

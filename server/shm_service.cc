@@ -29,30 +29,6 @@ namespace {
 // Bytes read from a region per store Append.
 constexpr size_t kReadBufferBytes = size_t{1} << 20;
 
-v1::AckKind AckKind(storage::CommitKind kind) {
-  switch (kind) {
-    case storage::CommitKind::kStored:
-      return v1::ACK_KIND_STORED;
-    case storage::CommitKind::kAlreadyPresent:
-      return v1::ACK_KIND_ALREADY_PRESENT;
-    case storage::CommitKind::kReplaced:
-      return v1::ACK_KIND_REPLACED;
-  }
-  return v1::ACK_KIND_UNSPECIFIED;
-}
-
-std::string_view AckLabel(storage::CommitKind kind) {
-  switch (kind) {
-    case storage::CommitKind::kStored:
-      return "stored";
-    case storage::CommitKind::kAlreadyPresent:
-      return "already_present";
-    case storage::CommitKind::kReplaced:
-      return "replaced";
-  }
-  return "unknown";
-}
-
 // One Session's regions and what it stored, per run (for the audit).
 class ShmSession {
  public:
@@ -222,13 +198,13 @@ class ShmSession {
     ++acked_;
     if (env_.metrics != nullptr) {
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - begun;
-      env_.metrics->TensorAcked(AckLabel(done->kind), header->byte_length, took.count());
+      env_.metrics->TensorAcked(storage::CommitKindName(done->kind), header->byte_length, took.count());
     }
     v1::ShmResponse response;
     v1::IngestResponse* ack = response.mutable_ack();
     ack->set_tensor_id(begin.tensor_id());
     AddressToProto(header->address, ack->mutable_address());
-    ack->set_kind(AckKind(done->kind));
+    ack->set_kind(AckKindToProto(done->kind));
     ack->set_sequence(done->sequence);
     return response;
   }

@@ -18,6 +18,18 @@ std::string_view RunStateName(RunState state) {
   return "invalid";
 }
 
+std::string_view CommitKindName(CommitKind kind) {
+  switch (kind) {
+    case CommitKind::kStored:
+      return "stored";
+    case CommitKind::kAlreadyPresent:
+      return "already_present";
+    case CommitKind::kReplaced:
+      return "replaced";
+  }
+  return "unknown";
+}
+
 std::string AddressToString(const TensorAddress& address) {
   std::string out = absl::StrCat(address.checkpoint, "/", address.key);
   if (address.step.has_value()) absl::StrAppend(&out, "@", *address.step);

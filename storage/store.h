@@ -170,6 +170,10 @@ class TensorReader {
   }
 };
 
+// "stored", "already_present", "replaced": how logs, metrics labels and
+// audit details name a commit's outcome.
+std::string_view CommitKindName(CommitKind kind);
+
 // A stored comparison report.
 struct StoredReport {
   std::string id;  // "rpt-" + 16 hex digits, assigned by the server
