@@ -765,30 +765,28 @@ void RocksDbStore::RemoveSegments(const std::vector<uint64_t>& blob_ids) {
   for (uint64_t id : blob_ids) segments_.Remove(id);
 }
 
-absl::StatusOr<std::vector<uint64_t>> RocksDbStore::RunSegments(uint64_t run_id) {
-  std::vector<uint64_t> ids;
-  REPROD_RETURN_IF_ERROR(ScanPrefix(
-      db_.get(), meta_, TensorPrefix(run_id), nullptr,
+absl::Status RocksDbStore::AddSegments(std::string_view prefix, const rocksdb::Snapshot* snapshot,
+                                       std::vector<uint64_t>& ids) {
+  return ScanPrefix(
+      db_.get(), meta_, prefix, snapshot,
       [&](std::string_view key, std::string_view value) -> absl::Status {
         REPROD_ASSIGN_OR_RETURN(TensorAddress address, ParseTensorKey(key));
         REPROD_ASSIGN_OR_RETURN(const IndexEntry entry, DecodeIndexEntry(address, value));
         if (entry.in_segment) ids.push_back(entry.blob_id);
         return absl::OkStatus();
-      }));
+      });
+}
+
+absl::StatusOr<std::vector<uint64_t>> RocksDbStore::RunSegments(uint64_t run_id) {
+  std::vector<uint64_t> ids;
+  REPROD_RETURN_IF_ERROR(AddSegments(TensorPrefix(run_id), nullptr, ids));
   return ids;
 }
 
 absl::StatusOr<std::vector<uint64_t>> RocksDbStore::LiveSegments(
     const rocksdb::Snapshot* snapshot, bool with_pending) {
   std::vector<uint64_t> ids;
-  REPROD_RETURN_IF_ERROR(ScanPrefix(
-      db_.get(), meta_, kTensorPrefix, snapshot,
-      [&](std::string_view key, std::string_view value) -> absl::Status {
-        REPROD_ASSIGN_OR_RETURN(TensorAddress address, ParseTensorKey(key));
-        REPROD_ASSIGN_OR_RETURN(const IndexEntry entry, DecodeIndexEntry(address, value));
-        if (entry.in_segment) ids.push_back(entry.blob_id);
-        return absl::OkStatus();
-      }));
+  REPROD_RETURN_IF_ERROR(AddSegments(kTensorPrefix, snapshot, ids));
   if (with_pending) {
     REPROD_RETURN_IF_ERROR(ScanPrefix(
         db_.get(), meta_, kPendingPrefix, snapshot,

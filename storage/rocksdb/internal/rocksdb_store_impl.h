@@ -164,6 +164,10 @@ class RocksDbStore final : public Store {
   absl::StatusOr<std::unique_ptr<TensorReader>> OpenSegmentTensor(std::string_view run,
                                                                   uint64_t run_id,
                                                                   const IndexEntry& entry);
+  // Appends the blob ids of the segment files that index entries under
+  // `prefix` name, read at `snapshot` (nullptr: now).
+  absl::Status AddSegments(std::string_view prefix, const rocksdb::Snapshot* snapshot,
+                           std::vector<uint64_t>& ids);
   // The segment files of a run's tensors (DeleteRun).
   absl::StatusOr<std::vector<uint64_t>> RunSegments(uint64_t run_id);
   // Adds the deletion of chunks [0, count) of a blob to `batch`.

@@ -234,14 +234,20 @@ absl::Status SegmentReader::ReadBlocks(uint64_t first, uint64_t n, uint8_t* out)
                                               size, " bytes at ", begin, ": ",
                                               std::strerror(err)));
     }
-    const uint32_t crc = Crc32c(out, size);
-    if (crc != block_crcs_[i]) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: segment file %s, block %d of %d (bytes %d..%d): crc32c 0x%08x, stored 0x%08x",
-          what_, path_, i, block_crcs_.size(), begin, begin + size, crc, block_crcs_[i]));
-    }
+    absl::Status verified = VerifyBlock(i, out);
+    if (!verified.ok()) return verified;
   }
   return absl::OkStatus();
+}
+
+absl::Status SegmentReader::VerifyBlock(uint64_t index, const uint8_t* data) const {
+  const uint64_t size = BlockSize(index);
+  const uint32_t crc = Crc32c(data, size);
+  if (crc == block_crcs_[index]) return absl::OkStatus();
+  return absl::DataLossError(absl::StrFormat(
+      "%s: segment file %s, block %d of %d (bytes %d..%d): crc32c 0x%08x, stored 0x%08x", what_,
+      path_, index, block_crcs_.size(), index * block_, index * block_ + size, crc,
+      block_crcs_[index]));
 }
 
 absl::Status SegmentReader::LoadBlock(uint64_t index) {
@@ -259,7 +265,9 @@ class SegmentMapping final : public MappedBytes {
  public:
   SegmentMapping(void* base, size_t size, absl::Span<const uint8_t> bytes)
       : base_(base), size_(size), bytes_(bytes) {}
-  ~SegmentMapping() override { munmap(base_, size_); }
+  ~SegmentMapping() override {
+    if (base_ != nullptr) munmap(base_, size_);
+  }
   absl::Span<const uint8_t> bytes() const override { return bytes_; }
 
  private:
@@ -288,14 +296,8 @@ absl::StatusOr<std::unique_ptr<MappedBytes>> SegmentReader::Map(uint64_t offset,
   const auto* p = static_cast<const uint8_t*>(base);
   for (uint64_t i = first; i <= last; ++i) {
     if (mapped_verified_[i]) continue;
-    const uint64_t at = i * block_ - begin;
-    const uint32_t crc = Crc32c(p + at, BlockSize(i));
-    if (crc != block_crcs_[i]) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: segment file %s, block %d of %d (bytes %d..%d): crc32c 0x%08x, stored 0x%08x",
-          what_, path_, i, block_crcs_.size(), i * block_, i * block_ + BlockSize(i), crc,
-          block_crcs_[i]));
-    }
+    absl::Status verified = VerifyBlock(i, p + (i * block_ - begin));
+    if (!verified.ok()) return verified;
     mapped_verified_[i] = true;
   }
   return mapping;

@@ -117,6 +117,9 @@ class SegmentReader {
   SegmentReader(std::string path, std::string what) : path_(std::move(path)), what_(std::move(what)) {}
   // Reads blocks [first, first + n) into `out` and verifies each.
   absl::Status ReadBlocks(uint64_t first, uint64_t n, uint8_t* out);
+  // DataLoss naming the block unless `data` (the block's bytes) has the
+  // block's stored crc32c.
+  absl::Status VerifyBlock(uint64_t index, const uint8_t* data) const;
   // Makes block `index` the verified content of block_buffer_.
   absl::Status LoadBlock(uint64_t index);
   uint64_t BlockSize(uint64_t index) const;
