@@ -482,30 +482,11 @@ class Run:
         pb = self._client._pb
         chunk = self.chunk_bytes
         while True:
-            with self._cond:
-                while True:
-                    if (self._epoch != epoch or self._error is not None
-                            or self._abandoned):
-                        return
-                    if self._pending:
-                        item = self._pending.popleft()
-                        self._unacked[item.tid] = item
-                        if item.sends:
-                            self._stats.resent += 1
-                        item.sends += 1
-                        break
-                    if self._closing:
-                        return  # half-close: all sent
-                    self._cond.wait()
+            item = self._next_item(epoch)
+            if item is None:
+                return  # stream superseded or failed, or half-close: all sent
             wire = item.wire
-            if item.crc is None:
-                item.crc = crc32c(wire.data)
-            address = pb.tensor.TensorAddress(checkpoint=wire.checkpoint, key=wire.key)
-            if wire.step is not None:
-                address.step = wire.step
-            header = pb.tensor.TensorHeader(address=address, dtype=wire.dtype,
-                                            shape=wire.shape, byte_length=item.nbytes,
-                                            crc32c=item.crc)
+            header = self._header(item)
             # Requests travel pre-serialized (Client._ingest_raw): the begin
             # through protobuf, the chunks encoded straight from the tensor's
             # buffer (one copy instead of three).
