@@ -72,6 +72,13 @@ def test_quick_run_writes_every_row(tmp_path):
         assert 0 < r["value"] < 1000, r
         assert r["met"] == (r["value"] >= r["goal"] if r["goal_kind"] == "min"
                             else r["value"] <= r["goal"]), r
+    # The fresh-pages yardstick and the context ratios against it.
+    assert any(n.startswith("memcpy into fresh pages") for n in names), names
+    assert [r["name"].split(",")[1].strip().split(" ")[0] for r in res["context_ratios"]] == \
+        ["Python", "C++"]
+    for r in res["context_ratios"]:
+        assert 0 < r["value"] < 1000, r
+        assert f"{r['name']} (context, no goal)" in md
     assert res["not_built"] == [] and res["ratios_not_built"] == []
     assert "not built" not in md
 
