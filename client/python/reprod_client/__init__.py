@@ -22,9 +22,14 @@ keys. torch and paddle are never imported by this package. Logging happens
 on a background thread with a bounded queue (`max_pending_bytes`); errors
 from the server are raised by the next log()/flush()/close()/seal().
 
+`reprod_client.capture(model, run)` hooks every module of a torch or paddle
+model and logs its outputs and their gradients, to find the first module
+where a port diverges (capture.py).
+
 `reprod_client.compat` (also exported here) is a drop-in for reprod_log's
 ReprodLogger and ReprodDiffHelper that can stream to the server as well.
 """
+from .capture import Capture, capture
 from .client import Client, RunInfo, TensorInfo
 from .compat import ReprodDiffHelper, ReprodLogger
 from .errors import (AlreadyExists, ChecksumMismatch, FailedPrecondition,
@@ -39,5 +44,5 @@ __all__ = [
     "Client", "Run", "RunStats", "Report", "RunInfo", "TensorInfo",
     "ReprodError", "ServerUnavailable", "NotFound", "AlreadyExists",
     "InvalidArgument", "FailedPrecondition", "ChecksumMismatch", "ResourceExhausted",
-    "ReprodLogger", "ReprodDiffHelper",
+    "ReprodLogger", "ReprodDiffHelper", "capture", "Capture",
 ]
