@@ -16,6 +16,7 @@
 #include "absl/types/span.h"
 #include "common/status_macros.h"
 #include "core/internal/judge.h"
+#include "core/internal/localize.h"
 #include "core/internal/pairing.h"
 
 namespace reprod::core {
@@ -315,6 +316,7 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
                         report.tensors[p.result]);
   }
   internal::Summarise(policy, options, report);
+  report.first_divergence = internal::FindFirstDivergence(report);
   return report;
 }
 

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "common/visible.h"
 #include "core/internal/judge.h"
+#include "core/internal/localize.h"
 #include "core/internal/render.h"
 #include "core/internal/svg_charts.h"
 #include "core/py_float.h"
@@ -58,6 +59,8 @@ code,.key{font-family:ui-monospace,monospace;word-break:break-all}
 .badge{display:inline-block;padding:0 6px;border-radius:4px;font-weight:600;font-size:12px;color:#fff}
 .badge.pass{background:#1a7f37}.badge.warn{background:#9a6700}.badge.fail,.badge.shape{background:#cf222e}
 .badge.missing{background:#6e7781}
+ol.modules{margin:6px 0 12px;padding-left:3.2em}ol.modules li{margin:1px 0}
+ol.modules li.divergent{background:#fdecea;font-weight:600}
 tr.fail td,tr.shape td{background:#fff5f5}tr.warn td{background:#fff8e5}tr.missing td{background:#f3f4f6}
 tr.first-failure td{outline:2px solid #cf222e;outline-offset:-2px}
 ul.reasons li{color:#cf222e;font-weight:600}
@@ -257,6 +260,38 @@ std::string FirstFailure(const Report& r, int64_t index) {
       StatusBadge(t.status), " <span class=\"reason\">",
       E(DescribeTensor(t)), "</span> (<a href=\"#",
       RowId(static_cast<size_t>(index)), "\">row</a>)</section>");
+}
+
+// The first divergence and its checkpoint's modules (same step and
+// direction) in execution order, coloured pass / fail / unmatched.
+std::string Divergence(const Report& r) {
+  if (!r.first_divergence) return "";
+  const FirstDivergence& d = *r.first_divergence;
+  std::string out = absl::StrCat(
+      "<section id=\"divergence\"><h2>First divergence</h2><p>Module <code>", E(d.module),
+      "</code> (", E(d.direction), d.step ? absl::StrCat(", step ", *d.step) : "",
+      ", checkpoint <code>", E(d.checkpoint), "</code>) diverges first: <span class=\"key\">",
+      E(d.key), "</span> <span class=\"reason\">", E(d.reason), "</span>. Its inputs: ",
+      E(DivergenceInputsName(d.inputs)), ".</p>");
+  const std::vector<ModuleRow> rows = DivergenceModules(r, d);
+  absl::StrAppend(&out, "<p>", rows.size(), " modules in execution order (",
+                  d.passed_before.size(), " pass before it, ", d.unmatched.size(),
+                  " unmatched):</p><ol class=\"modules\">");
+  constexpr size_t kMaxModuleRows = 2000;
+  for (size_t i = 0; i < rows.size() && i < kMaxModuleRows; ++i) {
+    const ModuleRow& row = rows[i];
+    const char* state = row.state == ModuleRow::State::kPass   ? "pass"
+                        : row.state == ModuleRow::State::kFail ? "fail"
+                                                               : "missing";
+    const char* label = row.state == ModuleRow::State::kUnmatched ? "unmatched" : state;
+    absl::StrAppend(&out, "<li class=\"", state, row.divergent ? " divergent" : "", "\">",
+                    Badge(state, label), " <code>", E(row.module), "</code></li>");
+  }
+  absl::StrAppend(&out, "</ol>");
+  if (rows.size() > kMaxModuleRows) {
+    absl::StrAppend(&out, "<p>", rows.size() - kMaxModuleRows, " more modules not shown.</p>");
+  }
+  return out + "</section>";
 }
 
 std::string StatsBlock(const TensorResult& t) {
@@ -567,7 +602,8 @@ std::string RenderHtml(const Report& report) {
       "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
       "<link rel=\"icon\" href=\"data:,\"><title>reprod report: ",
       report.passed ? "PASSED" : "FAILED", " ", E(report.cand), "</title><style>",
-      kCss, "</style></head><body>\n", Header(report), "\n", Checklist(report),
+      kCss, "</style></head><body>\n", Header(report), "\n", Divergence(report), "\n",
+      Checklist(report),
       "\n", FirstFailure(report, first), "\n", FailingTensors(report, first),
       "\n", DriftSection(steps), "\n", HeatMapSection(steps), "\n",
       TensorTables(report, first), "\n</body></html>\n");

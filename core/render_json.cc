@@ -375,6 +375,35 @@ void CheckpointEntry(JsonWriter& w, const CheckpointResult& c) {
   w.EndObject();
 }
 
+void StringArray(JsonWriter& w, const std::vector<std::string>& items) {
+  w.BeginArray(/*inline_=*/false);
+  for (const std::string& item : items) w.String(item);
+  w.EndArray();
+}
+
+void FirstDivergenceJson(JsonWriter& w, const FirstDivergence& d) {
+  w.BeginObject();
+  w.Key("checkpoint");
+  w.String(d.checkpoint);
+  w.Key("module");
+  w.String(d.module);
+  w.Key("direction");
+  w.String(d.direction);
+  w.Key("step");
+  Step(w, d.step);
+  w.Key("key");
+  w.String(d.key);
+  w.Key("reason");
+  w.String(d.reason);
+  w.Key("inputs");
+  w.String(std::string(DivergenceInputsName(d.inputs)));
+  w.Key("passed_before");
+  StringArray(w, d.passed_before);
+  w.Key("unmatched");
+  StringArray(w, d.unmatched);
+  w.EndObject();
+}
+
 }  // namespace
 
 std::string RenderJson(const Report& report) {
@@ -423,6 +452,12 @@ std::string RenderJson(const Report& report) {
     w.Key("step");
     Step(w, report.first_failure->step);
     w.EndObject();
+  } else {
+    w.Null();
+  }
+  w.Key("first_divergence");
+  if (report.first_divergence) {
+    FirstDivergenceJson(w, *report.first_divergence);
   } else {
     w.Null();
   }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/visible.h"
+#include "core/internal/localize.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
@@ -107,6 +108,12 @@ std::string RenderMarkdown(const Report& report) {
                   s.missing_in_ref, " | ", s.missing_in_cand, " |\n\n");
   for (const std::string& r : report.reasons) {
     absl::StrAppend(&out, "**", Cell(r), "**\n\n");
+  }
+  if (report.first_divergence) {
+    absl::StrAppend(&out, "## First divergence\n\n",
+                    Cell(absl::StrCat("Checkpoint ", report.first_divergence->checkpoint, ": ",
+                                      DescribeDivergence(*report.first_divergence))),
+                    ".\n\n");
   }
   if (report.first_failure) {
     const TensorAddress& f = *report.first_failure;

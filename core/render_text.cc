@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/visible.h"
+#include "core/internal/localize.h"
 #include "core/internal/render.h"
 #include "core/report.h"
 
@@ -89,6 +90,10 @@ std::string RenderText(const Report& report, absl::Time now) {
     for (const std::string& r : c.reasons) w.Line(VisibleText(r));
   }
   for (const std::string& r : report.reasons) w.Line(VisibleText(r));
+  if (report.first_divergence) {
+    w.Line(VisibleText(absl::StrCat("first divergence in ", report.first_divergence->checkpoint,
+                                    ": ", DescribeDivergence(*report.first_divergence))));
+  }
   return w.Finish(report.passed);
 }
 

@@ -29,6 +29,18 @@ std::string_view TensorStatusName(TensorStatus s) {
   return "unknown";
 }
 
+std::string_view DivergenceInputsName(DivergenceInputs i) {
+  switch (i) {
+    case DivergenceInputs::kPass:
+      return "pass";
+    case DivergenceInputs::kFail:
+      return "fail";
+    case DivergenceInputs::kNotCaptured:
+      return "not_captured";
+  }
+  return "unknown";
+}
+
 std::string TensorResult::DisplayKey() const {
   if (!step) return key;
   return absl::StrCat(key, "@", *step);

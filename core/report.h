@@ -159,6 +159,40 @@ struct TensorAddress {
   std::optional<int64_t> step;
 };
 
+// Whether the module a divergence was found in had its inputs captured and
+// how they compared (JSON `inputs`).
+enum class DivergenceInputs {
+  kPass,         // captured and all passing: the module itself diverges
+  kFail,         // captured and failing: the divergence lies before it, in
+                 // code no captured module covers
+  kNotCaptured,  // no `<module>/forward/input/...` tensors (or backward)
+};
+
+// "pass", "fail", "not_captured".
+std::string_view DivergenceInputsName(DivergenceInputs i);
+
+// The first module, in the candidate's execution order, whose captured
+// tensors diverge (docs/design.md §First divergence). Capture keys have the
+// form "<module>/<direction>/<role>/<index...>": direction "forward" or
+// "backward", role "input", "output" or "grad_output" (reprod_client's
+// capture() writes them; a module called again in one step is
+// "<module>[k]").
+struct FirstDivergence {
+  std::string checkpoint;
+  std::string module;     // as matched (candidate paths after rename)
+  std::string direction;  // "forward" or "backward"
+  std::optional<int64_t> step;
+  std::string key;     // the module's first failing tensor
+  std::string reason;  // that tensor's reason
+  DivergenceInputs inputs = DivergenceInputs::kNotCaptured;
+  // Modules of the same checkpoint, step and direction before it whose
+  // tensors all pass, in execution order.
+  std::vector<std::string> passed_before;
+  // Modules of the same checkpoint, step and direction with a tensor on one
+  // side only (different module structure; not a divergence).
+  std::vector<std::string> unmatched;
+};
+
 // reprod::core::Report
 struct Report {
   bool passed = false;
@@ -171,6 +205,8 @@ struct Report {
   // CompareRuns); nullopt when no tensor fails (the report may still fail
   // on a checkpoint-level reason).
   std::optional<TensorAddress> first_failure;
+  // Set when tensors with capture keys fail (see FirstDivergence).
+  std::optional<FirstDivergence> first_divergence;
   // Checkpoints in candidate order, then those only in ref (ref order), then
   // required checkpoints absent from both.
   std::vector<CheckpointResult> checkpoints;

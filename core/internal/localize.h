@@ -1,0 +1,66 @@
+// File: core/internal/localize.h
+//
+// First-divergence localisation (internal to core/): from a judged report,
+// the first module in the candidate's execution order whose captured
+// tensors fail (core::FirstDivergence in report.h). CompareIndexed calls it
+// after Summarise.
+//
+// Capture keys are "<module>/<direction>/<role>/<index...>" with direction
+// "forward" or "backward" and role "input", "output" or "grad_output";
+// other keys are ignored. A report's tensors are in the candidate's producer
+// order per checkpoint, which for captured tensors is the order the hooks
+// fired: a module's forward tensors after those of the modules it called,
+// its gradients in backward order. So the first failing capture tensor
+// names the innermost module where the two runs part.
+//
+// Thread-safety: pure functions.
+#ifndef REPROD_CORE_INTERNAL_LOCALIZE_H_
+#define REPROD_CORE_INTERNAL_LOCALIZE_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/report.h"
+
+namespace reprod::core::internal {
+
+// The parts of a capture key.
+struct CaptureKey {
+  std::string_view module;     // "bert.encoder.layer.1.output.LayerNorm", "m[1]"
+  std::string_view direction;  // "forward" | "backward"
+  std::string_view role;       // "input" | "output" | "grad_output"
+  std::string_view index;      // "0", "1/0", "logits"
+};
+
+// nullopt unless `key` has the capture form above.
+std::optional<CaptureKey> ParseCaptureKey(std::string_view key);
+
+// The first divergence of `report` (its tensors judged), or nullopt when no
+// tensor with a capture key fails. Tensors present on one side only are
+// never a divergence; their modules are listed as unmatched.
+std::optional<FirstDivergence> FindFirstDivergence(const Report& report);
+
+// One module of a divergence's checkpoint, step and direction, for the
+// renderers' execution-order lists.
+struct ModuleRow {
+  enum class State { kPass, kFail, kUnmatched };
+  std::string module;
+  State state = State::kPass;
+  bool divergent = false;  // the module `d` names
+};
+
+// Every module of d's checkpoint, step and direction in order of first
+// appearance in the report: unmatched when a tensor is on one side only,
+// else fail when one fails, else pass.
+std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDivergence& d);
+
+// One sentence: "module M (forward, step 3) diverges first: KEY: REASON;
+// its inputs passed." Used by the text and Markdown renderings (which
+// escape it themselves).
+std::string DescribeDivergence(const FirstDivergence& d);
+
+}  // namespace reprod::core::internal
+
+#endif  // REPROD_CORE_INTERNAL_LOCALIZE_H_
