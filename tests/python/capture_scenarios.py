@@ -222,6 +222,24 @@ def main():
                 for mod in ("block", "block.lin", "block[1]", "block.lin[1]"):
                     k = f"{mod}/forward/output/0"
                     expected[f"{step}|{k}"] = ref[k]
+        elif SCENARIO == "late_backward":
+            # A backward after next_step() still logs at its forward's step;
+            # hooks still unfired two next_step() calls later are removed.
+            with reprod_client.capture(model, run) as cap:
+                out0 = model(x)
+                cap.next_step()
+                out1 = model(x)
+                loss_of(out0).backward()      # step 0's gradients
+                cap.next_step()
+                meta["kept_tensor_hooks"] = tensor_hook_count(out1["logits"])
+                cap.next_step()
+                meta["stale_tensor_hooks"] = tensor_hook_count(out1["logits"])
+                loss_of(out1).backward()      # step 1's hooks are gone: nothing
+            for k, v in ref.items():
+                if "/forward/input/" not in k:
+                    expected[f"0|{k}"] = v
+                if "/forward/output/" in k:
+                    expected[f"1|{k}"] = v
         elif SCENARIO == "backward_only":
             with reprod_client.capture(model, run, what="backward", checkpoint="grads") as cap:
                 train_step(model, x)

@@ -115,6 +115,23 @@ def test_include_exclude_every_n_steps_forward_only(framework, reprodd, run_ns, 
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_late_backward_logs_at_its_step_and_stale_hooks_are_dropped(framework, reprodd, run_ns,
+                                                                    tmp_path):
+    run = f"{run_ns[:60]}/{framework}-late"
+    expected, meta = run_scenario(framework, reprodd, run, "late_backward", tmp_path)
+    want = expected_by_address(expected)
+    client = reprod_client.Client(reprodd.address)
+    got, _ = stored(client, run)
+    assert set(got) == set(want), (sorted(set(got) - set(want)), sorted(set(want) - set(got)))
+    assert any(s == 0 and "/backward/" in k for s, k in got)
+    assert not any(s == 1 and "/backward/" in k for s, k in got)
+    assert_values_equal(client, run, "layers", want)
+    if framework == "torch":
+        # logits is hooked by head and by [root]
+        assert meta["kept_tensor_hooks"] == 2 and meta["stale_tensor_hooks"] == 0, meta
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_backward_only_into_another_checkpoint(framework, reprodd, run_ns, tmp_path):
     run = f"{run_ns[:60]}/{framework}-bwd"
     expected, _ = run_scenario(framework, reprodd, run, "backward_only", tmp_path)

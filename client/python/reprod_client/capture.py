@@ -43,6 +43,9 @@ Keys (checkpoint "layers" by default; `[root]` is the model itself)::
   logged in the order the hooks fire, i.e. backward execution order, each
   at most once per forward call (a second backward through the same graph
   logs nothing more). The hooks return None: the gradient is not modified.
+  A backward may run after `next_step()` (it logs at its forward's step);
+  hooks still unfired one step later are removed, so outputs of a forward
+  that never sees a backward are not kept alive.
 * **Order**: a module's forward hook runs when its forward returns, so
   children are logged before their parent (post-order) and the arrival
   order of the run is the order in which the model computed them; the
@@ -195,7 +198,7 @@ class Capture:
         self._fw = _Adapter(framework)
         self._calls = {}          # module path -> calls seen in this step
         self._module_hooks = []   # forward hook handles
-        self._tensor_hooks = []   # [handle, fired] of gradient hooks
+        self._tensor_hooks = []   # [handle, fired, step] of gradient hooks
         self._active = True
 
         include, exclude = _globs(include, "include"), _globs(exclude, "exclude")
@@ -230,11 +233,22 @@ class Capture:
     def next_step(self):
         """Advances to the next step: later forward calls log at step + 1
         and their per-module call counts start again from the first call.
-        Gradient hooks of earlier forward calls still log at the step of
-        their forward call. Returns the new step."""
+        Gradient hooks of the step just ended still log (at that step) when
+        its backward runs later; those of older steps that never fired are
+        removed, so outputs that never see a backward (an evaluation pass
+        with autograd on) are not kept alive. Returns the new step."""
         self.step += 1
         self._calls.clear()
-        self._tensor_hooks = [h for h in self._tensor_hooks if not h[1]]
+        keep = []
+        for entry in self._tensor_hooks:
+            handle, fired, step = entry
+            if fired:
+                continue
+            if step < self.step - 1:
+                handle.remove()
+                continue
+            keep.append(entry)
+        self._tensor_hooks = keep
         return self.step
 
     def close(self):
@@ -244,7 +258,7 @@ class Capture:
         for handle in self._module_hooks:
             handle.remove()
         self._module_hooks = []
-        for handle, fired in self._tensor_hooks:
+        for handle, fired, _ in self._tensor_hooks:
             if not fired:
                 handle.remove()
         self._tensor_hooks = []
@@ -303,8 +317,8 @@ class Capture:
                 self._leaves(v, f"{index}/{i}" if index else str(i), out, path)
 
     def _watch_grad(self, t, key, path):
-        entry = [None, False]
         step = self.step
+        entry = [None, False, step]
 
         def grad_hook(grad):
             if entry[1] or not self._active:
