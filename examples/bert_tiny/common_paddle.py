@@ -26,12 +26,13 @@ def setup():
     paddle.seed(common.SEED)
 
 
-def load_model(workdir, broken=False):
+def load_model(workdir, broken=False, bug=None):
     """The classifier with weights_paddle.npz loaded (set_state_dict), in
     eval mode. With broken=True the weights come from weights_torch.npz
     through common.torch_to_paddle_state_broken instead: the square Linear
-    weights stay in torch's [out, in] layout."""
-    model = BertForSequenceClassification(common.CONFIG)
+    weights stay in torch's [out, in] layout. bug: localize.py's planted
+    bug in encoder layer 1 ("forward", "backward"; None = none)."""
+    model = BertForSequenceClassification(common.CONFIG, bug=bug)
     if broken:
         torch_weights = np.load(Path(workdir) / "weights_torch.npz")
         shapes = {k: v.shape for k, v in model.state_dict().items()}

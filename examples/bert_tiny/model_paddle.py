@@ -52,12 +52,19 @@ class SelfAttention(nn.Layer):
 
 
 class EncoderLayer(nn.Layer):
-    """Post-LN: norm1(x + attn(x)), then norm2(h + linear2(gelu(linear1(h))))."""
+    """Post-LN: norm1(x + attn(x)), then norm2(h + linear2(gelu(linear1(h)))).
 
-    def __init__(self, c):
+    bug (localize.py's planted porting bugs; None = the correct port):
+    "forward": norm1 with epsilon 1e-5 instead of the config's; "backward":
+    norm1's residual input detached, which changes no forward value but cuts
+    the residual path out of the gradient."""
+
+    def __init__(self, c, bug=None):
         super().__init__()
+        self.bug = bug
         self.self_attn = SelfAttention(c)
-        self.norm1 = nn.LayerNorm(c["hidden_size"], epsilon=c["layer_norm_eps"])
+        eps1 = 1e-5 if bug == "forward" else c["layer_norm_eps"]
+        self.norm1 = nn.LayerNorm(c["hidden_size"], epsilon=eps1)
         self.linear1 = nn.Linear(c["hidden_size"], c["intermediate_size"])
         self.linear2 = nn.Linear(c["intermediate_size"], c["hidden_size"])
         self.norm2 = nn.LayerNorm(c["hidden_size"], epsilon=c["layer_norm_eps"])
@@ -65,15 +72,18 @@ class EncoderLayer(nn.Layer):
         self.dropout2 = nn.Dropout(c["dropout"])
 
     def forward(self, x, mask_bias):
-        h = self.norm1(x + self.dropout1(self.self_attn(x, mask_bias)))
+        residual = x.detach() if self.bug == "backward" else x
+        h = self.norm1(residual + self.dropout1(self.self_attn(x, mask_bias)))
         ffn = self.linear2(F.gelu(self.linear1(h), approximate=False))
         return self.norm2(h + self.dropout2(ffn))
 
 
 class Encoder(nn.Layer):
-    def __init__(self, c):
+    def __init__(self, c, bug=None):
         super().__init__()
-        self.layers = nn.LayerList([EncoderLayer(c) for _ in range(c["num_layers"])])
+        # A planted bug (localize.py) goes into encoder layer 1 only.
+        self.layers = nn.LayerList([EncoderLayer(c, bug if i == 1 else None)
+                                    for i in range(c["num_layers"])])
 
     def forward(self, x, mask_bias):
         for layer in self.layers:
@@ -91,10 +101,10 @@ class Pooler(nn.Layer):
 
 
 class Bert(nn.Layer):
-    def __init__(self, c):
+    def __init__(self, c, bug=None):
         super().__init__()
         self.embeddings = Embeddings(c)
-        self.encoder = Encoder(c)
+        self.encoder = Encoder(c, bug)
         self.pooler = Pooler(c)
 
     def forward(self, input_ids, token_type_ids, attention_mask):
@@ -105,9 +115,14 @@ class Bert(nn.Layer):
 
 
 class BertForSequenceClassification(nn.Layer):
-    def __init__(self, c):
+    """bug: None (the port), or "forward" / "backward", a bug planted in
+    encoder layer 1's norm1 (see EncoderLayer) for localize.py."""
+
+    def __init__(self, c, bug=None):
         super().__init__()
-        self.bert = Bert(c)
+        if bug not in (None, "forward", "backward"):
+            raise ValueError(f"bug must be None, 'forward' or 'backward', got {bug!r}")
+        self.bert = Bert(c, bug)
         self.dropout = nn.Dropout(c["dropout"])
         self.classifier = nn.Linear(c["hidden_size"], c["num_labels"])
 
