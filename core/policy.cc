@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "common/visible.h"
+#include "re2/re2.h"
 
 namespace reprod::core {
 namespace {
@@ -153,10 +154,41 @@ PolicyResolution ResolvePolicy(const Policy& policy,
 std::string ApplyRename(const Policy& policy, std::string_view cand_key) {
   std::string key(cand_key);
   for (const Rename& rn : policy.rename) {
+    if (rn.compiled != nullptr) {
+      re2::RE2::GlobalReplace(&key, *rn.compiled, rn.to);
+      continue;
+    }
     if (rn.from.empty()) continue;
     key = absl::StrReplaceAll(key, {{rn.from, rn.to}});
   }
   return key;
+}
+
+absl::StatusOr<Rename> MakeRegexRename(std::string_view pattern, std::string_view to) {
+  // A tensor key's own limit: a rename never needs a longer pattern.
+  constexpr size_t kMaxBytes = 1024;
+  if (pattern.empty() || pattern.size() > kMaxBytes || to.size() > kMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rename regex '", VisibleText(pattern), "' -> '", VisibleText(to),
+        "': the pattern must be 1-", kMaxBytes, " bytes and 'to' at most ", kMaxBytes));
+  }
+  re2::RE2::Options options;
+  options.set_log_errors(false);
+  auto compiled = std::make_shared<const re2::RE2>(std::string(pattern), options);
+  if (!compiled->ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("rename regex '", VisibleText(pattern),
+                                                   "' does not compile: ", compiled->error()));
+  }
+  std::string why;
+  if (!compiled->CheckRewriteString(std::string(to), &why)) {
+    return absl::InvalidArgumentError(absl::StrCat("rename regex '", VisibleText(pattern),
+                                                   "': 'to' '", VisibleText(to), "': ", why));
+  }
+  Rename rn;
+  rn.to = std::string(to);
+  rn.regex = std::string(pattern);
+  rn.compiled = std::move(compiled);
+  return rn;
 }
 
 absl::StatusOr<ShapeMode> ParseShapeMode(std::string_view name) {

@@ -23,7 +23,8 @@
 //   rules:
 //     - match: "forward/*"
 //       checks: [{metric: cosine, min: 0.99999}, {metric: max_abs, max: 1e-4}]
-//   rename:    [{from: "encoder.layers.", to: "encoder.layer."}]
+//   rename:    [{from: "encoder.layers.", to: "encoder.layer."},
+//               {regex: '^enc\.(\d+)\.q_proj/', to: 'encoder.layer.\1.query/'}]
 //   transpose: auto                 # auto | never | ["*.weight", ...]
 //   shapes:    size1                # size1 | strict
 //   as_bf16:   ["*.weight"]         # uint16 leaves holding bfloat16 bits
@@ -58,7 +59,9 @@
 // whole "checkpoint/key" string.
 //
 // `rename` entries are applied to candidate keys, in order, each replacing
-// every occurrence of `from` by `to` (plain substrings, not globs).
+// every occurrence of `from` by `to` (plain substrings, not globs), or every
+// match of `regex` (RE2 syntax: linear time, no backreferences in the
+// pattern) by `to` with \1 .. \9 for its groups.
 //
 // `transpose`: `auto` compares cand.T with ref when both are 2-D, non-square
 // and each shape is the other's reverse; `never` disables it; a list of globs
@@ -88,6 +91,7 @@
 #define REPROD_CORE_POLICY_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -96,6 +100,10 @@
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
+
+namespace re2 {
+class RE2;
+}  // namespace re2
 
 namespace reprod::core {
 
@@ -189,10 +197,26 @@ struct Rule {
   std::optional<bool> equal_nan;
 };
 
+// A `rename` entry: `from` replaced by `to` as a plain substring (every
+// occurrence), or, with `regex`, every match of the RE2 pattern replaced by
+// `to`, in which \1 .. \9 are the pattern's groups and \0 the match.
 struct Rename {
-  std::string from;
+  Rename() = default;
+  // A substring entry.
+  Rename(std::string from_text, std::string to_text)
+      : from(std::move(from_text)), to(std::move(to_text)) {}
+
+  std::string from;  // plain substring (empty for a regex entry)
   std::string to;
+  std::string regex;  // the pattern as written (empty for a substring entry)
+  // `regex` compiled (MakeRegexRename); null for a substring entry.
+  std::shared_ptr<const re2::RE2> compiled;
 };
+
+// A regex rename entry, or InvalidArgument naming the pattern and why (it
+// does not compile, `to` names a group the pattern lacks, or either is
+// longer than a tensor key may be).
+absl::StatusOr<Rename> MakeRegexRename(std::string_view pattern, std::string_view to);
 
 enum class ShapeMode {
   kSize1,   // shapes equal after dropping size-1 dims compare flat

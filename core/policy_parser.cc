@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -437,6 +438,7 @@ class Parser {
     const std::string what = absl::StrCat("rename[", index, "]");
     Rename rn;
     bool has_from = false, has_to = false;
+    std::optional<YAML::Node> regex_node, to_node;
     REPROD_RETURN_IF_ERROR(ForEachField(
         item, what,
         [&](const std::string& k, const YAML::Node& kn,
@@ -445,20 +447,33 @@ class Parser {
             REPROD_ASSIGN_OR_RETURN(rn.from, String(v, k));
             REPROD_RETURN_IF_ERROR(NameError(v, ValidateKeyFragment(rn.from)));
             has_from = true;
+          } else if (k == "regex") {
+            REPROD_ASSIGN_OR_RETURN(rn.regex, String(v, k));
+            regex_node = v;
           } else if (k == "to") {
             REPROD_ASSIGN_OR_RETURN(rn.to, String(v, k));
-            REPROD_RETURN_IF_ERROR(NameError(v, ValidateKeyFragment(rn.to)));
+            to_node = v;
             has_to = true;
           } else {
             return Error(kn, absl::StrCat("unknown field '", k, "' in ", what,
-                                          " (expected from, to)"));
+                                          " (expected from or regex, and to)"));
           }
           return absl::OkStatus();
         }));
+    if (regex_node.has_value()) {
+      if (has_from) {
+        return Error(item, absl::StrCat(what, " has both 'from' and 'regex'; give one"));
+      }
+      if (!has_to) return Error(item, absl::StrCat(what, " needs a 'to'"));
+      absl::StatusOr<Rename> compiled = MakeRegexRename(rn.regex, rn.to);
+      if (!compiled.ok()) return Error(*regex_node, std::string(compiled.status().message()));
+      return compiled;
+    }
     if (!has_from || !has_to || rn.from.empty()) {
       return Error(item,
-                   absl::StrCat(what, " needs a non-empty 'from' and a 'to'"));
+                   absl::StrCat(what, " needs a non-empty 'from' (or a 'regex') and a 'to'"));
     }
+    REPROD_RETURN_IF_ERROR(NameError(*to_node, ValidateKeyFragment(rn.to)));
     return rn;
   }
 
@@ -466,7 +481,7 @@ class Parser {
       const YAML::Node& value) const {
     if (!value.IsSequence()) {
       return Error(value, absl::StrCat("'rename' must be a list of "
-                                       "{from, to}, got ",
+                                       "{from, to} or {regex, to}, got ",
                                        NodeText(value)));
     }
     std::vector<Rename> out;

@@ -199,6 +199,10 @@ TEST(ParsePolicyTest, ErrorsNameProblemAndLine) {
       {"rename:\n  - {from: a}\n", "e.yaml:2:", "rename[0] needs"},
       {"rename:\n  - {from: a, to: b, via: c}\n",
        "e.yaml:2:", "unknown field 'via' in rename[0]"},
+      {"rename:\n  - {regex: 'a(b', to: x}\n", "e.yaml:2:", "rename regex 'a(b' does not compile"},
+      {"rename:\n  - {regex: 'a(b)', to: '\\2'}\n", "e.yaml:2:", "'to' '\\2'"},
+      {"rename:\n  - {regex: a, from: a, to: b}\n", "e.yaml:2:", "both 'from' and 'regex'"},
+      {"rename:\n  - {regex: a}\n", "e.yaml:2:", "rename[0] needs a 'to'"},
       {"transpose: sometimes\n", "e.yaml:1:", "unknown transpose mode"},
       {"transpose: [[a]]\n", "e.yaml:1:", "'transpose' must be a string"},
       {"required: forward\n", "e.yaml:1:", "'required' must be a list"},
@@ -425,6 +429,29 @@ TEST(ApplyRenameTest, InOrderEveryOccurrence) {
   EXPECT_EQ(ApplyRename(p, "encoder.layers.0.q"), "encoder.block0.query");
   EXPECT_EQ(ApplyRename(p, "layers.1.layers.2"), "layer.1.layer.2");
   EXPECT_EQ(ApplyRename(p, "plain"), "plain");
+}
+
+TEST(ApplyRenameTest, RegexWithCapturesAndSubstringsInOrder) {
+  // A paddle module path to the torch one: the layer number is carried.
+  ASSERT_OK_AND_ASSIGN(
+      Policy p, ParsePolicy("rename:\n"
+                            "  - {regex: '^bert\\.encoder\\.layers\\.(\\d+)\\.norm1/', "
+                            "to: 'bert.encoder.layer.\\1.attention.output.LayerNorm/'}\n"
+                            "  - {from: q_proj, to: query}\n",
+                            "r.yaml"));
+  ASSERT_EQ(p.rename.size(), 2u);
+  EXPECT_EQ(p.rename[0].regex, "^bert\\.encoder\\.layers\\.(\\d+)\\.norm1/");
+  EXPECT_EQ(ApplyRename(p, "bert.encoder.layers.11.norm1/forward/output/0"),
+            "bert.encoder.layer.11.attention.output.LayerNorm/forward/output/0");
+  // Anchored: a "norm1" elsewhere is left alone; substrings still apply.
+  EXPECT_EQ(ApplyRename(p, "x.bert.encoder.layers.1.norm1/forward/output/0"),
+            "x.bert.encoder.layers.1.norm1/forward/output/0");
+  EXPECT_EQ(ApplyRename(p, "a.q_proj/forward/output/0"), "a.query/forward/output/0");
+  // Every match is replaced, \0 is the whole match.
+  ASSERT_OK_AND_ASSIGN(Rename all, MakeRegexRename("l(\\d)", "<\\0:\\1>"));
+  Policy q;
+  q.rename = {all};
+  EXPECT_EQ(ApplyRename(q, "l1.l2.x"), "<l1:1>.<l2:2>.x");
 }
 
 TEST(LoadPolicyTest, FilesAndPresets) {

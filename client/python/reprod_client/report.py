@@ -53,7 +53,8 @@ class Report(Mapping):
     """A comparison report (read-only Mapping over its reprod.report.v1 JSON).
 
     Attributes: id ("rpt-..."), passed, first_failure ({checkpoint, key,
-    step} or None), summary (dict), ref, cand, policy, backend, proto (the
+    step} or None), first_divergence (dict or None), summary (dict), ref,
+    cand, policy, backend, proto (the
     reprod.v1.Report message).
     """
 
@@ -135,6 +136,15 @@ class Report(Mapping):
         if ff is None and self.proto.HasField("first_failure"):
             ff = address_to_dict(self.proto.first_failure)
         return dict(ff) if ff is not None else None
+
+    @property
+    def first_divergence(self):
+        """The first module whose captured tensors diverge (capture()),
+        as {"checkpoint", "module", "direction", "step", "key", "reason",
+        "inputs", "passed_before", "unmatched"}; None when none does or the
+        report was fetched in a format other than JSON."""
+        fd = self._doc.get("first_divergence")
+        return dict(fd) if fd is not None else None
 
     @property
     def summary(self):
