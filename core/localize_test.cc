@@ -19,7 +19,6 @@ namespace {
 
 using ::reprod::core::internal::DivergenceModules;
 using ::reprod::core::internal::ModuleRow;
-using ::reprod::core::internal::ParseCaptureKey;
 using ::reprod::core::testing::FakeBackend;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;

@@ -3,12 +3,16 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/client_interceptor.h>
 
+#include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "client/cpp/wire_convert.h"
+#include "common/crc32c.h"
 #include "common/names.h"
 #include "proto/wire.h"
 
@@ -297,6 +301,56 @@ absl::StatusOr<std::vector<v1::TensorInfo>> RemoteClient::ListTensors(
   grpc::Status status = runs_->ListTensors(&context, request, &response);
   if (!status.ok()) return FromRpc(status);
   return std::vector<v1::TensorInfo>(response.tensors().begin(), response.tensors().end());
+}
+
+absl::StatusOr<Tensor> RemoteClient::ReadTensor(const std::string& run,
+                                                const v1::TensorAddress& address) {
+  if (absl::Status s = CheckRun(run); !s.ok()) return s;
+  const std::string what = absl::StrCat("run '", run, "' tensor ", AddressToString(address));
+  grpc::ClientContext context;
+  SetDeadline(&context, options_.rpc_timeout);
+  v1::ReadTensorRequest request;
+  request.set_run(run);
+  *request.mutable_address() = address;
+  std::unique_ptr<grpc::ClientReader<v1::ReadTensorResponse>> reader =
+      runs_->ReadTensor(&context, request);
+  v1::ReadTensorResponse response;
+  std::optional<Tensor> tensor;
+  uint64_t expected = 0, got = 0;
+  uint32_t crc = 0, want_crc = 0;
+  while (reader->Read(&response)) {
+    if (response.has_header()) {
+      const v1::TensorHeader& h = response.header();
+      absl::StatusOr<DType> dtype = wire::DTypeFromWire(h.dtype());
+      if (!dtype.ok()) return absl::DataLossError(absl::StrCat(what, ": ", dtype.status().message()));
+      absl::StatusOr<Tensor> t = Tensor::Allocate(*dtype, Shape(h.shape().begin(), h.shape().end()));
+      if (!t.ok()) return absl::DataLossError(absl::StrCat(what, ": ", t.status().message()));
+      if (t->num_bytes() != h.byte_length()) {
+        return absl::DataLossError(absl::StrCat(what, ": header says ", h.byte_length(),
+                                                " bytes for ", t->num_bytes(), " of its shape"));
+      }
+      tensor = *std::move(t);
+      expected = h.byte_length();
+      want_crc = h.crc32c();
+    } else if (response.has_chunk() && tensor.has_value()) {
+      const std::string& data = response.chunk().data();
+      if (response.chunk().offset() != got || data.size() > expected - got) {
+        return absl::DataLossError(absl::StrCat(what, ": chunk at ", response.chunk().offset(),
+                                                " of ", data.size(), " bytes after ", got,
+                                                " of ", expected));
+      }
+      std::memcpy(static_cast<char*>(tensor->mutable_data()) + got, data.data(), data.size());
+      crc = Crc32cExtend(crc, data);
+      got += data.size();
+    }
+  }
+  if (grpc::Status status = reader->Finish(); !status.ok()) return FromRpc(status);
+  if (!tensor.has_value() || got != expected || crc != want_crc) {
+    return absl::DataLossError(absl::StrCat(what, ": received ", got, " of ", expected,
+                                            " bytes, CRC-32C ", crc, " (header says ", want_crc,
+                                            ")"));
+  }
+  return *std::move(tensor);
 }
 
 absl::StatusOr<v1::Report> RemoteClient::Compare(const v1::CompareRequest& request) {

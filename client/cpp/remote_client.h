@@ -56,6 +56,7 @@
 #include "absl/time/time.h"
 #include "client/cpp/ingest_messages.h"
 #include "client/cpp/tensor_source.h"
+#include "common/tensor.h"
 #include "common/tls.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "reprod/v1/admin.grpc.pb.h"
@@ -174,6 +175,10 @@ class RemoteClient {
   // The run's tensors in arrival order; only `checkpoint`'s when non-empty.
   absl::StatusOr<std::vector<v1::TensorInfo>> ListTensors(const std::string& run,
                                                           const std::string& checkpoint = "");
+  // One stored tensor's bytes (RunService.ReadTensor), checked against the
+  // header's byte length and CRC-32C (DataLoss naming the tensor otherwise);
+  // NOT_FOUND for an unknown run or address.
+  absl::StatusOr<Tensor> ReadTensor(const std::string& run, const v1::TensorAddress& address);
 
   // Compares two stored runs and stores the report (CompareService.Compare).
   // A failed verdict is an OK result with passed() == false; NOT_FOUND for

@@ -164,6 +164,33 @@ class FakeRuns final : public v1::RunService::Service {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("run '", request->name(), "' not found"));
   }
+  // Key "good": float32 [1, 2, 3] in two chunks; "corrupt": a wrong CRC;
+  // "short": one byte missing; anything else NOT_FOUND.
+  grpc::Status ReadTensor(grpc::ServerContext*, const v1::ReadTensorRequest* request,
+                          grpc::ServerWriter<v1::ReadTensorResponse>* writer) override {
+    const std::string& key = request->address().key();
+    if (key != "good" && key != "corrupt" && key != "short") {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no tensor ", key));
+    }
+    const float values[] = {1, 2, 3};
+    std::string bytes(reinterpret_cast<const char*>(values), sizeof(values));
+    v1::ReadTensorResponse header;
+    v1::TensorHeader* h = header.mutable_header();
+    *h->mutable_address() = request->address();
+    h->set_dtype(v1::DTYPE_FLOAT32);
+    h->add_shape(3);
+    h->set_byte_length(bytes.size());
+    h->set_crc32c(Crc32c(bytes) + (key == "corrupt" ? 1 : 0));
+    writer->Write(header);
+    if (key == "short") bytes.pop_back();
+    for (size_t at = 0; at < bytes.size(); at += 8) {
+      v1::ReadTensorResponse chunk;
+      chunk.mutable_chunk()->set_offset(at);
+      chunk.mutable_chunk()->set_data(bytes.substr(at, 8));
+      writer->Write(chunk);
+    }
+    return grpc::Status::OK;
+  }
 };
 
 class FakeCompare final : public v1::CompareService::Service {
@@ -331,6 +358,33 @@ TEST(RemoteClient, UnaryCallsMapStatusesAndKeepMessages) {
   server.Shutdown();
   EXPECT_THAT(client->GetRun("team/run"),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr(server.target())));
+}
+
+TEST(RemoteClient, ReadTensorAssemblesChunksAndChecksLengthAndCrc) {
+  FakeStore store;
+  FakeServer server(&store);
+  ASSERT_TRUE(server.ok());
+  ASSERT_OK_AND_ASSIGN(auto client, RemoteClient::Connect(server.target()));
+  v1::TensorAddress a;
+  a.set_checkpoint("layers");
+  a.set_key("good");
+  ASSERT_OK_AND_ASSIGN(Tensor t, client->ReadTensor("team/run", a));
+  EXPECT_EQ(t.dtype(), DType::kFloat32);
+  EXPECT_EQ(t.shape(), (Shape{3}));
+  const auto* v = static_cast<const float*>(t.data());
+  EXPECT_EQ(v[0], 1);
+  EXPECT_EQ(v[2], 3);
+  a.set_key("corrupt");
+  EXPECT_THAT(client->ReadTensor("team/run", a),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr("run 'team/run' tensor layers/corrupt"),
+                             HasSubstr("CRC-32C"))));
+  a.set_key("short");
+  EXPECT_THAT(client->ReadTensor("team/run", a),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("received 11 of 12 bytes")));
+  a.set_key("missing");
+  EXPECT_THAT(client->ReadTensor("team/run", a),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no tensor missing")));
 }
 
 TEST(RemoteClient, BadNamesAreRefusedWithoutARoundTrip) {

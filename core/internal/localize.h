@@ -22,20 +22,10 @@
 #include <string_view>
 #include <vector>
 
+#include "core/capture_key.h"
 #include "core/report.h"
 
 namespace reprod::core::internal {
-
-// The parts of a capture key.
-struct CaptureKey {
-  std::string_view module;     // "bert.encoder.layer.1.output.LayerNorm", "m[1]"
-  std::string_view direction;  // "forward" | "backward"
-  std::string_view role;       // "input" | "output" | "grad_output"
-  std::string_view index;      // "0", "1/0", "logits"
-};
-
-// nullopt unless `key` has the capture form above.
-std::optional<CaptureKey> ParseCaptureKey(std::string_view key);
 
 // The first divergence of `report` (its tensors judged), or nullopt when no
 // tensor with a capture key fails. Tensors present on one side only are

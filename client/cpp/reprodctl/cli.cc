@@ -98,6 +98,7 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
       {"compare", RegisterCompare}, {"review", RegisterReview}, {"inspect", RegisterInspect},
       {"push", RegisterPush},       {"runs", RegisterRuns},     {"watch", RegisterWatch},
       {"report", RegisterReport},   {"health", RegisterHealth},
+      {"suggest-mapping", RegisterSuggestMapping},
   };
   for (const auto& [name, reg] : kCommands) {
     Runner runner = reg(app_, global_);

@@ -62,6 +62,8 @@ Runner RegisterToken(CLI::App& app, const GlobalOptions& global);
 Runner RegisterAdmin(CLI::App& app, const GlobalOptions& global);
 // `health`: the server's gRPC health status (probes, HEALTHCHECK).
 Runner RegisterHealth(CLI::App& app, const GlobalOptions& global);
+// `suggest-mapping REF CAND`: policy renames from two captured runs.
+Runner RegisterSuggestMapping(CLI::App& app, const GlobalOptions& global);
 
 // The diff backend --backend names (auto, cpu, cuda).
 absl::StatusOr<std::unique_ptr<kernels::Backend>> CreateBackendFromFlags(
