@@ -73,7 +73,8 @@ def capture_main(args):
     include = [name for name, m in named if isinstance(m, leaves)]
     criterion = fw.nn.CrossEntropyLoss()
     with common.streaming_run(args, fw.VERSION) as run, \
-            reprod_client.capture(model, run, checkpoint=CHECKPOINT, include=include) as cap:
+            reprod_client.capture(model, run, checkpoint=CHECKPOINT, include=include,
+                                  inputs=args.inputs) as cap:
         loss = criterion(model(ids, types, mask), labels)
         loss.backward()
         print(f"localize[{args.framework}]: {len(cap.modules)} modules captured, "
@@ -89,8 +90,8 @@ def describe(fd):
              f"  reason  {fd['reason']}",
              f"  inputs  {fd['inputs']}",
              f"  passed before it ({len(fd['passed_before'])}): "
-             + ", ".join(fd["passed_before"][-4:]) + (" ..." if len(fd["passed_before"]) > 4
-                                                      else "")]
+             + ("... " if len(fd["passed_before"]) > 4 else "")
+             + ", ".join(fd["passed_before"][-4:])]
     if fd.get("unmatched"):
         lines.append(f"  unmatched: {', '.join(fd['unmatched'])}")
     return "\n".join(lines)
@@ -109,6 +110,9 @@ def main():
                                      "prepared when empty")
     p.add_argument("--namespace", default="bert_tiny")
     p.add_argument("--suffix", default=time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}")
+    p.add_argument("--inputs", action="store_true",
+                   help="also capture each module's inputs: the first divergence then says "
+                        "whether its inputs still agreed (the module itself differs)")
     p.add_argument("--ref", help="compare against this sealed torch run of an earlier "
                                  "localize.py instead of capturing torch again")
     p.add_argument("--out", help="also write the report JSON into DIR/report.json")
@@ -149,7 +153,8 @@ def main():
             t = time.time()
             proc = run_checked([args.python, Path(__file__).resolve(), "--capture",
                                 "--framework", framework, "--run", run, "--workdir", workdir,
-                                "--server", address, "--bug", args.bug],
+                                "--server", address, "--bug", args.bug]
+                               + (["--inputs"] if args.inputs else []),
                                f"localize.py --capture --framework {framework}")
             progress(f"{run}: captured ({time.time() - t:.1f}s) {proc.stderr.strip()[-200:]}")
         for run in list(opened):

@@ -12,7 +12,7 @@ pass. The forward bug must land on
 bert.encoder.layer.1.attention.output.LayerNorm (the LayerNorm given the
 wrong epsilon); the backward bug, a detached residual in that layer, changes
 no forward value, and the first gradient it changes is the one flowing into
-layer 1: bert.encoder.layer.0.output.LayerNorm. Takes about 35 s.
+layer 1: bert.encoder.layer.0.output.LayerNorm. Takes 15-35 s on two cores.
 """
 import json
 import subprocess
@@ -34,17 +34,18 @@ sys.path.insert(0, str(EXAMPLE))
 import common  # noqa: E402  (framework-free: the name mapping)
 
 
-def localize(reprodd, workdir, out, bug, ref=None):
+def localize(reprodd, workdir, out, bug, ref=None, extra=()):
+    name = bug + "".join(extra)
     args = [sys.executable, str(LOCALIZE), "--server", reprodd.address, "--reprodctl",
-            str(REPRODCTL), "--workdir", str(workdir), "--suffix", "e2e", "--bug", bug,
-            "--out", str(out / bug)]
+            str(REPRODCTL), "--workdir", str(workdir), "--suffix", f"e2e{name}", "--bug", bug,
+            "--out", str(out / name), *extra]
     if ref:
         args += ["--ref", ref]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"--bug {bug}: exit {proc.returncode}\n{proc.stdout}\n" \
                                  f"{proc.stderr[-4000:]}"
-    report = json.loads((out / bug / "report.json").read_text())
-    runs = json.loads((out / bug / "runs.json").read_text())
+    report = json.loads((out / name / "report.json").read_text())
+    runs = json.loads((out / name / "runs.json").read_text())
     return proc.stdout, report, runs
 
 
@@ -149,3 +150,17 @@ def test_localize_finds_the_planted_module(reprodd, tmp_path):
             keys = [k for k in statuses if k.startswith(f"{m}/{direction}/")]
             assert keys and all(statuses[k] == "pass" for k in keys), m
         assert module in stdout and f"({direction}, step 0)" in stdout
+
+    # With the inputs captured too (both sides again), the forward bug's
+    # module is found with inputs that still agree: the LayerNorm itself
+    # computes differently. Its output and the inputs of the two modules fed
+    # from it are the only tensors that fail.
+    _, report, _ = localize(reprodd, workdir, out, "forward", extra=("--inputs",))
+    fd = report["first_divergence"]
+    assert (fd["module"], fd["direction"], fd["inputs"]) == (expected["forward"][1], "forward",
+                                                             "pass"), fd
+    assert report["summary"]["tensors"] == 66
+    failed = sorted(t["key"] for t in report["tensors"] if t["status"] != "pass")
+    assert failed == ["bert.encoder.layer.1.attention.output.LayerNorm/forward/output/0",
+                      "bert.encoder.layer.1.intermediate.dense/forward/input/0",
+                      "bert.encoder.layer.1.output.LayerNorm/forward/input/0"], failed
