@@ -32,6 +32,13 @@ Examples:
   .venv/bin/python examples/bert_tiny/localize.py --server HOST:PORT --suffix a
   .venv/bin/python examples/bert_tiny/localize.py --server HOST:PORT --bug forward \
       --ref bert_tiny/localize-torch-a
+  # every module, with the mapping reprodctl suggests from the correct port:
+  .venv/bin/python examples/bert_tiny/localize.py --server HOST:PORT --suffix b --modules all
+  reprodctl suggest-mapping bert_tiny/localize-torch-b bert_tiny/localize-paddle-none-b \
+      --out mapping.yaml
+  (cat mapping.yaml; sed -n '/^rules:/,$p' examples/bert_tiny/localize_policy.yaml) > all.yaml
+  .venv/bin/python examples/bert_tiny/localize.py --server HOST:PORT --modules all \
+      --bug forward --ref bert_tiny/localize-torch-b --policy all.yaml
 """
 import argparse
 import json
@@ -70,7 +77,10 @@ def capture_main(args):
         model = fw.load_model(args.workdir, bug=None if args.bug == "none" else args.bug)
         named = model.named_sublayers()
     leaves = tuple(getattr(fw.nn, t) for t in LEAF_TYPES)
-    include = [name for name, m in named if isinstance(m, leaves)]
+    # --modules all: every module, the containers and dropouts too (what
+    # `reprodctl suggest-mapping` pairs up).
+    include = (None if args.modules == "all"
+               else [name for name, m in named if isinstance(m, leaves)])
     criterion = fw.nn.CrossEntropyLoss()
     with common.streaming_run(args, fw.VERSION) as run, \
             reprod_client.capture(model, run, checkpoint=CHECKPOINT, include=include,
@@ -113,6 +123,13 @@ def main():
     p.add_argument("--inputs", action="store_true",
                    help="also capture each module's inputs: the first divergence then says "
                         "whether its inputs still agreed (the module itself differs)")
+    p.add_argument("--modules", choices=["leaves", "all"], default="leaves",
+                   help="capture the Embedding/LayerNorm/Linear modules both models have "
+                        "(default), or every module (containers and dropouts too; their "
+                        "structures differ, so give a --policy that maps them, e.g. from "
+                        "`reprodctl suggest-mapping`)")
+    p.add_argument("--policy", default=str(POLICY),
+                   help="policy of the compare (default: localize_policy.yaml)")
     p.add_argument("--ref", help="compare against this sealed torch run of an earlier "
                                  "localize.py instead of capturing torch again")
     p.add_argument("--out", help="also write the report JSON into DIR/report.json")
@@ -126,7 +143,7 @@ def main():
         args.broken = False  # common.streaming_run's label
         capture_main(args)
         return 0
-    for name in ("reprodd", "reprodctl", "python"):
+    for name in ("reprodd", "reprodctl", "python", "policy"):
         value = getattr(args, name)
         if os.sep in value:
             setattr(args, name, os.path.abspath(value))
@@ -153,7 +170,7 @@ def main():
             t = time.time()
             proc = run_checked([args.python, Path(__file__).resolve(), "--capture",
                                 "--framework", framework, "--run", run, "--workdir", workdir,
-                                "--server", address, "--bug", args.bug]
+                                "--server", address, "--bug", args.bug, "--modules", args.modules]
                                + (["--inputs"] if args.inputs else []),
                                f"localize.py --capture --framework {framework}")
             progress(f"{run}: captured ({time.time() - t:.1f}s) {proc.stderr.strip()[-200:]}")
@@ -162,10 +179,10 @@ def main():
                         f"reprodctl runs seal {run}")
             opened.remove(run)
         proc = run_checked([args.reprodctl, "--server", address, "compare", ref, cand,
-                            "--policy", POLICY, "--format", "json"],
+                            "--policy", args.policy, "--format", "json"],
                            f"reprodctl compare {ref} {cand}", ok_codes=(0, 1))
         report = json.loads(proc.stdout)
-        progress(f"reprodctl compare --policy {POLICY.name}: exit {proc.returncode}")
+        progress(f"reprodctl compare --policy {Path(args.policy).name}: exit {proc.returncode}")
     except StepFailed as e:
         progress(f"FAILED: {e}")
         for run in opened:
