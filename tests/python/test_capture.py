@@ -145,6 +145,24 @@ def test_backward_only_into_another_checkpoint(framework, reprodd, run_ns, tmp_p
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_stats_mode_logs_four_float64_statistics_per_tensor(framework, reprodd, run_ns, tmp_path):
+    run = f"{run_ns[:60]}/{framework}-stats"
+    expected, meta = run_scenario(framework, reprodd, run, "stats", tmp_path)
+    assert meta["stats"] is True
+    want = expected_by_address(expected)
+    client = reprod_client.Client(reprodd.address)
+    got, _ = stored(client, run)
+    # The same keys as a full capture (inputs, outputs, gradients) ...
+    assert set(got) == set(want) and len(got) == 15 + 15 + 11
+    for (step, key), value in want.items():
+        # ... each holding [mean, mean |x|, rms, max |x|] as numpy computes them.
+        stats = client.read_tensor(run, "layers", key, step)
+        assert stats.dtype == np.float64 and stats.shape == (4,), (key, stats)
+        np.testing.assert_allclose(stats, value, rtol=1e-9, atol=1e-300, err_msg=key)
+        assert got[(step, key)].byte_length == 32 and got[(step, key)].dtype == "float64"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_errors_name_the_module_and_key(framework, reprodd, run_ns, tmp_path):
     run = f"{run_ns[:60]}/{framework}-errors"
     _, meta = run_scenario(framework, reprodd, run, "errors", tmp_path)

@@ -50,6 +50,13 @@ Keys (checkpoint "layers" by default; `[root]` is the model itself)::
   children are logged before their parent (post-order) and the arrival
   order of the run is the order in which the model computed them; the
   compare's first failure in that order is where the port first diverges.
+* **stats=True** logs, in place of each tensor, four float64 statistics
+  computed where the tensor lives (on the GPU for a CUDA tensor, so only 32
+  bytes per tensor leave the device): ``[mean, mean |x|, root mean square,
+  max |x|]`` (zeros for an empty tensor), under the same key. For models too
+  large to dump; judge them with a relative rule, e.g. ``{match:
+  "layers/*", checks: [{metric: allclose, rtol: 1e-4, atol: 1e-7}]}``, and
+  compare a stats run only with another stats run (shapes differ otherwise).
 * **every_n_steps=N** logs only on steps where `(step - first step) % N ==
   0`; the hooks stay registered and do nothing on the other steps.
 * **include / exclude**: lists of fnmatch globs on the module path
@@ -87,7 +94,7 @@ _WHAT = ("forward", "backward")
 
 
 def capture(model, run, checkpoint="layers", what=("forward", "backward"), inputs=False,
-            include=None, exclude=None, every_n_steps=1, step=0):
+            include=None, exclude=None, every_n_steps=1, step=0, stats=False):
     """Hooks `model` (a torch.nn.Module or paddle.nn.Layer) so that every
     selected module's outputs -- and, with "backward" in `what`, the
     gradients of those outputs -- are logged into `run` under `checkpoint`
@@ -102,13 +109,16 @@ def capture(model, run, checkpoint="layers", what=("forward", "backward"), input
         exclude wins; None = every module.
     every_n_steps: log only every N-th step, counted from `step`.
     step: the first step's number; `Capture.next_step()` advances it.
+    stats: log [mean, mean |x|, rms, max |x|] (float64, computed on the
+        tensor's device) instead of each tensor.
 
     Raises TypeError when `model` is neither a torch module nor a paddle
     layer, ValueError for a bad argument or when include/exclude select no
     module (the message lists some of the model's module paths).
     """
     return Capture(model, run, checkpoint=checkpoint, what=what, inputs=inputs,
-                   include=include, exclude=exclude, every_n_steps=every_n_steps, step=step)
+                   include=include, exclude=exclude, every_n_steps=every_n_steps, step=step,
+                   stats=stats)
 
 
 def _framework_of_model(model):
@@ -162,17 +172,35 @@ class _Adapter:
             return bool(t.requires_grad)
         return not bool(t.stop_gradient)
 
+    def summary(self, t):
+        """[mean, mean |x|, rms, max |x|] of `t` as a float64 tensor of 4 on
+        t's device (no autograd history)."""
+        fw = self.fw
+        if self.framework == "torch":
+            x = t.detach().to(dtype=fw.float64)
+            if x.numel() == 0:
+                return fw.zeros(4, dtype=fw.float64, device=x.device)
+            a = x.abs()
+            return fw.stack([x.mean(), a.mean(), (x * x).mean().sqrt(), a.max()])
+        x = t.detach().astype("float64")
+        if x.size == 0:
+            return fw.zeros([4], dtype="float64")
+        a = x.abs()
+        return fw.stack([x.mean(), a.mean(), (x * x).mean().sqrt(), a.max()]).reshape([4])
+
 
 class Capture:
     """The hooks `capture()` installed on a model. Attributes:
 
     step: the current step (logged tensors carry it).
+    stats: whether statistics are logged in place of tensors.
     modules: the captured module paths, in `named_modules()` order.
     framework: "torch" or "paddle".
     """
 
     def __init__(self, model, run, *, checkpoint="layers", what=("forward", "backward"),
-                 inputs=False, include=None, exclude=None, every_n_steps=1, step=0):
+                 inputs=False, include=None, exclude=None, every_n_steps=1, step=0,
+                 stats=False):
         framework = _framework_of_model(model)
         if framework is None:
             raise TypeError("capture: the model must be a torch.nn.Module or a paddle.nn.Layer, "
@@ -191,6 +219,7 @@ class Capture:
         self.forward = "forward" in what
         self.backward = "backward" in what
         self.inputs = bool(inputs)
+        self.stats = bool(stats)
         self.every_n_steps = every_n_steps
         self.first_step = int(step.__index__())
         self.step = self.first_step
@@ -331,6 +360,8 @@ class Capture:
         self._tensor_hooks.append(entry)
 
     def _log(self, tensors, path, step=None):
+        if self.stats:
+            tensors = {k: self._fw.summary(v) for k, v in tensors.items()}
         try:
             self._run.log(self.checkpoint, tensors, step=self.step if step is None else step)
         except ValueError as e:
