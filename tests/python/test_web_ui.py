@@ -515,3 +515,36 @@ def test_without_auth_the_pages_work_with_csrf_and_no_login(reprodd, run_ns):
     assert "log out" not in report.text and "local (admin)" in report.text
     assert requests.get(f"{base}/login", allow_redirects=False, timeout=30).status_code == 303
     assert requests.head(f"{base}/healthz", timeout=30).status_code == 200
+
+
+def test_report_page_lists_modules_up_to_the_first_divergence(reprodd, run_ns):
+    """A compare of captured runs: the report page (the stored HTML report
+    embedded) opens with the first divergence and the modules in execution
+    order, coloured pass / fail / unmatched."""
+    base = f"http://127.0.0.1:{reprodd.http_port}"
+    x = np.arange(6, dtype=np.float32)
+    order = ["enc.0.q", "enc.0.norm", "enc.1.q", "enc.1.norm", "head"]
+    with reprod_client.Client(reprodd.address) as client:
+        for name in ("ref", "cand"):
+            with client.open_run(f"{run_ns}/{name}-layers", framework="torch") as run:
+                for module in order + ([f"only.{name}"]):
+                    # The candidate's enc.1.norm and everything after it differ.
+                    off = 1 if name == "cand" and module in order[3:] else 0
+                    run.log("layers", {f"{module}/forward/output/0": x + off}, step=0)
+        report = client.compare(f"{run_ns}/ref-layers", f"{run_ns}/cand-layers",
+                                preset="reprod")
+    fd = report.first_divergence
+    assert (fd["module"], fd["direction"], fd["step"]) == ("enc.1.norm", "forward", 0), fd
+    assert fd["passed_before"] == ["enc.0.q", "enc.0.norm", "enc.1.q"]
+    assert sorted(fd["unmatched"]) == ["only.cand", "only.ref"]
+    page = requests.get(f"{base}/reports/{report.id}", timeout=30).text
+    section = page[page.index('<section id="divergence">'):]
+    section = section[:section.index("</section>")]
+    rows = re.findall(r'<li class="([a-z ]+)"><span class="badge [a-z]+">([a-z]+)</span> '
+                      r'<code>([^<]+)</code></li>', section)
+    assert rows == [("pass", "pass", "enc.0.q"), ("pass", "pass", "enc.0.norm"),
+                    ("pass", "pass", "enc.1.q"), ("fail divergent", "fail", "enc.1.norm"),
+                    ("fail", "fail", "head"), ("missing", "unmatched", "only.cand"),
+                    ("missing", "unmatched", "only.ref")], rows
+    # Shown before the acceptance checklist: the first thing a reader sees.
+    assert page.index('id="divergence"') < page.index('id="checklist"')
