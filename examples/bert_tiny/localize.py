@@ -43,15 +43,12 @@ Examples:
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import common
-from run_all import OwnServer, StepFailed, prepare, progress, run_checked
+from run_all import StepFailed, abort_runs, progress, run_checked, server_and_workdir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -150,50 +147,38 @@ def main():
 
     ref = args.ref or f"{args.namespace}/localize-torch-{args.suffix}"
     cand = f"{args.namespace}/localize-paddle-{args.bug}-{args.suffix}"
-    server = tmp_workdir = None
     opened = []
-    address = args.server
     try:
-        if not address:
-            server = OwnServer(args.reprodd)
-            address = server.address
-            progress(f"started reprodd on {address}")
-        if args.workdir:
-            workdir = Path(args.workdir).resolve()
-        else:
-            workdir = tmp_workdir = Path(tempfile.mkdtemp(prefix="bert_tiny_work_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        prepare(args.python, workdir)
-        sides = [(cand, "paddle")] if args.ref else [(ref, "torch"), (cand, "paddle")]
-        for run, framework in sides:
-            opened.append(run)
-            t = time.time()
-            proc = run_checked([args.python, Path(__file__).resolve(), "--capture",
-                                "--framework", framework, "--run", run, "--workdir", workdir,
-                                "--server", address, "--bug", args.bug, "--modules", args.modules]
-                               + (["--inputs"] if args.inputs else []),
-                               f"localize.py --capture --framework {framework}")
-            progress(f"{run}: captured ({time.time() - t:.1f}s) {proc.stderr.strip()[-200:]}")
-        for run in list(opened):
-            run_checked([args.reprodctl, "--server", address, "runs", "seal", run],
-                        f"reprodctl runs seal {run}")
-            opened.remove(run)
-        proc = run_checked([args.reprodctl, "--server", address, "compare", ref, cand,
-                            "--policy", args.policy, "--format", "json"],
-                           f"reprodctl compare {ref} {cand}", ok_codes=(0, 1))
-        report = json.loads(proc.stdout)
-        progress(f"reprodctl compare --policy {Path(args.policy).name}: exit {proc.returncode}")
+        with server_and_workdir(args) as (address, workdir):
+            try:
+                sides = [(cand, "paddle")] if args.ref else [(ref, "torch"), (cand, "paddle")]
+                for run, framework in sides:
+                    opened.append(run)
+                    t = time.time()
+                    proc = run_checked(
+                        [args.python, Path(__file__).resolve(), "--capture", "--framework",
+                         framework, "--run", run, "--workdir", workdir, "--server", address,
+                         "--bug", args.bug, "--modules", args.modules]
+                        + (["--inputs"] if args.inputs else []),
+                        f"localize.py --capture --framework {framework}")
+                    progress(f"{run}: captured ({time.time() - t:.1f}s) "
+                             f"{proc.stderr.strip()[-200:]}")
+                for run in list(opened):
+                    run_checked([args.reprodctl, "--server", address, "runs", "seal", run],
+                                f"reprodctl runs seal {run}")
+                    opened.remove(run)
+                proc = run_checked([args.reprodctl, "--server", address, "compare", ref, cand,
+                                    "--policy", args.policy, "--format", "json"],
+                                   f"reprodctl compare {ref} {cand}", ok_codes=(0, 1))
+                report = json.loads(proc.stdout)
+                progress(f"reprodctl compare --policy {Path(args.policy).name}: "
+                         f"exit {proc.returncode}")
+            except StepFailed:
+                abort_runs(args.reprodctl, address, opened)
+                raise
     except StepFailed as e:
         progress(f"FAILED: {e}")
-        for run in opened:
-            subprocess.run([args.reprodctl, "--server", address, "runs", "seal", run, "--abort"],
-                           capture_output=True, timeout=30)
         return 2
-    finally:
-        if server:
-            server.close()
-        if tmp_workdir:
-            shutil.rmtree(tmp_workdir, ignore_errors=True)
 
     if args.out:
         out = Path(args.out)

@@ -28,6 +28,7 @@ Examples:
   REPROD_TOKEN=rpd_... .venv/bin/python examples/bert_tiny/run_all.py --server HOST:PORT --namespace team42
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -124,6 +125,42 @@ def prepare(python, workdir):
         progress(f"{script} ({time.time() - t:.1f}s)")
 
 
+@contextlib.contextmanager
+def server_and_workdir(args):
+    """(address, workdir) for the example's scripts: args.server or a reprodd
+    of its own, args.workdir or a temporary folder, prepared (data and
+    weights). The own reprodd is stopped and the temporary folder removed
+    when the block ends."""
+    server = tmp_workdir = None
+    try:
+        if args.server:
+            address = args.server
+        else:
+            server = OwnServer(args.reprodd)
+            address = server.address
+            progress(f"started reprodd on {address}")
+        if args.workdir:
+            workdir = Path(args.workdir).resolve()
+        else:
+            workdir = tmp_workdir = Path(tempfile.mkdtemp(prefix="bert_tiny_work_"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        prepare(args.python, workdir)
+        yield address, workdir
+    finally:
+        if server:
+            server.close()
+        if tmp_workdir:
+            shutil.rmtree(tmp_workdir, ignore_errors=True)
+
+
+def abort_runs(reprodctl, address, runs):
+    """Marks `runs` ABORTED, best effort: nothing is left OPEN on a shared
+    server after a failed step."""
+    for run in runs:
+        subprocess.run([reprodctl, "--server", address, "runs", "seal", run, "--abort"],
+                       capture_output=True, timeout=30)
+
+
 def run_variant(python, server, workdir, framework, run, extra):
     """Runs every acceptance script into `run`; returns the train_align
     accuracy line the script printed."""
@@ -197,46 +234,31 @@ def main():
         "paddle": (f"{args.namespace}/paddle-{args.suffix}", "paddle", []),
         "broken": (f"{args.namespace}/paddle-broken-{args.suffix}", "paddle", ["--break"]),
     }
-    server = None
-    tmp_workdir = None
     opened = []
     try:
-        if args.server:
-            address = args.server
-        else:
-            server = OwnServer(args.reprodd)
-            address = server.address
-            progress(f"started reprodd on {address}")
-        if args.workdir:
-            workdir = Path(args.workdir).resolve()
-        else:
-            workdir = tmp_workdir = Path(tempfile.mkdtemp(prefix="bert_tiny_work_"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        prepare(args.python, workdir)
+        with server_and_workdir(args) as (address, workdir):
+            try:
+                train = {}
+                for label, (run, framework, extra) in runs.items():
+                    opened.append(run)
+                    train[label] = run_variant(args.python, address, workdir, framework, run,
+                                               extra)
+                for run in list(opened):
+                    run_checked([args.reprodctl, "--server", address, "runs", "seal", run],
+                                f"reprodctl runs seal {run}")
+                    opened.remove(run)
+                progress("sealed " + ", ".join(r for r, _, _ in runs.values()))
 
-        train = {}
-        for label, (run, framework, extra) in runs.items():
-            opened.append(run)
-            train[label] = run_variant(args.python, address, workdir, framework, run, extra)
-        for run in list(opened):
-            run_checked([args.reprodctl, "--server", address, "runs", "seal", run],
-                        f"reprodctl runs seal {run}")
-            opened.remove(run)
-        progress("sealed " + ", ".join(r for r, _, _ in runs.values()))
-
-        good_md, good = compare(args.reprodctl, address, runs["torch"][0], runs["paddle"][0])
-        broken_md, broken = compare(args.reprodctl, address, runs["torch"][0], runs["broken"][0])
+                good_md, good = compare(args.reprodctl, address, runs["torch"][0],
+                                        runs["paddle"][0])
+                broken_md, broken = compare(args.reprodctl, address, runs["torch"][0],
+                                            runs["broken"][0])
+            except StepFailed:
+                abort_runs(args.reprodctl, address, opened)
+                raise
     except StepFailed as e:
         progress(f"FAILED: {e}")
-        for run in opened:  # leave nothing OPEN on a shared server
-            subprocess.run([args.reprodctl, "--server", address, "runs", "seal", run, "--abort"],
-                           capture_output=True, timeout=30)
         return 2
-    finally:
-        if server:
-            server.close()
-        if tmp_workdir:
-            shutil.rmtree(tmp_workdir, ignore_errors=True)
 
     print(f"## good port: {runs['torch'][0]} vs {runs['paddle'][0]}\n")
     print(good_md)
