@@ -18,7 +18,8 @@ std::optional<CaptureKey> ParseCaptureKey(std::string_view key) {
   parts.push_back(key.substr(at));
   if (parts.size() != 4 || parts[0].empty() || parts[3].empty()) return std::nullopt;
   if (parts[1] != "forward" && parts[1] != "backward") return std::nullopt;
-  if (parts[2] != "input" && parts[2] != "output" && parts[2] != "grad_output") {
+  if (parts[2] != "input" && parts[2] != "output" && parts[2] != "grad_output" &&
+      parts[2] != "param_grad") {
     return std::nullopt;
   }
   return CaptureKey{parts[0], parts[1], parts[2], parts[3]};

@@ -6,9 +6,11 @@
 //   bert.encoder.layer.1.output.LayerNorm/forward/output/0
 //   bert.encoder.layer.1.output.LayerNorm[1]/backward/grad_output/0   (2nd call)
 //
-// direction "forward" or "backward"; role "input", "output" (forward) or
-// "grad_output" (backward: the gradient of that output); index the output's
-// position ("0", nested "1/0", a dict key "logits"). The model itself is
+// direction "forward" or "backward"; role "input", "output" (forward),
+// "grad_output" (backward: the gradient of that output) or "param_grad"
+// (backward: the gradient of the module's own parameter named by the index);
+// index the output's position ("0", nested "1/0", a dict key "logits") or
+// the parameter's name ("weight"). The model itself is
 // "[root]". First-divergence localisation (report.h) and suggest-mapping
 // (mapping.h) read them.
 //
@@ -25,8 +27,8 @@ namespace reprod::core {
 struct CaptureKey {
   std::string_view module;     // "bert.encoder.layer.1.output.LayerNorm", "m[1]"
   std::string_view direction;  // "forward" | "backward"
-  std::string_view role;       // "input" | "output" | "grad_output"
-  std::string_view index;      // "0", "1/0", "logits"
+  std::string_view role;       // "input" | "output" | "grad_output" | "param_grad"
+  std::string_view index;      // "0", "1/0", "logits", "weight"
 };
 
 // nullopt unless `key` has the capture form above.

@@ -71,6 +71,10 @@ TEST(ParseCaptureKeyTest, SplitsTheFourParts) {
   EXPECT_EQ(k->module, "m[1]");
   EXPECT_EQ(k->index, "1/logits");
   EXPECT_TRUE(ParseCaptureKey("[root]/forward/input/0").has_value());
+  k = ParseCaptureKey("enc.0.query/backward/param_grad/weight");
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->role, "param_grad");
+  EXPECT_EQ(k->index, "weight");
 }
 
 TEST(ParseCaptureKeyTest, RefusesOtherKeys) {

@@ -173,8 +173,9 @@ std::string_view DivergenceInputsName(DivergenceInputs i);
 
 // The first module, in the candidate's execution order, whose captured
 // tensors diverge (docs/design.md §First divergence). Capture keys have the
-// form "<module>/<direction>/<role>/<index...>": direction "forward" or
-// "backward", role "input", "output" or "grad_output" (reprod_client's
+// form "<module>/<direction>/<role>/<index...>" (core/capture_key.h):
+// direction "forward" or "backward", role "input", "output", "grad_output"
+// or "param_grad" (reprod_client's
 // capture() writes them; a module called again in one step is
 // "<module>[k]").
 struct FirstDivergence {

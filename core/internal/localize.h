@@ -6,7 +6,7 @@
 // after Summarise.
 //
 // Capture keys are "<module>/<direction>/<role>/<index...>" with direction
-// "forward" or "backward" and role "input", "output" or "grad_output";
+// "forward" or "backward" (core/capture_key.h);
 // other keys are ignored. A report's tensors are in the candidate's producer
 // order per checkpoint, which for captured tensors is the order the hooks
 // fired: a module's forward tensors after those of the modules it called,

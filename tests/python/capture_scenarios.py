@@ -250,6 +250,21 @@ def main():
                 a = v.astype(np.float64)
                 expected[f"0|{k}"] = np.array([a.mean(), np.abs(a).mean(),
                                                np.sqrt((a * a).mean()), np.abs(a).max()])
+        elif SCENARIO == "params":
+            # Parameter gradients of each module's own parameters, from a
+            # backward through a module called twice (block.lin): one
+            # gradient, the sum over both calls, equal to a plain step's.
+            with reprod_client.capture(model, run, params=True, every_n_steps=2) as cap:
+                for step in (0, 1, 2):
+                    train_step(model, x)
+                    cap.next_step()
+            for step in (0, 2):
+                for k, v in ref.items():
+                    if "/forward/input/" not in k:
+                        expected[f"{step}|{k}"] = v
+                for name, g in plain_grads.items():
+                    module, pname = name.rsplit(".", 1)
+                    expected[f"{step}|{module}/backward/param_grad/{pname}"] = g
         elif SCENARIO == "backward_only":
             with reprod_client.capture(model, run, what="backward", checkpoint="grads") as cap:
                 train_step(model, x)

@@ -145,6 +145,27 @@ def test_backward_only_into_another_checkpoint(framework, reprodd, run_ns, tmp_p
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_parameter_gradients_of_each_modules_own_parameters(framework, reprodd, run_ns, tmp_path):
+    run = f"{run_ns[:60]}/{framework}-params"
+    expected, _ = run_scenario(framework, reprodd, run, "params", tmp_path)
+    want = expected_by_address(expected)
+    client = reprod_client.Client(reprodd.address)
+    got, order = stored(client, run)
+    assert set(got) == set(want), (sorted(set(got) - set(want)), sorted(set(want) - set(got)))
+    params = {k for s, k in want if s == 0 and "/param_grad/" in k}
+    assert params == {f"{m}/backward/param_grad/{p}" for m in ("block.lin", "block.norm",
+                                                               "pair.a", "pair.b", "head")
+                      for p in ("weight", "bias")}
+    assert {s for s, _ in got} == {0, 2}  # every_n_steps=2: step 1 logs nothing
+    assert_values_equal(client, run, "layers", want)
+    # A parameter's gradient arrives during the backward pass, after the
+    # gradient of the output it produced.
+    pos = {a: i for i, a in enumerate(order)}
+    assert pos[(0, "head/backward/grad_output/0")] < pos[(0, "head/backward/param_grad/weight")] \
+        < pos[(0, "block.lin/backward/grad_output/0")]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_stats_mode_logs_four_float64_statistics_per_tensor(framework, reprodd, run_ns, tmp_path):
     run = f"{run_ns[:60]}/{framework}-stats"
     expected, meta = run_scenario(framework, reprodd, run, "stats", tmp_path)

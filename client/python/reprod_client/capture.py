@@ -20,6 +20,7 @@ Keys (checkpoint "layers" by default; `[root]` is the model itself)::
 
     bert.encoder.layer.0.attention.self.query/forward/output/0
     bert.encoder.layer.0.attention.self.query/backward/grad_output/0
+    bert.encoder.layer.0.attention.self.query/backward/param_grad/weight   # params=True
     [root]/forward/output/0
     decoder/forward/output/1/0          # outputs (a, (b, c)): b
     heads/forward/output/logits         # a dict or a Hugging Face ModelOutput
@@ -46,6 +47,14 @@ Keys (checkpoint "layers" by default; `[root]` is the model itself)::
   A backward may run after `next_step()` (it logs at its forward's step);
   hooks still unfired one step later are removed, so outputs of a forward
   that never sees a backward are not kept alive.
+* **Parameter gradients** (`params=True`, with "backward" in `what`): a
+  hook on each of a selected module's own parameters (not its children's)
+  logs the parameter's gradient of this backward pass, before it is added
+  to `.grad`, as `<module>/backward/param_grad/<name>` (`weight`, `bias`)
+  at the step of the last forward call (nothing on steps every_n_steps
+  skips). A parameter shared by
+  two modules is logged under the first. Paddle's Linear weight is torch's
+  transposed: judge those keys with the policy's `transpose` list.
 * **Order**: a module's forward hook runs when its forward returns, so
   children are logged before their parent (post-order) and the arrival
   order of the run is the order in which the model computed them; the
@@ -94,7 +103,7 @@ _WHAT = ("forward", "backward")
 
 
 def capture(model, run, checkpoint="layers", what=("forward", "backward"), inputs=False,
-            include=None, exclude=None, every_n_steps=1, step=0, stats=False):
+            include=None, exclude=None, every_n_steps=1, step=0, stats=False, params=False):
     """Hooks `model` (a torch.nn.Module or paddle.nn.Layer) so that every
     selected module's outputs -- and, with "backward" in `what`, the
     gradients of those outputs -- are logged into `run` under `checkpoint`
@@ -111,6 +120,7 @@ def capture(model, run, checkpoint="layers", what=("forward", "backward"), input
     step: the first step's number; `Capture.next_step()` advances it.
     stats: log [mean, mean |x|, rms, max |x|] (float64, computed on the
         tensor's device) instead of each tensor.
+    params: also log each module's own parameter gradients (backward).
 
     Raises TypeError when `model` is neither a torch module nor a paddle
     layer, ValueError for a bad argument or when include/exclude select no
@@ -118,7 +128,7 @@ def capture(model, run, checkpoint="layers", what=("forward", "backward"), input
     """
     return Capture(model, run, checkpoint=checkpoint, what=what, inputs=inputs,
                    include=include, exclude=exclude, every_n_steps=every_n_steps, step=step,
-                   stats=stats)
+                   stats=stats, params=params)
 
 
 def _framework_of_model(model):
@@ -158,6 +168,12 @@ class _Adapter:
         if self.framework == "torch":
             return list(model.named_modules())
         return list(model.named_sublayers(include_self=True))
+
+    def own_parameters(self, module):
+        """(name, parameter) of the module itself, not of its children."""
+        if self.framework == "torch":
+            return list(module.named_parameters(recurse=False))
+        return list(module.named_parameters(include_sublayers=False))
 
     def add_forward_hook(self, module, fn):
         if self.framework == "torch":
@@ -200,7 +216,7 @@ class Capture:
 
     def __init__(self, model, run, *, checkpoint="layers", what=("forward", "backward"),
                  inputs=False, include=None, exclude=None, every_n_steps=1, step=0,
-                 stats=False):
+                 stats=False, params=False):
         framework = _framework_of_model(model)
         if framework is None:
             raise TypeError("capture: the model must be a torch.nn.Module or a paddle.nn.Layer, "
@@ -220,6 +236,9 @@ class Capture:
         self.backward = "backward" in what
         self.inputs = bool(inputs)
         self.stats = bool(stats)
+        self.params = bool(params)
+        if self.params and not self.backward:
+            raise ValueError("capture: params=True logs gradients: put 'backward' in what")
         self.every_n_steps = every_n_steps
         self.first_step = int(step.__index__())
         self.step = self.first_step
@@ -228,6 +247,8 @@ class Capture:
         self._calls = {}          # module path -> calls seen in this step
         self._module_hooks = []   # forward hook handles
         self._tensor_hooks = []   # [handle, fired, step] of gradient hooks
+        self._param_hooks = []    # parameter gradient hooks (live until close)
+        self._forward_step = self.step  # step of the last captured forward call
         self._active = True
 
         include, exclude = _globs(include, "include"), _globs(exclude, "exclude")
@@ -251,6 +272,15 @@ class Capture:
         self.modules = [path for path, _ in named]
         for path, module in named:
             self._module_hooks.append(self._fw.add_forward_hook(module, self._make_hook(path)))
+        if self.params:
+            seen = set()
+            for path, module in named:
+                for pname, param in self._fw.own_parameters(module):
+                    if id(param) in seen or not self._fw.wants_grad(param):
+                        continue
+                    seen.add(id(param))
+                    self._param_hooks.append(param.register_hook(
+                        self._make_param_hook(f"{path}/backward/param_grad/{pname}", path)))
 
     # --- public API -------------------------------------------------------
 
@@ -291,6 +321,9 @@ class Capture:
             if not fired:
                 handle.remove()
         self._tensor_hooks = []
+        for handle in self._param_hooks:
+            handle.remove()
+        self._param_hooks = []
 
     def __enter__(self):
         return self
@@ -308,6 +341,7 @@ class Capture:
 
     def _make_hook(self, path):
         def hook(module, args, output):
+            self._forward_step = self.step  # parameter gradients log at it
             if not self.capturing:
                 return None
             n = self._calls.get(path, 0)
@@ -344,6 +378,14 @@ class Capture:
         elif isinstance(value, (tuple, list)):
             for i, v in enumerate(value):
                 self._leaves(v, f"{index}/{i}" if index else str(i), out, path)
+
+    def _make_param_hook(self, key, path):
+        def param_hook(grad):
+            step = self._forward_step
+            if self._active and (step - self.first_step) % self.every_n_steps == 0:
+                self._log({key: grad}, path, step=step)
+            return None
+        return param_hook
 
     def _watch_grad(self, t, key, path):
         step = self.step
