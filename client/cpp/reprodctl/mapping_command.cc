@@ -134,6 +134,14 @@ int Run(const MappingArgs& args, const GlobalOptions& global) {
     if (!captured.ok()) return ReportError(captured.status());
     sides.push_back(*std::move(captured));
   }
+  // The alignment keeps a score per (reference, candidate) module pair.
+  constexpr size_t kMaxPairs = size_t{16} << 20;
+  if (sides[0].modules.size() * sides[1].modules.size() > kMaxPairs) {
+    return ReportError(absl::InvalidArgumentError(absl::StrCat(
+        sides[0].modules.size(), " reference x ", sides[1].modules.size(),
+        " candidate modules is more than suggest-mapping aligns (", kMaxPairs,
+        " pairs); capture fewer modules (capture(include=...)) or one block of layers")));
+  }
   const size_t total = sides[0].tensors + sides[1].tensors;
   size_t done = 0;
   auto ref = Fingerprints(**client, args.ref, sides[0], &done, total, global.quiet);
