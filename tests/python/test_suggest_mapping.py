@@ -138,3 +138,32 @@ def test_suggest_mapping_recovers_bert_tiny_and_localises(reprodd, tmp_path):
     statuses = {t["key"]: t["status"] for t in report["tensors"]}
     for m in fd["passed_before"]:
         assert statuses[f"{m}/forward/output/0"] == "pass", m
+
+
+def test_suggest_mapping_errors_name_the_run_and_checkpoint(reprodd, run_ns, tmp_path):
+    import numpy as np
+    import reprod_client
+
+    x = np.ones(3, dtype=np.float32)
+    with reprod_client.Client(reprodd.address) as client:
+        for name in ("a", "b"):
+            with client.open_run(f"{run_ns}/{name}", framework="torch") as run:
+                run.log("forward", {"logits": x})            # not a capture key
+                run.log("layers", {"m/forward/output/0": x, "m/backward/grad_output/0": x})
+
+    def suggest(*args, server=reprodd.address):
+        return subprocess.run([str(REPRODCTL), "--server", server, "suggest-mapping", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    proc = suggest(f"{run_ns}/a", f"{run_ns}/b", "--checkpoint", "forward")
+    assert proc.returncode == 2
+    assert f"run '{run_ns}/a' has no captured forward outputs" in proc.stderr
+    assert "checkpoint 'forward'" in proc.stderr and "capture(" in proc.stderr
+    proc = suggest(f"{run_ns}/a", f"{run_ns}/missing")
+    assert proc.returncode == 2 and "missing" in proc.stderr, proc.stderr
+    # Same module names, same values: nothing to rename.
+    proc = suggest(f"{run_ns}/a", f"{run_ns}/b")
+    assert proc.returncode == 0, proc.stderr
+    assert "rename: []" in proc.stdout and "1 module pairs" in proc.stdout
+    proc = suggest(f"{run_ns}/a", f"{run_ns}/b", server="127.0.0.1:1")
+    assert proc.returncode == 3, proc.stderr
