@@ -33,8 +33,11 @@ final Run.close() of each run is timed too ("close" column). Every step's
 tensors and bytes are counted from Run.stats after its drain.
 
 Reported per framework and configuration: median and p90 of the step time,
-ratio of the medians on / off, median drain, close, tensors and payload
-bytes logged per step, modules captured. The statistics-only capture mode
+ratio of the medians on / off, the median CPU time of the worker process
+over the step (every thread: the sender's share during the step included;
+on a shared machine it moves less with other load than the wall time) and
+its ratio on / off, median drain, close, tensors and payload bytes logged
+per step, modules captured. The statistics-only capture mode
 (summaries instead of full tensors) is not built yet: its row says so.
 
 Machine (CPU model, cores, load average at start and end), torch and paddle
@@ -125,7 +128,7 @@ def worker(args):
     runs = {c: client.open_run(f"bench/capture-{args.framework}-{c}-{args.suffix}",
                                framework=args.framework)
             for c in ("all", "leaves")}
-    res = {c: {"step_s": [], "drain_s": [], "tensors": []} for c in CONFIGS}
+    res = {c: {"step_s": [], "cpu_s": [], "drain_s": [], "tensors": []} for c in CONFIGS}
     modules = {}
     losses = []
     logged_bytes = {c: set() for c in CONFIGS}
@@ -135,9 +138,10 @@ def worker(args):
             k = r % len(CONFIGS)
             for config in CONFIGS[k:] + CONFIGS[:k]:
                 if config == "off":
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     loss = train_step()
                     step_s = time.perf_counter() - t0
+                    cpu_s = time.process_time() - c0
                     drain_s, tensors = 0.0, 0
                 else:
                     run = runs[config]
@@ -147,9 +151,10 @@ def worker(args):
                     with reprod_client.capture(model, target, checkpoint=CHECKPOINT,
                                                what=("forward", "backward"),
                                                include=include[config], step=r) as cap:
-                        t0 = time.perf_counter()
+                        c0, t0 = time.process_time(), time.perf_counter()
                         loss = train_step()
                         step_s = time.perf_counter() - t0
+                        cpu_s = time.process_time() - c0
                     modules[config] = len(cap.modules)
                     t0 = time.perf_counter()
                     run.flush()
@@ -167,6 +172,7 @@ def worker(args):
                 if r >= args.warmup:
                     out = res[config]
                     out["step_s"].append(step_s)
+                    out["cpu_s"].append(cpu_s)
                     out["drain_s"].append(drain_s)
                     out["tensors"].append(tensors)
         for config, run in runs.items():
@@ -204,12 +210,15 @@ def summarize(framework, w):
     import statistics
     rows = []
     off = statistics.median(w["configs"]["off"]["step_s"])
+    off_cpu = statistics.median(w["configs"]["off"]["cpu_s"])
     for config in CONFIGS:
         c = w["configs"][config]
         med = statistics.median(c["step_s"])
         rows.append({
             "framework": framework, "config": config, "name": CONFIG_LABEL[config],
             "median_s": med, "p90_s": percentile(c["step_s"], 90), "ratio_vs_off": med / off,
+            "cpu_median_s": statistics.median(c["cpu_s"]),
+            "cpu_ratio_vs_off": statistics.median(c["cpu_s"]) / off_cpu,
             "drain_median_s": statistics.median(c["drain_s"]), "close_s": c["close_s"],
             "tensors_per_step": statistics.median(c["tensors"]),
             "bytes_per_step": c["bytes_per_warmup_step"][0],
@@ -246,20 +255,24 @@ def markdown(res):
               "framework in its own process, streaming into one reprodd (memory store, "
               "loopback). Step = the timed training step with the hooks active; drain = the "
               "Run.flush() after it (the asynchronous sender's remaining work, untimed in the "
-              "step); close = the run's final Run.close().", "",
-              "| framework | configuration | median step | p90 step | on / off | median drain "
-              "| close | tensors / step | bytes / step | modules |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "step); CPU / step = the worker process's CPU time over the step (all its threads: "
+              "the background sender's share during the step included), less sensitive to "
+              "other load on the machine than the wall time; close = the run's final "
+              "Run.close().", "",
+              "| framework | configuration | median step | p90 step | on / off | CPU / step "
+              "| CPU on / off | median drain | close | tensors / step | bytes / step | modules |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         lines.append(
             f"| {r['framework']} | {r['name']} | {r['median_s'] * 1e3:.2f} ms | "
             f"{r['p90_s'] * 1e3:.2f} ms | {r['ratio_vs_off']:.2f}x | "
+            f"{ms(r['cpu_median_s'])} | {r['cpu_ratio_vs_off']:.2f}x | "
             f"{ms(r['drain_median_s'] if r['config'] != 'off' else None)} | {ms(r['close_s'])} | "
             f"{r['tensors_per_step']:.0f} | {r['bytes_per_step'] / 1e6:.2f} MB | "
             f"{r['modules_captured'] or '-'} |")
     for fwk in FRAMEWORKS:
         for name in res["not_built"]:
-            lines.append(f"| {fwk} | {name} | not built | | | | | | | |")
+            lines.append(f"| {fwk} | {name} | not built | | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -60,7 +60,7 @@ def test_quick_run_writes_every_row(tmp_path):
     for (fw, config), r in rows.items():
         assert len(r["samples_s"]) == 5 and all(s > 0 for s in r["samples_s"]), r
         assert 0 < r["median_s"] <= r["p90_s"], r
-        assert r["ratio_vs_off"] > 0, r
+        assert r["ratio_vs_off"] > 0 and r["cpu_median_s"] > 0 and r["cpu_ratio_vs_off"] > 0, r
         assert r["ratio_vs_off"] == pytest.approx(r["median_s"] / rows[fw, "off"]["median_s"])
         assert r["constant_per_step"], r
         if config == "off":
