@@ -9,17 +9,23 @@ process never imports both) -- times one training step of bert_tiny:
 forward, cross-entropy loss, backward, AdamW step and zero-grad (the
 examples' common_*.make_optimizer and step), in train mode (dropout on) with
 the examples' fixed seed and one math thread, on the same batch (the first
-training batch, 32 x 16 tokens) every step. Three configurations:
+training batch, 32 x 16 tokens) every step. Four configurations:
 
   off     no capture;
   all     reprod_client.capture of every module (containers, dropouts and
           the root included), what=("forward", "backward"): each module's
           outputs and their gradients, streamed into a run of the reprodd;
   leaves  the same for the Embedding / LayerNorm / Linear modules only (the
-          leaves both ports have, as examples/bert_tiny/localize.py selects).
+          leaves both ports have, as examples/bert_tiny/localize.py selects);
+  stats   every module with stats=True: [mean, mean |x|, rms, max |x|]
+          (float64, 32 bytes) in place of each tensor. The reductions run on
+          the training thread, a few framework ops per tensor, where the
+          full capture's copies run on the sender's thread: on a CPU with
+          bert_tiny's small tensors that costs more than it saves; the mode
+          is for tensors too large to move off an accelerator.
 
 The configurations are interleaved: each round runs one step of each, in an
-order rotated every round, so load drifts hit all three. --warmup rounds
+order rotated every round, so load drifts hit all of them. --warmup rounds
 first (not reported), then --steps rounds. The timed region is the step
 itself (the hooks, Run.log's detach-and-copy of every captured tensor and
 its queueing are in it); installing and removing the hooks is not. The
@@ -37,8 +43,7 @@ ratio of the medians on / off, the median CPU time of the worker process
 over the step (every thread: the sender's share during the step included;
 on a shared machine it moves less with other load than the wall time) and
 its ratio on / off, median drain, close, tensors and payload bytes logged
-per step, modules captured. The statistics-only capture mode
-(summaries instead of full tensors) is not built yet: its row says so.
+per step, modules captured.
 
 Machine (CPU model, cores, load average at start and end), torch and paddle
 versions, date and git commit are recorded. Writes STEM.json and STEM.md
@@ -65,13 +70,14 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 EXAMPLE = ROOT / "examples" / "bert_tiny"
 FRAMEWORKS = ("torch", "paddle")
-CONFIGS = ("off", "all", "leaves")
+CONFIGS = ("off", "all", "leaves", "stats")
 CONFIG_LABEL = {
     "off": "capture off",
     "all": "capture on: every module, forward + backward",
     "leaves": "capture on: Embedding/LayerNorm/Linear only, forward + backward",
+    "stats": "capture on: every module, forward + backward, statistics only (stats=True)",
 }
-NOT_BUILT = ["capture on: statistics only (summaries instead of tensors)"]
+NOT_BUILT = []
 LEAF_TYPES = ("Embedding", "LayerNorm", "Linear")
 CHECKPOINT = "layers"
 WORKER_TIMEOUT_S = 600
@@ -96,7 +102,7 @@ class CountingRun:
             self.bytes += int(t.numel()) * t.element_size()
 
 def worker(args):
-    """Times the three configurations in this process's framework and writes
+    """Times every configuration in this process's framework and writes
     the samples as JSON to args.result."""
     sys.path.insert(0, str(EXAMPLE))
     import common
@@ -115,7 +121,7 @@ def worker(args):
     named = list(model.named_modules() if args.framework == "torch" else
                  model.named_sublayers(include_self=True))
     leaves = tuple(getattr(fw.nn, t) for t in LEAF_TYPES)
-    include = {"all": None,
+    include = {"all": None, "stats": None,
                "leaves": [name for name, m in named if isinstance(m, leaves)]}
 
     def train_step():
@@ -127,7 +133,7 @@ def worker(args):
     client = reprod_client.Client(args.server)
     runs = {c: client.open_run(f"bench/capture-{args.framework}-{c}-{args.suffix}",
                                framework=args.framework)
-            for c in ("all", "leaves")}
+            for c in ("all", "leaves", "stats")}
     res = {c: {"step_s": [], "cpu_s": [], "drain_s": [], "tensors": []} for c in CONFIGS}
     modules = {}
     losses = []
@@ -150,7 +156,8 @@ def worker(args):
                     target = CountingRun(run) if r < args.warmup else run
                     with reprod_client.capture(model, target, checkpoint=CHECKPOINT,
                                                what=("forward", "backward"),
-                                               include=include[config], step=r) as cap:
+                                               include=include[config], step=r,
+                                               stats=config == "stats") as cap:
                         c0, t0 = time.process_time(), time.perf_counter()
                         loss = train_step()
                         step_s = time.perf_counter() - t0
@@ -230,6 +237,13 @@ def summarize(framework, w):
     return rows
 
 
+def size_text(n):
+    """"13.71 MB", "3.0 kB", "0 B": payload bytes per step."""
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n:.0f} B"
+
+
 def ms(seconds):
     return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
 
@@ -251,7 +265,7 @@ def markdown(res):
               "one bert_tiny training step (forward, loss, backward, AdamW step; train mode, "
               f"fixed seed, one thread, the same batch of {s['batch']} x {s['seq_len']} tokens "
               f"every step), {s['steps']} steps per configuration after {s['warmup']} warm-up "
-              f"round{'s' if s['warmup'] != 1 else ''} (bytes counted there), the three "
+              f"round{'s' if s['warmup'] != 1 else ''} (bytes counted there), the "
               "configurations interleaved (rotated each round); each "
               "framework in its own process, streaming into one reprodd (memory store, "
               "loopback). Step = the timed training step with the hooks active; drain = the "
@@ -269,7 +283,7 @@ def markdown(res):
             f"{r['p90_s'] * 1e3:.2f} ms | {r['ratio_vs_off']:.2f}x | "
             f"{ms(r['cpu_median_s'])} | {r['cpu_ratio_vs_off']:.2f}x | "
             f"{ms(r['drain_median_s'] if r['config'] != 'off' else None)} | {ms(r['close_s'])} | "
-            f"{r['tensors_per_step']:.0f} | {r['bytes_per_step'] / 1e6:.2f} MB | "
+            f"{r['tensors_per_step']:.0f} | {size_text(r['bytes_per_step'])} | "
             f"{r['modules_captured'] or '-'} |")
     for fwk in FRAMEWORKS:
         for name in res["not_built"]:

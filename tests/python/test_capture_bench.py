@@ -1,14 +1,14 @@
 """bench/run_capture_bench.py --quick runs end to end against the built reprodd.
 
 A smoke test so the capture overhead benchmark cannot rot: real torch and
-paddle workers each time the three configurations (capture off, every
-module, leaves only), with positive step times, p90 >= median and positive
-on/off ratios; the captured configurations log tensors (the leaves, each
-with one output that takes part in autograd, log exactly one output and one
-gradient per module; both frameworks' leaves log the same bytes, as their
-outputs have the same shapes; every module logs more than the leaves); the
-statistics-only mode is listed as not built; and no reprodd or temporary
-folder is left behind. Takes 10-25 s on two cores.
+paddle workers each time the four configurations (capture off, every
+module, leaves only, every module as statistics), with positive step times,
+p90 >= median and positive on/off ratios; the captured configurations log
+tensors (the leaves, each with one output that takes part in autograd, log
+exactly one output and one gradient per module; both frameworks' leaves log
+the same bytes, as their outputs have the same shapes; every module logs
+more than the leaves; statistics are 32 bytes per tensor); and no reprodd or
+temporary folder is left behind. Takes 10-25 s on two cores.
 """
 import json
 import os
@@ -56,7 +56,7 @@ def test_quick_run_writes_every_row(tmp_path):
 
     rows = {(r["framework"], r["config"]): r for r in res["rows"]}
     assert sorted(rows) == sorted((f, c) for f in ("torch", "paddle")
-                                  for c in ("off", "all", "leaves"))
+                                  for c in ("off", "all", "leaves", "stats"))
     for (fw, config), r in rows.items():
         assert len(r["samples_s"]) == 5 and all(s > 0 for s in r["samples_s"]), r
         assert 0 < r["median_s"] <= r["p90_s"], r
@@ -78,11 +78,13 @@ def test_quick_run_writes_every_row(tmp_path):
         assert every["modules_captured"] > leaves["modules_captured"], every
         assert every["tensors_per_step"] > leaves["tensors_per_step"], every
         assert every["bytes_per_step"] > leaves["bytes_per_step"], every
+        # Statistics only: the same tensors as "all", 4 float64 values each.
+        stats = rows[fw, "stats"]
+        assert stats["modules_captured"] == every["modules_captured"], stats
+        assert stats["tensors_per_step"] == every["tensors_per_step"], stats
+        assert stats["bytes_per_step"] == 32 * stats["tensors_per_step"], stats
     assert rows["torch", "leaves"]["bytes_per_step"] == rows["paddle", "leaves"]["bytes_per_step"]
-
-    assert len(res["not_built"]) == 1 and "statistics only" in res["not_built"][0]
-    for fw in ("torch", "paddle"):
-        assert f"| {fw} | {res['not_built'][0]} | not built |" in md
+    assert res["not_built"] == [] and "not built" not in md
 
     # Everything the bench started or made is gone.
     assert _processes_naming(tmp_path) == []
