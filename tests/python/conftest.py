@@ -90,6 +90,21 @@ def reprodctl():
 REPRODD = BIN_DIR / "server" / "reprodd"
 
 
+def processes_naming(path):
+    """PIDs of processes whose command line contains `path`: a benchmark's
+    reprodd and workers name files under their own temporary folder, so
+    other sessions' processes never match. For "nothing left running"."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if str(path).encode() in f.read():
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 def stop_process(proc, timeout=20):
     """SIGTERM `proc` and wait for it; SIGKILL after `timeout` seconds."""
     proc.terminate()

@@ -17,23 +17,9 @@ import sys
 
 import pytest
 
-from conftest import BIN_DIR, ROOT
+from conftest import BIN_DIR, ROOT, processes_naming
 
 SCRIPT = ROOT / "bench" / "run_capture_bench.py"
-
-
-def _processes_naming(path):
-    """PIDs of processes whose command line contains `path` (the bench's
-    reprodd and workers name files under it); other sessions' don't."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if str(path).encode() in f.read():
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 @pytest.mark.requires_torch
@@ -87,5 +73,5 @@ def test_quick_run_writes_every_row(tmp_path):
     assert res["not_built"] == [] and "not built" not in md
 
     # Everything the bench started or made is gone.
-    assert _processes_naming(tmp_path) == []
+    assert processes_naming(tmp_path) == []
     assert [p for p in tmp_path.iterdir() if p.name.startswith("reprod-capture-bench")] == []

@@ -11,23 +11,9 @@ import os
 import subprocess
 import sys
 
-from conftest import BIN_DIR, ROOT
+from conftest import BIN_DIR, ROOT, processes_naming
 
 SCRIPT = ROOT / "bench" / "run_io_bench.py"
-
-
-def _processes_naming(path):
-    """PIDs of processes whose command line contains `path` (the bench's
-    reprodd get their port file under it); other sessions' servers don't."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if str(path).encode() in f.read():
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 def _shm_objects():
@@ -83,7 +69,7 @@ def test_quick_run_writes_every_row(tmp_path):
     assert "not built" not in md
 
     # Everything the bench started or made is gone.
-    assert _processes_naming(tmp_path) == []
+    assert processes_naming(tmp_path) == []
     assert list(data_root.iterdir()) == []
     assert [p for p in tmp_path.iterdir() if p.name.startswith("reprod-io-bench")] == []
     assert _shm_objects() - shm_before == set()
