@@ -1,8 +1,10 @@
 #include "core/internal/localize.h"
 
-#include <algorithm>
 #include <map>
-#include <tuple>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -14,98 +16,78 @@ bool IsMissing(TensorStatus s) {
   return s == TensorStatus::kMissingInRef || s == TensorStatus::kMissingInCand;
 }
 
-// What is known of one module (at one checkpoint, step and direction).
-struct ModuleState {
-  size_t first_seen = 0;  // position of its first tensor in the report
-  bool all_pass = true;   // every tensor present on both sides passes
-  bool unmatched = false;  // a tensor is on one side only
-  int inputs = 0;          // captured forward inputs
-  bool inputs_fail = false;
-};
-
-// (checkpoint, step, direction, module)
-using ModuleId = std::tuple<std::string, std::optional<int64_t>, std::string, std::string>;
-
-}  // namespace
-
-std::optional<FirstDivergence> FindFirstDivergence(const Report& report) {
-  std::map<ModuleId, ModuleState> modules;
-  std::optional<size_t> first;  // the first failing capture tensor
-  for (size_t i = 0; i < report.tensors.size(); ++i) {
-    const TensorResult& t = report.tensors[i];
-    std::optional<CaptureKey> k = ParseCaptureKey(t.key);
-    if (!k) continue;
-    ModuleId id{t.checkpoint, t.step, std::string(k->direction), std::string(k->module)};
-    auto [it, inserted] = modules.try_emplace(std::move(id));
-    ModuleState& m = it->second;
-    if (inserted) m.first_seen = i;
-    if (IsMissing(t.status)) {
-      m.unmatched = true;
-      continue;
-    }
-    const bool passing = IsPassing(t.status);
-    if (!passing) {
-      m.all_pass = false;
-      if (!first) first = i;
-    }
-    if (k->role == "input") {
-      ++m.inputs;
-      if (!passing) m.inputs_fail = true;
-    }
-  }
-  if (!first) return std::nullopt;
-
-  const TensorResult& t = report.tensors[*first];
-  const CaptureKey k = *ParseCaptureKey(t.key);
-  FirstDivergence d;
-  d.checkpoint = t.checkpoint;
-  d.module = std::string(k.module);
-  d.direction = std::string(k.direction);
-  d.step = t.step;
-  d.key = t.key;
-  d.reason = t.reason;
-  const ModuleState& self =
-      modules.at(ModuleId{t.checkpoint, t.step, d.direction, d.module});
-  if (self.inputs > 0) {
-    d.inputs = self.inputs_fail ? DivergenceInputs::kFail : DivergenceInputs::kPass;
-  }
-  // The same checkpoint, step and direction, in order of first appearance.
-  std::vector<std::pair<size_t, std::string>> before, unmatched;
-  for (const auto& [id, m] : modules) {
-    const auto& [checkpoint, step, direction, module] = id;
-    if (checkpoint != d.checkpoint || step != d.step || direction != d.direction) continue;
-    if (m.unmatched) {
-      unmatched.emplace_back(m.first_seen, module);
-    } else if (m.all_pass && m.first_seen < *first) {
-      before.emplace_back(m.first_seen, module);
-    }
-  }
-  std::sort(before.begin(), before.end());
-  std::sort(unmatched.begin(), unmatched.end());
-  for (auto& [pos, name] : before) d.passed_before.push_back(std::move(name));
-  for (auto& [pos, name] : unmatched) d.unmatched.push_back(std::move(name));
-  return d;
-}
-
-std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDivergence& d) {
+// Every module of (checkpoint, step, direction) in order of first
+// appearance; `divergent` names none yet.
+std::vector<ModuleRow> GroupModules(const Report& report, std::string_view checkpoint,
+                                    const std::optional<int64_t>& step,
+                                    std::string_view direction) {
   std::vector<ModuleRow> rows;
   std::map<std::string, size_t, std::less<>> index;  // module -> rows index
-  for (const TensorResult& t : report.tensors) {
-    if (t.checkpoint != d.checkpoint || t.step != d.step) continue;
+  for (size_t i = 0; i < report.tensors.size(); ++i) {
+    const TensorResult& t = report.tensors[i];
+    if (t.checkpoint != checkpoint || t.step != step) continue;
     std::optional<CaptureKey> k = ParseCaptureKey(t.key);
-    if (!k || k->direction != d.direction) continue;
+    if (!k || k->direction != direction) continue;
     auto [it, inserted] = index.try_emplace(std::string(k->module), rows.size());
     if (inserted) {
-      rows.push_back(ModuleRow{std::string(k->module), ModuleRow::State::kPass,
-                               k->module == d.module});
+      ModuleRow row;
+      row.module = std::string(k->module);
+      row.first_seen = i;
+      rows.push_back(std::move(row));
     }
     ModuleRow& row = rows[it->second];
     if (IsMissing(t.status)) {
       row.state = ModuleRow::State::kUnmatched;
-    } else if (!IsPassing(t.status) && row.state == ModuleRow::State::kPass) {
-      row.state = ModuleRow::State::kFail;
+      continue;
+    }
+    const bool passing = IsPassing(t.status);
+    if (!passing && row.state == ModuleRow::State::kPass) row.state = ModuleRow::State::kFail;
+    if (k->role == "input") {
+      ++row.inputs;
+      if (!passing) row.inputs_fail = true;
     }
   }
+  return rows;
+}
+
+}  // namespace
+
+std::optional<FirstDivergence> FindFirstDivergence(const Report& report) {
+  // The first capture tensor present on both sides that fails.
+  std::optional<size_t> first;
+  std::optional<CaptureKey> k;
+  for (size_t i = 0; i < report.tensors.size() && !first; ++i) {
+    const TensorResult& t = report.tensors[i];
+    if (IsPassing(t.status) || IsMissing(t.status)) continue;
+    k = ParseCaptureKey(t.key);
+    if (k) first = i;
+  }
+  if (!first) return std::nullopt;
+
+  const TensorResult& t = report.tensors[*first];
+  FirstDivergence d;
+  d.checkpoint = t.checkpoint;
+  d.module = std::string(k->module);
+  d.direction = std::string(k->direction);
+  d.step = t.step;
+  d.key = t.key;
+  d.reason = t.reason;
+  for (ModuleRow& row : GroupModules(report, d.checkpoint, d.step, d.direction)) {
+    if (row.module == d.module && row.inputs > 0) {
+      d.inputs = row.inputs_fail ? DivergenceInputs::kFail : DivergenceInputs::kPass;
+    }
+    if (row.state == ModuleRow::State::kUnmatched) {
+      d.unmatched.push_back(std::move(row.module));
+    } else if (row.state == ModuleRow::State::kPass && row.first_seen < *first) {
+      d.passed_before.push_back(std::move(row.module));
+    }
+  }
+  return d;
+}
+
+std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDivergence& d) {
+  std::vector<ModuleRow> rows = GroupModules(report, d.checkpoint, d.step, d.direction);
+  for (ModuleRow& row : rows) row.divergent = row.module == d.module;
   return rows;
 }
 

@@ -39,6 +39,9 @@ struct ModuleRow {
   std::string module;
   State state = State::kPass;
   bool divergent = false;  // the module `d` names
+  size_t first_seen = 0;   // index in report.tensors of its first tensor
+  int inputs = 0;          // its captured forward inputs (present on both sides)
+  bool inputs_fail = false;
 };
 
 // Every module of d's checkpoint, step and direction in order of first
