@@ -105,7 +105,8 @@ bool IsNumber(std::string_view s) {
 constexpr char kModuleEnd[] = "(/|\\[)";
 
 // "^<cand with shared numbers as groups>(/|\[)" -> "<ref with \k>\N".
-Rename GeneralRename(std::string_view cand, std::string_view ref) {
+// InvalidArgument when the pattern gets longer than a rename may be.
+absl::StatusOr<Rename> GeneralRename(std::string_view cand, std::string_view ref) {
   const std::vector<std::string> c = Parts(cand), r = Parts(ref);
   std::set<std::string> ref_numbers;
   for (const std::string& p : r) {
@@ -128,13 +129,13 @@ Rename GeneralRename(std::string_view cand, std::string_view ref) {
     to.push_back(it != group.end() ? absl::StrCat("\\", it->second) : p);
   }
   const int end_group = static_cast<int>(group.size()) + 1;
-  return *MakeRegexRename(absl::StrCat("^", absl::StrJoin(pattern, "\\."), kModuleEnd),
-                          absl::StrCat(absl::StrJoin(to, "."), "\\", end_group));
+  return MakeRegexRename(absl::StrCat("^", absl::StrJoin(pattern, "\\."), kModuleEnd),
+                         absl::StrCat(absl::StrJoin(to, "."), "\\", end_group));
 }
 
-Rename LiteralRename(std::string_view cand, std::string_view ref) {
-  return *MakeRegexRename(absl::StrCat("^", RE2::QuoteMeta(std::string(cand)), kModuleEnd),
-                          absl::StrCat(std::string(ref), "\\1"));
+absl::StatusOr<Rename> LiteralRename(std::string_view cand, std::string_view ref) {
+  return MakeRegexRename(absl::StrCat("^", RE2::QuoteMeta(std::string(cand)), kModuleEnd),
+                         absl::StrCat(std::string(ref), "\\1"));
 }
 
 // True when `renames` map every pair's candidate onto its reference, leave
@@ -243,9 +244,12 @@ MappingSuggestion SuggestMapping(const std::vector<ModuleOutputs>& ref,
   std::set<std::pair<std::string, std::string>> have;
   for (const auto& [c, r] : s.pairs) {
     if (c == r || BasePath(c) != c || BasePath(r) != r) continue;
-    Rename g = GeneralRename(c, r);
-    if (have.emplace(g.regex, g.to).second) general.push_back(std::move(g));
-    literal.push_back(LiteralRename(c, r));
+    // A path too long to escape into a pattern gets no entry; Valid then
+    // finds its pair unmapped.
+    absl::StatusOr<Rename> g = GeneralRename(c, r);
+    if (g.ok() && have.emplace(g->regex, g->to).second) general.push_back(*std::move(g));
+    absl::StatusOr<Rename> l = LiteralRename(c, r);
+    if (l.ok()) literal.push_back(*std::move(l));
   }
   if (Valid(general, s, ref, cand)) {
     s.renames = std::move(general);
@@ -268,7 +272,8 @@ std::string MappingYaml(const MappingSuggestion& s, std::string_view header) {
   if (!s.consistent) {
     absl::StrAppend(&out,
                     "# WARNING: these entries do not map every pair (a candidate path is "
-                    "another pair's reference path); edit them before use.\n");
+                    "another pair's reference path, or too long for a pattern); edit them "
+                    "before use.\n");
   }
   if (s.renames.empty()) {
     absl::StrAppend(&out, "rename: []\n");

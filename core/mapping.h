@@ -64,8 +64,9 @@ struct MappingSuggestion {
   // Regex entries mapping candidate keys "<module>/..." onto reference ones.
   std::vector<Rename> renames;
   // False when even literal entries could not map every pair (a candidate
-  // path that is another pair's reference path, renamed twice): the
-  // renames are then incomplete and the YAML says so.
+  // path that is another pair's reference path, renamed twice, or a path
+  // too long to escape into a pattern): the renames are then incomplete
+  // and the YAML says so.
   bool consistent = true;
   std::vector<std::string> unmatched_ref, unmatched_cand;  // execution order
 };

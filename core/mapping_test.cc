@@ -228,5 +228,18 @@ TEST(SuggestMappingTest, FallsBackToLiteralEntriesWhenAGeneralisationWouldMisfir
   EXPECT_EQ(Renamed(s.renames, "a.1.x"), "c.1.z");
 }
 
+TEST(SuggestMappingTest, APathTooLongForAPatternIsReportedNotFatal) {
+  // 900 bytes with 450 dots: escaped, more than a rename pattern may hold.
+  std::string long_path;
+  for (int i = 0; i < 450; ++i) long_path += "a.";
+  long_path.pop_back();
+  const MappingSuggestion s =
+      SuggestMapping({M("x", 1, kBTH), M("y", 2, kBTH)}, {M("x2", 1, kBTH), M(long_path, 2, kBTH)});
+  ASSERT_EQ(s.pairs.size(), 2u);
+  EXPECT_FALSE(s.consistent);
+  EXPECT_EQ(Renamed(s.renames, "x2"), "x");  // the other pair keeps its entry
+  EXPECT_THAT(MappingYaml(s, "h"), HasSubstr("# WARNING: these entries do not map every pair"));
+}
+
 }  // namespace
 }  // namespace reprod::core

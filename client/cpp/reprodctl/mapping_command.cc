@@ -1,11 +1,12 @@
 // reprodctl suggest-mapping REF CAND: policy rename entries that map the
 // candidate run's captured module paths onto the reference's (core/mapping.h).
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -54,43 +55,36 @@ struct Captured {
   size_t tensors = 0;
 };
 
-// The forward outputs of `step` (default: the first step that has any).
+std::optional<int64_t> StepOf(const v1::TensorInfo& info) {
+  const v1::TensorAddress& a = info.header().address();
+  return a.has_step() ? std::optional<int64_t>(a.step()) : std::nullopt;
+}
+
+// The forward outputs of --step; by default of the first step that has any
+// (tensors logged without a step come first).
 absl::StatusOr<Captured> CapturedOutputs(const std::vector<v1::TensorInfo>& infos,
                                          const std::string& run, const MappingArgs& args) {
-  std::optional<std::optional<int64_t>> step;
-  if (args.step) step = args.step;
-  if (!step) {
-    std::set<int64_t> steps;
-    bool stepless = false;
-    for (const v1::TensorInfo& info : infos) {
-      const v1::TensorAddress& a = info.header().address();
-      auto k = core::ParseCaptureKey(a.key());
-      if (!k || k->direction != "forward" || k->role != "output") continue;
-      if (a.has_step()) {
-        steps.insert(a.step());
-      } else {
-        stepless = true;
-      }
+  std::vector<std::pair<std::string, const v1::TensorInfo*>> outputs;  // (module, info)
+  for (const v1::TensorInfo& info : infos) {
+    auto k = core::ParseCaptureKey(info.header().address().key());
+    if (k && k->direction == "forward" && k->role == "output") {
+      outputs.emplace_back(std::string(k->module), &info);
     }
-    if (stepless) {
-      step = std::optional<int64_t>();
-    } else if (!steps.empty()) {
-      step = *steps.begin();
+  }
+  std::optional<int64_t> step = args.step;
+  if (!step && std::all_of(outputs.begin(), outputs.end(),
+                           [](const auto& o) { return StepOf(*o.second).has_value(); })) {
+    for (const auto& [module, info] : outputs) {
+      step = std::min(step.value_or(*StepOf(*info)), *StepOf(*info));
     }
   }
   Captured c;
-  if (step) {
-    for (const v1::TensorInfo& info : infos) {
-      const v1::TensorAddress& a = info.header().address();
-      auto k = core::ParseCaptureKey(a.key());
-      if (!k || k->direction != "forward" || k->role != "output") continue;
-      if ((a.has_step() ? std::optional<int64_t>(a.step()) : std::nullopt) != *step) continue;
-      const std::string module(k->module);
-      auto [it, inserted] = c.outputs.try_emplace(module);
-      if (inserted) c.modules.push_back(module);
-      it->second.push_back(info);
-      ++c.tensors;
-    }
+  for (const auto& [module, info] : outputs) {
+    if (StepOf(*info) != step) continue;
+    auto [it, inserted] = c.outputs.try_emplace(module);
+    if (inserted) c.modules.push_back(module);
+    it->second.push_back(*info);
+    ++c.tensors;
   }
   if (c.modules.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
