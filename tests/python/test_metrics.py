@@ -204,6 +204,8 @@ def test_real_prometheus_scrapes_reprodd(pushed, tmp_path):
                                  params={"query": "reprod_ingest_bytes_total"}, timeout=5)
             except requests.ConnectionError:
                 return None  # not listening yet
+            if r.status_code == 503:
+                return None  # listening, but its TSDB is still starting ("Service Unavailable")
             body = r.json()
             assert body["status"] == "success", body
             for series in body["data"]["result"]:
