@@ -6,8 +6,8 @@
 // "first failure" is found.
 //
 // Invariants CompareRuns relies on (it returns InvalidArgument otherwise):
-// checkpoint names are unique within a run, and (key, step) addresses are
-// unique within a checkpoint.
+// checkpoint names are unique within a run, and (key, step, rank) addresses
+// are unique within a checkpoint.
 //
 // Thread-safety: plain value types.
 #ifndef REPROD_CORE_RUN_DATA_H_
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/placement.h"
 #include "common/tensor.h"
 
 namespace reprod::core {
@@ -27,6 +28,8 @@ struct TensorEntry {
   std::string key;              // "/"-path, e.g. "encoder/layer0/weight"
   std::optional<int64_t> step;  // none for files
   Tensor tensor;
+  uint32_t rank = 0;    // the logging process (common/placement.h)
+  Placement placement;  // kNone unless declared
 };
 
 // A stage of the reproduction pipeline ("forward", "loss", "bp_align", ...).

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "common/tensor.h"
 #include "core/run_data.h"
 
@@ -39,6 +40,11 @@ struct TensorInfo {
   std::optional<int64_t> step;  // none for files
   DType dtype = DType::kFloat32;
   Shape shape;
+  uint32_t rank = 0;    // the logging process (common/placement.h)
+  Placement placement;  // kNone unless declared
+  // CRC-32C of the bytes when known (stored tensors; IndexRunData computes
+  // it for replicate tensors): replicas are checked to agree through it.
+  std::optional<uint32_t> crc32c;
 };
 
 struct CheckpointIndex {

@@ -50,6 +50,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "common/tensor.h"
 
 namespace reprod::storage {
@@ -83,6 +84,9 @@ struct TensorAddress {
   std::string checkpoint;
   std::string key;
   std::optional<int64_t> step;
+  // The process of a distributed job that logged it (common/placement.h);
+  // 0 for single-process runs. Ordered after step.
+  uint32_t rank = 0;
 
   friend bool operator==(const TensorAddress&, const TensorAddress&) = default;
   friend auto operator<=>(const TensorAddress&,
@@ -99,6 +103,9 @@ struct TensorHeader {
   Shape shape;
   uint64_t byte_length = 0;  // itemsize(dtype) * prod(shape)
   uint32_t crc32c = 0;       // of all byte_length bytes
+  // How this rank's piece relates to the global tensor (common/placement.h);
+  // kNone unless the producer declared it.
+  Placement placement;
 };
 
 // A stored tensor: its header plus what the store assigned.
