@@ -26,6 +26,12 @@ from the server are raised by the next log()/flush()/close()/seal().
 model and logs its outputs and their gradients, to find the first module
 where a port diverges (capture.py).
 
+Distributed jobs: every rank logs into the same run; `open_run` takes the
+rank from torch.distributed / paddle.distributed (or `rank=`), and
+`run.log(..., placement=Shard(dim, global_shape, offset) | Replicate() |
+Partial())` says how a rank's piece relates to the global tensor
+(placement.py).
+
 `reprod_client.compat` (also exported here) is a drop-in for reprod_log's
 ReprodLogger and ReprodDiffHelper that can stream to the server as well.
 """
@@ -35,6 +41,7 @@ from .compat import ReprodDiffHelper, ReprodLogger
 from .errors import (AlreadyExists, ChecksumMismatch, FailedPrecondition,
                      InvalidArgument, NotFound, ReprodError, ResourceExhausted,
                      ServerUnavailable)
+from .placement import Partial, Placement, Replicate, Shard
 from .report import Report
 from .run import Run, RunStats
 
@@ -45,4 +52,5 @@ __all__ = [
     "ReprodError", "ServerUnavailable", "NotFound", "AlreadyExists",
     "InvalidArgument", "FailedPrecondition", "ChecksumMismatch", "ResourceExhausted",
     "ReprodLogger", "ReprodDiffHelper", "capture", "Capture",
+    "Placement", "Shard", "Replicate", "Partial",
 ]

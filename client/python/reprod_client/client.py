@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple
 import grpc
 import numpy as np
 
+from . import placement as _placement
 from . import tensors as _tensors
 from .crc32c import crc32c_update
 from .errors import (ChecksumMismatch, FailedPrecondition, NotFound, ReprodError,
@@ -96,7 +97,9 @@ class RunInfo:
 @dataclasses.dataclass
 class TensorInfo:
     """A stored tensor's header (reprod.v1.TensorInfo); dtype is the wire
-    dtype's name ("bfloat16", "float32", ...)."""
+    dtype's name ("bfloat16", "float32", ...); rank the rank that logged it
+    (0 for a single process) and placement its placement.Shard / Replicate
+    / Partial, or None."""
     checkpoint: str
     key: str
     step: Optional[int]
@@ -105,6 +108,8 @@ class TensorInfo:
     byte_length: int
     crc32c: int
     sequence: int = 0
+    rank: int = 0
+    placement: Optional[object] = None
 
     @classmethod
     def from_header(cls, header, sequence=0):
@@ -113,7 +118,9 @@ class TensorInfo:
                    step=a.step if a.HasField("step") else None,
                    dtype=_tensors.DTYPE_NAMES.get(header.dtype, str(header.dtype)),
                    shape=tuple(header.shape), byte_length=header.byte_length,
-                   crc32c=header.crc32c, sequence=sequence)
+                   crc32c=header.crc32c, sequence=sequence, rank=int(a.rank),
+                   placement=(_placement.from_proto(header.placement)
+                              if header.HasField("placement") else None))
 
 
 def _identity(data):
@@ -254,9 +261,11 @@ class Client:
     def open_run(self, name, framework=None, labels=None, overwrite=False, *,
                  recreate=False, framework_version=None, device=None,
                  max_pending_bytes=DEFAULT_MAX_PENDING_BYTES, reconnect_timeout=None,
-                 chunk_bytes=DEFAULT_CHUNK_BYTES, shm=False, shm_slots=2):
+                 chunk_bytes=DEFAULT_CHUNK_BYTES, shm=False, shm_slots=2, rank=None,
+                 world_size=None):
         """Creates run `name` ("namespace/name") or reopens it if it exists
-        and is open (a restarted producer), and returns a Run to log into.
+        and is open (a restarted producer, or another rank of the same
+        job), and returns a Run to log into.
 
         framework: "torch", "paddle", ...; its version is filled in from the
             already imported module when not given.
@@ -277,12 +286,40 @@ class Client:
             shm=False for that).
         shm_slots: tensors in flight at once with shm (each slot is as large
             as the largest tensor so far).
+        rank: this process's rank in a distributed job (0 to 2^20 - 1);
+            every tensor the run logs carries it. None (default): from
+            torch.distributed when torch is imported and its process group
+            initialised, else from paddle.distributed when paddle is
+            imported and its parallel environment initialised (or launched
+            with more than one trainer), else 0 (placement.detect_rank).
+            The ranks of one job share the run: open it with recreate=True
+            on rank 0 only, and let the other ranks open it after a barrier;
+            seal it on rank 0 after a final barrier, the others only close().
+        world_size: the job's number of ranks (Run.world_size); None: the
+            detected one (1 without a distributed environment, unknown when
+            `rank` alone is given).
 
-        Raises ValueError for a malformed name, FailedPrecondition when the
+        Raises ValueError for a malformed name or a rank outside 0..2^20-1
+        or not below world_size, FailedPrecondition when the
         run exists but is sealed or aborted, or exists with another
         overwrite setting, ServerUnavailable when the server is unreachable.
         """
         _tensors.validate_run_name(name)
+        detected_rank, detected_world, source = _placement.detect_rank()
+        if rank is None:
+            rank = detected_rank
+            if world_size is None:
+                world_size = detected_world
+        else:
+            rank = _placement.validate_rank(rank)
+            if world_size is None and source is not None:
+                world_size = detected_world
+            elif world_size is None and rank == 0:
+                world_size = 1
+        if world_size is not None:
+            world_size = _placement.validate_world_size(world_size)
+            if rank >= world_size:
+                raise ValueError(f"rank {rank} is not below world_size {world_size}")
         if framework_version is None:
             framework_version = _framework_version(framework)
         run = runs_pb2.Run(name=name, framework=framework or "",
@@ -312,7 +349,8 @@ class Client:
         return Run(self, info, max_pending_bytes=max_pending_bytes,
                    reconnect_timeout=(self.reconnect_timeout if reconnect_timeout is None
                                       else reconnect_timeout),
-                   chunk_bytes=chunk_bytes, shm=shm, shm_slots=shm_slots)
+                   chunk_bytes=chunk_bytes, shm=shm, shm_slots=shm_slots, rank=rank,
+                   world_size=world_size)
 
     def _check_shm(self, run):
         """An empty SharedMemoryService.Session: raises the server's refusal
@@ -363,7 +401,7 @@ class Client:
                            run=run)
         return [TensorInfo.from_header(t.header, t.sequence) for t in resp.tensors]
 
-    def read_tensor(self, run, checkpoint, key, step=None, *, with_info=False):
+    def read_tensor(self, run, checkpoint, key, step=None, *, rank=0, with_info=False):
         """Reads one stored tensor back as a numpy array of its shape.
 
         The array has the stored dtype (little-endian); a bfloat16 tensor
@@ -372,12 +410,14 @@ class Client:
         with_info=True returns (array, TensorInfo), whose .dtype names the
         wire dtype ("bfloat16"). The bytes are checked against the stored
         crc32c (ChecksumMismatch). NotFound when the run or address is
-        absent.
+        absent. rank: the rank that logged it (multi-rank runs; default 0).
         """
-        address = tensor_pb2.TensorAddress(checkpoint=checkpoint, key=key)
+        rank = _placement.validate_rank(rank)
+        address = tensor_pb2.TensorAddress(checkpoint=checkpoint, key=key, rank=rank)
         if step is not None:
             address.step = int(step)
-        where = f"ReadTensor {run}:{checkpoint}/{key}" + ("" if step is None else f"@{step}")
+        where = (f"ReadTensor {run}:{checkpoint}/{key}" + ("" if step is None else f"@{step}")
+                 + (f" rank {rank}" if rank else ""))
         request = runs_pb2.ReadTensorRequest(run=run, address=address)
         try:
             stream = self._runs_stub.ReadTensor(request, timeout=None,

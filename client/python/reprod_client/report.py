@@ -25,9 +25,13 @@ _STATUS_NAMES = {
 
 def address_to_dict(address):
     """{"checkpoint", "key", "step"} from a reprod.v1.TensorAddress (step is
-    None when absent)."""
-    return {"checkpoint": address.checkpoint, "key": address.key,
-            "step": address.step if address.HasField("step") else None}
+    None when absent), plus "rank" when the address has a rank other than 0
+    (a multi-rank run)."""
+    out = {"checkpoint": address.checkpoint, "key": address.key,
+           "step": address.step if address.HasField("step") else None}
+    if address.rank:
+        out["rank"] = int(address.rank)
+    return out
 
 
 def verdict_to_dict(verdict):
@@ -56,6 +60,14 @@ class Report(Mapping):
     step} or None), first_divergence (dict or None), summary (dict), ref,
     cand, policy, backend, proto (the
     reprod.v1.Report message).
+
+    Multi-rank runs (every rank of a distributed job logging into one run)
+    add: `ranks` (per-rank counts and first failure / divergence),
+    `global_tensors` (merged statistics of sharded tensors),
+    `replica_mismatches` (replicated tensors whose ranks disagree), and a
+    "rank" in every entry of report["tensors"] (`tensor_rank`) and in
+    first_divergence. Single-rank reports have none of them: the properties
+    then return [] (and tensor_rank 0).
     """
 
     def __init__(self, proto, client=None):
@@ -141,10 +153,51 @@ class Report(Mapping):
     def first_divergence(self):
         """The first module whose captured tensors diverge (capture()),
         as {"checkpoint", "module", "direction", "step", "key", "reason",
-        "inputs", "passed_before", "unmatched"}; None when none does or the
-        report was fetched in a format other than JSON."""
+        "inputs", "passed_before", "unmatched"} (and "rank" in a multi-rank
+        report); None when none does or the report was fetched in a format
+        other than JSON."""
         fd = self._doc.get("first_divergence")
         return dict(fd) if fd is not None else None
+
+    @property
+    def ranks(self):
+        """Per rank of a multi-rank report, by rank: {"rank", "tensors",
+        "passed", "failed", "first_failure" ({checkpoint, key, step} or
+        None), "first_divergence" (as `first_divergence`, or None)}. [] for
+        a single-rank report."""
+        return [dict(r) for r in self._doc.get("ranks") or []]
+
+    def rank(self, rank):
+        """The `ranks` entry of `rank`; KeyError when the report has none."""
+        for r in self._doc.get("ranks") or []:
+            if r.get("rank") == rank:
+                return dict(r)
+        raise KeyError(f"report {self.id or '?'} has no rank {rank}")
+
+    @property
+    def global_tensors(self):
+        """Sharded tensors merged across ranks: report tensor objects whose
+        stats are those of the whole global tensor, each with "ranks" (the
+        ranks whose pieces it merges). [] when there are none."""
+        return [dict(t) for t in self._doc.get("global_tensors") or []]
+
+    @property
+    def replica_mismatches(self):
+        """Replicated tensors whose ranks are not identical: {"run" ("ref" or
+        "cand"), "checkpoint", "key", "step", "rank", "against_rank",
+        "reason"}. [] when every replica agrees (or there are none)."""
+        return [dict(m) for m in self._doc.get("replica_mismatches") or []]
+
+    @staticmethod
+    def tensor_rank(tensor):
+        """The rank of a report["tensors"] entry (0 when it has none: a
+        single-rank report)."""
+        return int(tensor.get("rank", 0) or 0)
+
+    def tensors_of_rank(self, rank):
+        """The report["tensors"] entries of `rank` (all of them for rank 0 of
+        a single-rank report)."""
+        return [t for t in self._doc.get("tensors") or [] if self.tensor_rank(t) == rank]
 
     @property
     def summary(self):

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 
 import grpc
 
+from . import placement as _placement
 from . import tensors as _tensors
 from .crc32c import crc32c
 from .errors import ReprodError, ServerUnavailable, from_rpc_error
@@ -127,17 +128,28 @@ class Run:
 
         with client.open_run("team42/bert-torch", framework="torch") as run:
             run.log("forward", {"logits": logits}, step=0)
+
+    rank: the rank of this process in a distributed job (every tensor it
+    logs carries it; 0 for a single process); world_size: the job's number
+    of ranks (1 for a single process, None when the rank was given without
+    it and no distributed environment says). See Client.open_run.
     """
 
     def __init__(self, client, info, *, max_pending_bytes=DEFAULT_MAX_PENDING_BYTES,
                  reconnect_timeout=30.0, chunk_bytes=DEFAULT_CHUNK_BYTES, shm=False,
-                 shm_slots=2):
+                 shm_slots=2, rank=0, world_size=1):
         if max_pending_bytes <= 0:
             raise ValueError("max_pending_bytes must be positive")
         if shm_slots < 1:
             raise ValueError("shm_slots must be >= 1")
         if not 0 < chunk_bytes <= 4 << 20:
             raise ValueError("chunk_bytes must be in (0, 4 MiB]")
+        self.rank = _placement.validate_rank(rank)
+        if world_size is not None:
+            world_size = _placement.validate_world_size(world_size)
+            if self.rank >= world_size:
+                raise ValueError(f"rank {self.rank} is not below world_size {world_size}")
+        self.world_size = world_size
         self._client = client
         self.info = info
         self.name = info.name
@@ -187,13 +199,21 @@ class Run:
         with self._cond:
             return self._outstanding
 
-    def log(self, checkpoint, tensors, step=None):
+    def log(self, checkpoint, tensors, step=None, placement=None):
         """Queues `tensors` (a possibly nested dict of key -> tensor) under
-        `checkpoint` at `step` (an int, or None for no step).
+        `checkpoint` at `step` (an int, or None for no step), at this run's
+        `rank`.
+
+        placement: how each tensor relates to the global tensor of a
+        distributed job (reprod_client.Shard / Replicate / Partial): one
+        Placement for every tensor of the call, or a dict key -> Placement
+        (flat "a/b/c" keys or nested like `tensors`; keys left out have
+        none, a key that is not among the tensors is a ValueError). None:
+        no placement (tensors pair rank to rank).
 
         Nested dicts flatten to "a/b/c" keys. Every tensor is validated and
-        copied before anything is queued, so an invalid key or dtype raises
-        ValueError (naming the key) and logs nothing. Returns once the
+        copied before anything is queued, so an invalid key, dtype or
+        placement raises ValueError (naming the key) and logs nothing. Returns once the
         tensors are queued; blocks only while the pending-bytes bound is
         reached. Raises the run's error if it has failed, and ReprodError if
         the run is closed.
@@ -208,7 +228,9 @@ class Run:
             raise TypeError("log() takes a dict of key -> tensor (nested dicts allowed), "
                             f"got {type(tensors).__name__}")
         flat = _tensors.flatten(tensors)
-        wires = [_tensors.to_wire(key, value, checkpoint=checkpoint, step=step)
+        placements = _placements_of(flat, placement)
+        wires = [_tensors.to_wire(key, value, checkpoint=checkpoint, step=step,
+                                  rank=self.rank, placement=placements.get(key))
                  for key, value in flat.items()]
         for wire in wires:
             self._enqueue(wire)
@@ -524,11 +546,15 @@ class Run:
         wire = item.wire
         if item.crc is None:
             item.crc = crc32c(wire.data)
-        address = pb.tensor.TensorAddress(checkpoint=wire.checkpoint, key=wire.key)
+        address = pb.tensor.TensorAddress(checkpoint=wire.checkpoint, key=wire.key,
+                                          rank=wire.rank)
         if wire.step is not None:
             address.step = wire.step
-        return pb.tensor.TensorHeader(address=address, dtype=wire.dtype, shape=wire.shape,
-                                      byte_length=item.nbytes, crc32c=item.crc)
+        header = pb.tensor.TensorHeader(address=address, dtype=wire.dtype, shape=wire.shape,
+                                        byte_length=item.nbytes, crc32c=item.crc)
+        if wire.placement is not None:
+            wire.placement.to_proto(header.placement)
+        return header
 
     def _shm_requests(self, epoch):
         """The request stream of one shared-memory Session: the region's
@@ -601,6 +627,23 @@ class Run:
             if ack.kind == self._client._pb.ingest.ACK_KIND_ALREADY_PRESENT:
                 self._stats.already_present += 1
             self._cond.notify_all()
+
+
+def _placements_of(flat, placement):
+    """{flat key: Placement} for Run.log's `placement` argument."""
+    if placement is None:
+        return {}
+    if isinstance(placement, _placement.Placement):
+        return dict.fromkeys(flat, placement)
+    if not isinstance(placement, Mapping):
+        raise ValueError("placement must be a Placement (Shard(...), Replicate(), Partial()), "
+                         f"a dict of key -> Placement, or None; got {type(placement).__name__}")
+    by_key = _tensors.flatten(placement)
+    unknown = sorted(k for k in by_key if k not in flat)
+    if unknown:
+        raise ValueError(f"placement given for key(s) {', '.join(map(repr, unknown))} that are "
+                         f"not among the logged tensors ({', '.join(map(repr, flat))})")
+    return by_key
 
 
 # Runs not closed by the program are flushed (not sealed) at interpreter

@@ -37,6 +37,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from . import placement as _placement
+
 __all__ = [
     "DTYPE_BOOL", "DTYPE_INT8", "DTYPE_UINT8", "DTYPE_INT16", "DTYPE_INT32",
     "DTYPE_INT64", "DTYPE_FLOAT16", "DTYPE_BFLOAT16", "DTYPE_FLOAT32",
@@ -97,6 +99,11 @@ class WireTensor:
     dtype: int
     shape: Tuple[int, ...]
     data: np.ndarray
+    #: The rank of the process that logs it (address.rank; 0 for a single
+    #: process) and how its piece relates to the global tensor
+    #: (placement.Shard/Replicate/Partial, or None).
+    rank: int = 0
+    placement: Optional[object] = None
 
     @property
     def nbytes(self) -> int:
@@ -287,16 +294,19 @@ def _from_numpy_like(key, value):
     return wire, arr.shape, arr, True
 
 
-def to_wire(key, value, checkpoint="", step=None):
+def to_wire(key, value, checkpoint="", step=None, rank=0, placement=None):
     """Converts one value to a WireTensor (validating `key`).
 
     Accepts numpy arrays and scalars, torch.Tensor (any device; detached and
     copied to host), paddle.Tensor, Python bool/int/float and anything
     numpy.asarray turns into a supported dtype. Raises ValueError naming the
-    key for an invalid key or an unsupported dtype. The returned bytes are a
-    private copy.
+    key for an invalid key, an unsupported dtype, a rank outside
+    0..placement.MAX_RANK or a placement that does not fit the tensor's
+    shape (placement.Shard/Replicate/Partial or None). The returned bytes
+    are a private copy.
     """
     validate_key(key)
+    rank = _placement.validate_rank(rank, f"rank of tensor {key!r}")
     fw = _framework(value)
     if fw == "torch":
         wire, shape, arr, needs_copy = _from_torch(key, value)
@@ -304,9 +314,11 @@ def to_wire(key, value, checkpoint="", step=None):
         wire, shape, arr, needs_copy = _from_paddle(key, value)
     else:
         wire, shape, arr, needs_copy = _from_numpy_like(key, value)
+    shape = tuple(int(d) for d in shape)
+    placement = _placement.check_placement(key, placement, shape)
     data = _owned_le_bytes(arr, needs_copy)
     return WireTensor(checkpoint=checkpoint, key=key, step=step, dtype=wire,
-                      shape=tuple(int(d) for d in shape), data=data)
+                      shape=shape, data=data, rank=rank, placement=placement)
 
 
 def _owned_le_bytes(arr, needs_copy):
