@@ -34,8 +34,8 @@ Placement Placement::Shard(int32_t dim, Shape global_shape, Shape offset) {
 absl::Status ValidatePlacement(const Placement& p, const Shape& shape) {
   auto bad = [&](std::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "invalid placement ", PlacementKindName(p.kind), " of a piece of shape ",
-        ShapeToString(shape), ": ", why));
+        "invalid placement ", std::string(PlacementKindName(p.kind)), " of a piece of shape ",
+        ShapeToString(shape), ": ", std::string(why)));
   };
   switch (p.kind) {
     case PlacementKind::kNone:
@@ -68,7 +68,7 @@ absl::Status ValidatePlacement(const Placement& p, const Shape& shape) {
   }
   if (absl::Status s = CheckedNumElements(p.global_shape, 1).status(); !s.ok()) {
     return bad(absl::StrCat("global shape ", ShapeToString(p.global_shape), ": ",
-                            s.message()));
+                            std::string(s.message())));
   }
   return absl::OkStatus();
 }
@@ -79,7 +79,8 @@ std::string PlacementToString(const Placement& p) {
     case PlacementKind::kShard:
       return absl::StrCat("shard(", p.dim, ") of ", ShapeToString(p.global_shape), " at ",
                           ShapeToString(p.offset));
-    default: return std::string(PlacementKindName(p.kind));
+    default:
+      return std::string(PlacementKindName(p.kind));
   }
 }
 

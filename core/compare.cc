@@ -18,6 +18,7 @@
 #include "core/internal/judge.h"
 #include "core/internal/localize.h"
 #include "core/internal/pairing.h"
+#include "core/internal/ranks.h"
 
 namespace reprod::core {
 namespace {
@@ -76,6 +77,8 @@ struct Pending {
   size_t result = 0;  // index into Report::tensors
   internal::ToleranceStats tolerances;
   PolicyResolution resolution;
+  const TensorInfo* ref = nullptr;  // the pair's two tensors
+  const TensorInfo* cand = nullptr;
 };
 
 // Plans everything of one checkpoint: its tensors' results in report order,
@@ -85,8 +88,10 @@ class CheckpointPlanner {
   CheckpointPlanner(const RunIndex& ref, const RunIndex& cand,
                     const Policy& policy, const CompareOptions& options,
                     Report& report, std::vector<PlannedPair>& planned,
-                    std::vector<Pending>& pending, size_t& num_stats)
-      : ref_(ref),
+                    std::vector<Pending>& pending, size_t& num_stats,
+                    bool multi_rank)
+      : multi_rank_(multi_rank),
+        ref_(ref),
         cand_(cand),
         policy_(policy),
         options_(options),
@@ -114,6 +119,7 @@ class CheckpointPlanner {
       t.checkpoint = name;
       t.key = m.key;
       t.step = m.step;
+      if (multi_rank_) t.rank = m.rank;
       const TensorInfo* rt = m.ref ? &rcp->tensors[*m.ref] : nullptr;
       const TensorInfo* ct = m.cand ? &ccp->tensors[*m.cand] : nullptr;
       if (ct != nullptr) {
@@ -136,7 +142,7 @@ class CheckpointPlanner {
         continue;
       }
       if (options_.pair_filter &&
-          !options_.pair_filter(TensorAddress{name, t.key, t.step})) {
+          !options_.pair_filter(TensorAddress{name, t.key, t.step, t.rank})) {
         continue;
       }
       if (!m.note.empty()) t.notes.push_back(m.note);
@@ -187,6 +193,8 @@ class CheckpointPlanner {
 
     Pending p;
     p.result = report_.tensors.size();
+    p.ref = &rt;
+    p.cand = &ct;
     p.resolution = ResolvePolicy(policy_, t.checkpoint, t.key);
     t.policy_source = p.resolution.source;
     PlannedPair pp;
@@ -216,6 +224,7 @@ class CheckpointPlanner {
     report_.tensors.push_back(std::move(t));
   }
 
+  const bool multi_rank_;
   const RunIndex& ref_;
   const RunIndex& cand_;
   const Policy& policy_;
@@ -263,6 +272,43 @@ class RunDataReducer final : public PairReducer {
   kernels::Backend& backend_;
 };
 
+// Multi-rank verdicts (internal/ranks.h): global tensors of shards, replica
+// checks, per-rank summaries; failures of the first two fail the report.
+void JudgeRanks(const RunIndex& ref, const RunIndex& cand,
+                const std::vector<Pending>& pending,
+                absl::Span<const kernels::DiffStats> stats, Report& report) {
+  std::vector<internal::ShardPiece> pieces;
+  for (const Pending& p : pending) {
+    if (p.ref->placement.kind != PlacementKind::kShard ||
+        p.cand->placement.kind != PlacementKind::kShard) {
+      continue;
+    }
+    pieces.push_back(internal::ShardPiece{&report.tensors[p.result], p.ref, p.cand,
+                                          &p.resolution, &p.tolerances});
+  }
+  report.global_tensors = internal::MergeShards(pieces, stats);
+  for (const TensorResult& g : report.global_tensors) {
+    if (IsPassing(g.status)) continue;
+    report.passed = false;
+    report.reasons.push_back(absl::StrCat("global tensor ", g.checkpoint, "/", g.DisplayKey(),
+                                          " (merged from ranks ",
+                                          absl::StrJoin(g.merged_ranks, ", "), ") fails: ",
+                                          g.reason));
+  }
+  report.replica_mismatches = internal::CheckReplicas(ref, "ref");
+  for (ReplicaMismatch& m : internal::CheckReplicas(cand, "cand")) {
+    report.replica_mismatches.push_back(std::move(m));
+  }
+  for (const ReplicaMismatch& m : report.replica_mismatches) {
+    report.passed = false;
+    report.reasons.push_back(absl::StrCat(
+        "replicate tensor ", m.checkpoint, "/", m.key,
+        m.step ? absl::StrCat("@", *m.step) : std::string(), " of the ", m.side,
+        " run differs between rank ", m.rank, " and rank ", m.against_rank, ": ", m.reason));
+  }
+  internal::SummariseRanks(report);
+}
+
 }  // namespace
 
 absl::StatusOr<Report> CompareRuns(const RunData& ref, const RunData& cand,
@@ -292,8 +338,9 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
   std::vector<PlannedPair> planned;
   std::vector<Pending> pending;
   size_t num_stats = 0;
+  const bool multi_rank = internal::IsMultiRank(ref, cand);
   CheckpointPlanner planner(ref, cand, policy, options, report, planned,
-                            pending, num_stats);
+                            pending, num_stats, multi_rank);
   for (const std::string& name :
        CheckpointOrder(ref, cand, cand_cps, options)) {
     const auto rit = ref_cps.find(name);
@@ -317,6 +364,7 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
   }
   internal::Summarise(policy, options, report);
   report.first_divergence = internal::FindFirstDivergence(report);
+  if (multi_rank) JudgeRanks(ref, cand, pending, stats, report);
   return report;
 }
 

@@ -42,8 +42,9 @@ std::string_view DivergenceInputsName(DivergenceInputs i) {
 }
 
 std::string TensorResult::DisplayKey() const {
-  if (!step) return key;
-  return absl::StrCat(key, "@", *step);
+  std::string out = step ? absl::StrCat(key, "@", *step) : key;
+  if (rank) absl::StrAppend(&out, " (rank ", *rank, ")");
+  return out;
 }
 
 const CheckpointResult* Report::FindCheckpoint(std::string_view name) const {

@@ -80,6 +80,10 @@ struct TensorResult {
   std::string
       cand_key;  // the candidate's own key (before rename); "" if absent
   std::optional<int64_t> step;
+  // The rank both sides' tensors were logged by; set (0 included) in every
+  // tensor of a multi-rank report (a run holding a tensor of rank > 0), and
+  // never in a single-rank one or a global tensor.
+  std::optional<uint32_t> rank = std::nullopt;
   TensorStatus status = TensorStatus::kPass;
   std::optional<DType> dtype_ref, dtype_cand;  // of the sides that exist
   std::optional<Shape> shape_ref, shape_cand;
@@ -103,8 +107,11 @@ struct TensorResult {
   // differing only in size-1 dimensions, a step-less tensor paired with a
   // stepped one, a uint16 read as bfloat16.
   std::vector<std::string> notes;
+  // Global tensors only (Report::global_tensors): the ranks whose shard
+  // pieces were merged, ascending.
+  std::vector<uint32_t> merged_ranks;
 
-  // "key" or "key@step".
+  // "key", "key@step", with " (rank N)" appended when rank is set.
   std::string DisplayKey() const;
 };
 
@@ -157,6 +164,7 @@ struct TensorAddress {
   std::string checkpoint;
   std::string key;
   std::optional<int64_t> step;
+  std::optional<uint32_t> rank = std::nullopt;  // multi-rank reports only
 };
 
 // Whether the module a divergence was found in had its inputs captured and
@@ -179,6 +187,9 @@ std::string_view DivergenceInputsName(DivergenceInputs i);
 // capture() writes them; a module called again in one step is
 // "<module>[k]").
 struct FirstDivergence {
+  // Multi-rank reports: the rank it was found on (the first by step, then
+  // rank, among the ranks' own first divergences).
+  std::optional<uint32_t> rank = std::nullopt;
   std::string checkpoint;
   std::string module;     // as matched (candidate paths after rename)
   std::string direction;  // "forward" or "backward"
@@ -192,6 +203,30 @@ struct FirstDivergence {
   // Modules of the same checkpoint, step and direction with a tensor on one
   // side only (different module structure; not a divergence).
   std::vector<std::string> unmatched;
+};
+
+// One rank of a multi-rank report (JSON `ranks`): its pairs' verdicts.
+struct RankSummary {
+  uint32_t rank = 0;
+  int64_t tensors = 0;  // TensorResults of this rank
+  int64_t passed = 0;   // pass + warn
+  int64_t failed = 0;   // everything else (missing and shape mismatch too)
+  std::optional<TensorAddress> first_failure;
+  std::optional<FirstDivergence> first_divergence;
+};
+
+// A tensor logged as `replicate` whose copy on `rank` differs from the copy
+// on `against_rank` (the lowest rank holding it) in the same run (JSON
+// `replica_mismatches`). Checked through dtype, shape and CRC-32C of the
+// bytes, so the copies must be bit-identical.
+struct ReplicaMismatch {
+  std::string side;  // "ref" or "cand"
+  std::string checkpoint;
+  std::string key;  // as logged (before rename)
+  std::optional<int64_t> step;
+  uint32_t rank = 0;
+  uint32_t against_rank = 0;
+  std::string reason;  // "crc32c 0x1234abcd vs 0x... (rank 0)", "shape ..."
 };
 
 // reprod::core::Report
@@ -214,9 +249,24 @@ struct Report {
   // Tensors grouped by checkpoint (same order as `checkpoints`), in the
   // candidate's producer order, then those missing in cand (ref order).
   std::vector<TensorResult> tensors;
-  // Report-level failures that belong to no checkpoint, one per line (today:
-  // "nothing compared: ..." when no pair could be reduced).
+  // Report-level failures that belong to no checkpoint, one per line
+  // ("nothing compared: ..." when no pair could be reduced; replica
+  // mismatches and failing global tensors of multi-rank runs).
   std::vector<std::string> reasons;
+
+  // Multi-rank reports (a run holds a tensor of rank > 0); empty otherwise.
+  // Per rank, ascending.
+  std::vector<RankSummary> ranks;
+  // The statistics of sharded tensors' global tensors, merged exactly from
+  // their ranks' pieces (both runs sharding the same way: equal global
+  // shapes, each rank's piece at the same offset, the pieces covering the
+  // global tensor without overlap), judged like any pair. shape_ref and
+  // shape_cand are the global shape, rank unset, merged_ranks set. A
+  // failing one fails the report.
+  std::vector<TensorResult> global_tensors;
+  // Replicate tensors that differ between ranks of one run; any fails the
+  // report.
+  std::vector<ReplicaMismatch> replica_mismatches;
 
   const CheckpointResult* FindCheckpoint(std::string_view name) const;
 };

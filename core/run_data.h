@@ -29,7 +29,7 @@ struct TensorEntry {
   std::optional<int64_t> step;  // none for files
   Tensor tensor;
   uint32_t rank = 0;    // the logging process (common/placement.h)
-  Placement placement;  // kNone unless declared
+  Placement placement = {};  // kNone unless declared
 };
 
 // A stage of the reproduction pipeline ("forward", "loss", "bp_align", ...).

@@ -41,10 +41,10 @@ struct TensorInfo {
   DType dtype = DType::kFloat32;
   Shape shape;
   uint32_t rank = 0;    // the logging process (common/placement.h)
-  Placement placement;  // kNone unless declared
+  Placement placement = {};  // kNone unless declared
   // CRC-32C of the bytes when known (stored tensors; IndexRunData computes
   // it for replicate tensors): replicas are checked to agree through it.
-  std::optional<uint32_t> crc32c;
+  std::optional<uint32_t> crc32c = std::nullopt;
 };
 
 struct CheckpointIndex {

@@ -20,7 +20,7 @@
 // Durability: when Commit returns OK the tensor survives a process crash or
 // SIGKILL (RocksDB: the commit batch is written with sync = true).
 //
-// Addresses: (run, checkpoint, key, step). Names are validated by the server
+// Addresses: (run, checkpoint, key, step, rank). Names are validated by the server
 // (common/names.h); the store assumes they hold no NUL byte.
 //
 // Errors: NotFound (unknown run/tensor/report), AlreadyExists (CreateRun on
@@ -93,7 +93,8 @@ struct TensorAddress {
                           const TensorAddress&) = default;
 };
 
-// "checkpoint/key" or "checkpoint/key@step", for messages.
+// "checkpoint/key" or "checkpoint/key@step", followed by "#rank N" when the
+// rank is not 0 ("forward/logits@3#rank 1"), for messages.
 std::string AddressToString(const TensorAddress& address);
 
 // Everything about a tensor except its bytes, as the producer declared it.
@@ -105,7 +106,7 @@ struct TensorHeader {
   uint32_t crc32c = 0;       // of all byte_length bytes
   // How this rank's piece relates to the global tensor (common/placement.h);
   // kNone unless the producer declared it.
-  Placement placement;
+  Placement placement = {};
 };
 
 // A stored tensor: its header plus what the store assigned.
@@ -117,7 +118,8 @@ struct TensorMeta {
 // What Commit did.
 enum class CommitKind {
   kStored,          // new tensor
-  kAlreadyPresent,  // identical header (dtype, shape, length, crc32c) was
+  kAlreadyPresent,  // identical header (dtype, shape, length, crc32c,
+                    // placement) was
                     // stored already; nothing changed (idempotent resend)
   kReplaced,        // run allows overwrite; the old tensor was replaced
 };
@@ -243,7 +245,8 @@ class Store {
   // is sent) with NotFound / FailedPrecondition, and with AlreadyExists when
   // the run has no overwrite and a tensor with a different header is stored
   // at the address. The header must be self-consistent (the server checks
-  // it; the store re-checks byte_length against dtype and shape).
+  // it; the store re-checks byte_length against dtype and shape, the rank
+  // against kMaxRank and the placement against the shape: InvalidArgument).
   virtual absl::StatusOr<std::unique_ptr<TensorWriter>> BeginTensor(
       std::string_view run, const TensorHeader& header) = 0;
   // Visible tensors of a run in sequence order; `checkpoint` empty = all.

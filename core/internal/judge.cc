@@ -239,7 +239,7 @@ void Summarise(const Policy& policy, const CompareOptions& options,
     if (!IsPassing(t.status)) {
       c.passed = false;
       if (!report.first_failure) {
-        report.first_failure = TensorAddress{t.checkpoint, t.key, t.step};
+        report.first_failure = TensorAddress{t.checkpoint, t.key, t.step, t.rank};
       }
     }
     for (const CheckResult& cr : t.checks) {

@@ -20,12 +20,13 @@ bool IsMissing(TensorStatus s) {
 // appearance; `divergent` names none yet.
 std::vector<ModuleRow> GroupModules(const Report& report, std::string_view checkpoint,
                                     const std::optional<int64_t>& step,
-                                    std::string_view direction) {
+                                    std::string_view direction,
+                                    const std::optional<uint32_t>& rank) {
   std::vector<ModuleRow> rows;
   std::map<std::string, size_t, std::less<>> index;  // module -> rows index
   for (size_t i = 0; i < report.tensors.size(); ++i) {
     const TensorResult& t = report.tensors[i];
-    if (t.checkpoint != checkpoint || t.step != step) continue;
+    if (t.checkpoint != checkpoint || t.step != step || t.rank != rank) continue;
     std::optional<CaptureKey> k = ParseCaptureKey(t.key);
     if (!k || k->direction != direction) continue;
     auto [it, inserted] = index.try_emplace(std::string(k->module), rows.size());
@@ -52,13 +53,14 @@ std::vector<ModuleRow> GroupModules(const Report& report, std::string_view check
 
 }  // namespace
 
-std::optional<FirstDivergence> FindFirstDivergence(const Report& report) {
+std::optional<FirstDivergence> FindFirstDivergence(const Report& report,
+                                                   std::optional<uint32_t> rank) {
   // The first capture tensor present on both sides that fails.
   std::optional<size_t> first;
   std::optional<CaptureKey> k;
   for (size_t i = 0; i < report.tensors.size() && !first; ++i) {
     const TensorResult& t = report.tensors[i];
-    if (IsPassing(t.status) || IsMissing(t.status)) continue;
+    if (t.rank != rank || IsPassing(t.status) || IsMissing(t.status)) continue;
     k = ParseCaptureKey(t.key);
     if (k) first = i;
   }
@@ -66,13 +68,14 @@ std::optional<FirstDivergence> FindFirstDivergence(const Report& report) {
 
   const TensorResult& t = report.tensors[*first];
   FirstDivergence d;
+  d.rank = rank;
   d.checkpoint = t.checkpoint;
   d.module = std::string(k->module);
   d.direction = std::string(k->direction);
   d.step = t.step;
   d.key = t.key;
   d.reason = t.reason;
-  for (ModuleRow& row : GroupModules(report, d.checkpoint, d.step, d.direction)) {
+  for (ModuleRow& row : GroupModules(report, d.checkpoint, d.step, d.direction, d.rank)) {
     if (row.module == d.module && row.inputs > 0) {
       d.inputs = row.inputs_fail ? DivergenceInputs::kFail : DivergenceInputs::kPass;
     }
@@ -86,7 +89,8 @@ std::optional<FirstDivergence> FindFirstDivergence(const Report& report) {
 }
 
 std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDivergence& d) {
-  std::vector<ModuleRow> rows = GroupModules(report, d.checkpoint, d.step, d.direction);
+  std::vector<ModuleRow> rows =
+      GroupModules(report, d.checkpoint, d.step, d.direction, d.rank);
   for (ModuleRow& row : rows) row.divergent = row.module == d.module;
   return rows;
 }
@@ -94,6 +98,7 @@ std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDiverg
 std::string DescribeDivergence(const FirstDivergence& d) {
   std::string out = absl::StrCat("module ", d.module, " (", d.direction,
                                  d.step ? absl::StrCat(", step ", *d.step) : "",
+                                 d.rank ? absl::StrCat(", rank ", *d.rank) : "",
                                  ") diverges first: ", d.key, ": ", d.reason);
   switch (d.inputs) {
     case DivergenceInputs::kPass:

@@ -17,6 +17,7 @@
 #ifndef REPROD_CORE_INTERNAL_LOCALIZE_H_
 #define REPROD_CORE_INTERNAL_LOCALIZE_H_
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,10 +28,12 @@
 
 namespace reprod::core::internal {
 
-// The first divergence of `report` (its tensors judged), or nullopt when no
-// tensor with a capture key fails. Tensors present on one side only are
-// never a divergence; their modules are listed as unmatched.
-std::optional<FirstDivergence> FindFirstDivergence(const Report& report);
+// The first divergence of `report` (its tensors judged) among its tensors
+// of `rank` (TensorResult::rank; nullopt in single-rank reports), or nullopt
+// when no such tensor with a capture key fails. Tensors present on one side
+// only are never a divergence; their modules are listed as unmatched.
+std::optional<FirstDivergence> FindFirstDivergence(
+    const Report& report, std::optional<uint32_t> rank = std::nullopt);
 
 // One module of a divergence's checkpoint, step and direction, for the
 // renderers' execution-order lists.
@@ -44,7 +47,7 @@ struct ModuleRow {
   bool inputs_fail = false;
 };
 
-// Every module of d's checkpoint, step and direction in order of first
+// Every module of d's checkpoint, step, direction and rank in order of first
 // appearance in the report: unmatched when a tensor is on one side only,
 // else fail when one fails, else pass.
 std::vector<ModuleRow> DivergenceModules(const Report& report, const FirstDivergence& d);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -12,13 +13,15 @@
 namespace reprod::core::internal {
 namespace {
 
-using Address = std::pair<std::string, std::optional<int64_t>>;
-using KeyIndex = std::map<std::string, std::vector<size_t>>;  // key -> tensors
+using Address = std::tuple<std::string, std::optional<int64_t>, uint32_t>;
+// (key, rank) -> tensors: steps are matched within one rank.
+using KeyIndex = std::map<std::pair<std::string, uint32_t>, std::vector<size_t>>;
 
 std::string AddressText(std::string_view checkpoint, const std::string& key,
-                        const std::optional<int64_t>& step) {
+                        const std::optional<int64_t>& step, uint32_t rank) {
   std::string s = absl::StrCat(std::string(checkpoint), "/", key);
   if (step) absl::StrAppend(&s, "@", *step);
+  if (rank != 0) absl::StrAppend(&s, " rank ", rank);
   return s;
 }
 
@@ -30,9 +33,9 @@ std::string StepText(const std::optional<int64_t>& step) {
 // holds only at other steps; "" when the other side lacks the key.
 std::string OtherSideSteps(std::string_view side, const KeyIndex& by_key,
                            const CheckpointIndex* other,
-                           const std::string& key) {
+                           const std::string& key, uint32_t rank) {
   constexpr size_t kMaxListed = 8;
-  const auto it = by_key.find(key);
+  const auto it = by_key.find({key, rank});
   if (other == nullptr || it == by_key.end()) return "";
   std::vector<std::string> steps;
   bool unstepped = false;
@@ -84,12 +87,12 @@ absl::StatusOr<std::vector<Match>> MatchCheckpoint(
   if (ref != nullptr) {
     for (size_t i = 0; i < ref->tensors.size(); ++i) {
       const TensorInfo& e = ref->tensors[i];
-      if (!ref_index.emplace(Address{e.key, e.step}, i).second) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("ref run '", std::string(ref_run), "' holds ",
-                         AddressText(checkpoint, e.key, e.step), " twice"));
+      if (!ref_index.emplace(Address{e.key, e.step, e.rank}, i).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "ref run '", std::string(ref_run), "' holds ",
+            AddressText(checkpoint, e.key, e.step, e.rank), " twice"));
       }
-      ref_by_key[e.key].push_back(i);
+      ref_by_key[{e.key, e.rank}].push_back(i);
     }
   }
   std::vector<std::string> cand_keys;
@@ -98,14 +101,14 @@ absl::StatusOr<std::vector<Match>> MatchCheckpoint(
     for (size_t i = 0; i < cand->tensors.size(); ++i) {
       const TensorInfo& e = cand->tensors[i];
       std::string key = ApplyRename(policy, e.key);
-      if (!seen.insert(Address{key, e.step}).second) {
+      if (!seen.insert(Address{key, e.step, e.rank}).second) {
         return absl::InvalidArgumentError(absl::StrCat(
             "cand run '", std::string(cand_run), "' holds ",
-            AddressText(checkpoint, key, e.step), " twice",
+            AddressText(checkpoint, key, e.step, e.rank), " twice",
             key != e.key ? absl::StrCat(" (key '", e.key, "' after rename)")
                          : std::string()));
       }
-      cand_by_key[key].push_back(i);
+      cand_by_key[{key, e.rank}].push_back(i);
       cand_keys.push_back(std::move(key));
     }
   }
@@ -118,12 +121,13 @@ absl::StatusOr<std::vector<Match>> MatchCheckpoint(
     m.cand = ci;
     m.key = cand_keys[ci];
     m.step = ce.step;
-    if (auto found = ref_index.find(Address{m.key, m.step});
+    m.rank = ce.rank;
+    if (auto found = ref_index.find(Address{m.key, m.step, m.rank});
         found != ref_index.end()) {
       m.ref = found->second;
-    } else if (auto r = ref_by_key.find(m.key);
+    } else if (auto r = ref_by_key.find({m.key, m.rank});
                r != ref_by_key.end() && r->second.size() == 1 &&
-               cand_by_key[m.key].size() == 1 &&
+               cand_by_key[{m.key, m.rank}].size() == 1 &&
                ref->tensors[r->second[0]].step.has_value() !=
                    ce.step.has_value()) {
       // One tensor per side under this key, only one of them stepped.
@@ -133,7 +137,7 @@ absl::StatusOr<std::vector<Match>> MatchCheckpoint(
       m.note = absl::StrCat("paired by key: ref has ", StepText(ref_step),
                             ", cand has ", StepText(ce.step));
     } else {
-      m.note = OtherSideSteps("ref", ref_by_key, ref, m.key);
+      m.note = OtherSideSteps("ref", ref_by_key, ref, m.key, m.rank);
     }
     if (m.ref) ref_matched[*m.ref] = true;
     out.push_back(std::move(m));
@@ -145,7 +149,8 @@ absl::StatusOr<std::vector<Match>> MatchCheckpoint(
     m.ref = i;
     m.key = re.key;
     m.step = re.step;
-    m.note = OtherSideSteps("cand", cand_by_key, cand, re.key);
+    m.rank = re.rank;
+    m.note = OtherSideSteps("cand", cand_by_key, cand, re.key, re.rank);
     out.push_back(std::move(m));
   }
   return out;

@@ -29,6 +29,7 @@ struct Match {
   std::optional<size_t> cand;  // index into the cand checkpoint's tensors
   std::string key;             // ref terms (cand keys after rename)
   std::optional<int64_t> step;
+  uint32_t rank = 0;  // both sides' (tensors pair rank to rank)
   // A remark on how the pair was made (a step-less tensor paired with the
   // only step of the other side), or for a tensor on one side only, which
   // steps the other side has for the same key (" (ref has it at steps 0,
@@ -41,13 +42,13 @@ struct Match {
 // unmatched ref tensors in ref order.
 //
 // A cand tensor pairs with the ref tensor at the same (key after rename,
-// step). When there is none, and the key is held by exactly one tensor on
+// step, rank). When there is none, and the key is held by exactly one tensor on
 // each side, one with a step and one without (a file pushed without --step
 // against a run logged with step=0), the two pair and the match's note says
 // so; its step is the stepped side's.
 //
 // InvalidArgument (naming the run and the address) when a side holds one
-// (key, step) twice, for cand after rename.
+// (key, step, rank) twice, for cand after rename.
 absl::StatusOr<std::vector<Match>> MatchCheckpoint(
     const CheckpointIndex* ref, const CheckpointIndex* cand,
     const Policy& policy, std::string_view ref_run, std::string_view cand_run,
