@@ -270,7 +270,7 @@ std::string Divergence(const Report& r) {
   std::string out = absl::StrCat(
       "<section id=\"divergence\"><h2>First divergence</h2><p>Module <code>", E(d.module),
       "</code> (", E(d.direction), d.step ? absl::StrCat(", step ", *d.step) : "",
-      ", checkpoint <code>", E(d.checkpoint), "</code>) diverges first: <span class=\"key\">",
+      d.rank ? absl::StrCat(", rank ", *d.rank) : "", ", checkpoint <code>", E(d.checkpoint), "</code>) diverges first: <span class=\"key\">",
       E(d.key), "</span> <span class=\"reason\">", E(d.reason), "</span>. Its inputs: ",
       E(DivergenceInputsName(d.inputs)), ".</p>");
   const std::vector<ModuleRow> rows = DivergenceModules(r, d);
@@ -290,6 +290,57 @@ std::string Divergence(const Report& r) {
   absl::StrAppend(&out, "</ol>");
   if (rows.size() > kMaxModuleRows) {
     absl::StrAppend(&out, "<p>", rows.size() - kMaxModuleRows, " more modules not shown.</p>");
+  }
+  return out + "</section>";
+}
+
+// Multi-rank reports: one row per rank, the global tensors merged from
+// shards, and replicas that differ between ranks.
+std::string Ranks(const Report& r) {
+  if (r.ranks.empty()) return "";
+  std::string out =
+      "<section id=\"ranks\"><h2>Ranks</h2><table class=\"ranks\"><tr><th>rank</th>"
+      "<th>tensors</th><th>passed</th><th>failed</th><th>first failure</th>"
+      "<th>first divergence</th></tr>";
+  for (const RankSummary& k : r.ranks) {
+    const char* state = k.failed == 0 ? "pass" : "fail";
+    absl::StrAppend(
+        &out, "<tr class=\"", state, "\"><td class=\"num\">", k.rank, " ",
+        Badge(state, state), "</td><td class=\"num\">", k.tensors, "</td><td class=\"num\">",
+        k.passed, "</td><td class=\"num\">", k.failed, "</td><td>",
+        k.first_failure ? absl::StrCat("<code>", E(k.first_failure->checkpoint), "/",
+                                       E(k.first_failure->key), "</code>",
+                                       k.first_failure->step
+                                           ? absl::StrCat(" @", *k.first_failure->step)
+                                           : "")
+                        : std::string(),
+        "</td><td>",
+        k.first_divergence ? absl::StrCat("<code>", E(k.first_divergence->module), "</code> (",
+                                          E(k.first_divergence->direction), ")")
+                           : std::string(),
+        "</td></tr>");
+  }
+  out += "</table>";
+  if (!r.global_tensors.empty()) {
+    out += "<h3>Global tensors merged from shards</h3><table class=\"ranks\"><tr>"
+           "<th>tensor</th><th>shape</th><th>ranks</th><th>verdict</th><th>reason</th></tr>";
+    for (const TensorResult& g : r.global_tensors) {
+      const std::string name = absl::StrCat(g.checkpoint, "/", g.DisplayKey());
+      absl::StrAppend(&out, "<tr><td><code>", E(name), "</code></td><td>",
+                      g.shape_ref ? E(ShapeToString(*g.shape_ref)) : std::string(), "</td><td>",
+                      E(absl::StrJoin(g.merged_ranks, ", ")), "</td><td>",
+                      StatusBadge(g.status), "</td><td>", E(g.reason), "</td></tr>");
+    }
+    out += "</table>";
+  }
+  if (!r.replica_mismatches.empty()) {
+    out += "<h3>Replicas that differ between ranks</h3><ul class=\"reasons\">";
+    for (const ReplicaMismatch& m : r.replica_mismatches) {
+      absl::StrAppend(&out, "<li>", E(m.side), " <code>", E(m.checkpoint), "/", E(m.key),
+                      m.step ? absl::StrCat("@", *m.step) : "", "</code> rank ", m.rank,
+                      " vs rank ", m.against_rank, ": ", E(m.reason), "</li>");
+    }
+    out += "</ul>";
   }
   return out + "</section>";
 }
@@ -602,7 +653,7 @@ std::string RenderHtml(const Report& report) {
       "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
       "<link rel=\"icon\" href=\"data:,\"><title>reprod report: ",
       report.passed ? "PASSED" : "FAILED", " ", E(report.cand), "</title><style>",
-      kCss, "</style></head><body>\n", Header(report), "\n", Divergence(report), "\n",
+      kCss, "</style></head><body>\n", Header(report), "\n", Divergence(report), "\n", Ranks(report), "\n",
       Checklist(report),
       "\n", FirstFailure(report, first), "\n", FailingTensors(report, first),
       "\n", DriftSection(steps), "\n", HeatMapSection(steps), "\n",

@@ -297,6 +297,16 @@ void TensorJson(JsonWriter& w, const TensorResult& t) {
   w.String(t.key);
   w.Key("step");
   Step(w, t.step);
+  if (t.rank) {  // multi-rank reports only
+    w.Key("rank");
+    w.Int(*t.rank);
+  }
+  if (!t.merged_ranks.empty()) {  // global tensors only
+    w.Key("ranks");
+    w.BeginArray(/*inline_=*/true);
+    for (uint32_t r : t.merged_ranks) w.Int(r);
+    w.EndArray();
+  }
   w.Key("status");
   w.String(std::string(TensorStatusName(t.status)));
   w.Key("dtype_ref");
@@ -383,6 +393,10 @@ void StringArray(JsonWriter& w, const std::vector<std::string>& items) {
 
 void FirstDivergenceJson(JsonWriter& w, const FirstDivergence& d) {
   w.BeginObject();
+  if (d.rank) {
+    w.Key("rank");
+    w.Int(*d.rank);
+  }
   w.Key("checkpoint");
   w.String(d.checkpoint);
   w.Key("module");
@@ -401,6 +415,65 @@ void FirstDivergenceJson(JsonWriter& w, const FirstDivergence& d) {
   StringArray(w, d.passed_before);
   w.Key("unmatched");
   StringArray(w, d.unmatched);
+  w.EndObject();
+}
+
+void AddressOrNull(JsonWriter& w, const std::optional<TensorAddress>& a) {
+  if (!a) {
+    w.Null();
+    return;
+  }
+  w.BeginObject(/*inline_=*/true);
+  w.Key("checkpoint");
+  w.String(a->checkpoint);
+  w.Key("key");
+  w.String(a->key);
+  w.Key("step");
+  Step(w, a->step);
+  if (a->rank) {
+    w.Key("rank");
+    w.Int(*a->rank);
+  }
+  w.EndObject();
+}
+
+void RankJson(JsonWriter& w, const RankSummary& r) {
+  w.BeginObject();
+  w.Key("rank");
+  w.Int(r.rank);
+  w.Key("tensors");
+  w.Int(r.tensors);
+  w.Key("passed");
+  w.Int(r.passed);
+  w.Key("failed");
+  w.Int(r.failed);
+  w.Key("first_failure");
+  AddressOrNull(w, r.first_failure);
+  w.Key("first_divergence");
+  if (r.first_divergence) {
+    FirstDivergenceJson(w, *r.first_divergence);
+  } else {
+    w.Null();
+  }
+  w.EndObject();
+}
+
+void ReplicaMismatchJson(JsonWriter& w, const ReplicaMismatch& m) {
+  w.BeginObject(/*inline_=*/true);
+  w.Key("run");
+  w.String(m.side);
+  w.Key("checkpoint");
+  w.String(m.checkpoint);
+  w.Key("key");
+  w.String(m.key);
+  w.Key("step");
+  Step(w, m.step);
+  w.Key("rank");
+  w.Int(m.rank);
+  w.Key("against_rank");
+  w.Int(m.against_rank);
+  w.Key("reason");
+  w.String(m.reason);
   w.EndObject();
 }
 
@@ -443,18 +516,7 @@ std::string RenderJson(const Report& report) {
   for (const std::string& r : report.reasons) w.String(r);
   w.EndArray();
   w.Key("first_failure");
-  if (report.first_failure) {
-    w.BeginObject(/*inline_=*/true);
-    w.Key("checkpoint");
-    w.String(report.first_failure->checkpoint);
-    w.Key("key");
-    w.String(report.first_failure->key);
-    w.Key("step");
-    Step(w, report.first_failure->step);
-    w.EndObject();
-  } else {
-    w.Null();
-  }
+  AddressOrNull(w, report.first_failure);
   w.Key("first_divergence");
   if (report.first_divergence) {
     FirstDivergenceJson(w, *report.first_divergence);
@@ -469,6 +531,20 @@ std::string RenderJson(const Report& report) {
   w.BeginArray(/*inline_=*/false);
   for (const TensorResult& t : report.tensors) TensorJson(w, t);
   w.EndArray();
+  if (!report.ranks.empty()) {  // multi-rank reports only
+    w.Key("ranks");
+    w.BeginArray(/*inline_=*/false);
+    for (const RankSummary& r : report.ranks) RankJson(w, r);
+    w.EndArray();
+    w.Key("global_tensors");
+    w.BeginArray(/*inline_=*/false);
+    for (const TensorResult& t : report.global_tensors) TensorJson(w, t);
+    w.EndArray();
+    w.Key("replica_mismatches");
+    w.BeginArray(/*inline_=*/false);
+    for (const ReplicaMismatch& m : report.replica_mismatches) ReplicaMismatchJson(w, m);
+    w.EndArray();
+  }
   w.EndObject();
   return w.Finish();
 }

@@ -115,11 +115,37 @@ std::string RenderMarkdown(const Report& report) {
                                       DescribeDivergence(*report.first_divergence))),
                     ".\n\n");
   }
+  if (!report.ranks.empty()) {
+    absl::StrAppend(&out, "## Ranks\n\n| rank | tensors | passed | failed | first failure | "
+                          "first divergence |\n|---:|---:|---:|---:|---|---|\n");
+    for (const RankSummary& k : report.ranks) {
+      absl::StrAppend(
+          &out, "| ", k.rank, " | ", k.tensors, " | ", k.passed, " | ", k.failed, " | ",
+          k.first_failure
+              ? Code(absl::StrCat(k.first_failure->checkpoint, "/", k.first_failure->key,
+                                  k.first_failure->step
+                                      ? absl::StrCat("@", *k.first_failure->step)
+                                      : ""))
+              : std::string(),
+          " | ", k.first_divergence ? Code(k.first_divergence->module) : std::string(),
+          " |\n");
+    }
+    out += "\n";
+    for (const TensorResult& g : report.global_tensors) {
+      absl::StrAppend(&out, "Global ", Code(absl::StrCat(g.checkpoint, "/", g.DisplayKey())),
+                      " ", Cell(g.shape_ref ? ShapeToString(*g.shape_ref) : ""),
+                      " merged from ranks ", absl::StrJoin(g.merged_ranks, ", "), ": ",
+                      std::string(TensorStatusName(g.status)),
+                      g.reason.empty() ? std::string() : absl::StrCat(" (", Cell(g.reason), ")"),
+                      "\n\n");
+    }
+  }
   if (report.first_failure) {
     const TensorAddress& f = *report.first_failure;
     absl::StrAppend(
         &out, "First failure: ", Code(absl::StrCat(f.checkpoint, "/", f.key)),
-        f.step ? absl::StrCat(" at step ", *f.step) : "", "\n\n");
+        f.step ? absl::StrCat(" at step ", *f.step) : "",
+        f.rank ? absl::StrCat(" on rank ", *f.rank) : "", "\n\n");
   }
   absl::StrAppend(&out,
                   "| checkpoint | verdict | tensors | passed | warned | failed "

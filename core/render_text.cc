@@ -27,6 +27,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/visible.h"
 #include "core/internal/localize.h"
@@ -93,6 +94,22 @@ std::string RenderText(const Report& report, absl::Time now) {
   if (report.first_divergence) {
     w.Line(VisibleText(absl::StrCat("first divergence in ", report.first_divergence->checkpoint,
                                     ": ", DescribeDivergence(*report.first_divergence))));
+  }
+  for (const RankSummary& k : report.ranks) {
+    w.Line(VisibleText(absl::StrCat(
+        "rank ", k.rank, ": ", k.passed, " of ", k.tensors, " tensors pass",
+        k.first_failure ? absl::StrCat("; first failure ", k.first_failure->checkpoint, "/",
+                                       k.first_failure->key,
+                                       k.first_failure->step
+                                           ? absl::StrCat("@", *k.first_failure->step)
+                                           : "")
+                        : std::string())));
+  }
+  for (const TensorResult& g : report.global_tensors) {
+    w.Line(VisibleText(absl::StrCat("global ", g.checkpoint, "/", g.DisplayKey(),
+                                    " merged from ranks ", absl::StrJoin(g.merged_ranks, ", "),
+                                    ": ", std::string(TensorStatusName(g.status)),
+                                    g.reason.empty() ? "" : absl::StrCat(": ", g.reason))));
   }
   return w.Finish(report.passed);
 }
