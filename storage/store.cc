@@ -33,6 +33,7 @@ std::string_view CommitKindName(CommitKind kind) {
 std::string AddressToString(const TensorAddress& address) {
   std::string out = absl::StrCat(address.checkpoint, "/", address.key);
   if (address.step.has_value()) absl::StrAppend(&out, "@", *address.step);
+  if (address.rank != 0) absl::StrAppend(&out, "#rank ", address.rank);
   return out;
 }
 

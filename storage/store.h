@@ -119,8 +119,8 @@ struct TensorMeta {
 enum class CommitKind {
   kStored,          // new tensor
   kAlreadyPresent,  // identical header (dtype, shape, length, crc32c,
-                    // placement) was
-                    // stored already; nothing changed (idempotent resend)
+                    // placement) was stored already; nothing changed
+                    // (idempotent resend)
   kReplaced,        // run allows overwrite; the old tensor was replaced
 };
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/memory/memory_store.h"
@@ -679,6 +680,135 @@ StoredReport Report(std::string id, std::string ref, std::string cand,
   r.backend = "cpu";
   r.created = absl::FromUnixSeconds(created_s);
   return r;
+}
+
+// --- ranks and placements ---------------------------------------------------
+
+TensorAddress RankAddr(std::string checkpoint, std::string key,
+                       std::optional<int64_t> step, uint32_t rank) {
+  return TensorAddress{std::move(checkpoint), std::move(key), step, rank};
+}
+
+// A float32 header of `shape` over `bytes` (4 bytes per element).
+TensorHeader Float32Header(const TensorAddress& address, Shape shape,
+                           const std::vector<uint8_t>& bytes, const Placement& placement) {
+  TensorHeader h;
+  h.address = address;
+  h.dtype = DType::kFloat32;
+  h.shape = std::move(shape);
+  h.byte_length = bytes.size();
+  h.crc32c = Crc32c(bytes.data(), bytes.size());
+  h.placement = placement;
+  return h;
+}
+
+// (checkpoint, key, step) at ranks 0 and 1 are two tensors, each with its
+// own bytes; the list stays in arrival order whatever the rank.
+TEST_P(StoreTest, RanksOfOneAddressAreDistinctTensors) {
+  const std::vector<uint8_t> rank1 = Bytes(12, 9), rank0 = Bytes(20, 3);
+  ASSERT_OK_AND_ASSIGN(CommitResult r1, Write(kRun, RankAddr("fwd", "logits", 3, 1), rank1));
+  EXPECT_EQ(r1.kind, CommitKind::kStored);
+  ASSERT_OK_AND_ASSIGN(CommitResult r0, Write(kRun, RankAddr("fwd", "logits", 3, 0), rank0));
+  EXPECT_EQ(r0.kind, CommitKind::kStored);  // not a conflict with rank 1
+  ASSERT_THAT(Write(kRun, RankAddr("fwd", "logits", std::nullopt, 7), Bytes(2)), IsOk());
+  ASSERT_THAT(Write(kRun, RankAddr("fwd", "logits", 2, 1), Bytes(2)), IsOk());
+  EXPECT_THAT(Keys(kRun), ElementsAre("fwd/logits@3#rank 1", "fwd/logits@3",
+                                      "fwd/logits#rank 7", "fwd/logits@2#rank 1"));
+  EXPECT_THAT(Keys(kRun, "fwd"), SizeIs(4));
+  EXPECT_THAT(ReadAll(kRun, RankAddr("fwd", "logits", 3, 1)), IsOkAndHolds(rank1));
+  EXPECT_THAT(ReadAll(kRun, Addr("fwd", "logits", 3)), IsOkAndHolds(rank0));
+  EXPECT_THAT(store_->OpenTensor(kRun, RankAddr("fwd", "logits", 3, 2)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("fwd/logits@3#rank 2")));
+  ASSERT_OK_AND_ASSIGN(std::vector<TensorMeta> all, store_->ListTensors(kRun));
+  ASSERT_THAT(all, SizeIs(4));
+  EXPECT_EQ(all[0].header.address, RankAddr("fwd", "logits", 3, 1));
+  EXPECT_EQ(all[2].header.address.rank, 7u);
+  EXPECT_EQ(all[2].header.address.step, std::nullopt);
+  ASSERT_OK_AND_ASSIGN(RunInfo run, store_->GetRun(kRun));
+  EXPECT_EQ(run.tensor_count, 4u);
+  EXPECT_EQ(run.total_bytes, 36u);
+  // A conflict at rank 1 names the rank; rank 0 is untouched.
+  EXPECT_THAT(store_->BeginTensor(kRun, HeaderFor(RankAddr("fwd", "logits", 3, 1), Bytes(5))),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("fwd/logits@3#rank 1")));
+}
+
+// Placements come back from the list and the reader as they were given, and
+// (RocksDB) after the store is reopened.
+TEST_P(StoreTest, PlacementRoundTripsThroughCommitListAndReopen) {
+  const std::vector<uint8_t> piece = Bytes(4 * 3 * 4, 5), whole = Bytes(8 * 3 * 4, 6);
+  // Rows 4..7 of an 8 x 3 tensor, on rank 1; the same tensor replicated on
+  // rank 0; a partial sum; a tensor that declares nothing.
+  const TensorHeader shard = Float32Header(RankAddr("fwd", "w", 3, 1), {4, 3}, piece,
+                                           Placement::Shard(0, {8, 3}, {4, 0}));
+  const TensorHeader replicate = Float32Header(RankAddr("fwd", "w", 3, 0), {8, 3}, whole,
+                                               Placement::Replicate());
+  const TensorHeader partial = Float32Header(RankAddr("bp", "g", std::nullopt, 2), {8, 3},
+                                             whole, Placement::Partial());
+  const TensorHeader plain = Float32Header(Addr("bp", "h"), {4, 3}, piece, Placement{});
+  const std::vector<std::pair<TensorHeader, std::vector<uint8_t>>> written = {
+      {shard, piece}, {replicate, whole}, {partial, whole}, {plain, piece}};
+  for (const auto& [h, bytes] : written) ASSERT_THAT(Write(kRun, h, bytes), IsOk());
+
+  auto check = [&](const std::string& when) {
+    ASSERT_OK_AND_ASSIGN(std::vector<TensorMeta> all, store_->ListTensors(kRun));
+    ASSERT_THAT(all, SizeIs(4)) << when;
+    for (size_t i = 0; i < written.size(); ++i) {
+      const TensorHeader& want = written[i].first;
+      EXPECT_EQ(all[i].header.address, want.address) << when;
+      EXPECT_EQ(all[i].header.placement, want.placement)
+          << when << ": " << AddressToString(want.address) << " came back as "
+          << PlacementToString(all[i].header.placement);
+      EXPECT_EQ(all[i].header.shape, want.shape) << when;
+      ASSERT_OK_AND_ASSIGN(auto reader, store_->OpenTensor(kRun, want.address));
+      EXPECT_EQ(reader->meta().header.placement, want.placement) << when;
+      EXPECT_THAT(ReadAll(kRun, want.address), IsOkAndHolds(written[i].second)) << when;
+    }
+    EXPECT_EQ(all[0].header.placement.global_shape, (Shape{8, 3}));
+    EXPECT_EQ(all[0].header.placement.offset, (Shape{4, 0}));
+  };
+  check("after commit");
+  if (GetParam().name != "Memory") {
+    store_.reset();
+    ASSERT_OK_AND_ASSIGN(store_, GetParam().open(dir_));
+    check("after reopen");
+  }
+  // An identical resend is already present; the same bytes under another
+  // placement are a different tensor (AlreadyExists naming both).
+  ASSERT_OK_AND_ASSIGN(CommitResult again, Write(kRun, shard, piece));
+  EXPECT_EQ(again.kind, CommitKind::kAlreadyPresent);
+  TensorHeader moved = shard;
+  moved.placement.offset = {0, 0};
+  EXPECT_THAT(store_->BeginTensor(kRun, moved),
+              StatusIs(absl::StatusCode::kAlreadyExists,
+                       ::testing::AllOf(HasSubstr("fwd/w@3#rank 1"),
+                                        HasSubstr("placement shard(0) of (8, 3) at (4, 0) vs "
+                                                  "shard(0) of (8, 3) at (0, 0)"))));
+  TensorHeader undeclared = replicate;
+  undeclared.placement.kind = PlacementKind::kNone;  // replicate has no dims
+  EXPECT_THAT(store_->BeginTensor(kRun, undeclared),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("placement replicate vs none")));
+}
+
+TEST_P(StoreTest, InvalidRankOrPlacementIsInvalidArgument) {
+  const std::vector<uint8_t> piece = Bytes(4 * 3 * 4);
+  TensorHeader h = Float32Header(RankAddr("fwd", "w", 3, kMaxRank + 1), {4, 3}, piece,
+                                 Placement{});
+  EXPECT_THAT(store_->BeginTensor(kRun, h),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("invalid rank 1048576")));
+  h.address.rank = kMaxRank;
+  EXPECT_THAT(Write(kRun, h, piece), IsOk());
+  // Rows 6..9 of 8 do not exist.
+  h.address.rank = 1;
+  h.placement = Placement::Shard(0, {8, 3}, {6, 0});
+  EXPECT_THAT(store_->BeginTensor(kRun, h),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("fwd/w@3#rank 1"),
+                                        HasSubstr("exceeds the global size 8"))));
+  h.placement = Placement::Replicate();
+  h.placement.dim = 1;
+  EXPECT_THAT(store_->BeginTensor(kRun, h),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("invalid placement")));
+  EXPECT_THAT(Keys(kRun), ElementsAre(absl::StrCat("fwd/w@3#rank ", kMaxRank)));
 }
 
 TEST_P(StoreTest, ReportRoundTrips) {

@@ -9,6 +9,7 @@
 #include "common/crc32c.h"
 #include "common/status_macros.h"
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "common/tensor.h"
 #include "common/visible.h"
 
@@ -20,6 +21,13 @@ std::string DescribeTensor(std::string_view run, const TensorAddress& address) {
 }
 
 absl::Status CheckHeader(std::string_view run, const TensorHeader& header) {
+  for (const absl::Status& s : {ValidateRank(header.address.rank),
+                                ValidatePlacement(header.placement, header.shape)}) {
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          DescribeTensor(run, header.address), ": ", std::string(s.message())));
+    }
+  }
   const absl::StatusOr<int64_t> n =
       CheckedNumElements(header.shape, header.dtype);
   if (!n.ok()) {
@@ -40,7 +48,8 @@ absl::Status CheckHeader(std::string_view run, const TensorHeader& header) {
 
 bool SameContent(const TensorHeader& a, const TensorHeader& b) {
   return a.dtype == b.dtype && a.shape == b.shape &&
-         a.byte_length == b.byte_length && a.crc32c == b.crc32c;
+         a.byte_length == b.byte_length && a.crc32c == b.crc32c &&
+         a.placement == b.placement;
 }
 
 absl::Status ConflictError(std::string_view run, const TensorHeader& stored,
@@ -62,6 +71,13 @@ absl::Status ConflictError(std::string_view run, const TensorHeader& stored,
   if (stored.crc32c != incoming.crc32c) {
     diffs.push_back(absl::StrFormat("crc32c 0x%08x vs 0x%08x", stored.crc32c,
                                     incoming.crc32c));
+  }
+  if (stored.placement != incoming.placement) {
+    auto name = [](const Placement& p) {
+      return p.kind == PlacementKind::kNone ? std::string("none") : PlacementToString(p);
+    };
+    diffs.push_back(absl::StrCat("placement ", name(stored.placement), " vs ",
+                                 name(incoming.placement)));
   }
   return absl::AlreadyExistsError(absl::StrCat(
       DescribeTensor(run, incoming.address),

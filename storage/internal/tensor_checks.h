@@ -33,11 +33,12 @@ namespace reprod::storage::internal {
 std::string DescribeTensor(std::string_view run, const TensorAddress& address);
 
 // InvalidArgument unless header.byte_length == itemsize(dtype) * prod(shape)
-// (negative or overflowing shapes included).
+// (negative or overflowing shapes included), the rank is at most kMaxRank
+// and the placement fits the shape (common/placement.h).
 absl::Status CheckHeader(std::string_view run, const TensorHeader& header);
 
-// True when dtype, shape, byte_length and crc32c agree (the address is not
-// compared): a resend of the same tensor.
+// True when dtype, shape, byte_length, crc32c and placement agree (the
+// address is not compared): a resend of the same tensor.
 bool SameContent(const TensorHeader& a, const TensorHeader& b);
 
 // AlreadyExists naming the run, the address and every field that differs.

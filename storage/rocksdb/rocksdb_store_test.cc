@@ -487,6 +487,44 @@ TEST_F(RocksDbStoreTest, OldLayoutRunsKeepTheirCountersAndContinue) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr(kOld)));
 }
 
+// A rank-0 tensor keeps the key builds before ranks wrote (no migration);
+// rank 1 has the tag 0x02 be32(1) after the step; a forged tag holding 0
+// (a second key for the rank-0 tensor) is DataLoss naming the run.
+TEST_F(RocksDbStoreTest, RankTagOnlyOnKeysOfNonZeroRanks) {
+  ASSERT_THAT(Write(*store_, kRun, {"c", "k", 5}, Bytes(8)), IsOk());
+  ASSERT_THAT(Write(*store_, kRun, {"c", "k", 5, 1}, Bytes(8, 2)), IsOk());
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> run_value,
+                       internal::GetMetaValue(*store_, internal::RunKey(kRun)));
+  ASSERT_TRUE(run_value.has_value());
+  ASSERT_OK_AND_ASSIGN(internal::RunRecord record, internal::DecodeRunRecord(kRun, *run_value));
+  std::string rank0 = "t";
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    rank0.push_back(static_cast<char>((record.run_id >> shift) & 0xff));
+  }
+  const char tail[] = {'c', 0, 'k', 0, 0x01, static_cast<char>(0x80), 0, 0, 0, 0, 0, 0, 5};
+  rank0.append(tail, sizeof(tail));
+  const std::string rank1 = rank0 + std::string("\x02\x00\x00\x00\x01", 5);
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> v0, internal::GetMetaValue(*store_, rank0));
+  ASSERT_OK_AND_ASSIGN(std::optional<std::string> v1, internal::GetMetaValue(*store_, rank1));
+  ASSERT_TRUE(v0.has_value());
+  ASSERT_TRUE(v1.has_value());
+  EXPECT_THAT(internal::GetMetaValue(*store_, rank0 + std::string("\x02\x00\x00\x00\x00", 5)),
+              IsOkAndHolds(std::nullopt));
+
+  ASSERT_THAT(internal::SetMetaValue(*store_, rank0 + std::string("\x02\x00\x00\x00\x00", 5), *v0),
+              IsOk());
+  EXPECT_THAT(store_->ListTensors(kRun, ""),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr(kRun), HasSubstr("rank tag holds 0"))));
+  ASSERT_THAT(internal::SetMetaValue(*store_, rank0 + std::string("\x02\x00\x00\x00\x00", 5),
+                                     std::nullopt),
+              IsOk());
+  ASSERT_OK_AND_ASSIGN(std::vector<TensorMeta> tensors, store_->ListTensors(kRun, ""));
+  ASSERT_EQ(tensors.size(), 2u);
+  EXPECT_EQ(tensors[0].header.address, (TensorAddress{"c", "k", 5, 0}));
+  EXPECT_EQ(tensors[1].header.address, (TensorAddress{"c", "k", 5, 1}));
+}
+
 TEST_F(RocksDbStoreTest, SecondOpenOfTheDirectoryIsFailedPrecondition) {
   EXPECT_THAT(OpenRocksDbStore(dir_, options_),
               StatusIs(absl::StatusCode::kFailedPrecondition,

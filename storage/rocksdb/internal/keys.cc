@@ -2,12 +2,26 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/placement.h"
 #include "storage/rocksdb/internal/coding.h"
 
 namespace reprod::storage::internal {
 namespace {
 
 constexpr uint64_t kSignBit = uint64_t{1} << 63;
+constexpr char kRankTag = '\x02';
+
+void PutBigEndian32(std::string* out, uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>((value >> shift) & 0xff));
+  }
+}
+
+uint32_t DecodeBigEndian32(const char* in) {
+  uint32_t value = 0;
+  for (int i = 0; i < 4; ++i) value = (value << 8) | static_cast<uint8_t>(in[i]);
+  return value;
+}
 
 }  // namespace
 
@@ -50,6 +64,12 @@ std::string TensorKey(uint64_t run_id, const TensorAddress& address) {
   } else {
     key.push_back('\0');
   }
+  // Rank 0 has no tag: single-process keys are what builds before ranks
+  // wrote, and sort before the same address at rank 1, 2, ...
+  if (address.rank != 0) {
+    key.push_back(kRankTag);
+    PutBigEndian32(&key, address.rank);
+  }
   return key;
 }
 
@@ -69,10 +89,25 @@ absl::StatusOr<TensorAddress> ParseTensorKey(std::string_view key) {
   if (key_end == std::string_view::npos) return bad();
   address.key = std::string(rest.substr(0, key_end));
   rest.remove_prefix(key_end + 1);
-  if (rest.size() == 1 && rest[0] == '\0') return address;
-  if (rest.size() != 9 || rest[0] != '\x01') return bad();
-  address.step =
-      static_cast<int64_t>(DecodeBigEndian64(rest.data() + 1) ^ kSignBit);
+  if (!rest.empty() && rest[0] == '\0') {
+    rest.remove_prefix(1);
+  } else if (rest.size() >= 9 && rest[0] == '\x01') {
+    address.step =
+        static_cast<int64_t>(DecodeBigEndian64(rest.data() + 1) ^ kSignBit);
+    rest.remove_prefix(9);
+  } else {
+    return bad();
+  }
+  if (rest.empty()) return address;
+  // A rank tag is written only for ranks 1 to kMaxRank: a tagged 0 would be
+  // a second key for a rank-0 address.
+  if (rest.size() != 5 || rest[0] != kRankTag) return bad();
+  address.rank = DecodeBigEndian32(rest.data() + 1);
+  if (address.rank == 0 || address.rank > kMaxRank) {
+    return absl::DataLossError(absl::StrCat(
+        "malformed tensor index key of ", key.size(), " bytes: rank tag holds ",
+        address.rank, " (written only for ranks 1 to ", kMaxRank, ")"));
+  }
   return address;
 }
 

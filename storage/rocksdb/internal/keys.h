@@ -16,10 +16,13 @@
 //   reports: 's' report-id                         report summary
 //            'r' report-id 0x00 format             one rendering
 //
-// An address encodes as  checkpoint 0x00 key 0x00 step-tag  where step-tag
-// is 0x00 (no step) or 0x01 followed by the step as big-endian fixed64 with
-// its sign bit flipped (so negative steps sort first). Names hold no NUL
-// byte (common/names.h), which keeps the encoding unambiguous.
+// An address encodes as  checkpoint 0x00 key 0x00 step-tag [rank-tag]
+// where step-tag is 0x00 (no step) or 0x01 followed by the step as
+// big-endian fixed64 with its sign bit flipped (so negative steps sort
+// first), and rank-tag, present only for rank != 0, is 0x02 followed by the
+// rank as big-endian fixed32 (rank-0 keys are those of builds before ranks;
+// keys sort by checkpoint, key, step, rank). Names hold no NUL byte
+// (common/names.h), which keeps the encoding unambiguous.
 //
 // Thread-safety: pure functions.
 #ifndef REPROD_STORAGE_ROCKSDB_INTERNAL_KEYS_H_
@@ -48,7 +51,8 @@ std::string TensorPrefix(uint64_t run_id);
 inline constexpr std::string_view kTensorPrefix = "t";
 // Index entries of one checkpoint of a run.
 std::string CheckpointPrefix(uint64_t run_id, std::string_view checkpoint);
-// Inverse of TensorKey; DataLoss on a malformed key.
+// Inverse of TensorKey; DataLoss on a malformed key (a rank tag holding 0
+// or a rank above kMaxRank included).
 absl::StatusOr<TensorAddress> ParseTensorKey(std::string_view key);
 std::string PendingKey(uint64_t blob_id);
 inline constexpr std::string_view kPendingPrefix = "p";

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "storage/rocksdb/internal/coding.h"
 
 namespace reprod::storage::internal {
@@ -47,25 +48,70 @@ bool GetString(Decoder& d, std::string* out) {
   return true;
 }
 
+// The address byte: bit 0 a step follows, bit 1 a rank follows (only for
+// rank != 0, so a rank-0 address is what builds before ranks wrote).
+constexpr uint8_t kAddressHasStep = 1;
+constexpr uint8_t kAddressHasRank = 2;
+
 void PutAddress(std::string* out, const TensorAddress& a) {
   PutLengthPrefixed(out, a.checkpoint);
   PutLengthPrefixed(out, a.key);
-  PutByte(out, a.step.has_value() ? 1 : 0);
+  const uint8_t flags = (a.step.has_value() ? kAddressHasStep : 0) |
+                        (a.rank != 0 ? kAddressHasRank : 0);
+  PutByte(out, flags);
   if (a.step.has_value()) PutFixed64(out, static_cast<uint64_t>(*a.step));
+  if (a.rank != 0) PutVarint64(out, a.rank);
 }
 
 bool GetAddress(Decoder& d, TensorAddress* a) {
-  uint8_t has_step;
+  uint8_t flags;
   if (!GetString(d, &a->checkpoint) || !GetString(d, &a->key) ||
-      !d.Byte(&has_step) || has_step > 1) {
+      !d.Byte(&flags) || (flags & ~(kAddressHasStep | kAddressHasRank)) != 0) {
     return false;
   }
-  if (has_step == 1) {
+  if ((flags & kAddressHasStep) != 0) {
     uint64_t step;
     if (!d.Fixed64(&step)) return false;
     a->step = static_cast<int64_t>(step);
   }
+  if ((flags & kAddressHasRank) != 0) {
+    uint64_t rank;
+    // Rank 0 is written without the bit: a present 0 is damage.
+    if (!d.Varint64(&rank) || rank == 0 || rank > kMaxRank) return false;
+    a->rank = static_cast<uint32_t>(rank);
+  }
   return true;
+}
+
+void PutPlacement(std::string* out, const Placement& p) {
+  PutByte(out, static_cast<uint8_t>(p.kind));
+  PutVarint64(out, static_cast<uint64_t>(static_cast<uint32_t>(p.dim)));
+  PutVarint64(out, p.global_shape.size());
+  for (int64_t g : p.global_shape) PutVarint64(out, static_cast<uint64_t>(g));
+  for (int64_t o : p.offset) PutVarint64(out, static_cast<uint64_t>(o));
+}
+
+bool GetDims(Decoder& d, uint64_t n, Shape* out) {
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t v;
+    if (!d.Varint64(&v) || v > static_cast<uint64_t>(INT64_MAX)) return false;
+    out->push_back(static_cast<int64_t>(v));
+  }
+  return true;
+}
+
+// Reads what PutPlacement wrote; kNone is never written (no flag instead).
+bool GetPlacement(Decoder& d, size_t value_size, Placement* p) {
+  uint8_t kind;
+  uint64_t dim, n;
+  if (!d.Byte(&kind) || kind == static_cast<uint8_t>(PlacementKind::kNone) ||
+      kind > static_cast<uint8_t>(PlacementKind::kPartial) || !d.Varint64(&dim) ||
+      dim > static_cast<uint64_t>(INT32_MAX) || !d.Varint64(&n) || n > value_size) {
+    return false;
+  }
+  p->kind = static_cast<PlacementKind>(kind);
+  p->dim = static_cast<int32_t>(dim);
+  return GetDims(d, n, &p->global_shape) && GetDims(d, n, &p->offset);
 }
 
 }  // namespace
@@ -230,9 +276,13 @@ std::string EncodeIndexEntry(const IndexEntry& e) {
   PutVarint64(&out, e.sequence);
   PutVarint64(&out, e.blob_id);
   PutVarint64(&out, e.chunk_size);
-  // Only when set: an entry of a chunked tensor is byte-identical to what
-  // builds before segment files wrote.
-  if (e.in_segment) PutVarint64(&out, kIndexFlagSegment);
+  // Only when non-zero: an entry of a chunked tensor without a placement is
+  // byte-identical to what builds before segment files wrote.
+  const bool has_placement = e.header.placement.kind != PlacementKind::kNone;
+  const uint64_t flags = (e.in_segment ? kIndexFlagSegment : 0) |
+                         (has_placement ? kIndexFlagPlacement : 0);
+  if (flags != 0) PutVarint64(&out, flags);
+  if (has_placement) PutPlacement(&out, e.header.placement);
   return out;
 }
 
@@ -263,10 +313,22 @@ absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
   }
   if (!d.done()) {
     uint64_t flags;
-    if (!d.Varint64(&flags) || flags != kIndexFlagSegment || !d.done()) {
-      return Corrupt("tensor index", "bad location flags or trailing bytes");
+    // Zero is never written (no flags instead), so it is damage too.
+    if (!d.Varint64(&flags) || flags == 0 ||
+        (flags & ~(kIndexFlagSegment | kIndexFlagPlacement)) != 0) {
+      return Corrupt("tensor index", "bad flags");
     }
-    e.in_segment = true;
+    e.in_segment = (flags & kIndexFlagSegment) != 0;
+    if ((flags & kIndexFlagPlacement) != 0) {
+      if (!GetPlacement(d, value.size(), &e.header.placement)) {
+        return Corrupt("tensor index", "bad placement");
+      }
+      if (absl::Status s = ValidatePlacement(e.header.placement, e.header.shape);
+          !s.ok()) {
+        return Corrupt("tensor index", std::string(s.message()));
+      }
+    }
+    if (!d.done()) return Corrupt("tensor index", "trailing bytes");
   }
   if (e.chunk_size == 0 && e.header.byte_length != 0) {
     return Corrupt("tensor index", "zero chunk size");

@@ -93,8 +93,10 @@ struct IndexEntry {
   }
 };
 // The index entry's optional trailing flags field (FORMAT.md): written only
-// for a tensor in a segment file.
+// when non-zero. Bit 0: the tensor is in a segment file; bit 1: its
+// placement (kind other than kNone) follows the flags.
 inline constexpr uint64_t kIndexFlagSegment = 1;
+inline constexpr uint64_t kIndexFlagPlacement = 2;
 std::string EncodeIndexEntry(const IndexEntry& entry);
 absl::StatusOr<IndexEntry> DecodeIndexEntry(const TensorAddress& address,
                                             std::string_view value);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/rocksdb/internal/coding.h"
@@ -58,16 +59,27 @@ TEST(CodingTest, BigEndianSortsNumerically) {
 TEST(KeysTest, TensorKeysRoundTripAndOrder) {
   const std::vector<TensorAddress> addresses = {
       {"bp", "a/b", std::nullopt},
+      {"bp", "a/b", std::nullopt, 1},
+      {"bp", "a/b", std::nullopt, kMaxRank},
       {"bp", "a/b", std::numeric_limits<int64_t>::min()},
       {"bp", "a/b", -1},
       {"bp", "a/b", 0},
       {"bp", "a/b", 7},
+      {"bp", "a/b", 7, 1},
+      {"bp", "a/b", 7, 256},
       {"bp", "a/b", std::numeric_limits<int64_t>::max()},
+      {"bp", "a/b", std::numeric_limits<int64_t>::max(), 3},
       {"bp", "a/b/c", std::nullopt},
       {"bp_align", "a", std::nullopt},
   };
   std::string previous;
-  for (const TensorAddress& a : addresses) {
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    const TensorAddress& a = addresses[i];
+    // The list is in address order (checkpoint, key, step, rank); keys sort
+    // the same way.
+    if (i > 0) {
+      EXPECT_LT(addresses[i - 1], a) << AddressToString(a);
+    }
     const std::string key = TensorKey(42, a);
     EXPECT_TRUE(key.starts_with(TensorPrefix(42)));
     EXPECT_TRUE(key.starts_with(CheckpointPrefix(42, a.checkpoint)));
@@ -91,6 +103,45 @@ TEST(KeysTest, MalformedTensorKeysAreDataLoss) {
   }
   EXPECT_THAT(ParseTensorKey(good + "x"),
               StatusIs(absl::StatusCode::kDataLoss, ::testing::_));
+}
+
+std::string Bytes(std::initializer_list<uint8_t> bytes) {
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// Rank 0 has no tag: its key is byte for byte what builds before ranks wrote
+// (no migration). Other ranks append 0x02 be32(rank).
+TEST(KeysTest, RankTagOnlyForNonZeroRanks) {
+  const std::string run42 = Bytes({'t', 0, 0, 0, 0, 0, 0, 0, 42});
+  const std::string step5 = run42 + Bytes({'c', 0, 'k', 0, 0x01, 0x80, 0, 0, 0, 0, 0, 0, 5});
+  const std::string no_step = run42 + Bytes({'c', 0, 'k', 0, 0x00});
+  EXPECT_EQ(TensorKey(42, {"c", "k", 5}), step5);
+  EXPECT_EQ(TensorKey(42, {"c", "k", 5, 0}), step5);
+  EXPECT_EQ(TensorKey(42, {"c", "k", std::nullopt, 0}), no_step);
+  EXPECT_EQ(TensorKey(42, {"c", "k", 5, 1}), step5 + Bytes({0x02, 0, 0, 0, 1}));
+  EXPECT_EQ(TensorKey(42, {"c", "k", std::nullopt, 0x0a0b0c}),
+            no_step + Bytes({0x02, 0x00, 0x0a, 0x0b, 0x0c}));
+  EXPECT_THAT(ParseTensorKey(step5 + Bytes({0x02, 0, 0, 0, 1})),
+              IsOkAndHolds(TensorAddress{"c", "k", 5, 1}));
+  EXPECT_THAT(ParseTensorKey(no_step + Bytes({0x02, 0x00, 0x0f, 0xff, 0xff})),
+              IsOkAndHolds(TensorAddress{"c", "k", std::nullopt, kMaxRank}));
+  // A tagged 0 would be a second key for the rank-0 tensor; ranks above
+  // kMaxRank are never stored.
+  EXPECT_THAT(ParseTensorKey(step5 + Bytes({0x02, 0, 0, 0, 0})),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank tag holds 0")));
+  EXPECT_THAT(ParseTensorKey(no_step + Bytes({0x02, 0x00, 0x10, 0x00, 0x00})),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("rank tag holds 1048576")));
+  // An unknown tag, a partial rank, trailing bytes.
+  const std::string rank1 = step5 + Bytes({0x02, 0, 0, 0, 1});
+  for (const std::string& bad : {step5 + Bytes({0x03, 0, 0, 0, 1}), rank1 + "x",
+                                 no_step + Bytes({0x01, 0, 0, 0, 1})}) {
+    EXPECT_THAT(ParseTensorKey(bad), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("malformed")));
+  }
+  for (size_t n = step5.size() + 1; n < rank1.size(); ++n) {
+    EXPECT_THAT(ParseTensorKey(rank1.substr(0, n)),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("malformed")))
+        << n;
+  }
 }
 
 TEST(KeysTest, ChunkAndPendingKeys) {
@@ -292,11 +343,72 @@ TEST(RecordsTest, SegmentIndexEntryCarriesItsFlag) {
   ASSERT_OK_AND_ASSIGN(IndexEntry plain, DecodeIndexEntry(a, chunked));
   EXPECT_FALSE(plain.in_segment);
   EXPECT_EQ(plain.num_chunks(), 1u);
-  for (const std::string& bad : {chunked + std::string("\x02"), chunked + std::string(1, '\0'),
+  // Zero, an unknown bit, a second flags field; bit 1 without a placement.
+  for (const std::string& bad : {chunked + std::string(1, '\0'), chunked + std::string("\x04"),
                                  segment + std::string("\x01")}) {
     EXPECT_THAT(DecodeIndexEntry(a, bad),
-                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("location flags")));
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt tensor index")));
   }
+  EXPECT_THAT(DecodeIndexEntry(a, chunked + std::string("\x02")),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bad placement")));
+}
+
+// A placement follows flag bit 1; an entry without one (kNone) is written as
+// before placements existed.
+TEST(RecordsTest, IndexEntryCarriesItsPlacement) {
+  IndexEntry e;
+  e.header.dtype = DType::kFloat32;
+  e.header.shape = {4, 300};
+  e.header.byte_length = 4800;
+  e.blob_id = 9;
+  e.chunk_size = 1 << 20;
+  const TensorAddress a{"c", "k", 3, 1};
+  const std::string plain = EncodeIndexEntry(e);
+  ASSERT_OK_AND_ASSIGN(IndexEntry back, DecodeIndexEntry(a, plain));
+  EXPECT_EQ(back.header.placement, Placement{});
+  EXPECT_EQ(back.header.address, a);
+
+  // Rows 4..7 of 8 x 300: u8(kind 1) varint(dim 0) varint(n 2)
+  // varint(8) varint(300 = 0xac 0x02) varint(4) varint(0).
+  e.header.placement = Placement::Shard(0, {8, 300}, {4, 0});
+  const std::string shard = EncodeIndexEntry(e);
+  EXPECT_EQ(shard, plain + Bytes({0x02, 0x01, 0x00, 0x02, 0x08, 0xac, 0x02, 0x04, 0x00}));
+  ASSERT_OK_AND_ASSIGN(back, DecodeIndexEntry(a, shard));
+  EXPECT_EQ(back.header.placement, e.header.placement);
+  EXPECT_FALSE(back.in_segment);
+
+  e.in_segment = true;
+  e.header.placement = Placement::Replicate();
+  const std::string replicate = EncodeIndexEntry(e);
+  EXPECT_EQ(replicate, plain + Bytes({0x03, 0x02, 0x00, 0x00}));
+  ASSERT_OK_AND_ASSIGN(back, DecodeIndexEntry(a, replicate));
+  EXPECT_EQ(back.header.placement, Placement::Replicate());
+  EXPECT_TRUE(back.in_segment);
+  EXPECT_EQ(back.num_chunks(), 0u);
+
+  e.in_segment = false;
+  e.header.placement = Placement::Partial();
+  ASSERT_OK_AND_ASSIGN(back, DecodeIndexEntry(a, EncodeIndexEntry(e)));
+  EXPECT_EQ(back.header.placement, Placement::Partial());
+
+  // Every cut inside the placement, trailing bytes, kind 0 (never written)
+  // or 4 (unknown), a shard that does not fit its global shape.
+  for (size_t n = plain.size() + 1; n < shard.size(); ++n) {
+    EXPECT_THAT(DecodeIndexEntry(a, shard.substr(0, n)),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt tensor index"))) << n;
+  }
+  EXPECT_THAT(DecodeIndexEntry(a, shard + "x"),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("trailing")));
+  for (uint8_t kind : {0, 4}) {
+    std::string bad = shard;
+    bad[plain.size() + 1] = static_cast<char>(kind);
+    EXPECT_THAT(DecodeIndexEntry(a, bad),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("bad placement")));
+  }
+  std::string too_far = shard;
+  too_far[plain.size() + 7] = 0x05;  // offset 5 + 4 rows > 8
+  EXPECT_THAT(DecodeIndexEntry(a, too_far),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("exceeds the global size")));
 }
 
 TEST(RecordsTest, ReportSummaryRoundTrips) {
@@ -344,6 +456,38 @@ TEST(RecordsTest, ReportSummaryRoundTrips) {
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
   EXPECT_THAT(DecodeReportSummary("rpt-1", w.substr(0, w.size() - 1)).status(),
               StatusIs(absl::StatusCode::kDataLoss, HasSubstr("corrupt")));
+}
+
+// A first failure at rank 0 is written as before ranks existed; another
+// rank sets bit 1 of the address byte and follows the step as a varint.
+TEST(RecordsTest, ReportFirstFailureKeepsItsRank) {
+  StoredReport r;
+  r.ref = "a/ref";
+  r.cand = "a/cand";
+  r.first_failure = TensorAddress{"c", "k", 9};
+  const std::string rank0 = EncodeReportSummary(r);
+  // ... u8(has-failure 1) str(c) str(k) u8(flags 1) fixed64(9).
+  EXPECT_TRUE(rank0.ends_with(Bytes({1, 1, 'c', 1, 'k', 1, 9, 0, 0, 0, 0, 0, 0, 0})));
+  r.first_failure->rank = 300;
+  const std::string rank300 = EncodeReportSummary(r);
+  EXPECT_EQ(rank300.substr(0, rank0.size() - 9), rank0.substr(0, rank0.size() - 9));
+  EXPECT_TRUE(rank300.ends_with(Bytes({'k', 3, 9, 0, 0, 0, 0, 0, 0, 0, 0xac, 0x02})));
+  ASSERT_OK_AND_ASSIGN(StoredReport back, DecodeReportSummary("rpt-1", rank300));
+  EXPECT_EQ(back.first_failure, r.first_failure);
+  ExpectDamageIsDataLoss(
+      rank300, [](const std::string& s) { return DecodeReportSummary("rpt-1", s); });
+  r.first_failure = TensorAddress{"c", "k", std::nullopt, 2};
+  ASSERT_OK_AND_ASSIGN(back, DecodeReportSummary("rpt-1", EncodeReportSummary(r)));
+  EXPECT_EQ(back.first_failure, r.first_failure);
+  // The bit with a rank of 0 (never written), an unknown bit.
+  std::string zero = EncodeReportSummary(r);
+  zero.back() = 0;
+  EXPECT_THAT(DecodeReportSummary("rpt-1", zero).status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("first_failure")));
+  std::string unknown = rank0;
+  unknown[rank0.size() - 9] = 0x05;
+  EXPECT_THAT(DecodeReportSummary("rpt-1", unknown).status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("first_failure")));
 }
 
 TEST(RecordsTest, SmallRecords) {
