@@ -24,6 +24,34 @@ absl::StatusOr<DType> DTypeFromWire(v1::DType dtype) {
   return static_cast<DType>(v - 1);
 }
 
+static_assert(v1::Placement::KIND_SHARD == static_cast<int>(PlacementKind::kShard));
+static_assert(v1::Placement::KIND_REPLICATE == static_cast<int>(PlacementKind::kReplicate));
+static_assert(v1::Placement::KIND_PARTIAL == static_cast<int>(PlacementKind::kPartial));
+static_assert(v1::Placement::Kind_MAX == static_cast<int>(PlacementKind::kPartial));
+
+void PlacementToWire(const Placement& placement, v1::Placement* out) {
+  if (placement.kind == PlacementKind::kNone) return;
+  out->set_kind(static_cast<v1::Placement::Kind>(placement.kind));
+  out->set_dim(placement.dim);
+  for (int64_t g : placement.global_shape) out->add_global_shape(g);
+  for (int64_t o : placement.offset) out->add_offset(o);
+}
+
+absl::StatusOr<Placement> PlacementFromWire(const v1::Placement& placement) {
+  const int kind = static_cast<int>(placement.kind());
+  if (kind < 0 || kind > v1::Placement::Kind_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown placement kind ", kind, " (expected 0..", v1::Placement::Kind_MAX,
+        ", see reprod.v1.Placement.Kind)"));
+  }
+  Placement out;
+  out.kind = static_cast<PlacementKind>(kind);
+  out.dim = placement.dim();
+  out.global_shape.assign(placement.global_shape().begin(), placement.global_shape().end());
+  out.offset.assign(placement.offset().begin(), placement.offset().end());
+  return out;
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),

@@ -4,6 +4,8 @@
 // server and the client cannot drift apart:
 //  - DType <-> reprod.v1.DType (wire value = common/dtype.h value + 1; 0 is
 //    DTYPE_UNSPECIFIED);
+//  - Placement <-> reprod.v1.Placement (kinds shifted by nothing: KIND_SHARD
+//    = PlacementKind::kShard; KIND_UNSPECIFIED is kNone);
 //  - absl::Status <-> grpc::Status (absl codes mirror google.rpc.Code, so the
 //    mapping is 1:1 and messages are kept; Triton's GrpcStatusUtil idea).
 //
@@ -23,6 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "reprod/v1/tensor.pb.h"
 
 namespace reprod::wire {
@@ -32,6 +35,13 @@ v1::DType DTypeToWire(DType dtype);
 // InvalidArgument ("unknown dtype N (expected 1..13, see reprod.v1.DType)")
 // for DTYPE_UNSPECIFIED and values outside the enum.
 absl::StatusOr<DType> DTypeFromWire(v1::DType dtype);
+
+// Leaves `out` untouched for kNone (the field stays absent on the wire).
+void PlacementToWire(const Placement& placement, v1::Placement* out);
+
+// The placement as sent; InvalidArgument ("unknown placement kind N") for a
+// kind outside the enum. Not checked against a shape (ValidatePlacement).
+absl::StatusOr<Placement> PlacementFromWire(const v1::Placement& placement);
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

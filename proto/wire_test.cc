@@ -39,6 +39,49 @@ TEST(WireDType, UnknownValuesAreRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected 1..13")));
 }
 
+TEST(WirePlacement, RoundTripsEveryKindWithTheDocumentedValues) {
+  const Placement shard = Placement::Shard(1, {8, 6}, {0, 3});
+  v1::Placement w;
+  PlacementToWire(shard, &w);
+  EXPECT_EQ(w.kind(), v1::Placement::KIND_SHARD);
+  EXPECT_EQ(static_cast<int>(w.kind()), 1);  // persisted by clients: never renumbered
+  EXPECT_EQ(w.dim(), 1);
+  EXPECT_THAT(w.global_shape(), ::testing::ElementsAre(8, 6));
+  EXPECT_THAT(w.offset(), ::testing::ElementsAre(0, 3));
+  // Field numbers: kind 1, dim 2, global_shape 3 (packed), offset 4 (packed).
+  EXPECT_EQ(w.SerializeAsString(),
+            std::string("\x08\x01\x10\x01\x1a\x02\x08\x06\x22\x02\x00\x03", 12));
+  ASSERT_OK_AND_ASSIGN(Placement back, PlacementFromWire(w));
+  EXPECT_EQ(back, shard);
+  for (const Placement& p : {Placement::Replicate(), Placement::Partial()}) {
+    v1::Placement pw;
+    PlacementToWire(p, &pw);
+    EXPECT_EQ(pw.kind(), p.kind == PlacementKind::kReplicate ? v1::Placement::KIND_REPLICATE
+                                                             : v1::Placement::KIND_PARTIAL);
+    EXPECT_THAT(PlacementFromWire(pw), ::reprod::testing::IsOkAndHolds(p));
+  }
+  // kNone stays off the wire; an absent placement reads as kNone.
+  v1::TensorHeader header;
+  PlacementToWire(Placement{}, header.mutable_placement());
+  EXPECT_EQ(header.placement().ByteSizeLong(), 0u);
+  EXPECT_THAT(PlacementFromWire(v1::Placement()), ::reprod::testing::IsOkAndHolds(Placement{}));
+  EXPECT_EQ(v1::Placement::KIND_REPLICATE, 2);
+  EXPECT_EQ(v1::Placement::KIND_PARTIAL, 3);
+}
+
+TEST(WirePlacement, UnknownKindIsRefused) {
+  v1::Placement w;
+  w.set_kind(static_cast<v1::Placement::Kind>(7));
+  EXPECT_THAT(PlacementFromWire(w),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown placement kind 7")));
+}
+
+TEST(WireAddress, RankIsFieldFour) {
+  v1::TensorAddress a;
+  a.set_rank(300);
+  EXPECT_EQ(a.SerializeAsString(), std::string("\x20\xac\x02", 3));
+}
+
 TEST(ToGrpcStatus, OkAndCodesAndMessagesPass) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
   const grpc::Status s = ToGrpcStatus(absl::NotFoundError("run 'a/b' not found"));

@@ -135,7 +135,9 @@ grpc::Status CompareServiceImpl::Watch(
     return wire::ToGrpcStatus(f.status());
   }
 
-  using Key = std::tuple<std::string, std::string, std::optional<int64_t>>;
+  // (checkpoint, key, step, rank): a tensor's rank is set only once the
+  // report is multi-rank, so an unset one counts as rank 0.
+  using Key = std::tuple<std::string, std::string, std::optional<int64_t>, uint32_t>;
   std::set<Key> emitted;
   uint64_t seen = env_.events->version();
   while (true) {
@@ -156,7 +158,7 @@ grpc::Status CompareServiceImpl::Watch(
 
     StoreCompareOptions options = OptionsFromSpec(request->policy());
     options.compare.pair_filter = [&emitted](const core::TensorAddress& a) {
-      return emitted.count(Key{a.checkpoint, a.key, a.step}) == 0;
+      return emitted.count(Key{a.checkpoint, a.key, a.step, a.rank.value_or(0)}) == 0;
     };
     absl::StatusOr<core::Report> fresh = CompareStoredRuns(
         *env_.store, ref, cand, *policy, *env_.backend, options);
@@ -166,7 +168,7 @@ grpc::Status CompareServiceImpl::Watch(
           t.status == core::TensorStatus::kMissingInCand) {
         continue;
       }
-      if (!emitted.insert(Key{t.checkpoint, t.key, t.step}).second) continue;
+      if (!emitted.insert(Key{t.checkpoint, t.key, t.step, t.rank.value_or(0)}).second) continue;
       v1::WatchEvent event;
       VerdictToProto(t, event.mutable_verdict());
       if (!writer->Write(event)) {

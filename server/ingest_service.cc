@@ -417,7 +417,12 @@ absl::StatusOr<storage::TensorHeader> ValidateHeader(
   }
   if (absl::Status s = ValidateTensorKey(address.key); !s.ok()) return bad_name(s);
   absl::StatusOr<storage::TensorHeader> header = HeaderFromProto(h);
-  if (!header.ok()) return bad(header.status());
+  if (!header.ok()) {
+    // HeaderFromProto's message starts with the tensor's address.
+    return absl::Status(header.status().code(),
+                        absl::StrCat("run '", begin.run(), "' tensor ",
+                                     std::string(header.status().message())));
+  }
   for (size_t i = 0; i < header->shape.size(); ++i) {
     if (header->shape[i] < 0) {
       return bad(absl::InvalidArgumentError(

@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/placement.h"
+#include "common/visible.h"
 #include "proto/wire.h"
 
 namespace reprod::server {
@@ -28,6 +30,7 @@ storage::TensorAddress AddressFromProto(const v1::TensorAddress& a) {
   out.checkpoint = a.checkpoint();
   out.key = a.key();
   if (a.has_step()) out.step = a.step();
+  out.rank = a.rank();
   return out;
 }
 
@@ -35,24 +38,37 @@ void AddressToProto(const storage::TensorAddress& a, v1::TensorAddress* out) {
   out->set_checkpoint(a.checkpoint);
   out->set_key(a.key);
   if (a.step) out->set_step(*a.step);
+  out->set_rank(a.rank);
 }
 
 void AddressToProto(const core::TensorAddress& a, v1::TensorAddress* out) {
   out->set_checkpoint(a.checkpoint);
   out->set_key(a.key);
   if (a.step) out->set_step(*a.step);
+  if (a.rank) out->set_rank(*a.rank);
 }
 
 absl::StatusOr<storage::TensorHeader> HeaderFromProto(
     const v1::TensorHeader& h) {
   storage::TensorHeader out;
   out.address = AddressFromProto(h.address());
+  auto bad = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(VisibleName(storage::AddressToString(out.address)),
+                                               ": ", std::string(s.message())));
+  };
+  if (absl::Status s = ValidateRank(h.address().rank()); !s.ok()) return bad(s);
   absl::StatusOr<DType> dtype = wire::DTypeFromWire(h.dtype());
-  if (!dtype.ok()) return dtype.status();
+  if (!dtype.ok()) return bad(dtype.status());
   out.dtype = *dtype;
   out.shape.assign(h.shape().begin(), h.shape().end());
   out.byte_length = h.byte_length();
   out.crc32c = h.crc32c();
+  if (h.has_placement()) {
+    absl::StatusOr<Placement> placement = wire::PlacementFromWire(h.placement());
+    if (!placement.ok()) return bad(placement.status());
+    out.placement = *std::move(placement);
+    if (absl::Status s = ValidatePlacement(out.placement, out.shape); !s.ok()) return bad(s);
+  }
   return out;
 }
 
@@ -62,6 +78,9 @@ void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out) {
   for (int64_t d : h.shape) out->add_shape(d);
   out->set_byte_length(h.byte_length);
   out->set_crc32c(h.crc32c);
+  if (h.placement.kind != PlacementKind::kNone) {
+    wire::PlacementToWire(h.placement, out->mutable_placement());
+  }
 }
 
 v1::AckKind AckKindToProto(storage::CommitKind kind) {
@@ -133,7 +152,7 @@ v1::TensorStatus TensorStatusToProto(core::TensorStatus s) {
 }
 
 void VerdictToProto(const core::TensorResult& t, v1::TensorVerdict* out) {
-  AddressToProto(core::TensorAddress{t.checkpoint, t.key, t.step},
+  AddressToProto(core::TensorAddress{t.checkpoint, t.key, t.step, t.rank},
                  out->mutable_address());
   out->set_status(TensorStatusToProto(t.status));
   out->set_reason(t.reason);

@@ -34,7 +34,10 @@ void AddressToProto(const storage::TensorAddress& a, v1::TensorAddress* out);
 void AddressToProto(const core::TensorAddress& a, v1::TensorAddress* out);
 
 // Header fields as sent; shape/length consistency is checked separately
-// (ingest validation).
+// (ingest validation). InvalidArgument naming the address ("forward/x@3#rank
+// 1: invalid placement shard ...") for an unknown dtype or placement kind, a
+// rank above kMaxRank, or a placement that does not fit the shape
+// (common/placement.h).
 absl::StatusOr<storage::TensorHeader> HeaderFromProto(
     const v1::TensorHeader& h);
 void HeaderToProto(const storage::TensorHeader& h, v1::TensorHeader* out);

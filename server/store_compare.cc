@@ -134,8 +134,15 @@ absl::StatusOr<StoredRun> ListRun(storage::Store& store, std::string_view name,
       run.index.checkpoints.push_back({h.address.checkpoint, {}});
       run.addresses.emplace_back();
     }
-    run.index.checkpoints[it->second].tensors.push_back(
-        core::TensorInfo{h.address.key, h.address.step, h.dtype, h.shape});
+    run.index.checkpoints[it->second].tensors.push_back(core::TensorInfo{
+        .key = h.address.key,
+        .step = h.address.step,
+        .dtype = h.dtype,
+        .shape = h.shape,
+        .rank = h.address.rank,
+        .placement = h.placement,
+        .crc32c = h.crc32c,  // verified at commit: the bytes' CRC
+    });
     run.addresses[it->second].push_back(h.address);
   }
   return run;

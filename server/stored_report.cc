@@ -38,7 +38,8 @@ absl::StatusOr<storage::StoredReport> MakeStoredReport(
   if (report.first_failure) {
     r.first_failure = storage::TensorAddress{report.first_failure->checkpoint,
                                              report.first_failure->key,
-                                             report.first_failure->step};
+                                             report.first_failure->step,
+                                             report.first_failure->rank.value_or(0)};
   }
   core::RenderOptions options;
   options.now = now;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/placement.h"
 #include "common/status_macros.h"
 #include "common/tensor.h"
 #include "nlohmann/json.hpp"
@@ -74,14 +75,21 @@ absl::StatusOr<WebResponse> ApiRunTensors(const WebContext& ctx, const WebReques
   json out = json::array();
   for (const storage::TensorMeta& t : tensors) {
     const storage::TensorHeader& h = t.header;
-    out.push_back({{"sequence", t.sequence},
+    json tensor = {{"sequence", t.sequence},
                    {"checkpoint", h.address.checkpoint},
                    {"key", h.address.key},
                    {"step", h.address.step ? json(*h.address.step) : json(nullptr)},
+                   {"rank", h.address.rank},
                    {"dtype", std::string(DTypeName(h.dtype))},
                    {"shape", h.shape},
                    {"byte_length", h.byte_length},
-                   {"crc32c", h.crc32c}});
+                   {"crc32c", h.crc32c}};
+    // "shard(0) of (8, 4) at (4, 0)", "replicate", "partial"; absent when
+    // the producer declared none.
+    if (h.placement.kind != PlacementKind::kNone) {
+      tensor["placement"] = PlacementToString(h.placement);
+    }
+    out.push_back(std::move(tensor));
   }
   return Json(json{{"run", req.path_params.at("run")}, {"tensors", out}});
 }

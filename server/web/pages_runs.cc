@@ -1,10 +1,12 @@
 // The runs list, a run's page and publishing a run as reference.
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/placement.h"
 #include "common/status_macros.h"
 #include "common/tensor.h"
 #include "server/review_ops.h"
@@ -139,16 +141,29 @@ absl::StatusOr<WebResponse> RunPage(const WebContext& ctx, const WebRequest& req
                                                      " (", ks.second.size(), ")"),
                     "</td></tr>");
   }
-  body +=
-      "</table><h2>Tensors</h2><table class=\"list\" id=\"tensors\"><tr><th>#</th>"
-      "<th>checkpoint</th><th>key</th><th>step</th><th>dtype</th><th>shape</th>"
-      "<th>bytes</th></tr>";
+  // Multi-rank runs (a tensor of rank > 0) get a rank column, runs with
+  // declared placements a placement column; single-process runs look as
+  // before.
+  const bool ranks = std::any_of(tensors.begin(), tensors.end(), [](const storage::TensorMeta& t) {
+    return t.header.address.rank != 0;
+  });
+  const bool placements =
+      std::any_of(tensors.begin(), tensors.end(), [](const storage::TensorMeta& t) {
+        return t.header.placement.kind != PlacementKind::kNone;
+      });
+  absl::StrAppend(&body,
+                  "</table><h2>Tensors</h2><table class=\"list\" id=\"tensors\"><tr><th>#</th>"
+                  "<th>checkpoint</th><th>key</th><th>step</th>",
+                  ranks ? "<th>rank</th>" : "", placements ? "<th>placement</th>" : "",
+                  "<th>dtype</th><th>shape</th><th>bytes</th></tr>");
   for (size_t i = 0; i < tensors.size() && i < kMaxTensorRows; ++i) {
     const storage::TensorHeader& h = tensors[i].header;
     absl::StrAppend(&body, "<tr><td class=\"num\">", tensors[i].sequence, "</td><td>",
                     Escape(h.address.checkpoint), "</td><td class=\"key\">", Escape(h.address.key),
-                    "</td><td>", h.address.step ? absl::StrCat(*h.address.step) : "", "</td><td>",
-                    std::string(DTypeName(h.dtype)), "</td><td>", ShapeToString(h.shape),
+                    "</td><td>", h.address.step ? absl::StrCat(*h.address.step) : "", "</td><td>");
+    if (ranks) absl::StrAppend(&body, h.address.rank, "</td><td>");
+    if (placements) absl::StrAppend(&body, Escape(PlacementToString(h.placement)), "</td><td>");
+    absl::StrAppend(&body, std::string(DTypeName(h.dtype)), "</td><td>", ShapeToString(h.shape),
                     "</td><td class=\"num\">", h.byte_length, "</td></tr>");
   }
   body += "</table>";

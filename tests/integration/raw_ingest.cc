@@ -23,6 +23,8 @@ std::vector<v1::IngestRequest> IngestMessages(const std::string& run,
   h->mutable_address()->set_checkpoint(t.checkpoint);
   h->mutable_address()->set_key(t.key);
   if (t.step) h->mutable_address()->set_step(*t.step);
+  h->mutable_address()->set_rank(t.rank);
+  if (t.placement) *h->mutable_placement() = *t.placement;
   h->set_dtype(t.dtype);
   for (int64_t d : t.shape) h->add_shape(d);
   h->set_byte_length(t.byte_length.value_or(t.bytes.size()));

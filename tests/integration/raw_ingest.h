@@ -30,6 +30,8 @@ struct RawTensor {
   std::optional<uint64_t> byte_length;  // default bytes.size()
   std::optional<uint32_t> crc32c;       // default Crc32c(bytes)
   size_t chunk_bytes = 1 << 20;
+  uint32_t rank = 0;                    // address.rank (0: not sent)
+  std::optional<v1::Placement> placement;  // header.placement when set
 };
 
 // float32 values as little-endian bytes.

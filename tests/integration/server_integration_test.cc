@@ -366,6 +366,169 @@ TEST_F(ServerTest, ReadTensorStreamsHeaderThenExactBytes) {
   EXPECT_THAT(s.error_message(), HasSubstr("grad/w"));
 }
 
+v1::Placement ShardOf(int32_t dim, std::vector<int64_t> global, std::vector<int64_t> offset) {
+  v1::Placement p;
+  p.set_kind(v1::Placement::KIND_SHARD);
+  p.set_dim(dim);
+  for (int64_t g : global) p.add_global_shape(g);
+  for (int64_t o : offset) p.add_offset(o);
+  return p;
+}
+
+v1::Placement Replicated() {
+  v1::Placement p;
+  p.set_kind(v1::Placement::KIND_REPLICATE);
+  return p;
+}
+
+RawTensor Ranked(RawTensor t, std::optional<int64_t> step, uint32_t rank,
+                 std::optional<v1::Placement> placement) {
+  t.step = step;
+  t.rank = rank;
+  t.placement = std::move(placement);
+  return t;
+}
+
+// Two ranks of a job: rows 0..1 and 2..3 of a 4 x 2 logits tensor at step 3
+// (shards), and a weight both ranks hold whole (replicate).
+std::vector<RawTensor> TwoRanks(std::vector<float> rank1_logits, std::vector<float> rank1_weight) {
+  return {
+      Ranked(F32("forward", "logits", {1, 2, 3, 4}, {2, 2}), 3, 0, ShardOf(0, {4, 2}, {0, 0})),
+      Ranked(F32("forward", "logits", std::move(rank1_logits), {2, 2}), 3, 1,
+             ShardOf(0, {4, 2}, {2, 0})),
+      Ranked(F32("forward", "weight", {0.25f, -1}, {2}), std::nullopt, 0, Replicated()),
+      Ranked(F32("forward", "weight", std::move(rank1_weight), {2}), std::nullopt, 1,
+             Replicated()),
+  };
+}
+
+// The same (checkpoint, key, step) at ranks 0 and 1 are two tensors: stored,
+// acked, listed and read back with their ranks and placements, and compared
+// rank to rank.
+TEST_F(ServerTest, RanksAndPlacementsAreStoredListedAndCompared) {
+  CreateRun("it/ref");
+  CreateRun("it/cand");
+  CreateRun("it/split");
+  IngestOutcome r = PushTensors(*ingest_, "it/ref", TwoRanks({5, 6, 7, 8}, {0.25f, -1}));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_THAT(r.acks, SizeIs(4));
+  EXPECT_EQ(r.acks[0].address().rank(), 0u);
+  EXPECT_EQ(r.acks[1].address().rank(), 1u);
+  EXPECT_EQ(r.acks[1].address().step(), 3);
+  EXPECT_EQ(r.acks[1].kind(), v1::ACK_KIND_STORED);  // not rank 0's tensor
+  // The candidate's rank 1 differs by 0.5 in its last element.
+  ASSERT_TRUE(PushTensors(*ingest_, "it/cand", TwoRanks({5, 6, 7, 8.5f}, {0.25f, -1})).status.ok());
+  // Another candidate whose ranks disagree on a replicated weight.
+  ASSERT_TRUE(PushTensors(*ingest_, "it/split", TwoRanks({5, 6, 7, 8}, {0.25f, -2})).status.ok());
+  EXPECT_EQ(GetRun("it/ref").tensor_count(), 4u);
+
+  grpc::ClientContext list_ctx;
+  v1::ListTensorsRequest list_req;
+  list_req.set_run("it/ref");
+  v1::ListTensorsResponse listed;
+  ASSERT_TRUE(runs_->ListTensors(&list_ctx, list_req, &listed).ok());
+  ASSERT_THAT(listed.tensors(), SizeIs(4));
+  const v1::TensorHeader& rank1 = listed.tensors(1).header();
+  EXPECT_EQ(rank1.address().key(), "logits");
+  EXPECT_EQ(rank1.address().step(), 3);
+  EXPECT_EQ(rank1.address().rank(), 1u);
+  EXPECT_EQ(rank1.placement().kind(), v1::Placement::KIND_SHARD);
+  EXPECT_EQ(rank1.placement().dim(), 0);
+  EXPECT_THAT(rank1.placement().global_shape(), ElementsAre(4, 2));
+  EXPECT_THAT(rank1.placement().offset(), ElementsAre(2, 0));
+  EXPECT_EQ(listed.tensors(0).header().address().rank(), 0u);
+  EXPECT_THAT(listed.tensors(0).header().placement().offset(), ElementsAre(0, 0));
+  EXPECT_EQ(listed.tensors(3).header().address().rank(), 1u);
+  EXPECT_EQ(listed.tensors(3).header().placement().kind(), v1::Placement::KIND_REPLICATE);
+  EXPECT_THAT(listed.tensors(3).header().placement().global_shape(), SizeIs(0));
+
+  // ReadTensor at rank 1 returns rank 1's bytes; rank 2 does not exist.
+  grpc::ClientContext read_ctx;
+  v1::ReadTensorRequest read_req;
+  read_req.set_run("it/ref");
+  read_req.mutable_address()->set_checkpoint("forward");
+  read_req.mutable_address()->set_key("logits");
+  read_req.mutable_address()->set_step(3);
+  read_req.mutable_address()->set_rank(1);
+  auto reader = runs_->ReadTensor(&read_ctx, read_req);
+  v1::ReadTensorResponse msg;
+  ASSERT_TRUE(reader->Read(&msg));
+  ASSERT_TRUE(msg.has_header());
+  EXPECT_EQ(msg.header().address().rank(), 1u);
+  EXPECT_THAT(msg.header().placement().offset(), ElementsAre(2, 0));
+  std::string got;
+  while (reader->Read(&msg)) got += msg.chunk().data();
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(got == Float32Bytes({5, 6, 7, 8}));
+  grpc::ClientContext missing_ctx;
+  read_req.mutable_address()->set_rank(2);
+  auto missing = runs_->ReadTensor(&missing_ctx, read_req);
+  while (missing->Read(&msg)) {
+  }
+  const grpc::Status not_found = missing->Finish();
+  EXPECT_EQ(not_found.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(not_found.error_message(), HasSubstr("forward/logits@3#rank 2"));
+
+  // Rank to rank: only rank 1's logits differ, so the first failure is there.
+  v1::Report report;
+  grpc::Status s = Compare("it/ref", "it/cand", v1::REPORT_FORMAT_JSON, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(report.passed());
+  ASSERT_TRUE(report.has_first_failure());
+  EXPECT_EQ(report.first_failure().key(), "logits");
+  EXPECT_EQ(report.first_failure().step(), 3);
+  EXPECT_EQ(report.first_failure().rank(), 1u);
+  EXPECT_THAT(report.rendered(), HasSubstr("\"global_tensors\""));
+  // Identical runs pass; ranks that disagree on a replicated tensor fail,
+  // which the server can only tell from the stored CRC-32Cs.
+  s = Compare("it/ref", "it/ref", v1::REPORT_FORMAT_JSON, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(report.passed()) << report.rendered();
+  s = Compare("it/ref", "it/split", v1::REPORT_FORMAT_JSON, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(report.passed());
+  EXPECT_THAT(report.rendered(), HasSubstr("differs between rank 1 and rank 0"));
+}
+
+TEST_F(ServerTest, InvalidRanksAndPlacementsRejectedWithInvalidArgument) {
+  CreateRun("it/a");
+  const std::vector<BadCase> cases = {
+      {"rank above the largest",
+       [](RawTensor& t, std::string&) { t.rank = (1u << 20); },
+       "invalid rank 1048576"},
+      {"shard past its global shape",
+       [](RawTensor& t, std::string&) {
+         t.rank = 1;
+         t.step = 3;
+         t.placement = ShardOf(0, {4}, {2});  // rows 2..4 of 4
+       },
+       "run 'it/a' tensor forward/x@3#rank 1: invalid placement shard"},
+      {"replicate with a dim",
+       [](RawTensor& t, std::string&) {
+         t.placement = Replicated();
+         t.placement->set_dim(1);
+       },
+       "only a shard has a dim"},
+      {"unknown placement kind",
+       [](RawTensor& t, std::string&) {
+         t.placement = v1::Placement();
+         t.placement->set_kind(static_cast<v1::Placement::Kind>(9));
+       },
+       "unknown placement kind 9"},
+  };
+  for (const BadCase& c : cases) {
+    RawTensor t = F32("forward", "x", {1, 2, 3}, {3});
+    std::string run = "it/a";
+    c.mutate(t, run);
+    IngestOutcome o = PushTensors(*ingest_, run, {t});
+    EXPECT_EQ(o.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.name << ": " << o.status.error_message();
+    EXPECT_THAT(o.status.error_message(), HasSubstr(c.message)) << c.name;
+    EXPECT_THAT(o.acks, SizeIs(0)) << c.name;
+  }
+  EXPECT_EQ(GetRun("it/a").tensor_count(), 0u);
+}
+
 TEST_F(ServerTest, RunLifecycleErrors) {
   CreateRun("it/a");
   grpc::ClientContext c1;
