@@ -39,12 +39,13 @@ absl::StatusOr<std::unique_ptr<FileTensorSource>> FileTensorSource::Open(
     entry.path = std::move(path);
     files.push_back(std::move(entry));
   }
-  return std::unique_ptr<FileTensorSource>(new FileTensorSource(std::move(files), options.step, options.read));
+  return std::unique_ptr<FileTensorSource>(
+      new FileTensorSource(std::move(files), options.step, options.rank, options.read));
 }
 
 FileTensorSource::FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step,
-                                   formats::ReadOptions read)
-    : files_(std::move(files)), step_(step), read_(read) {
+                                   uint32_t rank, formats::ReadOptions read)
+    : files_(std::move(files)), step_(step), rank_(rank), read_(read) {
   for (const FileEntry& f : files_) unopened_file_bytes_ += f.size;
 }
 
@@ -93,6 +94,7 @@ absl::StatusOr<std::optional<PushItem>> FileTensorSource::Next() {
   item.checkpoint = current_checkpoint_;
   item.key = std::move(t.key);
   item.step = step_;
+  item.rank = rank_;
   item.tensor = std::move(t.tensor);
   return std::optional<PushItem>(std::move(item));
 }

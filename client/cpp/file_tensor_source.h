@@ -45,6 +45,8 @@ class FileTensorSource final : public TensorSource {
     std::string checkpoint;
     // Step attached to every tensor; none when unset.
     std::optional<int64_t> step;
+    // Rank attached to every tensor (common/placement.h).
+    uint32_t rank = 0;
     // How every file is read (limits against hostile files).
     formats::ReadOptions read;
   };
@@ -78,13 +80,14 @@ class FileTensorSource final : public TensorSource {
     std::string checkpoint;
     uint64_t size = 0;
   };
-  FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step,
+  FileTensorSource(std::vector<FileEntry> files, std::optional<int64_t> step, uint32_t rank,
                    formats::ReadOptions read);
   // Reads files_[next_file_] and validates its keys.
   absl::Status OpenNextFile();
 
   const std::vector<FileEntry> files_;
   const std::optional<int64_t> step_;
+  const uint32_t rank_;
   const formats::ReadOptions read_;
   size_t next_file_ = 0;
   std::string current_path_;

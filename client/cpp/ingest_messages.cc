@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "proto/wire.h"
 
 namespace reprod::client {
@@ -19,10 +20,14 @@ void MakeBeginTensor(const std::string& run, uint64_t tensor_id, const PushItem&
   address->set_checkpoint(item.checkpoint);
   address->set_key(item.key);
   if (item.step.has_value()) address->set_step(*item.step);
+  address->set_rank(item.rank);
   header->set_dtype(wire::DTypeToWire(item.tensor.dtype()));
   for (int64_t d : item.tensor.shape()) header->add_shape(d);
   header->set_byte_length(item.tensor.num_bytes());
   header->set_crc32c(crc32c);
+  if (item.placement.kind != PlacementKind::kNone) {
+    wire::PlacementToWire(item.placement, header->mutable_placement());
+  }
 }
 
 uint32_t TensorCrc32c(const Tensor& tensor) {

@@ -35,8 +35,9 @@ namespace reprod::client {
 // The server's default chunk limit (1 MiB).
 inline constexpr size_t kDefaultChunkBytes = size_t{1} << 20;
 
-// Fills `out` with the BeginTensor of `item` for `run`: address, dtype,
-// shape, byte_length = item.tensor.num_bytes() and the given crc32c (of all
+// Fills `out` with the BeginTensor of `item` for `run`: address (rank
+// included), dtype, shape, placement (absent for kNone), byte_length =
+// item.tensor.num_bytes() and the given crc32c (of all
 // those bytes; the caller computes it once and keeps it for resends).
 void MakeBeginTensor(const std::string& run, uint64_t tensor_id, const PushItem& item,
                      uint32_t crc32c, v1::IngestRequest* out);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "gtest/gtest.h"
 
 namespace reprod::client {
@@ -120,6 +121,33 @@ TEST(MakeBeginTensor, NoStepAndScalarAndEmpty) {
   MakeBeginTensor("a/b", 1, PushItem{"loss", "e", std::nullopt, *empty}, 0, &request);
   EXPECT_EQ(request.begin().header().byte_length(), 0u);
   EXPECT_EQ(TensorCrc32c(*empty), 0u);
+  // Rank 0 and no placement leave both fields off the wire.
+  EXPECT_EQ(request.begin().header().address().rank(), 0u);
+  EXPECT_FALSE(request.begin().header().has_placement());
+}
+
+TEST(MakeBeginTensor, CarriesRankAndPlacement) {
+  auto piece = Tensor::Allocate(DType::kFloat32, {4, 3});
+  ASSERT_TRUE(piece.ok());
+  PushItem item{"forward", "logits", 2, *piece};
+  item.rank = 1;
+  item.placement = Placement::Shard(0, {8, 3}, {4, 0});
+  v1::IngestRequest request;
+  MakeBeginTensor("a/b", 0, item, 0, &request);
+  const v1::TensorHeader& h = request.begin().header();
+  EXPECT_EQ(h.address().rank(), 1u);
+  EXPECT_EQ(h.placement().kind(), v1::Placement::KIND_SHARD);
+  EXPECT_EQ(h.placement().dim(), 0);
+  ASSERT_EQ(h.placement().global_shape_size(), 2);
+  EXPECT_EQ(h.placement().global_shape(0), 8);
+  EXPECT_EQ(h.placement().global_shape(1), 3);
+  ASSERT_EQ(h.placement().offset_size(), 2);
+  EXPECT_EQ(h.placement().offset(0), 4);
+  EXPECT_EQ(h.placement().offset(1), 0);
+  item.placement = Placement::Replicate();
+  MakeBeginTensor("a/b", 1, item, 0, &request);
+  EXPECT_EQ(request.begin().header().placement().kind(), v1::Placement::KIND_REPLICATE);
+  EXPECT_EQ(request.begin().header().placement().global_shape_size(), 0);
 }
 
 }  // namespace

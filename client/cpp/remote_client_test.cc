@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "client/cpp/wire_convert.h"
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -562,8 +563,11 @@ class FailingSource final : public TensorSource {
  public:
   absl::StatusOr<std::optional<PushItem>> Next() override {
     if (n_ == 3) return absl::DataLossError("x.npy: truncated");
-    return std::optional<PushItem>(
-        PushItem{"forward", absl::StrCat("k", n_++), std::nullopt, Bytes(10, 1)});
+    std::optional<PushItem> item(std::in_place);
+    item->checkpoint = "forward";
+    item->key = absl::StrCat("k", n_++);
+    item->tensor = Bytes(10, 1);
+    return item;
   }
 
  private:
@@ -596,6 +600,28 @@ TEST(Push, InvalidKeyOrRunIsRefusedLocally) {
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
   absl::MutexLock lock(&store.mu);
   EXPECT_EQ(store.tensors.size(), 2u);
+}
+
+TEST(Push, InvalidRankOrPlacementIsRefusedLocally) {
+  FakeStore store;
+  FakeServer server(&store);
+  ASSERT_OK_AND_ASSIGN(auto client, RemoteClient::Connect(server.target()));
+  PushItem high{"forward", "x", 2, Bytes(10, 0)};
+  high.rank = kMaxRank + 1;
+  VectorTensorSource source({high});
+  EXPECT_THAT(client->Push("team/run", source),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("forward/x@2#rank 1048576: invalid rank 1048576")));
+  // Elements 5..14 of 12 do not exist.
+  PushItem past{"forward", "x", std::nullopt, Bytes(10, 0)};
+  past.rank = 1;
+  past.placement = Placement::Shard(0, {12}, {5});
+  VectorTensorSource source2({past});
+  EXPECT_THAT(client->Push("team/run", source2),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("forward/x#rank 1: invalid placement shard")));
+  absl::MutexLock lock(&store.mu);
+  EXPECT_EQ(store.tensors.size(), 0u);
 }
 
 // The server goes away mid-push (shut down, port closed) and comes back on

@@ -16,6 +16,7 @@
 #include "client/cpp/ingest_messages.h"
 #include "client/cpp/remote_client.h"
 #include "common/names.h"
+#include "common/placement.h"
 
 namespace reprod::client {
 namespace {
@@ -57,12 +58,15 @@ struct Pending {
 std::string ItemAddress(const PushItem& item) {
   std::string s = absl::StrCat(item.checkpoint, "/", item.key);
   if (item.step.has_value()) absl::StrAppend(&s, "@", *item.step);
+  if (item.rank != 0) absl::StrAppend(&s, "#rank ", item.rank);
   return s;
 }
 
 absl::Status ValidateItem(const PushItem& item) {
   absl::Status s = ValidateCheckpointName(item.checkpoint);
   if (s.ok()) s = ValidateTensorKey(item.key);
+  if (s.ok()) s = ValidateRank(item.rank);
+  if (s.ok()) s = ValidatePlacement(item.placement, item.tensor.shape());
   if (s.ok()) return s;
   return absl::Status(s.code(),
                       absl::StrCat("tensor ", ItemAddress(item), ": ", std::string(s.message())));

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/placement.h"
 #include "common/tensor.h"
 
 namespace reprod::client {
@@ -33,6 +34,8 @@ struct PushItem {
   std::string key;              // "/"-path, "encoder/layer0/weight"
   std::optional<int64_t> step;  // training step, when the key repeats
   Tensor tensor;
+  uint32_t rank = 0;             // the logging process (common/placement.h)
+  Placement placement = {};      // how the tensor is a piece of a global one
 };
 
 // reprod::client::TensorSource — produces the tensors of one push in order.

@@ -1,6 +1,7 @@
 #include "client/cpp/wire_convert.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/placement.h"
 #include "proto/wire.h"
 
 namespace reprod::client {
@@ -14,7 +15,14 @@ std::string WireDTypeName(v1::DType dtype) {
 std::string AddressToString(const v1::TensorAddress& address) {
   std::string s = absl::StrCat(address.checkpoint(), "/", address.key());
   if (address.has_step()) absl::StrAppend(&s, "@", address.step());
+  if (address.rank() != 0) absl::StrAppend(&s, "#rank ", address.rank());
   return s;
+}
+
+std::string WirePlacementString(const v1::Placement& placement) {
+  absl::StatusOr<Placement> p = wire::PlacementFromWire(placement);
+  if (!p.ok()) return absl::StrCat("kind(", static_cast<int>(placement.kind()), ")");
+  return PlacementToString(*p);
 }
 
 std::string_view RunStateName(v1::RunState state) {

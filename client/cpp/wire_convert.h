@@ -6,6 +6,7 @@
 // wire validates: an unknown enum value is InvalidArgument.
 //
 //   std::string where = AddressToString(ack.address());  // "forward/logits@3"
+//                                                         // "forward/logits@3#rank 1"
 //
 // Thread-safety: pure functions.
 #ifndef REPROD_CLIENT_CPP_WIRE_CONVERT_H_
@@ -25,8 +26,14 @@ namespace reprod::client {
 // "float32", ...; "dtype(<number>)" for values this client does not know.
 std::string WireDTypeName(v1::DType dtype);
 
-// "checkpoint/key", or "checkpoint/key@step" when the step is set.
+// "checkpoint/key", or "checkpoint/key@step" when the step is set, then
+// "#rank N" when the rank is not 0 (as the server's storage::AddressToString).
 std::string AddressToString(const v1::TensorAddress& address);
+
+// "shard(0) of (8, 4) at (4, 0)", "replicate", "partial" (common/placement.h
+// PlacementToString); "" when unspecified; "kind(<number>)" for a kind this
+// client does not know.
+std::string WirePlacementString(const v1::Placement& placement);
 
 // "open", "sealed", "aborted", "unspecified".
 std::string_view RunStateName(v1::RunState state);

@@ -25,6 +25,27 @@ TEST(AddressToString, StepOnlyWhenSet) {
   EXPECT_EQ(AddressToString(a), "forward/enc/w");
   a.set_step(0);
   EXPECT_EQ(AddressToString(a), "forward/enc/w@0");
+  a.set_rank(3);
+  EXPECT_EQ(AddressToString(a), "forward/enc/w@0#rank 3");
+  a.clear_step();
+  EXPECT_EQ(AddressToString(a), "forward/enc/w#rank 3");
+}
+
+TEST(WirePlacementString, AsPlacementToString) {
+  v1::Placement p;
+  EXPECT_EQ(WirePlacementString(p), "");
+  p.set_kind(v1::Placement::KIND_SHARD);
+  p.set_dim(1);
+  for (int64_t g : {8, 6}) p.add_global_shape(g);
+  for (int64_t o : {0, 3}) p.add_offset(o);
+  EXPECT_EQ(WirePlacementString(p), "shard(1) of (8, 6) at (0, 3)");
+  v1::Placement r;
+  r.set_kind(v1::Placement::KIND_REPLICATE);
+  EXPECT_EQ(WirePlacementString(r), "replicate");
+  r.set_kind(v1::Placement::KIND_PARTIAL);
+  EXPECT_EQ(WirePlacementString(r), "partial");
+  r.set_kind(static_cast<v1::Placement::Kind>(12));
+  EXPECT_EQ(WirePlacementString(r), "kind(12)");
 }
 
 TEST(ReportFormatFromName, AcceptsTheCliNames) {

@@ -66,6 +66,9 @@ absl::StatusOr<Captured> CapturedOutputs(const std::vector<v1::TensorInfo>& info
                                          const std::string& run, const MappingArgs& args) {
   std::vector<std::pair<std::string, const v1::TensorInfo*>> outputs;  // (module, info)
   for (const v1::TensorInfo& info : infos) {
+    // Every rank of a distributed run has the same modules: rank 0's outputs
+    // stand for them (the others would be fingerprinted as extra outputs).
+    if (info.header().address().rank() != 0) continue;
     auto k = core::ParseCaptureKey(info.header().address().key());
     if (k && k->direction == "forward" && k->role == "output") {
       outputs.emplace_back(std::string(k->module), &info);

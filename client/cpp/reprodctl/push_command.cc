@@ -17,6 +17,7 @@
 #include "client/cpp/reprodctl/remote_util.h"
 #include "client/cpp/wire_convert.h"
 #include "common/names.h"
+#include "common/placement.h"
 #include "common/visible.h"
 #include "formats/tensor_file.h"
 
@@ -41,6 +42,7 @@ Examples:
   reprodctl push forward_torch.npy --run bert/torch --framework torch
   reprodctl push model.pdparams --run bert/paddle --checkpoint init_weights
   reprodctl push grads.npz --run bert/paddle --checkpoint bp_align --step 3
+  reprodctl push grads_rank1.npz --run bert/paddle --checkpoint bp_align --rank 1
   reprodctl push *_paddle.npy --run bert/paddle --seal --server reprod.lab:50051
 
 Exit codes: 0 pushed, 2 bad input (missing or unreadable file, bad name,
@@ -51,6 +53,7 @@ struct PushArgs {
   std::string run;
   std::string checkpoint;
   std::optional<int64_t> step;
+  uint32_t rank = 0;
   bool create = true;
   bool overwrite = false;
   bool seal = false;
@@ -120,6 +123,7 @@ int RunPush(const PushArgs& args, const GlobalOptions& global) {
   client::FileTensorSource::Options source_options;
   source_options.checkpoint = args.checkpoint;
   source_options.step = args.step;
+  source_options.rank = args.rank;
   source_options.read = args.read;
   auto source = client::FileTensorSource::Open(args.files, source_options);
   if (!source.ok()) return ReportError(source.status());
@@ -183,6 +187,10 @@ Runner RegisterPush(CLI::App& app, const GlobalOptions& global) {
   cmd->add_option("--checkpoint", args->checkpoint,
                   "Checkpoint of every file (default: from each file name)");
   cmd->add_option("--step", args->step, "Training step of every tensor");
+  cmd->add_option("--rank", args->rank,
+                  "Rank (process of a distributed job, 0 to 1048575) that logged every tensor "
+                  "(default 0)")
+      ->check(CLI::Range(0u, kMaxRank));
   cmd->add_flag("--create,!--no-create", args->create,
                 "Create the run when it does not exist (default; --no-create refuses)");
   cmd->add_option("--framework", args->framework,

@@ -21,10 +21,13 @@ absl::Time FromTimestamp(const google::protobuf::Timestamp& t) {
 
 bool IsSet(const google::protobuf::Timestamp& t) { return t.seconds() != 0 || t.nanos() != 0; }
 
+// "rank" only when not 0, so single-process output is unchanged.
 nlohmann::json AddressJson(const v1::TensorAddress& a) {
-  return {{"checkpoint", a.checkpoint()},
-          {"key", a.key()},
-          {"step", a.has_step() ? nlohmann::json(a.step()) : nlohmann::json()}};
+  nlohmann::json j = {{"checkpoint", a.checkpoint()},
+                      {"key", a.key()},
+                      {"step", a.has_step() ? nlohmann::json(a.step()) : nlohmann::json()}};
+  if (a.rank() != 0) j["rank"] = a.rank();
+  return j;
 }
 
 }  // namespace
@@ -158,6 +161,10 @@ nlohmann::json TensorInfoJson(const v1::TensorInfo& info) {
   const v1::TensorHeader& h = info.header();
   nlohmann::json j = AddressJson(h.address());
   j["sequence"] = info.sequence();
+  j["rank"] = h.address().rank();  // always in a listing, as the web API's
+  if (h.has_placement() && h.placement().kind() != v1::Placement::KIND_UNSPECIFIED) {
+    j["placement"] = client::WirePlacementString(h.placement());
+  }
   j["dtype"] = client::WireDTypeName(h.dtype());
   j["shape"] = nlohmann::json(std::vector<int64_t>(h.shape().begin(), h.shape().end()));
   j["bytes"] = h.byte_length();

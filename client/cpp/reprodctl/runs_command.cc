@@ -1,4 +1,5 @@
 // reprodctl runs ls|show|seal|rm: the runs stored on the server.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -112,14 +113,31 @@ int RunShow(client::RemoteClient& client, const RunsArgs& args) {
       {"tensors:", absl::StrCat(run->tensor_count(), " (", FormatBytes(run->total_bytes()), ")")},
   });
   if (!tensors->empty()) {
-    std::vector<std::vector<std::string>> rows = {
-        {"SEQ", "CHECKPOINT", "KEY", "STEP", "DTYPE", "SHAPE", "BYTES"}};
+    // RANK and PLACEMENT columns only for runs that have them.
+    const bool ranks = std::any_of(tensors->begin(), tensors->end(), [](const v1::TensorInfo& t) {
+      return t.header().address().rank() != 0;
+    });
+    const bool placements =
+        std::any_of(tensors->begin(), tensors->end(), [](const v1::TensorInfo& t) {
+          return !client::WirePlacementString(t.header().placement()).empty();
+        });
+    std::vector<std::string> head = {"SEQ", "CHECKPOINT", "KEY", "STEP"};
+    if (ranks) head.push_back("RANK");
+    if (placements) head.push_back("PLACEMENT");
+    for (const char* c : {"DTYPE", "SHAPE", "BYTES"}) head.push_back(c);
+    std::vector<std::vector<std::string>> rows = {head};
     for (const v1::TensorInfo& t : *tensors) {
       const v1::TensorHeader& h = t.header();
-      rows.push_back({absl::StrCat(t.sequence()), h.address().checkpoint(), h.address().key(),
-                      h.address().has_step() ? absl::StrCat(h.address().step()) : "-",
-                      client::WireDTypeName(h.dtype()), FormatShape(h.shape()),
-                      absl::StrCat(h.byte_length())});
+      std::vector<std::string> row = {
+          absl::StrCat(t.sequence()), h.address().checkpoint(), h.address().key(),
+          h.address().has_step() ? absl::StrCat(h.address().step()) : "-"};
+      if (ranks) row.push_back(absl::StrCat(h.address().rank()));
+      if (placements) row.push_back(Dash(client::WirePlacementString(h.placement())));
+      for (std::string cell : {client::WireDTypeName(h.dtype()), FormatShape(h.shape()),
+                               absl::StrCat(h.byte_length())}) {
+        row.push_back(std::move(cell));
+      }
+      rows.push_back(std::move(row));
     }
     absl::StrAppend(&text, "\n", FormatTable(rows));
   }
