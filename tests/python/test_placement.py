@@ -4,8 +4,9 @@ over the shared-memory session, as an in-process fake server receives it;
 the rank found from a real torch.distributed gloo group (world sizes 1 and
 2), from paddle's launch environment, and from stand-in modules; the
 checks of Shard / Replicate / Partial and of Run.log's placement argument
-(ValueError naming the key, nothing sent); and the multi-rank fields of a
-Report, present or absent."""
+(ValueError naming the key, nothing sent); the multi-rank fields of a
+Report, present or absent; and a real reprodd keeping two ranks' tensors of
+one run apart (list_tensors' rank and placement, read_tensor by rank)."""
 import json
 import os
 import socket
@@ -499,3 +500,52 @@ def test_address_to_dict_names_a_nonzero_rank_only():
     assert address_to_dict(a) == {"checkpoint": "c", "key": "k", "step": 3}
     a.rank = 2
     assert address_to_dict(a) == {"checkpoint": "c", "key": "k", "step": 3, "rank": 2}
+
+
+# --- through a real reprodd ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shm_reprodd(tmp_path_factory):
+    from conftest import Reprodd
+    server = Reprodd(tmp_path_factory.mktemp("reprodd-ranks"), extra_args=["--allow-shm"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("shm", [False, True], ids=["ingest", "shm"])
+def test_ranks_and_placements_round_trip_through_reprodd(shm_reprodd, shm):
+    """Two ranks log the same keys into one run; reprodd keeps them apart by
+    rank, lists each with its placement, and reads each rank's bytes back."""
+    client = Client(shm_reprodd.address)
+    name = f"t/roundtrip-{'shm' if shm else 'ingest'}"
+    rng = np.random.default_rng(7)
+    full = rng.standard_normal((6, 3)).astype(np.float32)
+    weights = rng.standard_normal(4)
+    runs = [client.open_run(name, rank=r, world_size=2, shm=shm, recreate=(r == 0))
+            for r in range(2)]
+    for r, run in enumerate(runs):
+        run.log("forward", {"logits": full[3 * r:3 * r + 3]}, step=0,
+                placement=Shard(0, (6, 3), (3 * r, 0)))
+        run.log("grads", {"w": weights, "local": weights * (r + 1)}, step=0,
+                placement={"w": Replicate(), "local": Partial()})
+        run.log("loss", {"loss": float(r)})
+    runs[1].close()
+    runs[0].seal()
+    infos = client.list_tensors(name)
+    got = {(t.rank, t.checkpoint, t.key): t for t in infos}
+    assert len(infos) == len(got) == 8
+    for r in range(2):
+        assert got[(r, "forward", "logits")].placement == Shard(0, (6, 3), (3 * r, 0))
+        assert got[(r, "forward", "logits")].shape == (3, 3)
+        assert got[(r, "grads", "w")].placement == Replicate()
+        assert got[(r, "grads", "local")].placement == Partial()
+        assert got[(r, "loss", "loss")].placement is None
+        assert np.array_equal(client.read_tensor(name, "forward", "logits", 0, rank=r),
+                              full[3 * r:3 * r + 3])
+        assert np.array_equal(client.read_tensor(name, "grads", "local", 0, rank=r),
+                              weights * (r + 1))
+        assert client.read_tensor(name, "loss", "loss", rank=r) == float(r)
+    with pytest.raises(reprod_client.NotFound):
+        client.read_tensor(name, "loss", "loss", rank=2)
