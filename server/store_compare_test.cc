@@ -20,9 +20,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/element.h"
 #include "common/half.h"
+#include "common/placement.h"
 #include "common/tensor.h"
 #include "core/compare.h"
 #include "core/policy.h"
@@ -53,6 +55,8 @@ struct Item {
   std::string key;
   std::optional<int64_t> step;
   Tensor tensor;
+  uint32_t rank = 0;
+  Placement placement = {};
 };
 
 // Random values of any dtype; floating types get a spread of magnitudes.
@@ -180,7 +184,8 @@ class Gen {
 void PutTensor(storage::Store& store, const std::string& run,
                const Item& item) {
   storage::TensorHeader h;
-  h.address = {item.checkpoint, item.key, item.step};
+  h.address = {item.checkpoint, item.key, item.step, item.rank};
+  h.placement = item.placement;
   h.dtype = item.tensor.dtype();
   h.shape = item.tensor.shape();
   h.byte_length = item.tensor.num_bytes();
@@ -214,6 +219,8 @@ core::RunData AddRun(storage::Store& store, const std::string& name,
     if (inserted) run.checkpoints.push_back({item.checkpoint, {}});
     run.checkpoints[it->second].tensors.push_back(
         {item.key, item.step, item.tensor});
+    run.checkpoints[it->second].tensors.back().rank = item.rank;
+    run.checkpoints[it->second].tensors.back().placement = item.placement;
   }
   return run;
 }
@@ -303,6 +310,39 @@ void ExpectSameReport(const core::Report& stored, const core::Report& memory,
               memory.first_failure->checkpoint);
     EXPECT_EQ(stored.first_failure->key, memory.first_failure->key);
     EXPECT_EQ(stored.first_failure->step, memory.first_failure->step);
+    EXPECT_EQ(stored.first_failure->rank, memory.first_failure->rank);
+  }
+  EXPECT_EQ(stored.reasons, memory.reasons);
+  ASSERT_EQ(stored.ranks.size(), memory.ranks.size());
+  for (size_t i = 0; i < memory.ranks.size(); ++i) {
+    EXPECT_EQ(stored.ranks[i].rank, memory.ranks[i].rank);
+    EXPECT_EQ(stored.ranks[i].tensors, memory.ranks[i].tensors);
+    EXPECT_EQ(stored.ranks[i].passed, memory.ranks[i].passed);
+    EXPECT_EQ(stored.ranks[i].failed, memory.ranks[i].failed);
+  }
+  ASSERT_EQ(stored.replica_mismatches.size(), memory.replica_mismatches.size());
+  for (size_t i = 0; i < memory.replica_mismatches.size(); ++i) {
+    const core::ReplicaMismatch& s = stored.replica_mismatches[i];
+    const core::ReplicaMismatch& m = memory.replica_mismatches[i];
+    EXPECT_EQ(s.side, m.side);
+    EXPECT_EQ(s.key, m.key);
+    EXPECT_EQ(s.step, m.step);
+    EXPECT_EQ(s.rank, m.rank);
+    EXPECT_EQ(s.against_rank, m.against_rank);
+    EXPECT_EQ(s.reason, m.reason);
+  }
+  ASSERT_EQ(stored.global_tensors.size(), memory.global_tensors.size());
+  for (size_t i = 0; i < memory.global_tensors.size(); ++i) {
+    const core::TensorResult& s = stored.global_tensors[i];
+    const core::TensorResult& m = memory.global_tensors[i];
+    SCOPED_TRACE("global tensor " + m.checkpoint + "/" + m.DisplayKey());
+    EXPECT_EQ(s.key, m.key);
+    EXPECT_EQ(s.status, m.status);
+    EXPECT_EQ(s.shape_ref, m.shape_ref);
+    EXPECT_EQ(s.merged_ranks, m.merged_ranks);
+    ASSERT_EQ(s.stats.has_value(), m.stats.has_value());
+    if (m.stats) ExpectSameStats(*s.stats, *m.stats, exact);
+    EXPECT_EQ(s.max_abs_index, m.max_abs_index);
   }
   ASSERT_EQ(stored.checkpoints.size(), memory.checkpoints.size());
   for (size_t i = 0; i < memory.checkpoints.size(); ++i) {
@@ -339,6 +379,7 @@ void ExpectSameReport(const core::Report& stored, const core::Report& memory,
     EXPECT_EQ(s.key, m.key);
     EXPECT_EQ(s.cand_key, m.cand_key);
     EXPECT_EQ(s.step, m.step);
+    EXPECT_EQ(s.rank, m.rank);
     EXPECT_EQ(s.status, m.status);
     EXPECT_EQ(s.dtype_ref, m.dtype_ref);
     EXPECT_EQ(s.dtype_cand, m.dtype_cand);
@@ -615,6 +656,68 @@ TEST_F(StoreCompareTest, BitExactOnTheBackendChunkGrid) {
       core::Report stored,
       CompareStoredRuns(*store, "a/ref", "a/cand", policy, backend_));
   ExpectSameReport(stored, memory, /*exact=*/true);
+}
+
+// Two ranks per run: shards of a logits tensor (merged into a global one),
+// a replicated weight whose copies differ between the candidate's ranks
+// (found through the stored CRC-32Cs), partial sums, and a tensor only
+// rank 1 of the reference logged. Stored and in-memory reports agree.
+TEST_F(StoreCompareTest, MultiRankRunsGiveTheSameReport) {
+  Gen g(23);
+  const DType f32 = DType::kFloat32;
+  Tensor logits0 = g.Random(f32, {3, 50}), logits1 = g.Random(f32, {3, 50});
+  Tensor w = g.Random(f32, {40}), part0 = g.Random(f32, {9}), part1 = g.Random(f32, {9});
+  Tensor extra = g.Random(f32, {5});
+  Tensor w_changed = g.Perturb(w, 1e-3);
+  auto shard = [](int64_t row) { return Placement::Shard(0, {6, 50}, {row, 0}); };
+  auto item = [](std::string key, std::optional<int64_t> step, Tensor t, uint32_t rank,
+                 Placement p) {
+    Item i;
+    i.checkpoint = "fwd";
+    i.key = std::move(key);
+    i.step = step;
+    i.tensor = std::move(t);
+    i.rank = rank;
+    i.placement = std::move(p);
+    return i;
+  };
+  std::vector<Item> ref, cand;
+  ref.push_back(item("logits", 1, logits0, 0, shard(0)));
+  ref.push_back(item("logits", 1, logits1, 1, shard(3)));
+  ref.push_back(item("w", std::nullopt, w, 0, Placement::Replicate()));
+  ref.push_back(item("w", std::nullopt, w, 1, Placement::Replicate()));
+  ref.push_back(item("g", 1, part0, 0, Placement::Partial()));
+  ref.push_back(item("g", 1, part1, 1, Placement::Partial()));
+  ref.push_back(item("extra", 1, extra, 1, Placement{}));
+  cand.push_back(item("logits", 1, g.Perturb(logits0, 1e-6), 0, shard(0)));
+  cand.push_back(item("logits", 1, g.Perturb(logits1, 1e-2), 1, shard(3)));
+  cand.push_back(item("w", std::nullopt, w, 0, Placement::Replicate()));
+  cand.push_back(item("w", std::nullopt, w_changed, 1, Placement::Replicate()));
+  cand.push_back(item("g", 1, g.Perturb(part0, 1e-6), 0, Placement::Partial()));
+  cand.push_back(item("g", 1, part1, 1, Placement::Partial()));
+  auto store = storage::CreateMemoryStore();
+  core::RunData r = AddRun(*store, "a/ref", ref);
+  core::RunData c = AddRun(*store, "a/cand", cand);
+  const core::Policy policy = MixedPolicy();
+  ASSERT_OK_AND_ASSIGN(core::Report memory, core::CompareRuns(r, c, policy, backend_));
+  // Sanity: the report exercises what it should.
+  ASSERT_EQ(memory.ranks.size(), 2u);
+  ASSERT_EQ(memory.global_tensors.size(), 1u);
+  EXPECT_EQ(memory.global_tensors[0].merged_ranks, (std::vector<uint32_t>{0, 1}));
+  ASSERT_EQ(memory.replica_mismatches.size(), 1u);
+  EXPECT_EQ(memory.replica_mismatches[0].side, "cand");
+  EXPECT_EQ(memory.replica_mismatches[0].rank, 1u);
+  EXPECT_EQ(memory.summary.missing_in_cand, 1);
+  EXPECT_FALSE(memory.passed);
+  for (size_t window : {size_t{16} << 20, size_t{40}}) {
+    SCOPED_TRACE(absl::StrCat("window ", window));
+    StoreCompareOptions options;
+    options.small_pair_bytes = window == 40 ? 0 : options.small_pair_bytes;
+    options.window_bytes = window;
+    ASSERT_OK_AND_ASSIGN(core::Report stored,
+                         CompareStoredRuns(*store, "a/ref", "a/cand", policy, backend_, options));
+    ExpectSameReport(stored, memory, /*exact=*/window != 40);
+  }
 }
 
 TEST_F(StoreCompareTest, PairFilterRestrictsTheReport) {
