@@ -19,8 +19,9 @@ Each rank logs, at every step:
   loss/loss            its local loss (no placement: rank to rank)
   grads_local/<param>  its gradients before the all-reduce, Partial()
   grads/<param>        the all-reduced (averaged) gradients, Replicate():
-                       every rank must hold the same values
-  layers/...           (--captures, default on) every Embedding, LayerNorm
+                       every rank must hold the same bytes (the compare
+                       lists any rank that does not as a replica mismatch)
+  layers/...           (unless --no-captures) every Embedding, LayerNorm
                        and Linear output and output gradient of its slice,
                        through reprod_client.capture, as localize.py does
 and at the end weights/<param> (Replicate()). <param> are
@@ -33,7 +34,8 @@ ranks close() theirs (flush, no seal), a barrier, and rank 0 seals.
 Then `reprodctl compare TORCH PADDLE --policy multirank_policy.yaml` pairs
 the runs rank to rank and this script prints, per rank, how many pairs
 passed and its first failure; the report's first_divergence names the
-first rank and module that diverge.
+first rank and module that diverge; then the global logits of each step
+(the ranks' shards merged) and the replica mismatches.
 
 --bug plants a bug in the paddle port on one rank only:
   rank1  rank 1 builds its model with encoder layer 1's norm1 at LayerNorm
@@ -47,6 +49,11 @@ first rank and module that diverge.
          only; with --no-captures everything passes), and it reaches rank 0
          only through the all-reduced gradients and the weights, within the
          policy's bounds: rank 0 passes.
+  sync   rank 1 all-reduces a copy of classifier.weight's gradient and
+         steps with its own local one (a gradient left out of the sync):
+         rank 1's "replicated" gradient differs from rank 0's at step 0, a
+         replica mismatch of the paddle run, and the two ranks' weights
+         drift apart from then on.
   none   (default) the port as it is: every rank passes.
 
 Exit status 0 when the compare ran (whatever it found), 2 when a step
@@ -78,6 +85,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 POLICY = HERE / "multirank_policy.yaml"
 LEAF_TYPES = ("Embedding", "LayerNorm", "Linear")
+UNSYNCED = "classifier.weight"  # --bug sync: the gradient rank 1 leaves out
 WORKER_TIMEOUT_S = 300
 
 
@@ -135,7 +143,9 @@ def worker_main(args):
         raise RuntimeError(f"reprod_client detected rank {run.rank} of {run.world_size}, "
                            f"expected {rank} of {world}")
 
-    bug = "forward" if args.framework == "paddle" and args.bug == "rank1" and rank == 1 else None
+    buggy_rank = args.framework == "paddle" and rank == 1
+    bug = "forward" if buggy_rank and args.bug == "rank1" else None
+    unsynced = (common.paddle_name(UNSYNCED) if buggy_rank and args.bug == "sync" else None)
     model = fw.load_model(args.workdir, bug=bug) if bug else fw.load_model(args.workdir)
     named = model.named_modules() if args.framework == "torch" else model.named_sublayers()
     leaves = tuple(getattr(fw.nn, t) for t in LEAF_TYPES)
@@ -143,7 +153,7 @@ def worker_main(args):
     criterion = fw.nn.CrossEntropyLoss()
     optimizer, scheduler = fw.make_optimizer(model, "cosine", common.TRAIN_LR,
                                              common.TRAIN_STEPS)
-    params = list(model.parameters())
+    params = list(model.named_parameters())
     data = common.load_data(args.workdir)
     shard_of = reprod_client.Shard
     cap = (reprod_client.capture(model, run, checkpoint="layers", include=include)
@@ -164,8 +174,12 @@ def worker_main(args):
             run.log("loss", {"loss": loss}, step=i)
             run.log("grads_local", {n: fw.grad(model, n) for n in common.BP_GRADS}, step=i,
                     placement=reprod_client.Partial())
-            for p in params:
-                if p.grad is not None:
+            for name, p in params:
+                if p.grad is None:
+                    continue
+                if name == unsynced:  # --bug sync: the sum lands in a copy
+                    coll.all_reduce(p.grad.clone())
+                else:
                     coll.all_reduce(p.grad)
             run.log("grads", {n: fw.grad(model, n) for n in common.BP_GRADS}, step=i,
                     placement=reprod_client.Replicate())
@@ -188,7 +202,8 @@ def worker_main(args):
         raise
     print(f"multirank[{args.framework} rank {rank}/{world}]: {args.steps} steps of "
           f"{b} rows in {elapsed:.1f}s, last loss {float(loss):.6f}"
-          + (f", bug {bug!r}" if bug else ""), file=sys.stderr)
+          + (f", bug {bug!r}" if bug else "")
+          + (f", {unsynced} not synchronised" if unsynced else ""), file=sys.stderr)
     coll.close()
 
 
@@ -322,7 +337,7 @@ def describe(report):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split(
         "\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bug", choices=["none", "rank1"], default="none",
+    p.add_argument("--bug", choices=["none", "rank1", "sync"], default="none",
                    help="bug planted in the paddle port on one rank (default: %(default)s)")
     p.add_argument("--steps", type=int, default=3, help="training steps (default: %(default)s)")
     p.add_argument("--batch", type=int, default=4,
@@ -358,7 +373,7 @@ def main():
     p.add_argument("--run", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.steps < 1 or args.batch < 1 or args.world < 2 - (args.bug == "none"):
-        p.error("--steps and --batch must be >= 1, --world >= 1 (>= 2 with --bug rank1)")
+        p.error("--steps and --batch must be >= 1, --world >= 1 (>= 2 with a --bug)")
     if args.worker:
         args.broken = False
         worker_main(args)

@@ -14,10 +14,13 @@ rank, numpy float64), not against the engine's own numbers:
     fails, exactly the keys whose read-back max |torch - paddle| exceeds
     the policy's bound fail, and the first divergence is rank 1's
     bert.encoder.layer.1.attention.output.LayerNorm forward at step 0;
+  * --bug sync (rank 1 keeps its own gradient of one weight): exactly the
+    replicated tensors whose read-back bytes differ between the paddle
+    ranks are replica mismatches, the torch run has none;
   * the global logits (both ranks' shards merged by the server) have the
     max |d| numpy finds on the concatenated logits exactly, and its mean
-    |d| to 1e-12.
-Takes 20-40 s on two cores.
+    |d| to 1e-12 (with the sync bug, far from passing, too).
+Takes 25-50 s on two cores.
 """
 import fnmatch
 import json
@@ -71,8 +74,9 @@ def results(reprodd, tmp_path_factory):
     good = multirank(reprodd, workdir, out, "none", "e2e")
     ref = good[2]["ref"]
     bad = multirank(reprodd, workdir, out, "rank1", "e2e", ref=ref)
-    return {"none": good, "rank1": bad, "client": reprod_client.Client(reprodd.address),
-            "workdir": workdir}
+    unsynced = multirank(reprodd, workdir, out, "sync", "e2e", ref=ref)
+    return {"none": good, "rank1": bad, "sync": unsynced,
+            "client": reprod_client.Client(reprodd.address), "workdir": workdir}
 
 
 def bound(checkpoint, key):
@@ -235,11 +239,51 @@ def test_rank1_bug_is_reported_on_rank_1(results):
     assert f"first divergence: rank 1, {BUGGY_MODULE} (forward, step 0)" in stdout
 
 
+def replica_oracle(client, run):
+    """{(checkpoint, key, step)} of the replicated tensors whose rank-1 bytes
+    differ from rank 0's, read back from the run."""
+    out = set()
+    for t in client.list_tensors(run):
+        if t.rank != 1 or t.placement != reprod_client.Replicate():
+            continue
+        a = client.read_tensor(run, t.checkpoint, t.key, t.step, rank=0)
+        b = client.read_tensor(run, t.checkpoint, t.key, t.step, rank=1)
+        if a.tobytes() != b.tobytes():
+            out.add((t.checkpoint, t.key, t.step))
+    return out
+
+
+@pytest.mark.requires_torch
+@pytest.mark.requires_paddle
+def test_unsynchronised_gradient_is_a_replica_mismatch(results):
+    """--bug sync: paddle's rank 1 all-reduces a copy of classifier.weight's
+    gradient and steps with its own: its "replicated" gradient and, in the
+    end, its weight differ from rank 0's."""
+    stdout, report, runs = results["sync"]
+    client = results["client"]
+    assert report["passed"] is False, stdout
+    assert replica_oracle(client, runs["ref"]) == set()
+    expected = replica_oracle(client, runs["cand"])
+    assert expected == ({("grads", "classifier.weight", s) for s in range(STEPS)}
+                        | {("weights", "classifier.weight", None)})
+    mismatches = report["replica_mismatches"]
+    assert {(m["checkpoint"], m["key"], m["step"]) for m in mismatches} == expected
+    assert all((m["run"], m["rank"], m["against_rank"]) == ("cand", 1, 0) for m in mismatches)
+    assert all(m["reason"] for m in mismatches)
+    # Step 0 still pairs up on rank 0 (its all-reduce got both shares); rank
+    # 1's gradient is its own half, far from torch's average.
+    status = {(t["rank"], t["checkpoint"], t["key"], t["step"]): t["status"]
+              for t in report["tensors"]}
+    assert status[(0, "grads", "classifier.weight", 0)] == "pass"
+    assert status[(1, "grads", "classifier.weight", 0)] == "fail"
+    assert "replica mismatch in cand: grads/classifier.weight@0 rank 1 vs rank 0" in stdout
+
+
 # --- the global tensors (engine: shard statistics merged) ---------------------
 
 @pytest.mark.requires_torch
 @pytest.mark.requires_paddle
-@pytest.mark.parametrize("variant", ["none", "rank1"])
+@pytest.mark.parametrize("variant", ["none", "rank1", "sync"])
 def test_global_logits_statistics_merge_exactly(results, variant):
     _, report, runs = results[variant]
     client = results["client"]
@@ -268,7 +312,8 @@ def test_help_teaches():
     proc = subprocess.run([sys.executable, str(MULTIRANK), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    for text in ("--bug {none,rank1}", "Shard(0, global_shape=(B_global, 2)", "Replicate()",
+    for text in ("--bug {none,rank1,sync}", "replica mismatch",
+                 "Shard(0, global_shape=(B_global, 2)", "Replicate()",
                  "rank 0 opens the run with recreate=True", "--ref", "--no-captures",
                  "multirank_policy.yaml"):
         assert text in proc.stdout, text
