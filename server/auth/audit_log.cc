@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/dtype.h"
+#include "common/placement.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -185,6 +186,13 @@ absl::StatusOr<std::string> RunDigest(storage::Store& store, std::string_view ru
     AppendField(out, DTypeName(h.dtype));
     AppendField(out, absl::StrJoin(h.shape, ","));
     AppendField(out, absl::StrFormat("%08x", h.crc32c));
+    // Only when set, so digests of single-process runs (signed before ranks
+    // existed) are unchanged; '=' is in no checkpoint name, so these fields
+    // cannot be taken for the next tensor's.
+    if (h.address.rank != 0) AppendField(out, absl::StrCat("rank=", h.address.rank));
+    if (h.placement.kind != PlacementKind::kNone) {
+      AppendField(out, absl::StrCat("placement=", PlacementToString(h.placement)));
+    }
   }
   return ToHex(HashToken(out));
 }

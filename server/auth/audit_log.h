@@ -97,7 +97,8 @@ std::string EncodeAuditRecord(const AuditRecord& record);
 absl::StatusOr<AuditRecord> DecodeAuditRecord(std::string_view key, std::string_view value);
 
 // A run's content digest: lowercase hex SHA-256 over its visible tensors'
-// (checkpoint, key, step, dtype, shape, crc32c), sorted by address, from the
+// (checkpoint, key, step, dtype, shape, crc32c, then "rank=N" for rank != 0
+// and "placement=..." when one is declared), sorted by address, from the
 // Store's tensor index (no tensor bytes are read). NotFound for an unknown run.
 absl::StatusOr<std::string> RunDigest(storage::Store& store, std::string_view run);
 

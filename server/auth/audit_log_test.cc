@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
+#include "common/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/memory/memory_store.h"
@@ -290,6 +291,32 @@ TEST_P(AuditLogTest, RunDigestCoversTheIndexInAddressOrder) {
   EXPECT_EQ(x, ToHex(HashToken(want)));
   EXPECT_THAT(RunDigest(*store_, "team42/none"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("team42/none")));
+}
+
+// A rank or a placement is part of what a digest covers: moving a tensor to
+// another rank or changing its placement changes the digest. Rank 0 without
+// a placement is encoded as before ranks existed.
+TEST_P(AuditLogTest, RunDigestCoversRanksAndPlacements) {
+  PutTensor("team42/r0", {"fwd", "logits", 3}, {1, 2, 3});
+  PutTensor("team42/r1", {"fwd", "logits", 3, 1}, {1, 2, 3});
+  ASSERT_OK_AND_ASSIGN(std::string r0, RunDigest(*store_, "team42/r0"));
+  ASSERT_OK_AND_ASSIGN(std::string r1, RunDigest(*store_, "team42/r1"));
+  const std::string crc = absl::StrFormat("%08x", Crc32c(std::string_view("\x01\x02\x03", 3)));
+  const std::string base =
+      absl::StrCat("20:reprod-run-digest-v1;1:1;3:fwd;6:logits;1:3;5:uint8;1:3;8:", crc, ";");
+  EXPECT_EQ(r0, ToHex(HashToken(base)));
+  EXPECT_EQ(r1, ToHex(HashToken(base + "6:rank=1;")));
+
+  storage::RunInfo info;
+  info.name = "team42/shard";
+  ASSERT_THAT(store_->CreateRun(info), IsOk());
+  const std::vector<uint8_t> bytes = {1, 2, 3};
+  storage::TensorHeader h = HeaderFor({"fwd", "logits", 3, 1}, bytes);
+  h.placement = Placement::Shard(0, {6}, {3});
+  ASSERT_THAT(WriteInPieces(*store_, "team42/shard", h, bytes, 3), IsOk());
+  ASSERT_OK_AND_ASSIGN(std::string shard, RunDigest(*store_, "team42/shard"));
+  EXPECT_EQ(shard,
+            ToHex(HashToken(base + "6:rank=1;34:placement=shard(0) of (6,) at (3,);")));
 }
 
 TEST_P(AuditLogTest, VerifySignaturesNamesTheRunChangedAfterSigning) {
