@@ -4,8 +4,9 @@
 #      Google Benchmark, CLI11, yaml-cpp, nlohmann-json, libzip, clang for the
 #      fuzzers, headless Chromium and its driver for the HTML report's browser
 #      test, Prometheus for the /metrics scrape test, podman and debootstrap
-#      for the container image test); `apt-get update` only
-#      runs when something is missing.
+#      for the container image test, a single-node Ceph with radosgw and
+#      PostgreSQL 15 plus curl for the S3/PostgreSQL test services in
+#      tests/services/); `apt-get update` only runs when something is missing.
 #   2. A Python venv (.venv) over /usr/bin/python3 with its system site
 #      packages (so Debian's CPU PyTorch, python3-torch, is importable), plus
 #      from PyPI: test tooling (numpy 1.x for torch's ABI, pytest, the
@@ -38,6 +39,7 @@ APT_PACKAGES=(
   chromium chromium-driver
   prometheus
   podman debootstrap
+  ceph-mon ceph-osd radosgw ceph-common postgresql-15 curl
 )
 
 install_apt_packages() {
