@@ -67,7 +67,7 @@ def test_reflection_describes_the_methods(server):
         assert {m.name for m in compare.methods} == {"Compare", "Watch"}
         header = pool.FindMessageTypeByName("reprod.v1.TensorHeader")
         assert [f.name for f in header.fields] == [
-            "address", "dtype", "shape", "byte_length", "crc32c"]
+            "address", "dtype", "shape", "byte_length", "crc32c", "placement"]
 
 
 def test_health_check_serving(server):
