@@ -273,16 +273,13 @@ class RunDataReducer final : public PairReducer {
 };
 
 // Multi-rank verdicts (internal/ranks.h): global tensors of shards, replica
-// checks, per-rank summaries; failures of the first two fail the report.
+// checks, per-rank summaries and the first divergence; failures of the first
+// two fail the report.
 void JudgeRanks(const RunIndex& ref, const RunIndex& cand,
                 const std::vector<Pending>& pending,
                 absl::Span<const kernels::DiffStats> stats, Report& report) {
-  std::vector<internal::ShardPiece> pieces;
+  std::vector<internal::ShardPiece> pieces;  // MergeShards picks the shards
   for (const Pending& p : pending) {
-    if (p.ref->placement.kind != PlacementKind::kShard ||
-        p.cand->placement.kind != PlacementKind::kShard) {
-      continue;
-    }
     pieces.push_back(internal::ShardPiece{&report.tensors[p.result], p.ref, p.cand,
                                           &p.resolution, &p.tolerances});
   }
@@ -363,8 +360,11 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
                         report.tensors[p.result]);
   }
   internal::Summarise(policy, options, report);
-  report.first_divergence = internal::FindFirstDivergence(report);
-  if (multi_rank) JudgeRanks(ref, cand, pending, stats, report);
+  if (multi_rank) {
+    JudgeRanks(ref, cand, pending, stats, report);
+  } else {
+    report.first_divergence = internal::FindFirstDivergence(report);
+  }
   return report;
 }
 

@@ -39,7 +39,7 @@ bool SameLayout(const ShardPiece& p) {
   return r.kind == PlacementKind::kShard && c.kind == PlacementKind::kShard &&
          r.global_shape == c.global_shape && r.offset == c.offset && r.dim == c.dim &&
          p.ref->shape == p.cand->shape && p.result->stats.has_value() &&
-         !p.result->transposed && p.result->shape_ref == p.result->shape_cand;
+         !p.result->transposed;
 }
 
 // The pieces of one group form the global tensor: one layout, tolerances
@@ -200,7 +200,6 @@ void SummariseRanks(Report& report) {
       if (!r.first_failure) r.first_failure = TensorAddress{t.checkpoint, t.key, t.step, t.rank};
     }
   }
-  report.first_divergence.reset();
   for (auto& [rank, r] : ranks) {
     r.first_divergence = FindFirstDivergence(report, rank);
     if (!r.first_divergence) continue;
