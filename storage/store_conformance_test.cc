@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/memory/memory_store.h"
+#include "storage/postgres_s3/postgres_s3_store.h"
 #include "storage/rocksdb/rocksdb_store.h"
 #include "storage/store.h"
 #include "storage/testing/store_test_util.h"
@@ -46,7 +47,54 @@ struct Backend {
   // Opens a store whose files (if any) live under `dir`.
   std::function<absl::StatusOr<std::unique_ptr<Store>>(const std::string&)>
       open;
+  // Why the backend cannot run here (the test is skipped saying so); empty
+  // when it can.
+  std::function<std::string()> unavailable = [] { return std::string(); };
 };
+
+// gtest prints a parameter by its name, not its bytes.
+void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
+
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value == nullptr ? std::string() : std::string(value);
+}
+
+// The postgres+s3 store against servers the test runner started
+// (tests/python/test_store_postgres_s3.py starts PostgreSQL 15 and Ceph
+// radosgw and passes them in REPROD_TEST_PG_URL and REPROD_TEST_S3_*).
+// Every store gets a schema and an object prefix of its own, named after
+// its temporary folder, so tests do not see each other's runs.
+absl::StatusOr<std::unique_ptr<Store>> OpenPostgresS3ForTest(
+    const std::string& dir, uint64_t part_size) {
+  std::string name = std::filesystem::path(dir).filename().string();
+  for (char& c : name) c = static_cast<char>(std::tolower(c));
+  PostgresS3StoreOptions options;
+  options.pg_url = Env("REPROD_TEST_PG_URL");
+  options.pg_schema = name;
+  options.s3.endpoint = Env("REPROD_TEST_S3_ENDPOINT");
+  options.s3.access_key = Env("REPROD_TEST_S3_ACCESS_KEY");
+  options.s3.secret_key = Env("REPROD_TEST_S3_SECRET_KEY");
+  if (!Env("REPROD_TEST_S3_REGION").empty()) {
+    options.s3.region = Env("REPROD_TEST_S3_REGION");
+  }
+  options.s3.bucket = "reprod-conformance";
+  options.s3_prefix = name + "/";
+  options.part_size = part_size;
+  options.block_size = 7;  // many blocks per tensor, as RocksDbChunk7
+  options.pg_connections = 4;
+  return OpenPostgresS3Store(options);
+}
+
+std::string PostgresS3Unavailable() {
+  if (Env("REPROD_TEST_PG_URL").empty() ||
+      Env("REPROD_TEST_S3_ENDPOINT").empty()) {
+    return "REPROD_TEST_PG_URL / REPROD_TEST_S3_ENDPOINT not set: "
+           "tests/python/test_store_postgres_s3.py runs this suite against "
+           "a real PostgreSQL and Ceph radosgw";
+  }
+  return {};
+}
 
 std::vector<Backend> Backends() {
   return {
@@ -75,6 +123,19 @@ std::vector<Backend> Backends() {
          options.sync_commits = false;
          return OpenRocksDbStore(dir, options);
        }},
+      // Tensors in one PUT (every tensor here is far below 5 MiB).
+      {"PostgresS3",
+       [](const std::string& dir) {
+         return OpenPostgresS3ForTest(dir, uint64_t{16} << 20);
+       },
+       PostgresS3Unavailable},
+      // The smallest part size S3 allows: LargeTensorInUnevenAppends and
+      // the multipart tests below go up in several parts.
+      {"PostgresS3Multipart",
+       [](const std::string& dir) {
+         return OpenPostgresS3ForTest(dir, uint64_t{5} << 20);
+       },
+       PostgresS3Unavailable},
   };
 }
 
@@ -104,6 +165,9 @@ RunInfo MakeRun(std::string name, bool overwrite = false) {
 class StoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
+    if (std::string why = GetParam().unavailable(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
     std::string tmpl =
         (std::filesystem::temp_directory_path() / "store_test_XXXXXX").string();
     ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
@@ -953,6 +1017,36 @@ TEST_P(StoreTest, AuthRecordKeyMustBeNonEmptyWithoutNul) {
   EXPECT_THAT(store_->GetAuthRecord(""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL")));
   EXPECT_THAT(store_->ListAuthRecords(""), IsOkAndHolds(Pairs{}));
+}
+
+TEST_P(StoreTest, InsertAuthRecordTakesAFreeKeyExactlyOnce) {
+  ASSERT_THAT(store_->InsertAuthRecord("audit/0", "first"), IsOk());
+  EXPECT_THAT(store_->InsertAuthRecord("audit/0", "second"),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("exists")));
+  EXPECT_THAT(store_->GetAuthRecord("audit/0"), IsOkAndHolds(std::string("first")));
+  EXPECT_THAT(store_->InsertAuthRecord("", "v"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("empty")));
+  // Eight threads race for the same ten keys: each key is won once.
+  std::atomic<int> won{0}, lost{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 10; ++k) {
+        absl::Status s = store_->InsertAuthRecord(absl::StrCat("race/", k),
+                                                  absl::StrCat("thread ", t));
+        if (s.ok()) {
+          ++won;
+        } else if (absl::IsAlreadyExists(s)) {
+          ++lost;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(won.load(), 10);
+  EXPECT_EQ(lost.load(), 70);
+  ASSERT_OK_AND_ASSIGN(auto raced, store_->ListAuthRecords("race/"));
+  EXPECT_THAT(raced, SizeIs(10));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::ValuesIn(Backends()),
