@@ -120,6 +120,9 @@ class FlippingStore : public storage::Store {
   absl::Status PutAuthRecord(std::string_view k, std::string_view v) override {
     return inner_.PutAuthRecord(k, v);
   }
+  absl::Status InsertAuthRecord(std::string_view k, std::string_view v) override {
+    return inner_.InsertAuthRecord(k, v);
+  }
   absl::StatusOr<std::string> GetAuthRecord(std::string_view k) override {
     return inner_.GetAuthRecord(k);
   }

@@ -857,6 +857,10 @@ class ObservedStore : public storage::Store {
                              std::string_view value) override {
     return base_.PutAuthRecord(key, value);
   }
+  absl::Status InsertAuthRecord(std::string_view key,
+                                std::string_view value) override {
+    return base_.InsertAuthRecord(key, value);
+  }
   absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override {
     return base_.GetAuthRecord(key);
   }

@@ -271,6 +271,12 @@ class Store {
   // or replaces, durably (RocksDB: synced) when it returns OK.
   virtual absl::Status PutAuthRecord(std::string_view key,
                                      std::string_view value) = 0;
+  // Creates the record only if the key is free, atomically: AlreadyExists
+  // when it is taken (by this or any other process sharing the store). The
+  // audit log appends its hash chain with it, so that replicas on one
+  // store never fork the chain.
+  virtual absl::Status InsertAuthRecord(std::string_view key,
+                                        std::string_view value) = 0;
   // NotFound (naming the key's length, never the key) when absent.
   virtual absl::StatusOr<std::string> GetAuthRecord(std::string_view key) = 0;
   // (key, value) pairs whose key starts with prefix, sorted by key.

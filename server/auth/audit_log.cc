@@ -213,27 +213,44 @@ absl::StatusOr<AuditRecord> AuditLog::Append(const AuditEntry& entry, absl::Time
   REPROD_RETURN_IF_ERROR(CheckEntry(entry));
   absl::MutexLock lock(&mu_);
   AuditRecord r;
-  r.sequence = head_.has_value() ? head_->sequence + 1 : 0;
-  const std::string key = AuditKey(r.sequence);
-  absl::StatusOr<std::string> existing = store_.GetAuthRecord(key);
-  if (existing.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("audit record ", key,
-                     " is stored already (another writer appended to this store?); "
-                     "audit records are never replaced: reopen the log"));
-  }
-  if (!absl::IsNotFound(existing.status())) return existing.status();
   r.time = now;
   r.actor = entry.actor;
   r.verb = entry.verb;
   r.object = entry.object;
   r.result = ResultName(entry.result);
   r.details = entry.details;
-  r.prev_hash = head_.has_value() ? head_->hash : kZeroHash;
-  r.hash = ComputeAuditHash(r);
-  REPROD_RETURN_IF_ERROR(store_.PutAuthRecord(key, EncodeAuditRecord(r)));
-  head_ = r;
-  return r;
+  // Other replicas on a shared store (postgres+s3) append to the same
+  // chain: the insert claims the next sequence atomically, and a sequence
+  // someone else took first moves this record past their records.
+  for (int attempt = 0; attempt < kMaxAppendAttempts; ++attempt) {
+    r.sequence = head_.has_value() ? head_->sequence + 1 : 0;
+    r.prev_hash = head_.has_value() ? head_->hash : kZeroHash;
+    r.hash = ComputeAuditHash(r);
+    const std::string key = AuditKey(r.sequence);
+    absl::Status inserted = store_.InsertAuthRecord(key, EncodeAuditRecord(r));
+    if (inserted.ok()) {
+      head_ = r;
+      return r;
+    }
+    if (!absl::IsAlreadyExists(inserted)) return inserted;
+    REPROD_RETURN_IF_ERROR(CatchUp());
+  }
+  return absl::AbortedError(absl::StrCat("audit log: ", kMaxAppendAttempts,
+                                         " appends in a row lost the race for the next "
+                                         "sequence to other writers; try again"));
+}
+
+absl::Status AuditLog::CatchUp() {
+  uint64_t next = head_.has_value() ? head_->sequence + 1 : 0;
+  while (true) {
+    const std::string key = AuditKey(next);
+    absl::StatusOr<std::string> value = store_.GetAuthRecord(key);
+    if (absl::IsNotFound(value.status())) return absl::OkStatus();
+    if (!value.ok()) return value.status();
+    REPROD_ASSIGN_OR_RETURN(AuditRecord record, DecodeAuditRecord(key, *value));
+    head_ = std::move(record);
+    ++next;
+  }
 }
 
 absl::StatusOr<AuditRecord> AuditLog::SignVerdict(const SignedVerdict& v, const AuditActor& signer,

@@ -25,14 +25,16 @@
 // the chain after it. Truncating the newest records is not detectable from
 // the log alone; a sign record's prev_hash pins the chain head it saw.
 //
-// Records are never updated in place: Append refuses to write a sequence
-// that is already stored. The chain is tamper-evident, not tamper-proof:
+// Records are never updated in place: Append claims the next sequence with
+// Store::InsertAuthRecord, which refuses a sequence that is already stored;
+// when another writer (a replica on a shared postgres+s3 store) took it
+// first, Append reads that writer's records and chains after them. The chain is tamper-evident, not tamper-proof:
 // whoever can write the store can rewrite the whole chain (there is no
 // private-key signature yet).
 //
 // Thread-safety: Append and SignVerdict are serialized by a mutex; the
-// other methods may run concurrently with them. One writer process per store
-// (the RocksDB store's lock already ensures that for reprodd).
+// other methods may run concurrently with them. Any number of processes may
+// append to one shared store: they form one chain.
 #ifndef REPROD_SERVER_AUTH_AUDIT_LOG_H_
 #define REPROD_SERVER_AUTH_AUDIT_LOG_H_
 
@@ -154,6 +156,11 @@ class AuditLog {
 
  private:
   explicit AuditLog(storage::Store& store) : store_(store) {}
+
+  // Appends give up after this many sequences taken by other writers.
+  static constexpr int kMaxAppendAttempts = 64;
+  // Moves head_ to the newest stored record (other writers' appends).
+  absl::Status CatchUp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   storage::Store& store_;
   mutable absl::Mutex mu_;

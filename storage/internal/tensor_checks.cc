@@ -100,6 +100,11 @@ absl::Status AuthRecordNotFoundError(std::string_view key) {
       absl::StrCat("auth record (", key.size(), "-byte key) not found"));
 }
 
+absl::Status AuthRecordExistsError(std::string_view key) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("auth record (", key.size(), "-byte key) exists already"));
+}
+
 absl::Status RunNotFoundError(std::string_view run) {
   return absl::NotFoundError(
       absl::StrCat("run ", VisibleName(run), " not found"));

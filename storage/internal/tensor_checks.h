@@ -67,6 +67,7 @@ absl::Status CheckReadRange(std::string_view run, const TensorMeta& meta,
 // derived from a credential), only its length.
 absl::Status CheckAuthKey(std::string_view key);
 absl::Status AuthRecordNotFoundError(std::string_view key);
+absl::Status AuthRecordExistsError(std::string_view key);
 
 // Times are kept with microsecond precision by every store (RocksDB records
 // them as Unix microseconds); `t` truncated accordingly.

@@ -294,6 +294,16 @@ class MemoryStore : public Store {
     return absl::OkStatus();
   }
 
+  absl::Status InsertAuthRecord(std::string_view key,
+                                std::string_view value) override {
+    REPROD_RETURN_IF_ERROR(internal::CheckAuthKey(key));
+    absl::MutexLock lock(&mu_);
+    if (!auth_.emplace(std::string(key), std::string(value)).second) {
+      return internal::AuthRecordExistsError(key);
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override {
     REPROD_RETURN_IF_ERROR(internal::CheckAuthKey(key));
     absl::MutexLock lock(&mu_);

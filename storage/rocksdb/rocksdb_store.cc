@@ -982,6 +982,18 @@ absl::Status RocksDbStore::PutAuthRecord(std::string_view key,
   return Write(batch, /*sync=*/true, "put auth record");
 }
 
+absl::Status RocksDbStore::InsertAuthRecord(std::string_view key,
+                                            std::string_view value) {
+  REPROD_RETURN_IF_ERROR(CheckAuthKey(key));
+  // One process owns the RocksDB directory; this mutex makes look-then-put
+  // atomic within it.
+  absl::MutexLock lock(&auth_insert_mu_);
+  absl::StatusOr<std::string> existing = GetAuthRecord(key);
+  if (existing.ok()) return AuthRecordExistsError(key);
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+  return PutAuthRecord(key, value);
+}
+
 absl::StatusOr<std::string> RocksDbStore::GetAuthRecord(std::string_view key) {
   REPROD_RETURN_IF_ERROR(CheckAuthKey(key));
   rocksdb::PinnableSlice value;

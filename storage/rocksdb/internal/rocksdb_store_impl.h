@@ -89,6 +89,8 @@ class RocksDbStore final : public Store {
   absl::StatusOr<StoredReport> GetReport(std::string_view id) override;
   absl::StatusOr<std::vector<StoredReport>> ListReports(std::string_view run,
                                                         size_t limit) override;
+  absl::Status InsertAuthRecord(std::string_view key,
+                                std::string_view value) override;
   absl::Status PutAuthRecord(std::string_view key,
                              std::string_view value) override;
   absl::StatusOr<std::string> GetAuthRecord(std::string_view key) override;
@@ -208,6 +210,7 @@ class RocksDbStore final : public Store {
   // A write met ENOSPC; DB::Resume() is due once space is back.
   std::atomic<bool> needs_resume_{false};
   absl::Mutex resume_mu_;  // one DB::Resume() at a time
+  absl::Mutex auth_insert_mu_;  // InsertAuthRecord's look-then-put
   SegmentDirectory segments_{dir_ + "/segments"};
   absl::Mutex unlink_mu_;
   int backups_running_ ABSL_GUARDED_BY(unlink_mu_) = 0;
