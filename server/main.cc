@@ -24,6 +24,7 @@
 #include "server/restore_command.h"
 #include "server/server.h"
 #include "server/web/web_server.h"
+#include "storage/postgres_s3/credentials.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -77,6 +78,17 @@ over tensors through POSIX shared-memory regions they created and registered
 on their own session instead of sending the bytes (the Python client's
 open_run(..., shm=True)); off by default. docs/shared-memory.md.
 
+Scale-out: --store postgres+s3 keeps runs, the tensor index, reports and
+tokens in PostgreSQL and tensor bytes as objects in an S3-compatible store,
+so any number of reprodd replicas can serve the same data:
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... PGPASSWORD=... \
+  reprodd --store postgres+s3 --pg-url postgresql://reprod@db:5432/reprod \
+          --s3-endpoint http://s3:7480 --s3-bucket reprod
+Secrets never go on the command line: the PostgreSQL password comes from
+PGPASSWORD, ~/.pgpass or --pg-password-file; S3 keys from AWS_ACCESS_KEY_ID
+/ AWS_SECRET_ACCESS_KEY or --s3-credentials-file (AWS credentials format).
+deploy/README.md says when to move there from the embedded store.
+
 Backups: --backup-root DIR lets admins write consistent copies of the
 store while it serves (`reprodctl admin backup NAME`, into DIR/NAME);
 `reprodd restore DIR/NAME --data-dir NEW` makes a data dir from one.
@@ -115,6 +127,9 @@ struct Flags {
   std::string http_port_file;
   double shutdown_grace_s = 10;
   double stream_idle_timeout_s = 60;
+  // --store postgres+s3
+  std::string pg_password_file;
+  std::string s3_credentials_file;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -159,10 +174,45 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "backups off")
       ->envname("REPROD_BACKUP_ROOT");
   app.add_option("--store", f.store,
-                 "rocksdb (durable, default) or memory (tests; lost on exit)")
-      ->check(CLI::IsMember({"rocksdb", "memory"}))
+                 "rocksdb (durable, default), memory (tests; lost on exit) or "
+                 "postgres+s3 (PostgreSQL + S3 objects, shared by replicas; --pg-*, --s3-*)")
+      ->check(CLI::IsMember({"rocksdb", "memory", "postgres+s3"}))
       ->envname("REPROD_STORE")
       ->capture_default_str();
+  reprod::storage::PostgresS3StoreOptions& pg = f.options.postgres_s3;
+  app.add_option("--pg-url", pg.pg_url,
+                 "postgres+s3: PostgreSQL URL or connection string, without the password "
+                 "(postgresql://reprod@db:5432/reprod)")
+      ->envname("REPROD_PG_URL");
+  app.add_option("--pg-schema", pg.pg_schema,
+                 "postgres+s3: schema of reprod's tables (created, migrated at start)")
+      ->envname("REPROD_PG_SCHEMA")
+      ->capture_default_str();
+  app.add_option("--pg-password-file", f.pg_password_file,
+                 "postgres+s3: file whose first line is the PostgreSQL password "
+                 "(else PGPASSWORD or ~/.pgpass)")
+      ->envname("REPROD_PG_PASSWORD_FILE");
+  app.add_option("--pg-connections", pg.pg_connections,
+                 "postgres+s3: PostgreSQL connections per replica")
+      ->check(CLI::Range(2, 1000))
+      ->envname("REPROD_PG_CONNECTIONS")
+      ->capture_default_str();
+  app.add_option("--s3-endpoint", pg.s3.endpoint,
+                 "postgres+s3: S3 endpoint, http(s)://host[:port] (path-style requests)")
+      ->envname("REPROD_S3_ENDPOINT");
+  app.add_option("--s3-bucket", pg.s3.bucket,
+                 "postgres+s3: bucket of the tensor objects (created when missing)")
+      ->envname("REPROD_S3_BUCKET");
+  app.add_option("--s3-region", pg.s3.region, "postgres+s3: SigV4 signing region")
+      ->envname("REPROD_S3_REGION")
+      ->capture_default_str();
+  app.add_option("--s3-prefix", pg.s3_prefix,
+                 "postgres+s3: prefix of every object key (empty or ending in '/')")
+      ->envname("REPROD_S3_PREFIX");
+  app.add_option("--s3-credentials-file", f.s3_credentials_file,
+                 "postgres+s3: AWS shared-credentials file ([default] aws_access_key_id, "
+                 "aws_secret_access_key); else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+      ->envname("REPROD_S3_CREDENTIALS_FILE");
   app.add_option("--backend", f.backend, "Diff backend: auto, cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->envname("REPROD_BACKEND")
@@ -251,13 +301,40 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.set_version_flag("--version", "reprodd 0.1.0");
 }
 
+// --store postgres+s3: the flags it needs, secrets from the environment or
+// files. InvalidArgument naming the flag otherwise; a password given on the
+// command line itself (argv is world-readable in `ps`) is refused.
+absl::Status ApplyPostgresS3Choices(Flags& f, int argc, char** argv) {
+  reprod::storage::PostgresS3StoreOptions& pg = f.options.postgres_s3;
+  if (pg.pg_url.empty() || pg.s3.endpoint.empty() || pg.s3.bucket.empty()) {
+    return absl::InvalidArgumentError(
+        "--store postgres+s3 needs --pg-url, --s3-endpoint and --s3-bucket");
+  }
+  for (int i = 1; i < argc; ++i) {
+    if (!std::string(argv[i]).starts_with("--pg-url")) continue;
+    absl::StatusOr<bool> has_password = reprod::storage::ConninfoHasPassword(pg.pg_url);
+    if (!has_password.ok()) return has_password.status();
+    if (*has_password) {
+      return absl::InvalidArgumentError(
+          "--pg-url holds a password, which every user can read on the command line; "
+          "remove it and use PGPASSWORD, ~/.pgpass or --pg-password-file");
+    }
+  }
+  absl::StatusOr<std::string> url =
+      reprod::storage::WithPasswordFromFile(pg.pg_url, f.pg_password_file);
+  if (!url.ok()) return url.status();
+  pg.pg_url = *url;
+  return reprod::storage::LoadS3Credentials(f.s3_credentials_file, pg.s3);
+}
+
 // The parsed choices into f.options.
 void ApplyChoices(Flags& f) {
   f.options.limits.stream_idle_timeout = absl::Seconds(f.stream_idle_timeout_s);
   f.options.auth = f.auth == "tokens" ? reprod::server::AuthMode::kTokens
                                      : reprod::server::AuthMode::kNone;
-  f.options.store = f.store == "memory" ? reprod::server::StoreKind::kMemory
-                                        : reprod::server::StoreKind::kRocksDb;
+  f.options.store = f.store == "memory"        ? reprod::server::StoreKind::kMemory
+                    : f.store == "postgres+s3" ? reprod::server::StoreKind::kPostgresS3
+                                               : reprod::server::StoreKind::kRocksDb;
   f.options.backend = f.backend == "cpu"    ? reprod::kernels::BackendKind::kCpu
                       : f.backend == "cuda" ? reprod::kernels::BackendKind::kCuda
                                             : reprod::kernels::BackendKind::kAuto;
@@ -317,6 +394,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   ApplyChoices(f);
+  if (f.options.store == reprod::server::StoreKind::kPostgresS3) {
+    if (absl::Status s = ApplyPostgresS3Choices(f, argc, argv); !s.ok()) {
+      std::fprintf(stderr, "reprodd: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
   reprod::TuneMallocForStreaming();  // before any thread starts
 
   // Block SIGTERM/SIGINT in every thread (gRPC's included, so block before

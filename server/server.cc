@@ -218,6 +218,10 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   if (options.store == StoreKind::kMemory) {
     impl->store = storage::CreateMemoryStore();
     spdlog::info("store: memory (nothing survives a restart)");
+  } else if (options.store == StoreKind::kPostgresS3) {
+    REPROD_ASSIGN_OR_RETURN(impl->store, storage::OpenPostgresS3Store(options.postgres_s3));
+    spdlog::info("store: postgres+s3 (schema {}, bucket {} at {})", options.postgres_s3.pg_schema,
+                 options.postgres_s3.s3.bucket, options.postgres_s3.s3.endpoint);
   } else {
     storage::RocksDbStoreOptions store_options;
     store_options.min_free_bytes = options.min_free_bytes;

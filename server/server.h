@@ -28,10 +28,14 @@
 #include "absl/time/time.h"
 #include "kernels/backend.h"
 #include "server/service_env.h"
+#include "storage/postgres_s3/postgres_s3_store.h"
 
 namespace reprod::server {
 
-enum class StoreKind { kRocksDb, kMemory };
+// `--store`: the embedded RocksDB (default), memory (tests), or PostgreSQL +
+// S3 object storage shared by any number of replicas
+// (storage/postgres_s3/postgres_s3_store.h).
+enum class StoreKind { kRocksDb, kMemory, kPostgresS3 };
 
 // `--auth`: kNone (default) admits every call; kTokens makes every call
 // carry a bearer token checked against server/auth's table (auth_gate.h).
@@ -53,6 +57,8 @@ struct ServerOptions {
   std::string admin_token_file;
   StoreKind store = StoreKind::kRocksDb;
   std::string data_dir = "reprod-data";
+  // kPostgresS3: where and how (credentials filled in already).
+  storage::PostgresS3StoreOptions postgres_s3 = {};
   // `--backup-root`: folder for `reprodctl admin backup` (created when
   // missing); empty = backups off. On the data dir's filesystem, backups
   // hard-link the store's files and take no extra space at first.
