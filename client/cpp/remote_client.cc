@@ -3,6 +3,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/support/client_interceptor.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -11,6 +15,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cpp/wire_convert.h"
 #include "common/crc32c.h"
 #include "common/names.h"
@@ -96,6 +103,49 @@ bool Mentions(const std::string& text, std::initializer_list<const char*> needle
 
 }  // namespace
 
+absl::StatusOr<std::string> ChannelTarget(const std::string& address) {
+  if (address.find(',') == std::string::npos) return address;
+  std::vector<std::string> v4, v6;
+  for (absl::string_view raw : absl::StrSplit(address, ',')) {
+    const std::string part(absl::StripAsciiWhitespace(raw));
+    const size_t colon = part.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == part.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("server address '", part, "' in '", address, "' is not HOST:PORT"));
+    }
+    std::string host = part.substr(0, colon);
+    const std::string port = part.substr(colon + 1);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("server address '", part, "': ", host,
+                                                     " does not resolve (", gai_strerror(rc),
+                                                     ")"));
+    }
+    char text[INET6_ADDRSTRLEN] = {};
+    if (found->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr, text,
+                sizeof(text));
+      v4.push_back(absl::StrCat(text, ":", port));
+    } else {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr, text,
+                sizeof(text));
+      v6.push_back(absl::StrCat("[", text, "]:", port));
+    }
+    freeaddrinfo(found);
+  }
+  if (!v4.empty() && !v6.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "server addresses '", address, "' mix IPv4 and IPv6; list replicas of one family"));
+  }
+  return v4.empty() ? absl::StrCat("ipv6:", absl::StrJoin(v6, ","))
+                    : absl::StrCat("ipv4:", absl::StrJoin(v4, ","));
+}
+
 std::string TlsHint(const std::string& grpc_message, bool tls, bool client_cert, bool connecting) {
   // A connection the server closed is a TLS mismatch only while connecting;
   // later it is an outage (a restart) like any other.
@@ -142,13 +192,15 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string 
   if (target.empty()) {
     return absl::InvalidArgumentError("empty server address (expected HOST:PORT)");
   }
+  absl::StatusOr<std::string> channel_target = ChannelTarget(target);
+  if (!channel_target.ok()) return channel_target.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   std::shared_ptr<grpc::Channel> channel =
-      CreateChannel(target, options, args);
+      CreateChannel(*channel_target, options, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to '", target, "'"));
   }

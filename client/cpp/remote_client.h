@@ -89,6 +89,16 @@ struct ConnectOptions {
   std::string token;
 };
 
+// The gRPC target for a --server value: "host:port" as it is, or several
+// replicas of one server (reprodd --store postgres+s3) "a:1,b:2" as one
+// ipv4:/ipv6: target (host names resolved here, once), so that gRPC's
+// pick_first policy uses the first that answers and moves to the next when
+// it goes away; pushes resend what was not acknowledged, as after a
+// restart. (One DNS name with several records fails over the same way
+// through gRPC's own resolver.) InvalidArgument naming the part that is not
+// HOST:PORT or does not resolve, or a list mixing IPv4 and IPv6.
+absl::StatusOr<std::string> ChannelTarget(const std::string& address);
+
 // A sentence explaining a failed connection as a TLS mismatch, from the gRPC
 // error text `grpc_message` and whether the client used TLS (`tls`) with a
 // client certificate (`client_cert`); "" when the text shows no TLS cause.

@@ -30,6 +30,7 @@ namespace reprod::client {
 namespace {
 
 using ::reprod::testing::IsOk;
+using ::reprod::testing::IsOkAndHolds;
 using ::reprod::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -337,9 +338,51 @@ TEST(TlsHint, NamesTheMissingFlagForEachMismatch) {
   EXPECT_THAT(TlsHint(untrusted, true, false, false), HasSubstr("not trusted"));
 }
 
+TEST(ChannelTarget, ListsOfReplicasBecomeOneTargetInOrder) {
+  EXPECT_THAT(ChannelTarget("reprod.lan:50051"), IsOkAndHolds(std::string("reprod.lan:50051")));
+  EXPECT_THAT(ChannelTarget("127.0.0.1:5001,127.0.0.2:5002"),
+              IsOkAndHolds(std::string("ipv4:127.0.0.1:5001,127.0.0.2:5002")));
+  EXPECT_THAT(ChannelTarget("localhost:7, 127.0.0.1:8"),
+              IsOkAndHolds(std::string("ipv4:127.0.0.1:7,127.0.0.1:8")));
+  EXPECT_THAT(ChannelTarget("[::1]:7,[::1]:8"), IsOkAndHolds(std::string("ipv6:[::1]:7,[::1]:8")));
+  EXPECT_THAT(ChannelTarget("127.0.0.1:7,[::1]:8"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("mix IPv4 and IPv6")));
+  EXPECT_THAT(ChannelTarget("127.0.0.1:7,nocolon"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'nocolon'")));
+}
+
 TEST(Connect, EmptyTargetIsInvalid) {
   EXPECT_THAT(RemoteClient::Connect(""),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("HOST:PORT")));
+}
+
+TEST(RemoteClient, ReplicasInTheListTakeOverFromOneThatGoesAway) {
+  // Two servers over one store, as reprodd replicas over one postgres+s3.
+  FakeStore store;
+  FakeServer first(&store), second(&store);
+  ASSERT_TRUE(first.ok() && second.ok());
+  // A dead address first: the client connects to the next one.
+  const std::string dead = absl::StrCat("127.0.0.1:", FreePort());
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       RemoteClient::Connect(absl::StrCat(dead, ",", first.target(), ",",
+                                                          second.target())));
+  v1::Run run;
+  run.set_name("team/run");
+  ASSERT_THAT(client->CreateRun(run, /*exist_ok=*/false).status(), IsOk());
+  EXPECT_EQ(first.runs().calls.load(), 1);
+  EXPECT_EQ(second.runs().calls.load(), 0);
+  // The replica in use goes away; calls move on to the last one (the
+  // fake's GetRun answers NOT_FOUND: a call that reached a server).
+  first.Shutdown();
+  absl::Status last;
+  for (int i = 0; i < 100; ++i) {
+    last = client->GetRun("team/run").status();
+    if (absl::IsNotFound(last)) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_THAT(last, StatusIs(absl::StatusCode::kNotFound, HasSubstr("team/run")));
+  EXPECT_EQ(first.runs().calls.load(), 1);
+  EXPECT_GE(second.runs().calls.load(), 1);
 }
 
 TEST(RemoteClient, UnaryCallsMapStatusesAndKeepMessages) {

@@ -12,8 +12,10 @@ channel.
 """
 import dataclasses
 import datetime
+import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 import types
@@ -63,6 +65,41 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),
 ]
+
+
+def channel_target(address):
+    """The gRPC target for `address`: "host:port" as it is, or several
+    replicas "a:1,b:2" as one ipv4:/ipv6: target, so that gRPC's pick_first
+    policy connects to the first that answers and moves to the next when it
+    goes away (a run then resends its unacked tensors there). Host names in
+    a list are resolved once, here; a single DNS name with several records
+    fails over the same way through gRPC's own resolver.
+
+    Raises ValueError naming the part that is not HOST:PORT or does not
+    resolve."""
+    parts = [p.strip() for p in address.split(",")]
+    if len(parts) == 1:
+        return address
+    v4, v6 = [], []
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"server address {part!r} in {address!r} is not HOST:PORT")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except OSError as e:
+                raise ValueError(f"server address {part!r}: {host} does not resolve ({e})") from None
+            ip = ipaddress.ip_address(infos[0][4][0])
+        (v4 if ip.version == 4 else v6).append(f"{ip}:{port}" if ip.version == 4
+                                               else f"[{ip}]:{port}")
+    if v4 and v6:
+        raise ValueError(f"server addresses {address!r} mix IPv4 and IPv6; "
+                         "list replicas of one family")
+    return ("ipv4:" + ",".join(v4)) if v4 else ("ipv6:" + ",".join(v6))
 
 
 @dataclasses.dataclass
@@ -180,6 +217,10 @@ class Client:
     """Connection to a reprodd server.
 
     address: "host:port"; default $REPROD_SERVER, else "127.0.0.1:50051".
+        Several replicas of one server (reprodd --store postgres+s3):
+        "hostA:port,hostB:port" (or one DNS name with several records):
+        calls go to the first that answers, and a run whose replica goes
+        away continues on the next, resending what was not acknowledged.
     token: bearer token sent as "authorization: Bearer TOKEN" on every call
         (default $REPROD_TOKEN), required by a reprodd started with
         --auth tokens (else ReprodError with code UNAUTHENTICATED or
@@ -216,10 +257,11 @@ class Client:
         if credentials is not None:
             self._tls = (True, False)
         credentials = credentials if credentials is not None else tls_credentials
+        target = channel_target(self.address)
         if credentials is not None:
-            self._channel = grpc.secure_channel(self.address, credentials, options=opts)
+            self._channel = grpc.secure_channel(target, credentials, options=opts)
         else:
-            self._channel = grpc.insecure_channel(self.address, options=opts)
+            self._channel = grpc.insecure_channel(target, options=opts)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._pb = _PB
         self._runs_stub = runs_pb2_grpc.RunServiceStub(self._channel)
