@@ -52,6 +52,7 @@
 #include "common/dtype.h"
 #include "common/placement.h"
 #include "common/tensor.h"
+#include "storage/work_queue.h"
 
 namespace reprod::storage {
 
@@ -303,6 +304,12 @@ class Store {
   virtual absl::StatusOr<CompactInfo> Compact() {
     return absl::UnimplementedError("this store keeps nothing on disk; there is nothing to compact");
   }
+
+  // --- work sharing -------------------------------------------------------
+  // The queue through which processes sharing this store split work
+  // (storage/work_queue.h); nullptr for a store only one process uses
+  // (memory, RocksDB). Owned by the store.
+  virtual WorkQueue* work_queue() { return nullptr; }
 };
 
 }  // namespace reprod::storage

@@ -101,7 +101,9 @@ class PostgresS3Store : public Store {
  public:
   PostgresS3Store(std::shared_ptr<PgS3Context> ctx,
                   std::unique_ptr<PgConnection> liveness)
-      : ctx_(std::move(ctx)), liveness_(std::move(liveness)) {
+      : ctx_(std::move(ctx)),
+        liveness_(std::move(liveness)),
+        work_queue_(internal::NewPgWorkQueue(ctx_)) {
     if (ctx_->options.sweep_interval > absl::ZeroDuration()) {
       sweeper_ = std::thread([this] { SweepLoop(); });
     }
@@ -458,10 +460,13 @@ class PostgresS3Store : public Store {
     return CompactInfo{before, after};
   }
 
+  WorkQueue* work_queue() override { return work_queue_.get(); }
+
   // Reclaims the uploads of dead replicas and the garbage that is due.
   absl::Status Sweep() {
     absl::MutexLock sweeping(&sweep_mu_);
     REPROD_RETURN_IF_ERROR(SweepDeadReplicas());
+    REPROD_RETURN_IF_ERROR(SweepAbandonedWork());
     return SweepGarbage();
   }
 
@@ -542,6 +547,15 @@ class PostgresS3Store : public Store {
     return absl::OkStatus();
   }
 
+  // Jobs whose submitter died never get dropped; a day on, nobody waits.
+  absl::Status SweepAbandonedWork() {
+    REPROD_ASSIGN_OR_RETURN(PgPool::Lease conn, ctx_->pool->Acquire());
+    return conn
+        ->Exec("DELETE FROM work_batches WHERE created_us < $1",
+               PgParams().Int(NowMicros() - absl::ToInt64Microseconds(absl::Hours(24))))
+        .status();
+  }
+
   absl::Status SweepGarbage() {
     REPROD_ASSIGN_OR_RETURN(PgPool::Lease conn, ctx_->pool->Acquire());
     while (true) {
@@ -577,6 +591,7 @@ class PostgresS3Store : public Store {
   std::shared_ptr<PgS3Context> ctx_;
   // Holds the advisory lock that tells other replicas this one lives.
   std::unique_ptr<PgConnection> liveness_;
+  std::unique_ptr<WorkQueue> work_queue_;
   absl::Mutex sweep_mu_;
   absl::Notification stop_;
   std::thread sweeper_;

@@ -319,5 +319,50 @@ TEST_F(PostgresS3StoreTest, TwoReplicasShareRunsTensorsAndState) {
   EXPECT_THAT(Objects(), SizeIs(1));  // y's object was given up
 }
 
+TEST_F(PostgresS3StoreTest, WorkQueueHandsEachBatchToOneReplica) {
+  ASSERT_OK_AND_ASSIGN(auto a, Open());
+  ASSERT_OK_AND_ASSIGN(auto b, Open());
+  WorkQueue* qa = a->work_queue();
+  WorkQueue* qb = b->work_queue();
+  ASSERT_NE(qa, nullptr);
+  ASSERT_NE(qb, nullptr);
+  ASSERT_OK_AND_ASSIGN(int live, qa->LiveWorkers());
+  EXPECT_GE(live, 2);
+  ASSERT_OK_AND_ASSIGN(uint64_t job, qa->Submit({{"small", 10}, {"big", 1000}, {"mid", 100}}));
+  // A GPU replica takes the largest first, a CPU replica the smallest.
+  ASSERT_OK_AND_ASSIGN(std::optional<ClaimedWork> big, qb->Claim(/*largest_first=*/true));
+  ASSERT_TRUE(big.has_value());
+  EXPECT_EQ(big->spec, "big");
+  EXPECT_EQ(big->batch, 1u);
+  ASSERT_OK_AND_ASSIGN(std::optional<ClaimedWork> small, qa->Claim(/*largest_first=*/false));
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->spec, "small");
+  ASSERT_THAT(qb->Finish(job, big->batch, std::string("R1")), IsOk());
+  ASSERT_THAT(qa->Finish(job, small->batch, absl::InternalError("boom")), IsOk());
+  ASSERT_OK_AND_ASSIGN(std::vector<WorkResult> results, qa->Results(job));
+  ASSERT_THAT(results, SizeIs(3));
+  EXPECT_EQ(results[0].state, WorkResult::State::kFailed);
+  EXPECT_THAT(results[0].error, HasSubstr("boom"));
+  EXPECT_EQ(results[1].state, WorkResult::State::kDone);
+  EXPECT_EQ(results[1].result, "R1");
+  EXPECT_EQ(results[2].state, WorkResult::State::kPending);
+
+  // A batch claimed by a replica that died goes back to pending.
+  ASSERT_THAT(pg_->Exec("UPDATE work_batches SET state = 1, claimed_by = 171717 "
+                        "WHERE batch = 2")
+                  .status(),
+              IsOk());
+  ASSERT_OK_AND_ASSIGN(results, qb->Results(job));
+  EXPECT_EQ(results[2].state, WorkResult::State::kPending);
+  ASSERT_OK_AND_ASSIGN(std::optional<ClaimedWork> mid, qa->Claim(true));
+  ASSERT_TRUE(mid.has_value());
+  EXPECT_EQ(mid->spec, "mid");
+  ASSERT_OK_AND_ASSIGN(std::optional<ClaimedWork> none, qb->Claim(true));
+  EXPECT_FALSE(none.has_value());
+  ASSERT_THAT(qa->Drop(job), IsOk());
+  ASSERT_OK_AND_ASSIGN(results, qa->Results(job));
+  EXPECT_THAT(results, IsEmpty());
+}
+
 }  // namespace
 }  // namespace reprod::storage

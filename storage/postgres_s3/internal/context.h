@@ -20,6 +20,7 @@
 #include "storage/postgres_s3/postgres_s3_store.h"
 #include "storage/s3/s3_client.h"
 #include "storage/store.h"
+#include "storage/work_queue.h"
 
 namespace reprod::storage::internal {
 
@@ -62,6 +63,9 @@ absl::Status DeleteObjectAndUploads(S3Client& s3, const std::string& object_key,
 std::unique_ptr<TensorWriter> NewPgS3TensorWriter(
     std::shared_ptr<PgS3Context> ctx, std::string run, int64_t run_id,
     TensorHeader header, bool verify_only);
+
+// The store's work queue (work_queue.cc).
+std::unique_ptr<WorkQueue> NewPgWorkQueue(std::shared_ptr<PgS3Context> ctx);
 
 // A reader of a stored tensor.
 std::unique_ptr<TensorReader> NewPgS3TensorReader(

@@ -86,8 +86,27 @@ CREATE TABLE auth_records (
 );
 )sql";
 
+// The distributed compare's work queue (storage/work_queue.h).
+constexpr std::string_view kWorkQueue = R"sql(
+CREATE SEQUENCE work_jobs;
+CREATE TABLE work_batches (
+  job bigint NOT NULL,
+  batch integer NOT NULL,
+  spec bytea NOT NULL,
+  bytes bigint NOT NULL,
+  state smallint NOT NULL DEFAULT 0,  -- 0 pending, 1 claimed, 2 done, 3 failed
+  claimed_by bigint,                  -- replica id (its advisory lock)
+  result bytea,
+  error text,
+  created_us bigint NOT NULL,
+  PRIMARY KEY (job, batch)
+);
+CREATE INDEX work_batches_pending ON work_batches (state, bytes);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "runs, tensors, uploads, garbage, reports, auth records", kInitial},
+    {2, "work queue of the distributed compare", kWorkQueue},
 };
 
 // Serialises migrations of one database across replicas.
