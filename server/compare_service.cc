@@ -14,6 +14,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/review_ops.h"
 #include "server/proto_convert.h"
+#include "server/compare_worker.h"
 #include "server/store_compare.h"
 #include "server/stored_report.h"
 #include "spdlog/spdlog.h"
@@ -77,6 +78,10 @@ absl::Status CompareServiceImpl::CompareAndStore(
   std::atomic<uint64_t> compared_bytes{0};
   StoreCompareOptions options = OptionsFromSpec(spec);
   options.compared_bytes = &compared_bytes;
+  // Replicas sharing the store (postgres+s3) take part of a finished pair
+  // of runs' compare (store_compare.h); nullptr elsewhere.
+  options.work_queue = env_.store->work_queue();
+  options.claim_largest_first = ClaimsLargestFirst(*env_.backend);
   REPROD_ASSIGN_OR_RETURN(
       core::Report report,
       CompareStoredRuns(*env_.store, ref, cand, policy, *env_.backend, options));

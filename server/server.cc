@@ -25,6 +25,7 @@
 #include "server/auth/token_store.h"
 #include "server/auth_gate.h"
 #include "server/compare_service.h"
+#include "server/compare_worker.h"
 #include "server/ingest_service.h"
 #include "server/metrics/server_metrics.h"
 #include "server/quota_ledger.h"
@@ -174,6 +175,8 @@ struct ReprodServer::Impl {
   std::unique_ptr<QuotaLedger> quota;        // before the services go
   std::unique_ptr<AuthGate> auth;  // --auth tokens; before the services go
   std::unique_ptr<kernels::Backend> backend;
+  // Takes distributed compare batches (a store shared by replicas only).
+  std::unique_ptr<CompareWorker> compare_worker;
   RunEvents events;
   std::unique_ptr<RunServiceImpl> runs;
   std::unique_ptr<IngestServiceImpl> ingest;
@@ -234,6 +237,10 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
       impl->backend,
       kernels::CreateBackend(options.backend, options.backend_threads));
   spdlog::info("backend: {}", impl->backend->name());
+  impl->compare_worker = CompareWorker::Start(*impl->store, *impl->backend);
+  if (impl->compare_worker != nullptr) {
+    spdlog::info("compare worker: takes distributed compare batches of the shared store");
+  }
 
   impl->tokens = std::make_unique<auth::TokenStore>(*impl->store);
   REPROD_ASSIGN_OR_RETURN(impl->audit, auth::AuditLog::Open(*impl->store));

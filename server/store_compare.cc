@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <array>
 #include <future>
+#include <thread>
+#include <type_traits>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,7 +17,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/types/span.h"
+#include "common/crc32c.h"
 #include "common/dtype.h"
 #include "common/status_macros.h"
 #include "common/tensor.h"
@@ -23,6 +28,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/internal/diff_kernel.h"
 #include "kernels/diff_stats.h"
+#include "spdlog/spdlog.h"
 
 namespace reprod::server {
 namespace {
@@ -576,7 +582,314 @@ class StoreReducer final : public core::PairReducer {
   const StoreCompareOptions& options_;
 };
 
+// --- distributed compare ------------------------------------------------------
+//
+// A batch spec: "rpdb1", sizeof(DiffStats) (u32), the two run names
+// (u32 length + bytes) and their listing digests (u64 each), then the pairs:
+// u32 count; per pair the ref and cand positions (4 x u32), transpose (u8),
+// ref and cand dtype (u8 each), u32 option count and per option atol, rtol
+// (f64) and equal_nan (u8). A result: u32 count, then that many DiffStats as
+// they lie in memory (replicas run one build; the size in the spec checks
+// it). Little-endian hosts only, as every platform reprodd builds on.
+
+constexpr char kBatchMagic[] = "rpdb1";
+static_assert(std::is_trivially_copyable_v<DiffStats>);
+
+class Encoder {
+ public:
+  template <typename T>
+  void Put(T value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    out_.append(reinterpret_cast<const char*>(&value), sizeof(value));
+  }
+  void PutString(std::string_view s) {
+    Put<uint32_t>(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void PutRaw(const void* data, size_t n) { out_.append(static_cast<const char*>(data), n); }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Decoder {
+ public:
+  explicit Decoder(std::string_view in) : in_(in) {}
+  template <typename T>
+  bool Get(T* value) {
+    if (in_.size() < sizeof(T)) return false;
+    std::memcpy(value, in_.data(), sizeof(T));
+    in_.remove_prefix(sizeof(T));
+    return true;
+  }
+  bool GetString(std::string* s) {
+    uint32_t n = 0;
+    if (!Get(&n) || in_.size() < n) return false;
+    s->assign(in_.substr(0, n));
+    in_.remove_prefix(n);
+    return true;
+  }
+  bool GetRaw(void* data, size_t n) {
+    if (in_.size() < n) return false;
+    std::memcpy(data, in_.data(), n);
+    in_.remove_prefix(n);
+    return true;
+  }
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+};
+
+// What a run's listing looks like to the planner: every tensor's address,
+// dtype, shape and CRC in order. A worker checks it to be sure its
+// positions name the tensors the submitter planned.
+uint64_t ListingDigest(const StoredRun& run) {
+  Encoder e;
+  for (size_t c = 0; c < run.index.checkpoints.size(); ++c) {
+    const core::CheckpointIndex& cp = run.index.checkpoints[c];
+    e.PutString(cp.name);
+    for (const core::TensorInfo& t : cp.tensors) {
+      e.PutString(t.key);
+      e.Put<int64_t>(t.step.value_or(INT64_MIN));
+      e.Put<uint32_t>(t.rank);
+      e.Put<uint8_t>(static_cast<uint8_t>(t.dtype));
+      for (int64_t d : t.shape) e.Put<int64_t>(d);
+      e.Put<int64_t>(-1);
+      e.Put<uint32_t>(t.crc32c.value_or(0));
+    }
+  }
+  const std::string bytes = e.Take();
+  return (uint64_t{Crc32c(bytes)} << 32) | (bytes.size() & 0xffffffffu);
+}
+
+uint64_t PairBytes(const StoredRun& ref, const StoredRun& cand, const PlannedPair& p) {
+  auto bytes = [](const core::TensorInfo& t) {
+    uint64_t n = DTypeSize(t.dtype);
+    for (int64_t d : t.shape) n *= static_cast<uint64_t>(d);
+    return n;
+  };
+  return bytes(ref.Info(p.ref)) + bytes(cand.Info(p.cand));
+}
+
+std::string EncodeBatch(const StoredRun& ref, const StoredRun& cand,
+                        absl::Span<const PlannedPair> pairs) {
+  Encoder e;
+  e.PutRaw(kBatchMagic, sizeof(kBatchMagic) - 1);
+  e.Put<uint32_t>(sizeof(DiffStats));
+  e.PutString(ref.name);
+  e.PutString(cand.name);
+  e.Put<uint64_t>(ListingDigest(ref));
+  e.Put<uint64_t>(ListingDigest(cand));
+  e.Put<uint32_t>(static_cast<uint32_t>(pairs.size()));
+  for (const PlannedPair& p : pairs) {
+    e.Put<uint32_t>(static_cast<uint32_t>(p.ref.checkpoint));
+    e.Put<uint32_t>(static_cast<uint32_t>(p.ref.tensor));
+    e.Put<uint32_t>(static_cast<uint32_t>(p.cand.checkpoint));
+    e.Put<uint32_t>(static_cast<uint32_t>(p.cand.tensor));
+    e.Put<uint8_t>(p.transpose_cand ? 1 : 0);
+    e.Put<uint8_t>(static_cast<uint8_t>(p.ref_dtype));
+    e.Put<uint8_t>(static_cast<uint8_t>(p.cand_dtype));
+    e.Put<uint32_t>(static_cast<uint32_t>(p.options.size()));
+    for (const kernels::DiffOptions& o : p.options) {
+      e.Put<double>(o.atol);
+      e.Put<double>(o.rtol);
+      e.Put<uint8_t>(o.equal_nan ? 1 : 0);
+    }
+  }
+  return e.Take();
+}
+
+std::string EncodeStats(absl::Span<const DiffStats> stats) {
+  Encoder e;
+  e.Put<uint32_t>(static_cast<uint32_t>(stats.size()));
+  e.PutRaw(stats.data(), stats.size() * sizeof(DiffStats));
+  return e.Take();
+}
+
+absl::Status DecodeStats(std::string_view bytes, absl::Span<DiffStats> out) {
+  Decoder d(bytes);
+  uint32_t n = 0;
+  if (!d.Get(&n) || n != out.size() || !d.GetRaw(out.data(), n * sizeof(DiffStats)) ||
+      !d.done()) {
+    return absl::DataLossError(absl::StrCat("a distributed compare batch result holds ", n,
+                                            " statistics, or is cut short; expected ",
+                                            out.size()));
+  }
+  return absl::OkStatus();
+}
+
+// Hands the pairs to the replicas through options.work_queue (see
+// StoreCompareOptions) and takes batches itself while any is pending.
+class DistributedReducer final : public core::PairReducer {
+ public:
+  DistributedReducer(storage::Store& store, const StoredRun& ref, const StoredRun& cand,
+                     kernels::Backend& backend, const StoreCompareOptions& options)
+      : store_(store), ref_(ref), cand_(cand), backend_(backend), options_(options) {}
+
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
+                      absl::Span<DiffStats> out) override {
+    // Cut in report order: batch b holds pairs [starts[b], starts[b + 1]).
+    std::vector<size_t> starts = {0};
+    uint64_t bytes = 0;
+    std::vector<storage::WorkItem> items;
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      bytes += PairBytes(ref_, cand_, pairs[i]);
+      if (bytes >= options_.distributed_batch_bytes || i + 1 == pairs.size()) {
+        items.push_back({EncodeBatch(ref_, cand_, pairs.subspan(starts.back(), i + 1 - starts.back())),
+                         bytes});
+        starts.push_back(i + 1);
+        bytes = 0;
+      }
+    }
+    if (items.size() < 2) return Local(pairs, out);
+    REPROD_ASSIGN_OR_RETURN(uint64_t job, options_.work_queue->Submit(items));
+    spdlog::info("distributed compare {} vs {}: {} pairs in {} batches (job {})", ref_.name,
+                 cand_.name, pairs.size(), items.size(), job);
+    absl::Status status = Gather(job, pairs, starts, items, out);
+    if (absl::Status dropped = options_.work_queue->Drop(job); !dropped.ok()) {
+      spdlog::warn("distributed compare job {}: {}", job, dropped.ToString());
+    }
+    return status;
+  }
+
+ private:
+  absl::Status Local(absl::Span<const PlannedPair> pairs, absl::Span<DiffStats> out) {
+    StoreReducer local(store_, ref_, cand_, backend_, options_);
+    return local.Reduce(pairs, out);
+  }
+
+  absl::Status Gather(uint64_t job, absl::Span<const PlannedPair> pairs,
+                      const std::vector<size_t>& starts,
+                      const std::vector<storage::WorkItem>& items, absl::Span<DiffStats> out) {
+    storage::WorkQueue& queue = *options_.work_queue;
+    while (true) {
+      // Work while there is work (ours or another compare's).
+      REPROD_ASSIGN_OR_RETURN(std::optional<storage::ClaimedWork> claimed,
+                              queue.Claim(options_.claim_largest_first));
+      if (claimed.has_value()) {
+        absl::StatusOr<std::string> result =
+            ReduceWorkBatch(store_, backend_, claimed->spec, options_);
+        REPROD_RETURN_IF_ERROR(queue.Finish(claimed->job, claimed->batch, result));
+        continue;
+      }
+      REPROD_ASSIGN_OR_RETURN(std::vector<storage::WorkResult> results, queue.Results(job));
+      if (results.size() != items.size()) {
+        return absl::InternalError(absl::StrCat("distributed compare job ", job, " lost ",
+                                                items.size() - results.size(), " batches"));
+      }
+      bool all_done = true;
+      for (size_t b = 0; b < results.size(); ++b) {
+        const storage::WorkResult& r = results[b];
+        if (r.state == storage::WorkResult::State::kPending ||
+            r.state == storage::WorkResult::State::kClaimed) {
+          all_done = false;
+        }
+      }
+      if (!all_done) {
+        absl::SleepFor(absl::Milliseconds(20));
+        continue;
+      }
+      for (size_t b = 0; b < results.size(); ++b) {
+        const absl::Span<const PlannedPair> part =
+            pairs.subspan(starts[b], starts[b + 1] - starts[b]);
+        const size_t first = part.front().stats_offset;
+        const size_t count =
+            part.back().stats_offset + part.back().options.size() - first;
+        absl::Span<DiffStats> dst = out.subspan(first, count);
+        if (results[b].state == storage::WorkResult::State::kDone) {
+          REPROD_RETURN_IF_ERROR(DecodeStats(results[b].result, dst));
+          continue;
+        }
+        spdlog::warn("distributed compare job {} batch {} failed elsewhere ({}); reducing it here",
+                     job, b, results[b].error);
+        // Offsets of the part relative to its own output.
+        std::vector<PlannedPair> local(part.begin(), part.end());
+        for (PlannedPair& p : local) p.stats_offset -= first;
+        REPROD_RETURN_IF_ERROR(Local(local, dst));
+      }
+      return absl::OkStatus();
+    }
+  }
+
+  storage::Store& store_;
+  const StoredRun& ref_;
+  const StoredRun& cand_;
+  kernels::Backend& backend_;
+  const StoreCompareOptions& options_;
+};
+
+bool Finished(storage::Store& store, std::string_view run) {
+  absl::StatusOr<storage::RunInfo> info = store.GetRun(run);
+  return info.ok() && info->state != storage::RunState::kOpen;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> ReduceWorkBatch(storage::Store& store, kernels::Backend& backend,
+                                            std::string_view spec,
+                                            const StoreCompareOptions& options) {
+  Decoder d(spec);
+  char magic[sizeof(kBatchMagic) - 1] = {};
+  uint32_t stats_size = 0;
+  std::string ref_name, cand_name;
+  uint64_t ref_digest = 0, cand_digest = 0;
+  uint32_t count = 0;
+  if (!d.GetRaw(magic, sizeof(magic)) ||
+      std::memcmp(magic, kBatchMagic, sizeof(magic)) != 0 || !d.Get(&stats_size) ||
+      !d.GetString(&ref_name) || !d.GetString(&cand_name) || !d.Get(&ref_digest) ||
+      !d.Get(&cand_digest) || !d.Get(&count)) {
+    return absl::InvalidArgumentError("not a distributed compare batch");
+  }
+  if (stats_size != sizeof(DiffStats)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "distributed compare batch made by a reprodd whose statistics are ", stats_size,
+        " bytes (here ", sizeof(DiffStats), "): replicas must run the same build"));
+  }
+  REPROD_ASSIGN_OR_RETURN(StoredRun ref, ListRun(store, ref_name, "ref"));
+  REPROD_ASSIGN_OR_RETURN(StoredRun cand, ListRun(store, cand_name, "cand"));
+  if (ListingDigest(ref) != ref_digest || ListingDigest(cand) != cand_digest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "runs '", ref_name, "' and '", cand_name,
+        "' changed since the distributed compare was planned"));
+  }
+  auto in_range = [](const StoredRun& run, uint32_t c, uint32_t t) {
+    return c < run.index.checkpoints.size() && t < run.index.checkpoints[c].tensors.size();
+  };
+  std::vector<PlannedPair> pairs(count);
+  size_t offset = 0;
+  for (PlannedPair& p : pairs) {
+    uint32_t rc = 0, rt = 0, cc = 0, ct = 0, options_count = 0;
+    uint8_t transpose = 0, ref_dtype = 0, cand_dtype = 0;
+    if (!d.Get(&rc) || !d.Get(&rt) || !d.Get(&cc) || !d.Get(&ct) || !d.Get(&transpose) ||
+        !d.Get(&ref_dtype) || !d.Get(&cand_dtype) || !d.Get(&options_count) ||
+        !in_range(ref, rc, rt) || !in_range(cand, cc, ct) || ref_dtype >= kNumDTypes ||
+        cand_dtype >= kNumDTypes || options_count == 0 || options_count > 64) {
+      return absl::InvalidArgumentError("distributed compare batch: a malformed pair");
+    }
+    p.ref = {rc, rt};
+    p.cand = {cc, ct};
+    p.transpose_cand = transpose != 0;
+    p.ref_dtype = static_cast<DType>(ref_dtype);
+    p.cand_dtype = static_cast<DType>(cand_dtype);
+    p.options.resize(options_count);
+    for (kernels::DiffOptions& o : p.options) {
+      uint8_t equal_nan = 0;
+      if (!d.Get(&o.atol) || !d.Get(&o.rtol) || !d.Get(&equal_nan)) {
+        return absl::InvalidArgumentError("distributed compare batch: a malformed option");
+      }
+      o.equal_nan = equal_nan != 0;
+    }
+    p.stats_offset = offset;
+    offset += options_count;
+  }
+  if (!d.done()) return absl::InvalidArgumentError("distributed compare batch: trailing bytes");
+  std::vector<DiffStats> out(offset);
+  StoreReducer reducer(store, ref, cand, backend, options);
+  REPROD_RETURN_IF_ERROR(reducer.Reduce(pairs, absl::MakeSpan(out)));
+  return EncodeStats(out);
+}
 
 absl::StatusOr<core::Report> CompareStoredRuns(
     storage::Store& store, std::string_view ref_run, std::string_view cand_run,
@@ -588,6 +901,11 @@ absl::StatusOr<core::Report> CompareStoredRuns(
   }
   REPROD_ASSIGN_OR_RETURN(StoredRun ref, ListRun(store, ref_run, "ref"));
   REPROD_ASSIGN_OR_RETURN(StoredRun cand, ListRun(store, cand_run, "cand"));
+  if (options.work_queue != nullptr && Finished(store, ref_run) && Finished(store, cand_run)) {
+    DistributedReducer reducer(store, ref, cand, backend, options);
+    return core::CompareIndexed(ref.index, cand.index, policy, reducer,
+                                std::string(backend.name()), options.compare);
+  }
   StoreReducer reducer(store, ref, cand, backend, options);
   return core::CompareIndexed(ref.index, cand.index, policy, reducer,
                               std::string(backend.name()), options.compare);

@@ -84,6 +84,23 @@ struct StoreCompareOptions {
   // When set, the ref + cand bytes of every pair planned for reduction are
   // added to it (reprodd's reprod_compare_bytes_total).
   std::atomic<uint64_t>* compared_bytes = nullptr;
+
+  // Distributed compare, for replicas sharing a store (postgres+s3): when
+  // set and both runs are finished (sealed or aborted: their listings no
+  // longer change), the planned pairs are cut, in report order, into
+  // batches of about distributed_batch_bytes (ref + cand) and put on this
+  // queue, where every replica's worker (ReduceWorkBatch) takes them; this
+  // call takes batches too until none is left, then gathers the results.
+  // Each pair is still reduced whole by one process, as here, so the report
+  // is the one a single process computes (bit for bit on the cpu backend).
+  // A batch that fails elsewhere (another reprodd version, a crash after
+  // two claims) is reduced here. Runs still open, or fewer than two
+  // batches: everything here.
+  storage::WorkQueue* work_queue = nullptr;
+  size_t distributed_batch_bytes = size_t{256} << 20;
+  // Claims the largest batches first (GPU backends, fastest on big pairs)
+  // instead of the smallest.
+  bool claim_largest_first = false;
 };
 
 // Compares run `cand_run` against run `ref_run` of `store` under `policy` on
@@ -92,6 +109,16 @@ absl::StatusOr<core::Report> CompareStoredRuns(
     storage::Store& store, std::string_view ref_run, std::string_view cand_run,
     const core::Policy& policy, kernels::Backend& backend,
     const StoreCompareOptions& options = {});
+
+// Reduces one batch a distributed CompareStoredRuns put on a work queue
+// (`spec`, opaque) and returns its statistics, encoded for the submitter.
+// What every replica's compare worker runs. FailedPrecondition when either
+// run changed since the batch was made (its listing digest differs) or the
+// batch was made by a build with another statistics layout; the store's
+// and backend's errors as CompareStoredRuns.
+absl::StatusOr<std::string> ReduceWorkBatch(storage::Store& store, kernels::Backend& backend,
+                                            std::string_view spec,
+                                            const StoreCompareOptions& options = {});
 
 }  // namespace reprod::server
 
