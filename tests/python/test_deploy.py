@@ -15,14 +15,25 @@ Kubernetes manifests are what they claim to be.
   OpenAPI schemas (kubernetes-validate, strict: unknown fields fail) for
   K8S_VERSIONS, and a security lint checks the high-severity items that
   checkov's Kubernetes policies check, on every pod template.
+- The scale-out variant (overlays/scale-out: replicas on --store
+  postgres+s3): a Deployment of at least 2 replicas with no volume claim,
+  its store settings from a ConfigMap (keys reprodd reads, no password in
+  the PostgreSQL URL), its secrets as files from Secrets (nothing secret in
+  arguments or literal variables), a headless Service for the clients'
+  multi-address failover, a PodDisruptionBudget, a spread over nodes, and
+  egress to the ports its PostgreSQL and S3 endpoints name; and two
+  reprodd started from its arguments and environment (against a throwaway
+  PostgreSQL and radosgw) serve one store.
 """
 import copy
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -31,6 +42,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import REPRODD, ROOT
 from tls_certs import make_tls_certs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for services
+from services.fixtures import ceph_s3, postgres_server  # noqa: E402,F401
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "systemd" / "reprodd.service"
@@ -387,7 +401,7 @@ def test_renderer_applies_json_patches():
 
 def test_kustomizations_found():
     names = [_id(k) for k in KUSTOMIZATIONS]
-    assert names == ["base", "overlays/gpu"], names
+    assert names == ["base", "overlays/gpu", "overlays/scale-out"], names
 
 
 # --- Kubernetes: schema validation ----------------------------------------
@@ -409,7 +423,7 @@ def _validate(obj, version):
 def test_manifests_validate_against_kubernetes_schemas(kustomization, version):
     objects = _rendered(kustomization)
     kinds = {o["kind"] for o in objects}
-    assert {"StatefulSet", "Service", "NetworkPolicy"} <= kinds, kinds
+    assert {"Service", "NetworkPolicy"} <= kinds and kinds & {"StatefulSet", "Deployment"}, kinds
     errors = {f"{o['kind']}/{o['metadata']['name']}": _validate(o, version) for o in objects}
     assert {k: v for k, v in errors.items() if v} == {}
 
@@ -521,25 +535,32 @@ def test_manifests_pass_the_security_lint(kustomization):
     assert security_findings(_rendered(kustomization)) == []
 
 
+def _workload(objects):
+    """The one StatefulSet or Deployment named reprodd."""
+    found = [o for o in objects if o["kind"] in ("StatefulSet", "Deployment")
+             and o["metadata"]["name"] == "reprodd"]
+    assert len(found) == 1, [f"{o['kind']}/{o['metadata']['name']}" for o in found]
+    return found[0]
+
+
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS, ids=_id)
 def test_manifests_configure_reprodd_consistently(kustomization):
     """The container's REPROD_* variables exist in reprodd, the files they
     name are mounted, the probes name declared ports, the grace outlasts
-    reprodd's, and the gpu overlay asks for a GPU and the CUDA backend."""
+    reprodd's, the gpu overlay asks for a GPU and the CUDA backend, and the
+    embedded-store variants keep /data on a claim."""
     read = _help_env_names()
-    sts = _by_key(_rendered(kustomization))[("StatefulSet", "reprodd")]
-    pod = sts["spec"]["template"]["spec"]
+    workload = _workload(_rendered(kustomization))
+    pod = workload["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert set(env) - read == set(), "not read by reprodd"
     assert env["REPROD_AUTH"] == "tokens"
     mounts = [m["mountPath"] for m in c["volumeMounts"]]
-    for name in ("REPROD_ADMIN_TOKEN_FILE", "REPROD_LISTEN_TLS_CERT", "REPROD_LISTEN_TLS_KEY"):
+    files = ("REPROD_ADMIN_TOKEN_FILE", "REPROD_LISTEN_TLS_CERT", "REPROD_LISTEN_TLS_KEY",
+             "REPROD_PG_PASSWORD_FILE", "REPROD_S3_CREDENTIALS_FILE")
+    for name in (n for n in files if n in env):
         assert any(env[name].startswith(m + "/") for m in mounts), (name, env[name], mounts)
-    data = "/data"
-    assert f"--data-dir={data}" in c["args"] and data in mounts
-    claims = [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]]
-    assert next(m["name"] for m in c["volumeMounts"] if m["mountPath"] == data) in claims
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc": 50051, "http": 8080}
     assert env["REPROD_LISTEN"].endswith(":50051") and env["REPROD_HTTP_LISTEN"].endswith(":8080")
@@ -548,7 +569,18 @@ def test_manifests_configure_reprodd_consistently(kustomization):
         assert action["port"] in ports or action["port"] in ports.values(), probe
     assert pod["terminationGracePeriodSeconds"] >= float(env["REPROD_SHUTDOWN_GRACE"]) + 10
     secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    assert secrets == {"reprodd-admin-token", "reprodd-tls"}
+    if kustomization.name == "scale-out":
+        assert workload["kind"] == "Deployment"
+        assert not any(a.startswith("--data-dir") for a in c["args"])
+        assert "REPROD_DATA_DIR" not in env and "REPROD_BACKUP_ROOT" not in env
+        assert secrets == {"reprodd-admin-token", "reprodd-tls", "reprodd-postgres", "reprodd-s3"}
+    else:
+        assert workload["kind"] == "StatefulSet"
+        data = "/data"
+        assert f"--data-dir={data}" in c["args"] and data in mounts
+        claims = [t["metadata"]["name"] for t in workload["spec"]["volumeClaimTemplates"]]
+        assert next(m["name"] for m in c["volumeMounts"] if m["mountPath"] == data) in claims
+        assert secrets == {"reprodd-admin-token", "reprodd-tls"}
     gpu = c["resources"]["limits"].get("nvidia.com/gpu")
     if kustomization.name == "gpu":
         assert gpu == "1" and c["resources"]["requests"]["nvidia.com/gpu"] == "1"
@@ -556,3 +588,308 @@ def test_manifests_configure_reprodd_consistently(kustomization):
         assert pod["nodeSelector"] and pod["tolerations"]
     else:
         assert gpu is None and not any(a.startswith("--backend") for a in c["args"])
+
+
+# --- Kubernetes: the scale-out variant ---------------------------------------
+
+SCALE_OUT = DEPLOY / "kubernetes" / "overlays" / "scale-out"
+# Where the replicas' shared store is: from a ConfigMap, never literal.
+STORE_SETTINGS = ("REPROD_PG_URL", "REPROD_PG_SCHEMA", "REPROD_S3_ENDPOINT", "REPROD_S3_BUCKET",
+                  "REPROD_S3_REGION", "REPROD_S3_PREFIX")
+# Its secrets: files from Secrets, mounted read-only.
+SECRET_FILES = ("REPROD_PG_PASSWORD_FILE", "REPROD_S3_CREDENTIALS_FILE")
+# Variables that hold a secret themselves: never in the pod spec.
+SECRET_VARIABLES = ("PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_SESSION_TOKEN", "REPROD_TOKEN")
+# Flags whose value is a file name, not a secret.
+FILE_FLAGS = ("--pg-password-file", "--s3-credentials-file", "--admin-token-file")
+
+
+def _selects(selector, labels):
+    assert not selector.get("matchExpressions"), "check: matchExpressions not handled"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", selector).items())
+
+
+def _egress_allows(policies, labels, port, protocol="TCP"):
+    """Some NetworkPolicy selecting `labels` lets them open `port`."""
+    for p in policies:
+        if not _selects(p["spec"]["podSelector"], labels):
+            continue
+        if "Egress" not in p["spec"].get("policyTypes", []):
+            return True
+        for rule in p["spec"].get("egress", []):
+            rule_ports = rule.get("ports")
+            if not rule_ports or any(rp.get("port") == port and rp.get("protocol", "TCP") == protocol
+                                     for rp in rule_ports):
+                return True
+    return False
+
+
+def _pg_port(url):
+    if "://" in url:
+        return urlsplit(url).port or 5432
+    m = re.search(r"(?:^|\s)port\s*=\s*'?(\d+)", url)
+    return int(m.group(1)) if m else 5432
+
+
+def _pg_url_has_password(url):
+    if "://" in url:
+        parts = urlsplit(url)
+        return parts.password is not None or re.search(r"(^|&)password=", parts.query) is not None
+    return re.search(r"(?:^|\s)password\s*=", url) is not None
+
+
+def scale_out_findings(objects, read_env):
+    """What keeps `objects` from being N stateless replicas on postgres+s3
+    with their settings in a ConfigMap and their secrets in Secrets."""
+    found = []
+    keyed = _by_key(objects)
+    workloads = [o for o in objects if o["kind"] in POD_TEMPLATE_KINDS]
+    if [(o["kind"], o["metadata"]["name"]) for o in workloads] != [("Deployment", "reprodd")]:
+        return [f"not one Deployment reprodd: {[o['kind'] for o in workloads]}"]
+    dep = workloads[0]
+    replicas = dep["spec"].get("replicas", 1)
+    if replicas < 2:
+        found.append(f"replicas {replicas}: fewer than 2")
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    if not _selects(dep["spec"]["selector"], labels):
+        found.append("the Deployment's selector does not select its pods")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    if (any(o["kind"] == "PersistentVolumeClaim" for o in objects)
+            or "volumeClaimTemplates" in dep["spec"]
+            or any("persistentVolumeClaim" in v or "ephemeral" in v for v in volumes.values())):
+        found.append("a volume claim: replicas keep nothing")
+    (c,) = pod["containers"]
+    args = list(c.get("command", [])[1:]) + list(c.get("args", []))
+    env = c.get("env", [])
+    literal = {e["name"]: e["value"] for e in env if "value" in e}
+    store = [a.split("=", 1)[1] for a in args if a.startswith("--store=")]
+    store += [b for a, b in zip(args, args[1:]) if a == "--store"]
+    if "REPROD_STORE" in literal:
+        store.append(literal["REPROD_STORE"])
+    if store != ["postgres+s3"]:
+        found.append(f"store {store}, not postgres+s3")
+
+    # Settings: each from a key of a ConfigMap in the rendering.
+    configmaps = {name: o.get("data", {}) for (kind, name), o in keyed.items()
+                  if kind == "ConfigMap"}
+    settings = {}
+    for source in c.get("envFrom", []):
+        ref = source.get("configMapRef", {}).get("name")
+        for key, value in configmaps.get(ref, {}).items():
+            settings[source.get("prefix", "") + key] = value
+    for e in env:
+        ref = e.get("valueFrom", {}).get("configMapKeyRef")
+        if ref is None:
+            continue
+        if ref["key"] not in configmaps.get(ref["name"], {}):
+            found.append(f"{e['name']}: ConfigMap {ref['name']} has no key {ref['key']}")
+        else:
+            settings[e["name"]] = configmaps[ref["name"]][ref["key"]]
+    for name in sorted(set(settings) - read_env):
+        found.append(f"{name}: from a ConfigMap but not read by reprodd")
+    for name in STORE_SETTINGS:
+        if name in literal or name not in settings:
+            found.append(f"{name}: not from a ConfigMap")
+    if _pg_url_has_password(settings.get("REPROD_PG_URL", "")):
+        found.append("a password in REPROD_PG_URL")
+
+    # Secrets: never a value in the pod spec; files of Secret volumes.
+    for e in env:
+        if e["name"] in SECRET_VARIABLES:
+            found.append(f"{e['name']} set in the pod spec")
+    # (Flags and variables naming a file hold a path, not a secret.)
+    for where, value in [*(("argument", a) for a in args if not a.startswith(FILE_FLAGS)),
+                         *((f"variable {k}", v) for k, v in literal.items()
+                           if not k.endswith("_FILE"))]:
+        value = str(value)
+        url = re.search(r"[a-z][a-z0-9+.-]*://\S+", value)
+        if (re.search(r"rpd_[0-9a-f]{64}|password|secret|access.key|token=", value, re.I)
+                or (url and urlsplit(url.group(0)).password is not None)):
+            found.append(f"{where} holds a secret")
+    if any(a.startswith("--pg-url") for a in args):
+        found.append("--pg-url given as an argument")
+    mounts = c.get("volumeMounts", [])
+    for name in SECRET_FILES:
+        path = literal.get(name, "")
+        mount = next((m for m in mounts if path.startswith(m["mountPath"] + "/")), None)
+        if mount is None or "secret" not in volumes.get(mount["name"], {}):
+            found.append(f"{name}: {path!r} is not a file of a Secret volume")
+        elif not mount.get("readOnly"):
+            found.append(f"{name}: its Secret is mounted writable")
+
+    # Services: one that spreads clients, one headless (a DNS record per replica).
+    services = [o for o in objects if o["kind"] == "Service"
+                and _selects(o["spec"].get("selector", {"-": "-"}), labels)
+                and any(p.get("targetPort") in ("grpc", 50051) for p in o["spec"]["ports"])]
+    if not any(s["spec"].get("clusterIP") == "None" for s in services):
+        found.append("no headless Service for the gRPC port")
+    if not any(s["spec"].get("clusterIP") != "None" for s in services):
+        found.append("no load-balanced Service for the gRPC port")
+    if any(s["spec"].get("publishNotReadyAddresses") for s in services):
+        found.append("a Service publishes replicas that are not ready")
+
+    # Disruptions: a budget that leaves replicas, a spread over nodes.
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"
+               and _selects(o["spec"]["selector"], labels)]
+    if not any(0 < b["spec"].get("maxUnavailable", 0) < replicas
+               or 0 < b["spec"].get("minAvailable", 0) < replicas for b in budgets):
+        found.append("no PodDisruptionBudget keeping some replicas up")
+    spread = [t["topologyKey"] for t in pod.get("topologySpreadConstraints", [])]
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    anti_keys = [t.get("topologyKey") for t in
+                 anti.get("requiredDuringSchedulingIgnoredDuringExecution", [])]
+    anti_keys += [t["podAffinityTerm"].get("topologyKey") for t in
+                  anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    if "kubernetes.io/hostname" not in spread + anti_keys:
+        found.append("no topology spread or anti-affinity over nodes")
+
+    # Egress: the endpoints the ConfigMap names, and DNS for their names.
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    endpoint = urlsplit(settings.get("REPROD_S3_ENDPOINT", ""))
+    s3_port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    for what, port, protocol in (("PostgreSQL", _pg_port(settings.get("REPROD_PG_URL", "")), "TCP"),
+                                 ("S3", s3_port, "TCP"), ("DNS", 53, "UDP")):
+        if not _egress_allows(policies, labels, port, protocol):
+            found.append(f"egress to {what} ({protocol} {port}) not allowed")
+    return found
+
+
+def test_scale_out_is_stateless_replicas_on_postgres_s3():
+    assert scale_out_findings(_rendered(SCALE_OUT), _help_env_names()) == []
+
+
+def _mutated(change):
+    objects = copy.deepcopy(render_kustomization(SCALE_OUT))
+    keyed = _by_key(objects)
+    dep = keyed[("Deployment", "reprodd")]
+    change(objects, keyed, dep, dep["spec"]["template"]["spec"]["containers"][0])
+    return objects
+
+
+def _set_env(c, name, value):
+    c["env"] = [e for e in c["env"] if e["name"] != name] + [{"name": name, "value": value}]
+
+
+SCALE_OUT_MISTAKES = {
+    "replicas 1": lambda o, k, d, c: d["spec"].update(replicas=1),
+    "a volume claim": lambda o, k, d, c: d["spec"]["template"]["spec"]["volumes"].append(
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}),
+    "not postgres+s3": lambda o, k, d, c: c.update(args=["--data-dir=/data"]),
+    "REPROD_S3_BUCKET: not from a ConfigMap": lambda o, k, d, c: _set_env(
+        c, "REPROD_S3_BUCKET", "reprod"),
+    "a password in REPROD_PG_URL": lambda o, k, d, c: k[("ConfigMap", "reprodd-store")][
+        "data"].update(REPROD_PG_URL="postgresql://reprod:hunter2@db:5432/reprod"),
+    "PGPASSWORD set in the pod spec": lambda o, k, d, c: _set_env(c, "PGPASSWORD", "hunter2"),
+    "argument holds a secret": lambda o, k, d, c: c["args"].append(
+        "--pg-url=postgresql://reprod:hunter2@db/reprod"),
+    "REPROD_S3_CREDENTIALS_FILE": lambda o, k, d, c: _set_env(
+        c, "REPROD_S3_CREDENTIALS_FILE", "/tmp/credentials"),
+    "no headless Service": lambda o, k, d, c: o.remove(k[("Service", "reprodd-headless")]),
+    "no PodDisruptionBudget": lambda o, k, d, c: o.remove(k[("PodDisruptionBudget", "reprodd")]),
+    "no topology spread": lambda o, k, d, c: d["spec"]["template"]["spec"].pop(
+        "topologySpreadConstraints"),
+    "egress to S3 (TCP 7480)": lambda o, k, d, c: k[("ConfigMap", "reprodd-store")][
+        "data"].update(REPROD_S3_ENDPOINT="http://rgw.example.internal:7480"),
+}
+
+
+@pytest.mark.parametrize("needle", SCALE_OUT_MISTAKES)
+def test_scale_out_checks_catch_mistakes(needle):
+    """The checks above can fail: each mistake is named."""
+    found = scale_out_findings(_mutated(SCALE_OUT_MISTAKES[needle]), _help_env_names())
+    assert any(needle in f for f in found), found
+
+
+def _manifest_env(container, objects):
+    """The container's environment as Kubernetes would set it: literal
+    values and ConfigMap keys; resource fields are left out."""
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objects
+                  if o["kind"] == "ConfigMap"}
+    env = {}
+    for e in container["env"]:
+        ref = e.get("valueFrom", {}).get("configMapKeyRef")
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif ref is not None:
+            env[e["name"]] = configmaps[ref["name"]][ref["key"]]
+    return env
+
+
+def test_replicas_start_from_the_scale_out_manifest(tmp_path, postgres_server, ceph_s3):
+    """Two reprodd started with the scale-out Deployment's arguments and
+    environment (its ConfigMap's schema, connections, bucket, region and
+    prefix; its secret files), against a throwaway PostgreSQL and radosgw in
+    place of the example endpoints, loopback port 0 for the listeners and
+    the mounted files under tmp_path: both answer SERVING over TLS, a tensor
+    pushed through one is listed by the other, and both stop cleanly."""
+    _need_reprodd()
+    import numpy as np
+    from reprod_client import Client
+    objects = render_kustomization(SCALE_OUT)
+    dep = _by_key(objects)[("Deployment", "reprodd")]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    manifest = _manifest_env(c, objects)
+    certs = make_tls_certs(tmp_path / "tls")
+    token = "rpd_" + os.urandom(32).hex()
+
+    def mounted(name, text):  # a Secret file at its path, under tmp_path
+        path = tmp_path / manifest[name].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("REPROD_", "AWS_", "PG"))}
+    base.update(manifest)
+    base.update(
+        REPROD_PG_URL=postgres_server.url, REPROD_S3_ENDPOINT=ceph_s3.endpoint,
+        REPROD_LISTEN="127.0.0.1:0", REPROD_HTTP_LISTEN="127.0.0.1:0", REPROD_THREADS="2",
+        REPROD_ADMIN_TOKEN_FILE=mounted("REPROD_ADMIN_TOKEN_FILE", token + "\n"),
+        REPROD_LISTEN_TLS_CERT=mounted("REPROD_LISTEN_TLS_CERT", certs.server_cert.read_text()),
+        REPROD_LISTEN_TLS_KEY=mounted("REPROD_LISTEN_TLS_KEY", certs.server_key.read_text()),
+        REPROD_PG_PASSWORD_FILE=mounted("REPROD_PG_PASSWORD_FILE", "not-needed-by-trust-auth\n"),
+        REPROD_S3_CREDENTIALS_FILE=mounted(
+            "REPROD_S3_CREDENTIALS_FILE",
+            f"[default]\naws_access_key_id = {ceph_s3.access_key}\n"
+            f"aws_secret_access_key = {ceph_s3.secret_key}\n"))
+    assert base["REPROD_S3_REGION"] == ceph_s3.region
+    procs, ports = [], []
+    try:
+        for i in range(2):
+            env = dict(base, REPROD_PORT_FILE=str(tmp_path / f"port{i}"))
+            procs.append(subprocess.Popen([str(REPRODD), *c["args"]], env=env, cwd=tmp_path,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True))
+        for i, proc in enumerate(procs):
+            port_file = tmp_path / f"port{i}"
+            deadline = time.time() + 60
+            while not (port_file.exists() and port_file.read_text().strip()):
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.time() < deadline, "reprodd wrote no port file in 60 s"
+                time.sleep(0.05)
+            ports.append(int(port_file.read_text()))
+        creds = grpc.ssl_channel_credentials(root_certificates=certs.ca.read_bytes())
+        for port in ports:
+            with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        clients = [Client(f"127.0.0.1:{port}", token, tls_ca=str(certs.ca)) for port in ports]
+        try:
+            run = clients[0].open_run("team/scaled", framework="numpy")
+            run.log("forward", {"x": np.arange(12, dtype=np.float32).reshape(3, 4)})
+            run.seal()
+            seen = {r.name: r for r in clients[1].runs("team/")}
+        finally:
+            for client in clients:
+                client.close()
+        assert seen["team/scaled"].state == "sealed" and seen["team/scaled"].tensor_count == 1
+    finally:
+        for proc in procs:
+            proc.terminate()
+        outs = [proc.communicate(timeout=60)[0] for proc in procs]
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out
+        assert "store: postgres+s3" in out and "auth: tokens" in out and "TLS: on" in out, out
