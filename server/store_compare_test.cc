@@ -11,7 +11,9 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <atomic>
 #include <map>
+#include <thread>
 #include <memory>
 #include <optional>
 #include <random>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/element.h"
@@ -919,6 +922,191 @@ TEST_F(StoreCompareTest, ReadsStayWithinTheWindowAndErrorsNameTheTensor) {
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("ref run 'team/torch' tensor "
                                  "forward/f32_4099: chunk 7 is gone")));
+}
+
+// What several replicas' shared queue does, in one process: batches are
+// taken by worker threads standing in for the other replicas.
+class LocalWorkQueue : public storage::WorkQueue {
+ public:
+  absl::StatusOr<uint64_t> Submit(const std::vector<storage::WorkItem>& items) override {
+    absl::MutexLock lock(&mu_);
+    const uint64_t job = next_job_++;
+    for (size_t b = 0; b < items.size(); ++b) {
+      Batch batch;
+      batch.spec = items[b].spec;
+      specs_.push_back(items[b].spec);
+      jobs_[job].push_back(std::move(batch));
+    }
+    ++submitted_;
+    return job;
+  }
+  absl::StatusOr<std::optional<storage::ClaimedWork>> Claim(bool) override {
+    absl::MutexLock lock(&mu_);
+    for (auto& [job, batches] : jobs_) {
+      for (size_t b = 0; b < batches.size(); ++b) {
+        if (batches[b].state != storage::WorkResult::State::kPending) continue;
+        batches[b].state = storage::WorkResult::State::kClaimed;
+        return storage::ClaimedWork{job, static_cast<uint32_t>(b), batches[b].spec};
+      }
+    }
+    return std::nullopt;
+  }
+  absl::Status Finish(uint64_t job, uint32_t batch,
+                      const absl::StatusOr<std::string>& result) override {
+    absl::MutexLock lock(&mu_);
+    storage::WorkResult& r = jobs_[job][batch].result;
+    jobs_[job][batch].state = result.ok() ? storage::WorkResult::State::kDone
+                                          : storage::WorkResult::State::kFailed;
+    if (result.ok()) r.result = *result;
+    if (!result.ok()) r.error = result.status().ToString();
+    ++finished_;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<storage::WorkResult>> Results(uint64_t job) override {
+    absl::MutexLock lock(&mu_);
+    std::vector<storage::WorkResult> out;
+    for (const Batch& b : jobs_[job]) {
+      storage::WorkResult r = b.result;
+      r.state = b.state;
+      out.push_back(r);
+    }
+    return out;
+  }
+  absl::Status Drop(uint64_t job) override {
+    absl::MutexLock lock(&mu_);
+    jobs_.erase(job);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int> LiveWorkers() override { return 2; }
+
+  int submitted() {
+    absl::MutexLock lock(&mu_);
+    return submitted_;
+  }
+  int finished() {
+    absl::MutexLock lock(&mu_);
+    return finished_;
+  }
+  // Every batch spec ever submitted.
+  std::vector<std::string> specs() {
+    absl::MutexLock lock(&mu_);
+    return specs_;
+  }
+
+ private:
+  struct Batch {
+    std::string spec;
+    storage::WorkResult::State state = storage::WorkResult::State::kPending;
+    storage::WorkResult result;
+  };
+  absl::Mutex mu_;
+  std::map<uint64_t, std::vector<Batch>> jobs_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_job_ ABSL_GUARDED_BY(mu_) = 1;
+  int submitted_ ABSL_GUARDED_BY(mu_) = 0;
+  int finished_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::string> specs_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(StoreCompareTest, DistributedCompareGivesTheSameReportBitForBit) {
+  Runs runs = MixedRuns(13);
+  const core::Policy policy = MixedPolicy();
+  StoreCompareOptions local_options;
+  ASSERT_OK_AND_ASSIGN(core::Report open_runs,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, local_options));
+  LocalWorkQueue queue;
+  StoreCompareOptions options;
+  options.work_queue = &queue;
+  options.distributed_batch_bytes = 4096;  // many batches
+  // Runs still open stay local: nothing is submitted.
+  ASSERT_OK_AND_ASSIGN(core::Report still_open,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, options));
+  EXPECT_EQ(queue.submitted(), 0);
+  ExpectSameReport(still_open, open_runs, /*exact=*/true);
+
+  ASSERT_THAT(runs.store->SealRun("team/torch", storage::RunState::kSealed).status(), IsOk());
+  ASSERT_THAT(runs.store->SealRun("team/paddle", storage::RunState::kSealed).status(), IsOk());
+  ASSERT_OK_AND_ASSIGN(core::Report local,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, local_options));
+  // Another "replica" takes batches while the call takes its own.
+  std::atomic<bool> stop{false};
+  std::atomic<int> taken_elsewhere{0};
+  std::thread other([&] {
+    kernels::CpuBackend backend(1);
+    while (!stop) {
+      absl::StatusOr<std::optional<storage::ClaimedWork>> w = queue.Claim(false);
+      if (!w.ok() || !w->has_value()) {
+        absl::SleepFor(absl::Microseconds(200));
+        continue;
+      }
+      absl::StatusOr<std::string> r = ReduceWorkBatch(*runs.store, backend, (*w)->spec);
+      EXPECT_THAT(r.status(), IsOk());
+      ASSERT_THAT(queue.Finish((*w)->job, (*w)->batch, r), IsOk());
+      ++taken_elsewhere;
+    }
+  });
+  ASSERT_OK_AND_ASSIGN(core::Report distributed,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, options));
+  stop = true;
+  other.join();
+  EXPECT_EQ(queue.submitted(), 1);
+  EXPECT_GT(queue.finished(), 2);
+  ExpectSameReport(distributed, local, /*exact=*/true);
+  std::printf("distributed: %d batches, %d reduced by the other worker\n", queue.finished(),
+              taken_elsewhere.load());
+}
+
+TEST_F(StoreCompareTest, WorkBatchesRefuseChangedRunsAndGarbage) {
+  Runs runs = MixedRuns(15);
+  ASSERT_THAT(runs.store->SealRun("team/torch", storage::RunState::kSealed).status(), IsOk());
+  ASSERT_THAT(runs.store->SealRun("team/paddle", storage::RunState::kSealed).status(), IsOk());
+  LocalWorkQueue queue;
+  StoreCompareOptions options;
+  options.work_queue = &queue;
+  options.distributed_batch_bytes = 1;  // a batch per pair
+  // The other worker fails every batch it takes, so the submitter reduces
+  // them itself (the fallback path).
+  std::atomic<bool> stop{false};
+  std::thread other([&] {
+    while (!stop) {
+      absl::StatusOr<std::optional<storage::ClaimedWork>> w = queue.Claim(false);
+      if (!w.ok() || !w->has_value()) {
+        absl::SleepFor(absl::Microseconds(200));
+        continue;
+      }
+      ASSERT_THAT(queue.Finish((*w)->job, (*w)->batch, absl::UnavailableError("worker died")),
+                  IsOk());
+    }
+  });
+  const core::Policy policy = MixedPolicy();
+  absl::StatusOr<core::Report> with_failures =
+      CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy, backend_, options);
+  stop = true;
+  other.join();
+  ASSERT_THAT(with_failures.status(), IsOk());
+  ASSERT_OK_AND_ASSIGN(core::Report local,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, StoreCompareOptions{}));
+  ExpectSameReport(*with_failures, local, /*exact=*/true);
+
+  ASSERT_GT(queue.specs().size(), 2u);
+  const std::string first_spec = queue.specs().front();
+  EXPECT_THAT(ReduceWorkBatch(*runs.store, backend_, first_spec).status(), IsOk());
+  EXPECT_THAT(ReduceWorkBatch(*runs.store, backend_, "nonsense"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a distributed")));
+  std::string cut = first_spec.substr(0, first_spec.size() - 3);
+  EXPECT_THAT(ReduceWorkBatch(*runs.store, backend_, cut),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("malformed")));
+  // The ref run changes (deleted and made again with one tensor fewer).
+  ASSERT_THAT(runs.store->DeleteRun("team/torch").status(), IsOk());
+  storage::RunInfo info;
+  info.name = "team/torch";
+  ASSERT_THAT(runs.store->CreateRun(info), IsOk());
+  EXPECT_THAT(ReduceWorkBatch(*runs.store, backend_, first_spec),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("changed")));
 }
 
 }  // namespace
