@@ -420,6 +420,9 @@ def test_image_holds_the_runtime_only(image, rootfs):
     wanted = (rootfs / "usr/local/share/reprod/runtime-packages.txt").read_text().split()
     assert "libgrpc++1.51" in wanted and "libc6" in wanted, wanted
     assert set(wanted) <= installed
+    # libcurl's trust store for an https:// S3 endpoint (postgres+s3).
+    assert "ca-certificates" in installed
+    assert (rootfs / "etc/ssl/certs/ca-certificates.crt").exists()
     # No compiler, build tool, -dev package or source tree.
     assert not {"gcc", "g++", "cmake", "ninja-build", "libgrpc++-dev"} & installed
     assert not [p for p in installed if p.endswith("-dev")]
