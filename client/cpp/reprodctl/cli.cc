@@ -75,7 +75,9 @@ Cli::Cli() : app_(kDescription, "reprodctl") {
       ->capture_default_str();
   app_.add_option("--log-level", global_.log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
-  app_.add_option("--server", global_.server, "reprod server HOST:PORT for the remote commands")
+  app_.add_option("--server", global_.server, "reprod server HOST:PORT for the remote commands; replicas of one "
+                  "server (reprodd --store postgres+s3) as HOST:PORT,HOST:PORT: the first "
+                  "that answers, the next when it goes away")
       ->envname("REPROD_SERVER")
       ->capture_default_str();
   app_.add_option("--tls-ca", global_.tls_ca,
