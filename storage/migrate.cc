@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -85,29 +86,20 @@ class Migrator {
     run_count_ = runs.size();
     for (const RunInfo& run : runs) tensors_total_ += run.tensor_count;
     // Runs are independent: up to `parallel_runs` at once, each in sequence
-    // order by one thread. The first error stops the others between tensors.
-    const size_t workers =
-        std::min<size_t>(std::max(options_.parallel_runs, 1), std::max<size_t>(runs.size(), 1));
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      std::vector<uint8_t> buffer(std::max<uint64_t>(options_.window_bytes, 1));
-      for (size_t i; (i = next.fetch_add(1)) < runs.size() && !failed_.load();) {
-        absl::Status s = MigrateRun(runs[i], i + 1, buffer);
-        absl::MutexLock lock(&mu_);
-        if (s.ok()) {
+    // order by one thread.
+    REPROD_RETURN_IF_ERROR(
+        ForEach(options_.parallel_runs, runs.size(), [&](size_t i, std::vector<uint8_t>& buffer) {
+          REPROD_RETURN_IF_ERROR(MigrateRun(runs[i], i + 1, buffer));
+          absl::MutexLock lock(&mu_);
           ++stats_.runs;
-        } else if (!(absl::IsCancelled(s) && s.message() == kStopped) && !failed_.exchange(true)) {
-          first_error_ = s;  // the first error wins; the others stopped because of it
-        }
-      }
-    };
-    std::vector<std::thread> threads;
-    for (size_t t = 1; t < workers; ++t) threads.emplace_back(work);
-    work();
-    for (std::thread& t : threads) t.join();
-    if (failed_.load()) {
-      absl::MutexLock lock(&mu_);
-      return first_error_;
+          return absl::OkStatus();
+        }));
+    // Then every destination tensor is read back, in any order.
+    if (options_.verify) {
+      REPROD_RETURN_IF_ERROR(ForEach(
+          options_.verify_threads, to_verify_.size(), [&](size_t i, std::vector<uint8_t>& buffer) {
+            return Verify(to_verify_[i].first, to_verify_[i].second, buffer);
+          }));
     }
     REPROD_RETURN_IF_ERROR(MigrateReports());
     REPROD_RETURN_IF_ERROR(MigrateAuthRecords());
@@ -115,6 +107,30 @@ class Migrator {
   }
 
  private:
+  // Calls fn(i, buffer) for i in [0, n) from up to `threads` threads (each
+  // with a window buffer of its own). The first error stops the others
+  // before their next item and is returned.
+  absl::Status ForEach(int threads, size_t n,
+                       const std::function<absl::Status(size_t, std::vector<uint8_t>&)>& fn) {
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      std::vector<uint8_t> buffer(std::max<uint64_t>(options_.window_bytes, 1));
+      for (size_t i; !failed_.load() && (i = next.fetch_add(1)) < n;) {
+        absl::Status s = fn(i, buffer);
+        if (s.ok() || (absl::IsCancelled(s) && s.message() == kStopped)) continue;
+        absl::MutexLock lock(&mu_);
+        if (!failed_.exchange(true)) first_error_ = s;  // the others stop because of it
+      }
+    };
+    const size_t workers = std::min<size_t>(std::max(threads, 1), std::max<size_t>(n, 1));
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < workers; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
+    absl::MutexLock lock(&mu_);
+    return failed_.load() ? first_error_ : absl::OkStatus();
+  }
+
   // Adds to the stats and calls the progress callback (one call at a time).
   void Report(const RunProgress& run, uint64_t copied, uint64_t skipped, uint64_t bytes) {
     absl::MutexLock lock(&mu_);
@@ -209,7 +225,10 @@ class Migrator {
       const TensorHeader& header = src_tensors[i].header;
       const bool skip = i < dest_tensors.size();
       if (!skip) REPROD_RETURN_IF_ERROR(CopyTensor(src.name, header, buffer));
-      if (options_.verify) REPROD_RETURN_IF_ERROR(Verify(src.name, header, buffer));
+      if (options_.verify) {
+        absl::MutexLock lock(&mu_);
+        to_verify_.emplace_back(src.name, header);
+      }
       ++progress.done;
       Report(progress, skip ? 0 : 1, skip ? 1 : 0, skip ? 0 : header.byte_length);
     }
@@ -292,6 +311,19 @@ class Migrator {
     absl::MutexLock lock(&mu_);
     ++stats_.tensors_verified;
     stats_.bytes_verified += header.byte_length;
+    if (options_.progress) {
+      MigrateProgress p;
+      p.run = run;
+      p.run_count = run_count_;
+      p.tensors_done = p.tensors_total = tensors_total_;
+      p.tensors_copied = stats_.tensors_copied;
+      p.tensors_skipped = stats_.tensors_skipped;
+      p.bytes_copied = stats_.bytes_copied;
+      p.verifying = true;
+      p.tensors_verified = stats_.tensors_verified;
+      p.tensors_to_verify = to_verify_.size();
+      options_.progress(p);
+    }
     return absl::OkStatus();
   }
 
@@ -362,6 +394,8 @@ class Migrator {
   uint64_t run_count_ = 0;
   uint64_t tensors_total_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
+  // (run, header) of every destination tensor, filled while copying.
+  std::vector<std::pair<std::string, TensorHeader>> to_verify_;
 };
 
 }  // namespace

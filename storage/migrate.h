@@ -26,15 +26,17 @@
 // count as done; a different value is an error (for auth records the
 // message names the key's length only: keys and values may be secrets).
 //
-// Verification (options.verify): every destination tensor, copied or
-// skipped, is read back in windows and its crc32c compared with the
-// header's: DataLoss naming the run and tensor on a mismatch.
+// Verification (options.verify): once every run is copied, every
+// destination tensor, copied or skipped, is read back in windows (by
+// verify_threads threads) and its crc32c compared with the header's:
+// DataLoss naming the run and tensor on a mismatch.
 //
 // The source must not change meanwhile (reprodd stopped); the destination
 // may be served by others only if they leave the migrated runs alone.
 //
-// Thread-safety: a call uses up to options.parallel_runs threads (the
-// stores are thread-safe); the progress callback is called by one at a time.
+// Thread-safety: a call uses up to options.parallel_runs (then
+// verify_threads) threads; the stores are thread-safe; the progress
+// callback is called by one at a time.
 #ifndef REPROD_STORAGE_MIGRATE_H_
 #define REPROD_STORAGE_MIGRATE_H_
 
@@ -48,7 +50,8 @@
 namespace reprod::storage {
 
 // Where a migration stands; given to MigrateOptions::progress after every
-// tensor (copied or skipped) and once per run before its first tensor.
+// tensor copied or skipped (and once per run before its first tensor),
+// then, when verifying, after every tensor verified.
 struct MigrateProgress {
   std::string run;         // the run being migrated
   uint64_t run_index = 0;  // 1-based among run_count
@@ -60,6 +63,11 @@ struct MigrateProgress {
   uint64_t tensors_copied = 0;
   uint64_t tensors_skipped = 0;
   uint64_t bytes_copied = 0;
+  // The verification pass (after every run is copied); `run` is then the
+  // run of the tensor just verified and the run_* fields are 0.
+  bool verifying = false;
+  uint64_t tensors_verified = 0;
+  uint64_t tensors_to_verify = 0;
 };
 
 struct MigrateOptions {
@@ -69,7 +77,9 @@ struct MigrateOptions {
   // always go in sequence order, one at a time). More hide the latency of
   // a remote destination (one S3 request and one transaction per tensor).
   int parallel_runs = 4;
-  // Bytes read and appended at a time, per run (at least 1).
+  // Threads reading destination tensors back when verifying.
+  int verify_threads = 8;
+  // Bytes read and appended at a time, per thread (at least 1).
   uint64_t window_bytes = uint64_t{8} << 20;
   // Called as described at MigrateProgress; may be empty.
   std::function<void(const MigrateProgress&)> progress;

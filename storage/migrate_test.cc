@@ -363,12 +363,18 @@ TEST_P(MigrateTest, CopiesEverythingThenSkipsEverything) {
   EXPECT_EQ(stats->reports_copied, 2u);
   EXPECT_EQ(stats->auth_records_copied, 3u);
   ExpectSameContent(*source_, *dest);
-  // One call per run before its tensors, one per tensor.
-  ASSERT_EQ(seen.size(), 4u + total_);
-  EXPECT_EQ(seen.back().tensors_done, total_);
-  EXPECT_EQ(seen.back().tensors_total, total_);
-  EXPECT_EQ(seen.back().run_index, 4u);
-  EXPECT_EQ(seen.back().run_count, 4u);
+  // One call per run before its tensors, one per tensor, one per tensor
+  // verified.
+  ASSERT_EQ(seen.size(), 4u + 2 * total_);
+  const MigrateProgress& copied = seen[4 + total_ - 1];
+  EXPECT_FALSE(copied.verifying);
+  EXPECT_EQ(copied.tensors_done, total_);
+  EXPECT_EQ(copied.tensors_total, total_);
+  EXPECT_EQ(copied.run_index, 4u);
+  EXPECT_EQ(copied.run_count, 4u);
+  EXPECT_TRUE(seen.back().verifying);
+  EXPECT_EQ(seen.back().tensors_verified, total_);
+  EXPECT_EQ(seen.back().tensors_to_verify, total_);
 
   // Again: nothing copied, no source tensor opened, all verified.
   WrappedStore counted(*source_);
@@ -399,10 +405,10 @@ TEST_P(MigrateTest, RunsInParallelAndResumes) {
   std::unique_ptr<Store> dest = CreateMemoryStore();
   MigrateOptions options = Options();
   options.parallel_runs = 3;
-  uint64_t calls = 0, last_done = 0;
+  uint64_t last_done = 0;
   bool monotonic = true;
   options.progress = [&](const MigrateProgress& p) {
-    ++calls;
+    if (p.verifying) return;
     monotonic = monotonic && p.tensors_done >= last_done;
     last_done = p.tensors_done;
   };

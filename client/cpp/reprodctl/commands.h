@@ -60,6 +60,9 @@ Runner RegisterReport(CLI::App& app, const GlobalOptions& global);
 Runner RegisterToken(CLI::App& app, const GlobalOptions& global);
 // `admin backup|compact` (store_admin_command.cc).
 Runner RegisterAdmin(CLI::App& app, const GlobalOptions& global);
+// `admin migrate` (migrate_command.cc): offline, RocksDB data dir ->
+// postgres+s3; added to `admin` by RegisterAdmin.
+Runner RegisterMigrate(CLI::App& admin, const GlobalOptions& global);
 // `health`: the server's gRPC health status (probes, HEALTHCHECK).
 Runner RegisterHealth(CLI::App& app, const GlobalOptions& global);
 // `suggest-mapping REF CAND`: policy renames from two captured runs.

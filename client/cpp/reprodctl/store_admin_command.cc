@@ -27,6 +27,9 @@ Restore with `reprodd restore BACKUP --data-dir NEW` while reprodd is stopped.
 compact rewrites the store's files so that the space of deleted runs and
 replaced tensors goes back to the filesystem (runs while serving, slower).
 
+migrate (offline, reprodd stopped) copies a RocksDB data dir into a
+postgres+s3 store: `reprodctl admin migrate --help`.
+
 Examples:
   export REPROD_TOKEN=$(cat admin.token)
   reprodctl admin backup                      # reprod-20261202T071500Z
@@ -82,7 +85,8 @@ int RunCompact(client::RemoteClient& client, const MaintenanceArgs& args) {
 
 Runner RegisterAdmin(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<MaintenanceArgs>();
-  CLI::App* cmd = app.add_subcommand("admin", "Back up and compact the server's store (admins)");
+  CLI::App* cmd = app.add_subcommand(
+      "admin", "Back up and compact the server's store (admins); migrate a data dir");
   cmd->footer(kAdminHelp);
   cmd->require_subcommand(1);
   cmd->fallthrough();
@@ -92,11 +96,15 @@ Runner RegisterAdmin(CLI::App& app, const GlobalOptions& global) {
                            "Folder under the server's --backup-root (default reprod-<UTC time>)");
   args->compact = cmd->add_subcommand("compact", "Give back the space of deleted runs");
   args->compact->fallthrough();
+  // Offline (no server): runs before ConnectToServer below.
+  Runner migrate = RegisterMigrate(*cmd, global);
+  CLI::App* migrate_cmd = cmd->get_subcommand("migrate");
   for (CLI::App* sub : {args->backup, args->compact}) {
     sub->add_option("--format", args->format, "text or json")
         ->check(CLI::IsMember({"text", "json"}));
   }
-  return [args, &global] {
+  return [args, &global, migrate_cmd, migrate] {
+    if (migrate_cmd->parsed()) return migrate();
     auto client = ConnectToServer(global);
     if (!client.ok()) return ReportRemoteError(client.status());
     if (args->backup->parsed()) return RunBackup(**client, *args);
