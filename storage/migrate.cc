@@ -214,7 +214,9 @@ class Migrator {
       }
     }
     if (dest->state != RunState::kOpen && dest_tensors.size() != src_tensors.size()) {
-      return absl::DataLossError(absl::StrCat(
+      // A migration seals a run only once it holds every tensor: someone else
+      // wrote this one.
+      return absl::InvalidArgumentError(absl::StrCat(
           "the destination's ", label, " is ", std::string(RunStateName(dest->state)),
           " but holds ", dest_tensors.size(), " of the source's ", src_tensors.size(), " tensors"));
     }

@@ -100,10 +100,11 @@ struct MigrateStats {
 };
 
 // Migrates `from` into `to` as described above. Errors: InvalidArgument for
-// a destination that conflicts with the source (run metadata, tensors,
-// reports, auth records), DataLoss for a destination tensor whose bytes do
-// not match its checksum or a sealed run missing tensors, and the stores'
-// own errors (prefixed with what was being migrated).
+// a destination that conflicts with the source (run metadata or state,
+// tensors, a sealed run missing tensors, reports, auth records), DataLoss
+// for a destination tensor whose bytes do not match its checksum or a run
+// whose counts end up other than the source's, and the stores' own errors
+// (prefixed with what was being migrated).
 absl::StatusOr<MigrateStats> MigrateStore(Store& from, Store& to, const MigrateOptions& options);
 
 }  // namespace reprod::storage

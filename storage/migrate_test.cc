@@ -498,6 +498,19 @@ TEST_P(MigrateTest, RefusesADestinationRunWithOtherTensors) {
   EXPECT_EQ(left->size(), 1u);
 }
 
+TEST_P(MigrateTest, RefusesASealedDestinationRunMissingTensors) {
+  std::unique_ptr<Store> dest = CreateMemoryStore();
+  absl::StatusOr<RunInfo> src = source_->GetRun("team42/bert-torch");
+  ASSERT_THAT(src.status(), IsOk());
+  ASSERT_THAT(dest->CreateRun(*src), IsOk());
+  Put(*dest, src->name, Addr("forward", "logits"), 5000, 1);  // the source's first
+  ASSERT_THAT(dest->SealRun(src->name, RunState::kSealed).status(), IsOk());
+  EXPECT_THAT(MigrateStore(*source_, *dest, Options()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("team42/bert-torch"), HasSubstr("sealed"),
+                                        HasSubstr("1 of the source's 10"))));
+}
+
 TEST_P(MigrateTest, RefusesADifferentAuthRecordWithoutShowingIt) {
   std::unique_ptr<Store> dest = CreateMemoryStore();
   ASSERT_THAT(dest->PutAuthRecord("token/3f2a", "role=submitter"), IsOk());
