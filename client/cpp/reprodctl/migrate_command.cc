@@ -32,7 +32,7 @@ What moves: every run with its metadata (framework, device, labels, owner,
 created, overwrite, reference) and state (open, sealed, aborted); its
 tensors in their original order, streamed 8 MiB at a time (--parallel-runs
 runs at once); every stored report with its renderings; every token and
-audit record, unchanged (the audit chain still verifies).
+audit record, byte for byte.
 
 Offline: reprodd must be stopped first (the data dir is locked while it
 runs); this command talks to no server and needs no token.
