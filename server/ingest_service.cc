@@ -515,7 +515,7 @@ class IngestReactor final
     bool ended;
     {
       absl::MutexLock lock(&mu_);
-      ended = ended_;  // the watchdog ended it meanwhile
+      ended = ended_ || ending_;  // the watchdog or a failed chunk ended it
       if (!ended) phase_ = Phase::kWorking;
     }
     if (ok && !ended) {
@@ -638,13 +638,13 @@ class IngestReactor final
   void StartReading(uint64_t reserved) {
     {
       absl::MutexLock lock(&mu_);
-      if (ended_ || cancelled_) {
+      if (ended_ || ending_ || cancelled_) {
         // Give the reservation back on a worker: Release may resume other
         // parked streams, which must not run nested inside this resume,
         // nor under this lock.
         shared_->workers.Post([budget = &shared_->budget, reserved] { budget->Release(reserved); });
       }
-      if (ended_) return;
+      if (ended_ || ending_) return;
       if (cancelled_ && handling_) {
         // Cancelled while parked behind a chunk being handled: WorkAhead
         // takes it up as a failed read once the handler is free.
@@ -729,6 +729,9 @@ class IngestReactor final
       handling_ = false;
       read = std::exchange(deferred_read_, std::nullopt);
       end = std::exchange(deferred_end_, std::nullopt);
+      // Ending: a read still outstanding must not start Work (OnReadDone
+      // sees ending_); Finish cancels it.
+      if (!status.ok() || end.has_value()) ending_ = true;
     }
     if (!status.ok() || end.has_value()) {
       if (read.has_value()) {  // the message read meanwhile is dropped
@@ -846,6 +849,11 @@ class IngestReactor final
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   // WorkAhead is handling a chunk; what completed meanwhile waits for it.
   bool handling_ ABSL_GUARDED_BY(mu_) = false;
+  // WorkAhead failed (or met a deferred end) while the next read was still
+  // outstanding: the stream is ending (End is posted), so that read's
+  // completion must not start Work on a handler End discards, nor a
+  // parked stream start another read.
+  bool ending_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<bool> deferred_read_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> deferred_end_ ABSL_GUARDED_BY(mu_);
 };
