@@ -399,6 +399,7 @@ class JobReader {
 
   absl::Status Fill(const Job& job, uint8_t* buffer, size_t slot) {
     views_[slot].clear();
+    if (store_.read_parallelism() > 1) return FillInParallel(job, buffer);
     for (const ReadOp& op : job.reads) {
       if (op.side != side_) continue;
       const StoredRun& run = *runs_[op.side];
@@ -438,6 +439,62 @@ class JobReader {
 
  private:
   using Key = std::tuple<int, size_t, size_t>;
+
+  // For a store whose reads are round trips (Store::read_parallelism > 1,
+  // which maps nothing): the job's reads grouped by tensor, groups spread
+  // over up to that many threads, each reader used by one thread.
+  absl::Status FillInParallel(const Job& job, uint8_t* buffer) {
+    std::map<Key, std::vector<const ReadOp*>> groups;
+    for (const ReadOp& op : job.reads) {
+      if (op.side != side_) continue;
+      groups[Key{op.side, op.pos.checkpoint, op.pos.tensor}].push_back(&op);
+    }
+    std::vector<std::pair<storage::TensorReader*, const std::vector<const ReadOp*>*>> work;
+    for (const auto& [key, ops] : groups) {
+      const ReadOp& first = *ops.front();
+      const StoredRun& run = *runs_[first.side];
+      auto it = readers_.find(key);
+      if (it == readers_.end()) {
+        absl::StatusOr<std::unique_ptr<storage::TensorReader>> reader =
+            store_.OpenTensor(run.name, run.Address(first.pos));
+        if (!reader.ok()) return Prefixed(reader.status(), run.Describe(first.pos));
+        it = readers_.emplace(key, *std::move(reader)).first;
+      }
+      work.emplace_back(it->second.get(), &ops);
+    }
+    const size_t threads =
+        std::min<size_t>(work.size(), static_cast<size_t>(store_.read_parallelism()));
+    std::atomic<size_t> next{0};
+    auto drain = [&]() -> absl::Status {
+      for (size_t g = next++; g < work.size(); g = next++) {
+        for (const ReadOp* op : *work[g].second) {
+          for (uint64_t k = 0; k < op->pieces; ++k) {
+            absl::Status s = work[g].first->Read(
+                op->offset + k * op->stride,
+                absl::MakeSpan(buffer + op->dst + k * op->length, op->length));
+            if (!s.ok()) return Prefixed(s, runs_[op->side]->Describe(op->pos));
+          }
+        }
+      }
+      return absl::OkStatus();
+    };
+    std::vector<std::future<absl::Status>> helpers;
+    for (size_t t = 1; t < threads; ++t) {
+      // async | deferred: where no thread starts, the drain runs at get().
+      helpers.push_back(std::async(std::launch::async | std::launch::deferred, drain));
+    }
+    absl::Status status = drain();
+    for (std::future<absl::Status>& h : helpers) {
+      absl::Status s = h.get();
+      if (status.ok()) status = s;
+    }
+    REPROD_RETURN_IF_ERROR(status);
+    for (const auto& [key, ops] : groups) {
+      if (ops.back()->last_use) readers_.erase(key);
+    }
+    return absl::OkStatus();
+  }
+
   storage::Store& store_;
   const StoredRun* runs_[2];
   const Side side_;

@@ -924,6 +924,46 @@ TEST_F(StoreCompareTest, ReadsStayWithinTheWindowAndErrorsNameTheTensor) {
                                  "forward/f32_4099: chunk 7 is gone")));
 }
 
+// A store that asks for parallel reads (as postgres+s3 does) over another.
+class ParallelReadStore : public ObservedStore {
+ public:
+  ParallelReadStore(storage::Store& base, int parallelism)
+      : ObservedStore(base), base_(base), parallelism_(parallelism) {}
+  int read_parallelism() const override { return parallelism_; }
+  absl::StatusOr<std::unique_ptr<storage::TensorReader>> OpenTensor(
+      std::string_view run, const storage::TensorAddress& address) override {
+    ++opened;
+    return base_.OpenTensor(run, address);
+  }
+  std::atomic<int> opened{0};
+
+ private:
+  storage::Store& base_;
+  const int parallelism_;
+};
+
+TEST_F(StoreCompareTest, ParallelReadsGiveTheSameReport) {
+  Runs runs = MixedRuns(17);
+  const core::Policy policy = MixedPolicy();
+  ASSERT_OK_AND_ASSIGN(core::Report serial,
+                       CompareStoredRuns(*runs.store, "team/torch", "team/paddle", policy,
+                                         backend_, StoreCompareOptions{}));
+  for (int parallelism : {2, 8}) {
+    for (size_t window : {size_t{16} << 20, size_t{40}}) {
+      SCOPED_TRACE(absl::StrCat(parallelism, " readers, window ", window));
+      ParallelReadStore parallel(*runs.store, parallelism);
+      StoreCompareOptions options;
+      options.window_bytes = window;
+      options.small_pair_bytes = window == 40 ? 64 : options.small_pair_bytes;
+      ASSERT_OK_AND_ASSIGN(core::Report report,
+                           CompareStoredRuns(parallel, "team/torch", "team/paddle", policy,
+                                             backend_, options));
+      ExpectSameReport(report, serial, /*exact=*/window != 40);
+      EXPECT_GT(parallel.opened.load(), 10);
+    }
+  }
+}
+
 // What several replicas' shared queue does, in one process: batches are
 // taken by worker threads standing in for the other replicas.
 class LocalWorkQueue : public storage::WorkQueue {

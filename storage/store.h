@@ -305,6 +305,12 @@ class Store {
     return absl::UnimplementedError("this store keeps nothing on disk; there is nothing to compact");
   }
 
+  // How many reads of different tensors are worth running at once: 1 for a
+  // store on local files or memory; more for one whose every read is a
+  // network round trip (postgres+s3's ranged GETs), so that readers hide
+  // the latency (server/store_compare.h reads a batch's tensors so).
+  virtual int read_parallelism() const { return 1; }
+
   // --- work sharing -------------------------------------------------------
   // The queue through which processes sharing this store split work
   // (storage/work_queue.h); nullptr for a store only one process uses

@@ -462,6 +462,10 @@ class PostgresS3Store : public Store {
 
   WorkQueue* work_queue() override { return work_queue_.get(); }
 
+  // Every read is an HTTP round trip (a few ms on loopback radosgw for a
+  // small tensor): eight in flight per side hide most of it.
+  int read_parallelism() const override { return 8; }
+
   // Reclaims the uploads of dead replicas and the garbage that is due.
   absl::Status Sweep() {
     absl::MutexLock sweeping(&sweep_mu_);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <future>
 #include <memory>
 #include <string>
 #include <utility>
@@ -33,6 +35,8 @@ class PgS3TensorWriter : public TensorWriter {
         tally_(std::move(run), std::move(header)) {}
 
   ~PgS3TensorWriter() override {
+    // Parts still going up finish before the upload is given up.
+    for (auto& part : inflight_) part.wait();
     if (!object_key_.empty() && !published_) {
       DiscardUpload(*ctx_, object_key_, upload_id_);
     }
@@ -68,6 +72,7 @@ class PgS3TensorWriter : public TensorWriter {
     if (!verify_only_ && tally_.header().byte_length > 0) {
       if (multipart_) {
         if (!buffer_.empty()) REPROD_RETURN_IF_ERROR(FlushPart());
+        REPROD_RETURN_IF_ERROR(AwaitParts());
         REPROD_RETURN_IF_ERROR(ctx_->s3->CompleteMultipartUpload(
             object_key_, upload_id_, part_etags_));
       } else {
@@ -111,12 +116,35 @@ class PgS3TensorWriter : public TensorWriter {
                      PgParams().Text(object_key_).Text(upload_id_))
               .status());
     }
-    const int part_number = static_cast<int>(part_etags_.size()) + 1;
-    REPROD_ASSIGN_OR_RETURN(
-        std::string etag,
-        ctx_->s3->UploadPart(object_key_, upload_id_, part_number, buffer_));
-    part_etags_.push_back(std::move(etag));
-    buffer_.clear();
+    // Parts go up while the next arrives (the wire and S3 both busy): at
+    // most kPartsInFlight at once, each on a thread of its own.
+    if (inflight_.size() >= kPartsInFlight) REPROD_RETURN_IF_ERROR(AwaitPart());
+    const int part_number = static_cast<int>(part_etags_.size() + inflight_.size()) + 1;
+    // async | deferred: where no thread can be started, libstdc++ uploads
+    // the part on this thread at get() instead.
+    inflight_.push_back(std::async(
+        std::launch::async | std::launch::deferred,
+        [ctx = ctx_, key = object_key_, id = upload_id_, part_number,
+         data = std::move(buffer_)]() -> absl::StatusOr<std::string> {
+          return ctx->s3->UploadPart(key, id, part_number, data);
+        }));
+    buffer_ = std::vector<uint8_t>();
+    return absl::OkStatus();
+  }
+
+  // Waits for every part going up.
+  absl::Status AwaitParts() {
+    while (!inflight_.empty()) REPROD_RETURN_IF_ERROR(AwaitPart());
+    return absl::OkStatus();
+  }
+
+  // Waits for the oldest part going up, if any, and keeps its ETag.
+  absl::Status AwaitPart() {
+    if (inflight_.empty()) return absl::OkStatus();
+    absl::StatusOr<std::string> etag = inflight_.front().get();
+    inflight_.pop_front();
+    if (!etag.ok()) return etag.status();
+    part_etags_.push_back(*std::move(etag));
     return absl::OkStatus();
   }
 
@@ -259,6 +287,9 @@ class PgS3TensorWriter : public TensorWriter {
   std::string upload_id_;   // of the multipart upload
   std::vector<std::string> part_etags_;
   std::vector<uint8_t> buffer_;  // the whole tensor, or the current part
+  // Parts going up while buffer_ fills, oldest first (multipart only).
+  static constexpr size_t kPartsInFlight = 2;
+  std::deque<std::future<absl::StatusOr<std::string>>> inflight_;
   std::string block_crcs_;
   uint32_t block_crc_ = 0;
   uint64_t block_filled_ = 0;
