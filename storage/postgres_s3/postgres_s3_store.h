@@ -18,8 +18,8 @@
 // advisory lock (a newer database than this build knows is refused).
 // One object per tensor, `<s3_prefix>tensors/<run id>/<random hex>`; tensors
 // of at most part_size bytes go up in one PUT, larger ones in a multipart
-// upload of part_size parts (one going up while the next arrives), so
-// memory per writer stays bounded at two parts.
+// upload of part_size parts (up to two going up while the next arrives),
+// so memory per writer stays bounded at three parts.
 //
 // Crash safety: before its first byte goes to S3 an upload is recorded in
 // PostgreSQL (table `uploads`) under the writer's replica id, which the
