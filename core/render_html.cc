@@ -24,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/markup.h"
 #include "common/visible.h"
 #include "core/internal/judge.h"
 #include "core/internal/localize.h"
@@ -617,29 +618,13 @@ std::string HtmlEscape(std::string_view raw) {
       i += n - 1;
       continue;
     }
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        // Tab and newline as references: the same text, no raw control byte.
-        if (c == '\n' || c == '\t') {
-          absl::StrAppend(&out, "&#", static_cast<int>(c), ";");
-        } else {
-          out += c < 0x20 || c == 0x7F ? '?' : ch;
-        }
+    if (const char* entity = MarkupEntity(ch)) {
+      out += entity;
+    } else if (c == '\n' || c == '\t') {
+      // Tab and newline as references: the same text, no raw control byte.
+      absl::StrAppend(&out, "&#", static_cast<int>(c), ";");
+    } else {
+      out += c < 0x20 || c == 0x7F ? '?' : ch;
     }
   }
   return out;

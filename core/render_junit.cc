@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/markup.h"
 #include "common/visible.h"
 #include "core/internal/render.h"
 #include "core/report.h"
@@ -31,22 +32,11 @@ std::string Xml(std::string_view raw) {
       i += n - 1;
       continue;
     }
+    if (const char* entity = MarkupEntity(ch)) {
+      out += entity;
+      continue;
+    }
     switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
       case '\n':
         out += "&#10;";
         break;

@@ -495,7 +495,7 @@ TEST(RenderJunitTest, EscapesAndCheckpointFailures) {
   p.checkpoints.push_back({"bp<1>", CheckpointPolicy{{}, 3, {}}});
   Report r = Compare(run, run, p);
   ASSERT_OK_AND_ASSIGN(std::string xml, RenderReport(r, ReportFormat::kJunit));
-  EXPECT_THAT(xml, HasSubstr("name=\"k&quot;&apos;&lt;&amp;&gt;\""));
+  EXPECT_THAT(xml, HasSubstr("name=\"k&quot;&#39;&lt;&amp;&gt;\""));
   EXPECT_THAT(xml, HasSubstr("<testsuite name=\"bp&lt;1&gt;\" tests=\"2\" "
                              "failures=\"1\""));
   EXPECT_THAT(xml, HasSubstr("name=\"[bp&lt;1&gt;]\""));

@@ -506,7 +506,7 @@ TEST(S3XmlTest, UnescapeAndEscape) {
   EXPECT_EQ(internal::XmlUnescape("&#65;&#x42;&#xe9;&#x2713;"), "AB\xC3\xA9\xE2\x9C\x93");
   // Unknown or broken entities stay as written.
   EXPECT_EQ(internal::XmlUnescape("&nbsp; & &amp &#xZZ;"), "&nbsp; & &amp &#xZZ;");
-  EXPECT_EQ(internal::XmlEscape("<a&'\">"), "&lt;a&amp;&apos;&quot;&gt;");
+  EXPECT_EQ(internal::XmlEscape("<a&'\">"), "&lt;a&amp;&#39;&quot;&gt;");
 }
 
 TEST(S3XmlTest, ListObjectsV2PageWithContinuation) {
