@@ -1,5 +1,6 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -8,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "common/tensor.h"
+#include "kernels/chunk_grid.h"
+#include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
 namespace {
@@ -61,6 +64,29 @@ absl::Status ValidateDiffTask(const DiffTask& task) {
         "index_base ", task.index_base, " + ", *n_ref, " elements overflows uint64"));
   }
   return absl::OkStatus();
+}
+
+FlatWindowPlan Backend::PlanFlatWindows(DType /*ref_dtype*/, DType /*cand_dtype*/, int64_t elements,
+                                        int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
+  return FlatWindowPlan{budget, false};
+}
+
+TransposedWindowPlan Backend::PlanTransposedWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
+                                                    int64_t m, int64_t n,
+                                                    int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  m = std::max<int64_t>(1, m);
+  n = std::max<int64_t>(1, n);
+  if (n > budget) return SquarishTiles(m, n, budget);
+  const int64_t rows = budget / n;
+  if (m <= rows) return TransposedWindowPlan{m, n, true};
+  return TransposedWindowPlan{rows, n, false};
+}
+
+DiffStats Backend::MergeWindows(absl::Span<const DiffStats> windows) const {
+  return SequentialMerge(windows);
 }
 
 }  // namespace reprod::kernels

@@ -9,6 +9,10 @@
 //   DiffTask task{ref.view(), cand.view()};
 //   absl::StatusOr<DiffStats> stats = (*backend)->Compare(task);
 //
+// A pair too large to hand over at once is fed in windows on the backend's
+// own grid: PlanFlatWindows / PlanTransposedWindows and MergeWindows below
+// (kernels/chunk_grid.h). Callers never need a backend's internals.
+//
 // Implementations: CpuBackend (kernels/cpu/cpu_backend.h) always; the CUDA
 // backend when built with nvcc. Use CreateBackend to pick one.
 //
@@ -23,7 +27,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/dtype.h"
 #include "common/tensor.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
@@ -69,6 +75,36 @@ class Backend {
   // its position.
   virtual absl::Status CompareBatch(absl::Span<const DiffTask> tasks,
                                     absl::Span<DiffStats> out) = 0;
+
+  // ---- Windowed reduction of one pair (kernels/chunk_grid.h) ----
+  // For callers that feed a large pair in windows: the backend owns the
+  // grid the windows are cut on and the order their partials merge in, so
+  // that windows reduced with Compare / CompareBatch (index_base = the
+  // window's first flat index) and merged with MergeWindows give what
+  // Compare on the whole pair gives: exactly for counts, extrema, indices
+  // and histogram; bit for bit for the sums too when the plan says `exact`.
+  // All three depend only on their arguments (and the backend's options),
+  // never on data, threads or timing.
+  //
+  // The defaults are right for any backend but exact only for one window
+  // covering the whole pair (windows of max_window_elements, whole ref rows
+  // for transposed pairs, SquarishTiles when a row exceeds the budget,
+  // SequentialMerge); backends override them with their own grid.
+
+  // Element-wise pair of `elements` > 0 elements, windows of at most
+  // max_window_elements (values < 1 count as 1) elements.
+  virtual FlatWindowPlan PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
+                                         int64_t max_window_elements) const;
+
+  // Transposed pair, ref (m, n) vs cand (n, m), m, n > 0: tiles of at most
+  // max_window_elements (values < 1 count as 1) elements; whole ref rows
+  // whenever n <= max_window_elements.
+  virtual TransposedWindowPlan PlanTransposedWindows(DType ref_dtype, DType cand_dtype, int64_t m,
+                                                     int64_t n, int64_t max_window_elements) const;
+
+  // Merges the windows' partials, given in window order, in the backend's
+  // fixed order. Empty span: DiffStats().
+  virtual DiffStats MergeWindows(absl::Span<const DiffStats> windows) const;
 };
 
 enum class BackendKind { kAuto, kCpu, kCuda };

@@ -25,8 +25,8 @@
 #include "common/tensor.h"
 #include "core/pair_reducer.h"
 #include "core/run_index.h"
-#include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/internal/diff_kernel.h"
+#include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/diff_stats.h"
 #include "spdlog/spdlog.h"
 
@@ -37,46 +37,11 @@ using core::PlannedPair;
 using core::TensorPosition;
 using kernels::DiffStats;
 
-// The cpu backend's chunk grid (kernels/cpu/cpu_backend.cc MakePlan):
-// element-wise pairs are cut every kChunkElements elements; transposed
-// pairs every RoundUp(max(1, kChunkElements / cols), kTransposedRowAlign)
-// ref rows. Windows on this grid reduce bit-for-bit like the whole pair.
-constexpr int64_t kCpuChunk = kernels::CpuBackend::kChunkElements;
-constexpr int64_t kCpuRowAlign = kernels::internal::kTransposedRowAlign;
-
 // Buffer regions start on cache lines.
 constexpr size_t kRegionAlign = 64;
 
 size_t AlignUp(size_t x) {
   return (x + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
-}
-
-// The largest unit * 2^k that is <= e when e >= unit (so windows hold a
-// power-of-two number of backend chunks and merge in the backend's tree
-// order); e itself otherwise.
-int64_t OnGrid(int64_t e, int64_t unit) {
-  if (e < unit) return e;
-  int64_t w = unit;
-  while (w <= e / 2) w *= 2;
-  return w;
-}
-
-int64_t ISqrt(int64_t x) {
-  auto r = static_cast<int64_t>(std::sqrt(static_cast<double>(x)));
-  while (r > 0 && r * r > x) --r;
-  while ((r + 1) * (r + 1) <= x) ++r;
-  return r;
-}
-
-// DiffStats::Merge in kernels::CpuBackend's pairwise-tree order.
-DiffStats TreeMerge(std::vector<DiffStats> parts) {
-  const size_t n = parts.size();
-  for (size_t width = 1; width < n; width *= 2) {
-    for (size_t i = 0; i + width < n; i += 2 * width) {
-      parts[i].Merge(parts[i + width]);
-    }
-  }
-  return n == 0 ? DiffStats() : parts[0];
 }
 
 absl::Status Prefixed(const absl::Status& s, const std::string& prefix) {
@@ -202,9 +167,12 @@ struct Job {
 
 class Planner {
  public:
-  Planner(const StoredRun& ref, const StoredRun& cand,
+  // Windows of large pairs are cut on `backend`'s grid (Backend::
+  // PlanFlatWindows / PlanTransposedWindows); the caller merges their
+  // partials with Backend::MergeWindows in part order.
+  Planner(const StoredRun& ref, const StoredRun& cand, const kernels::Backend& backend,
           const StoreCompareOptions& options)
-      : ref_(ref), cand_(cand), options_(options) {}
+      : ref_(ref), cand_(cand), backend_(backend), options_(options) {}
 
   // Cuts `pairs` into jobs; parts()[i] is how many windows pair i has.
   void Plan(absl::Span<const PlannedPair> pairs) {
@@ -261,8 +229,7 @@ class Planner {
     small_.tasks.push_back(std::move(t));
   }
 
-  // Elements per window: window_bytes on the wider side, on the backend's
-  // chunk grid when at least one chunk.
+  // Element budget per window: window_bytes on the wider side.
   int64_t WindowElements(size_t rs, size_t cs) const {
     const auto e = static_cast<int64_t>(std::min<size_t>(
         options_.window_bytes / std::max(rs, cs), size_t{1} << 62));
@@ -273,7 +240,8 @@ class Planner {
                       const core::TensorInfo& c) {
     const size_t rs = DTypeSize(r.dtype), cs = DTypeSize(c.dtype);
     const int64_t n = NumElements(r.shape);
-    const int64_t w = OnGrid(WindowElements(rs, cs), kCpuChunk);
+    const int64_t w =
+        backend_.PlanFlatWindows(p.ref_dtype, p.cand_dtype, n, WindowElements(rs, cs)).elements;
     parts_[i] = static_cast<size_t>((n + w - 1) / w);
     size_t part = 0;
     for (int64_t e0 = 0; e0 < n; e0 += w, ++part) {
@@ -297,25 +265,18 @@ class Planner {
   }
 
   // ref (m, n) against cand (n, m): tiles of ref rows [r0, r0 + tr) and
-  // columns [c0, c0 + tc); cand's matching block is its rows [c0, c0 + tc),
-  // columns [r0, r0 + tr), i.e. the tile pair is itself a transposed pair.
+  // columns [c0, c0 + tc) as the backend plans them (whole rows unless a
+  // row exceeds the window); cand's matching block is its rows
+  // [c0, c0 + tc), columns [r0, r0 + tr), i.e. the tile pair is itself a
+  // transposed pair.
   void AddTransposedTiles(size_t i, const PlannedPair& p,
                           const core::TensorInfo& r,
                           const core::TensorInfo& c) {
     const size_t rs = DTypeSize(r.dtype), cs = DTypeSize(c.dtype);
     const int64_t m = r.shape[0], n = r.shape[1];
-    const int64_t e = WindowElements(rs, cs);
-    int64_t wr, wc;
-    if (n <= e) {  // whole rows
-      wc = n;
-      const int64_t rows_per_chunk =
-          (std::max<int64_t>(1, kCpuChunk / n) + kCpuRowAlign - 1) /
-          kCpuRowAlign * kCpuRowAlign;
-      wr = std::min(m, OnGrid(e / n, rows_per_chunk));
-    } else {  // a row is wider than the window: square-ish blocks
-      wr = std::min(m, std::max<int64_t>(1, ISqrt(e)));
-      wc = std::min(n, std::max<int64_t>(1, e / wr));
-    }
+    const kernels::TransposedWindowPlan plan =
+        backend_.PlanTransposedWindows(p.ref_dtype, p.cand_dtype, m, n, WindowElements(rs, cs));
+    const int64_t wr = plan.rows, wc = plan.cols;
     parts_[i] = static_cast<size_t>(((m + wr - 1) / wr) * ((n + wc - 1) / wc));
     size_t part = 0;
     for (int64_t r0 = 0; r0 < m; r0 += wr) {
@@ -370,6 +331,7 @@ class Planner {
 
   const StoredRun& ref_;
   const StoredRun& cand_;
+  const kernels::Backend& backend_;
   const StoreCompareOptions& options_;
   std::vector<Job> jobs_;
   std::vector<size_t> parts_;
@@ -558,7 +520,7 @@ class StoreReducer final : public core::PairReducer {
 
   absl::Status Reduce(absl::Span<const PlannedPair> pairs,
                       absl::Span<DiffStats> out) override {
-    Planner planner(ref_, cand_, options_);
+    Planner planner(ref_, cand_, backend_, options_);
     planner.Plan(pairs);
     std::vector<Job>& jobs = planner.jobs();
     std::vector<std::vector<DiffStats>> partials(pairs.size());
@@ -625,7 +587,7 @@ class StoreReducer final : public core::PairReducer {
         for (size_t w = 0; w < planner.parts()[i]; ++w) {
           windows.push_back(partials[i][w * num_options + o]);
         }
-        out[pairs[i].stats_offset + o] = TreeMerge(std::move(windows));
+        out[pairs[i].stats_offset + o] = backend_.MergeWindows(windows);
       }
     }
     return absl::OkStatus();

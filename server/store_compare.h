@@ -12,12 +12,15 @@
 //   - larger element-wise pairs stream in windows of the same elements on
 //     both sides (at most window_bytes per side; ref and cand may have
 //     different dtypes, so the byte ranges differ), each window reduced with
-//     index_base set to its first element and the partials merged with
-//     DiffStats::Merge;
+//     index_base set to its first element;
 //   - larger transposed pairs (ref (m, n) vs cand (n, m)) stream in tiles
 //     of ref rows (or row x column blocks when one row exceeds the window);
 //     the matching cand block is read with one Read per cand row. No size
 //     limit: memory stays bounded for any shape.
+//   Window sizes come from the backend (Backend::PlanFlatWindows /
+//   PlanTransposedWindows, kernels/chunk_grid.h), which cuts them on its own
+//   chunk grid, and each pair's window partials are merged with
+//   Backend::MergeWindows in the backend's own order.
 // Reading the next batch/window overlaps reducing the current one (two
 // buffers, the read on a second thread), so peak memory is about
 // 2 * max(batch_bytes, 2 * window_bytes) plus the backend's own scratch.
@@ -28,14 +31,16 @@
 //
 // Result: the same core::Report that core::CompareRuns gives for the same
 // tensors in memory (report.ref / cand are the run names, report.backend
-// the backend's name). With the cpu backend it is bit-for-bit the same:
-// windows of at least kernels::CpuBackend::kChunkElements elements are cut
-// on the backend's own chunk grid (a power-of-two number of chunks, rows of
-// transposed pairs likewise) and the partials merged in the backend's
-// pairwise-tree order. Windows smaller than one backend chunk (tiny
-// window_bytes), column-split transposed tiles and other backends change
-// only the rounding of the sums (docs/design.md §Diff semantics: 1e-12
-// relative); counts, extrema and indices are always exact.
+// the backend's name). It is bit-for-bit the same whenever the backend's
+// window plan for every windowed pair says `exact`: on the cpu backend
+// whenever window_bytes holds at least one backend chunk
+// (kernels::CpuBackend::kChunkElements elements; a transposed pair's row
+// chunk likewise) and no transposed row is wider than a window; on the cuda
+// backend when a window holds one of its pieces (kernels/cuda/
+// cuda_backend.h). Otherwise (tiny window_bytes, column-split transposed
+// tiles, the cuda backend's default pieces being larger than the default
+// window) only the rounding of the sums differs (docs/design.md §Diff
+// semantics: 1e-12 relative); counts, extrema and indices are always exact.
 //
 // Run listing: a run's tensors are those ListTensors returns when the call
 // starts; checkpoints in order of their first tensor, tensors in sequence

@@ -18,12 +18,14 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "common/crc32c.h"
 #include "common/element.h"
 #include "common/half.h"
@@ -35,6 +37,8 @@
 #include "core/run_data.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "storage/memory/memory_store.h"
 #include "storage/rocksdb/rocksdb_store.h"
@@ -641,6 +645,12 @@ TEST_F(StoreCompareTest, BitExactOnTheBackendChunkGrid) {
   // exceed the window). Five windows merge differently in a sequence and
   // in the backend's tree, so this also pins the merge order.
   options.window_bytes = kChunk * 8;
+  // What the backend plans for these budgets (elements per side on the
+  // wider dtype): exact windows but for the wide rows.
+  EXPECT_TRUE(backend_.PlanFlatWindows(f32, f32, 9 * kChunk + 12345, 2 * kChunk).exact);
+  EXPECT_TRUE(backend_.PlanFlatWindows(DType::kFloat64, f32, 3 * kChunk + 7, kChunk).exact);
+  EXPECT_TRUE(backend_.PlanTransposedWindows(f32, DType::kFloat16, 4000, 300, 2 * kChunk).exact);
+  EXPECT_FALSE(backend_.PlanTransposedWindows(f32, f32, 2, 5 * kChunk, 2 * kChunk).exact);
   {
     ASSERT_OK_AND_ASSIGN(core::Report stored,
                          CompareStoredRuns(*store, "a/ref", "a/cand", policy,
@@ -659,6 +669,85 @@ TEST_F(StoreCompareTest, BitExactOnTheBackendChunkGrid) {
       core::Report stored,
       CompareStoredRuns(*store, "a/ref", "a/cand", policy, backend_));
   ExpectSameReport(stored, memory, /*exact=*/true);
+}
+
+// The stored compare cuts windows where the backend's plan says and merges
+// them with the backend's MergeWindows (it knows no grid of its own): a
+// backend planning 1000-element windows and 7-row tiles gets exactly those,
+// and the report still matches the in-memory one (to rounding: that plan is
+// off the cpu grid).
+class PlanningBackend final : public kernels::Backend {
+ public:
+  std::string_view name() const override { return inner_.name(); }
+  absl::StatusOr<kernels::DiffStats> Compare(const kernels::DiffTask& task) override {
+    return inner_.Compare(task);
+  }
+  absl::Status CompareBatch(absl::Span<const kernels::DiffTask> tasks,
+                            absl::Span<kernels::DiffStats> out) override {
+    return inner_.CompareBatch(tasks, out);
+  }
+  kernels::FlatWindowPlan PlanFlatWindows(DType, DType, int64_t elements,
+                                          int64_t max_window_elements) const override {
+    absl::MutexLock lock(&mu_);
+    flat_requests_.push_back({elements, max_window_elements});
+    return kernels::FlatWindowPlan{1000, false};
+  }
+  kernels::TransposedWindowPlan PlanTransposedWindows(DType, DType, int64_t, int64_t n,
+                                                      int64_t) const override {
+    return kernels::TransposedWindowPlan{7, n, false};
+  }
+  kernels::DiffStats MergeWindows(absl::Span<const kernels::DiffStats> windows) const override {
+    absl::MutexLock lock(&mu_);
+    merged_.push_back(windows.size());
+    return inner_.MergeWindows(windows);
+  }
+
+  std::vector<std::pair<int64_t, int64_t>> flat_requests() const {
+    absl::MutexLock lock(&mu_);
+    return flat_requests_;
+  }
+  std::vector<size_t> merged() const {
+    absl::MutexLock lock(&mu_);
+    return merged_;
+  }
+
+ private:
+  kernels::CpuBackend inner_{2};
+  mutable absl::Mutex mu_;
+  mutable std::vector<std::pair<int64_t, int64_t>> flat_requests_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<size_t> merged_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(StoreCompareTest, WindowsFollowTheBackendsPlanAndMerge) {
+  Gen g(17);
+  Tensor flat = g.Random(DType::kFloat32, {10000});
+  Tensor w = g.Random(DType::kFloat32, {50, 40});
+  std::vector<Item> ref = {{"fwd", "flat", {}, flat}, {"fwd", "w", {}, w}};
+  std::vector<Item> cand = {{"fwd", "flat", {}, g.Perturb(flat, 1e-3)},
+                            {"fwd", "w", {}, g.Transposed(w, DType::kFloat32, 1e-3)}};
+  auto store = storage::CreateMemoryStore();
+  core::RunData r = AddRun(*store, "a/ref", ref);
+  core::RunData c = AddRun(*store, "a/cand", cand);
+  const core::Policy policy = MixedPolicy();
+  ASSERT_OK_AND_ASSIGN(core::Report memory, core::CompareRuns(r, c, policy, backend_));
+  ASSERT_TRUE(memory.tensors[1].transposed);
+
+  PlanningBackend planning;
+  StoreCompareOptions options;
+  options.small_pair_bytes = 0;
+  options.window_bytes = 4096;  // 1024 float32 elements per side
+  ASSERT_OK_AND_ASSIGN(core::Report stored,
+                       CompareStoredRuns(*store, "a/ref", "a/cand", policy, planning, options));
+  ExpectSameReport(stored, memory, /*exact=*/false);
+  EXPECT_THAT(planning.flat_requests(),
+              ::testing::ElementsAre(std::pair<int64_t, int64_t>{10000, 1024}));
+  // One merge per pair and option set: flat in 10 windows, w in 8 tiles.
+  std::vector<size_t> merged = planning.merged();
+  ASSERT_FALSE(merged.empty());
+  std::sort(merged.begin(), merged.end());
+  EXPECT_EQ(merged.front(), 8u);
+  EXPECT_EQ(merged.back(), 10u);
+  for (size_t n : merged) EXPECT_TRUE(n == 8 || n == 10) << n;
 }
 
 // Two ranks per run: shards of a logits tensor (merged into a global one),

@@ -7,6 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/cpu/internal/diff_kernel.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -14,6 +16,14 @@ namespace reprod::kernels {
 namespace {
 
 constexpr int64_t kChunk = CpuBackend::kChunkElements;
+
+// Rows per chunk of a transposed pair with `cols` columns: whole row tiles
+// of about kChunk elements, rounded up to the kernel's row tile.
+int64_t RowsPerChunk(int64_t cols) {
+  const int64_t align = internal::kTransposedRowAlign;
+  const int64_t rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(cols, 1));
+  return (rows + align - 1) / align * align;
+}
 
 // How one task is cut into chunks (shape-only, never thread-count
 // dependent).
@@ -30,10 +40,7 @@ TaskPlan MakePlan(const DiffTask& task) {
   if (task.transpose_cand) {
     p.rows = task.ref.shape[0];
     p.cols = task.ref.shape[1];
-    // Whole row tiles of about kChunk elements.
-    const int64_t align = internal::kTransposedRowAlign;
-    const int64_t rows = std::max<int64_t>(1, kChunk / std::max<int64_t>(p.cols, 1));
-    p.rows_per_chunk = (rows + align - 1) / align * align;
+    p.rows_per_chunk = RowsPerChunk(p.cols);
     p.chunks = std::max<int64_t>(1, (p.rows + p.rows_per_chunk - 1) / p.rows_per_chunk);
   } else {
     p.chunks = std::max<int64_t>(1, (p.elements + kChunk - 1) / kChunk);
@@ -58,11 +65,10 @@ void RunChunk(const DiffTask& task, const TaskPlan& p, int64_t c, DiffStats* out
 }
 
 // Merges parts[0 .. n) into parts[0] in a fixed pairwise tree (well
-// conditioned, and independent of which thread computed what).
+// conditioned, and independent of which thread computed what). The same
+// tree MergeWindows uses.
 void TreeMerge(DiffStats* parts, int64_t n) {
-  for (int64_t width = 1; width < n; width *= 2) {
-    for (int64_t i = 0; i + width < n; i += 2 * width) parts[i].Merge(parts[i + width]);
-  }
+  PairwiseTreeMerge(absl::MakeSpan(parts, static_cast<size_t>(n)));
 }
 
 // A unit of parallel work: either the single chunk of each task in
@@ -164,6 +170,40 @@ absl::Status CpuBackend::CompareBatch(absl::Span<const DiffTask> tasks,
     out[i] = p[0];
   }
   return absl::OkStatus();
+}
+
+// Windows on the chunk grid: element-wise, kChunk * 2^k elements starting at
+// multiples of that, so every window is a whole subtree of the chunks' merge
+// tree (its own Compare merges the lower levels, MergeWindows's
+// PairwiseTreeMerge the upper ones); transposed, likewise in units of
+// RowsPerChunk(n) whole rows.
+FlatWindowPlan CpuBackend::PlanFlatWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
+                                           int64_t elements, int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
+  if (budget < kChunk) return FlatWindowPlan{budget, false};
+  return FlatWindowPlan{LargestPowerOfTwoMultiple(kChunk, budget), true};
+}
+
+TransposedWindowPlan CpuBackend::PlanTransposedWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
+                                                       int64_t m, int64_t n,
+                                                       int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  m = std::max<int64_t>(1, m);
+  n = std::max<int64_t>(1, n);
+  if (n > budget) return SquarishTiles(m, n, budget);
+  const int64_t rows = budget / n;
+  if (m <= rows) return TransposedWindowPlan{m, n, true};
+  const int64_t unit = RowsPerChunk(n);
+  if (rows < unit) return TransposedWindowPlan{rows, n, false};
+  return TransposedWindowPlan{LargestPowerOfTwoMultiple(unit, rows), n, true};
+}
+
+DiffStats CpuBackend::MergeWindows(absl::Span<const DiffStats> windows) const {
+  if (windows.empty()) return DiffStats();
+  std::vector<DiffStats> parts(windows.begin(), windows.end());
+  TreeMerge(parts.data(), static_cast<int64_t>(parts.size()));
+  return parts[0];
 }
 
 }  // namespace reprod::kernels

@@ -18,6 +18,13 @@
 //   DiffTask task{ref.view(), cand.view()};
 //   absl::StatusOr<DiffStats> stats = backend.Compare(task);
 //
+// Windows: a caller feeding a large pair in windows (kernels/chunk_grid.h)
+// gets windows that are whole subtrees of this chunk grid's merge tree
+// whenever its budget holds at least one chunk (PlanFlatWindows /
+// PlanTransposedWindows say `exact`), and MergeWindows merges them in the
+// same tree, so the windows give Compare's result on the whole pair bit for
+// bit.
+//
 // Determinism: chunk boundaries depend only on the tensor's shape (never on
 // the thread count or on scheduling), and partials are merged in a fixed
 // order, so results are bit-for-bit identical run to run and for any
@@ -42,7 +49,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/dtype.h"
 #include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/diff_stats.h"
 
@@ -71,6 +80,22 @@ class CpuBackend final : public Backend {
   // unspecified. Otherwise out[i] == Compare(tasks[i]) exactly.
   absl::Status CompareBatch(absl::Span<const DiffTask> tasks,
                             absl::Span<DiffStats> out) override;
+
+  // Windows on the chunk grid (kernels/chunk_grid.h, "Windows" above).
+  // Element-wise: the whole pair when it fits the budget; else
+  // kChunkElements * 2^k elements, the largest such <= the budget (exact);
+  // a budget below one chunk gives windows of the budget (not exact).
+  FlatWindowPlan PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
+                                 int64_t max_window_elements) const override;
+  // Transposed (m, n): whole rows when n fits the budget: all m rows when
+  // they fit; else R * 2^k rows, R = the transposed chunk's rows for this n,
+  // the largest such <= budget / n (exact); fewer than R rows fit: budget /
+  // n rows (not exact). A row wider than the budget: SquarishTiles (not
+  // exact).
+  TransposedWindowPlan PlanTransposedWindows(DType ref_dtype, DType cand_dtype, int64_t m,
+                                             int64_t n, int64_t max_window_elements) const override;
+  // PairwiseTreeMerge: the tree Compare merges its chunks with.
+  DiffStats MergeWindows(absl::Span<const DiffStats> windows) const override;
 
   // Degree of parallelism of the pool in use.
   int num_threads() const { return pool_->num_threads(); }

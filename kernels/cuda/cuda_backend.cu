@@ -29,6 +29,7 @@
 #include "common/element.h"
 #include "common/status_macros.h"
 #include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/internal/cuda_status.h"
 #include "kernels/cuda/internal/device_resident_timing.h"
@@ -296,16 +297,26 @@ struct CudaBackend::Impl {
     return absl::OkStatus();
   }
 
+  // Elements of a pair (of these element sizes) that fit one slot.
+  uint64_t FitElements(size_t rsz, size_t csz) const {
+    return (SlotCapacityLimit() - 2 * kAlign) / (rsz + csz);
+  }
+
+  // Elements per piece of an element-wise pair of these element sizes
+  // (transposed pairs: max(1, this / n) rows per piece).
+  uint64_t PieceElements(size_t rsz, size_t csz) const {
+    return std::min<uint64_t>(static_cast<uint64_t>(options.chunk_elements), FitElements(rsz, csz));
+  }
+
   // Cuts every non-empty task into pieces that fit one slot.
   absl::Status MakePieces(absl::Span<const DiffTask> tasks, std::vector<Piece>* pieces) const {
-    const size_t limit = SlotCapacityLimit() - 2 * kAlign;
     for (size_t t = 0; t < tasks.size(); ++t) {
       const DiffTask& task = tasks[t];
       const uint64_t n_elem = static_cast<uint64_t>(task.ref.num_elements());
       if (n_elem == 0) continue;
       const size_t rsz = DTypeSize(task.ref.dtype), csz = DTypeSize(task.cand.dtype);
-      const uint64_t fit = limit / (rsz + csz);
-      uint64_t chunk = std::min<uint64_t>(static_cast<uint64_t>(options.chunk_elements), fit);
+      const uint64_t fit = FitElements(rsz, csz);
+      const uint64_t chunk = PieceElements(rsz, csz);
       if (!task.transpose_cand) {
         for (uint64_t b = 0; b < n_elem; b += chunk) {
           const uint64_t c = std::min(chunk, n_elem - b);
@@ -479,6 +490,42 @@ CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaBackend::~CudaBackend() = default;
 
 const CudaBackendOptions& CudaBackend::options() const { return impl_->options; }
+
+// Windows of exactly one piece are exact: a window task of one piece's
+// elements is one piece with the same count, blocks and packed data, so its
+// partial is the piece's partial, and the whole pair's result is
+// DiffStats() merged with its pieces in order (Finish), as SequentialMerge
+// does. Windows of several pieces are not: their pieces would be merged
+// inside the window first.
+FlatWindowPlan CudaBackend::PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
+                                            int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
+  const auto piece =
+      static_cast<int64_t>(impl_->PieceElements(DTypeSize(ref_dtype), DTypeSize(cand_dtype)));
+  if (budget < piece) return FlatWindowPlan{budget, false};
+  return FlatWindowPlan{piece, true};
+}
+
+TransposedWindowPlan CudaBackend::PlanTransposedWindows(DType ref_dtype, DType cand_dtype,
+                                                        int64_t m, int64_t n,
+                                                        int64_t max_window_elements) const {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  m = std::max<int64_t>(1, m);
+  n = std::max<int64_t>(1, n);
+  if (n > budget) return SquarishTiles(m, n, budget);
+  const int64_t rows = budget / n;
+  if (m <= rows) return TransposedWindowPlan{m, n, true};
+  const auto piece =
+      static_cast<int64_t>(impl_->PieceElements(DTypeSize(ref_dtype), DTypeSize(cand_dtype)));
+  const int64_t piece_rows = std::max<int64_t>(1, piece / n);
+  if (rows < piece_rows) return TransposedWindowPlan{rows, n, false};
+  return TransposedWindowPlan{piece_rows, n, true};
+}
+
+DiffStats CudaBackend::MergeWindows(absl::Span<const DiffStats> windows) const {
+  return SequentialMerge(windows);
+}
 
 absl::StatusOr<DiffStats> CudaBackend::Compare(const DiffTask& task) {
   DiffStats out;

@@ -22,6 +22,19 @@
 // Small pairs of a CompareBatch therefore share one launch; large pairs are
 // streamed chunk by chunk.
 //
+// Windows (kernels/chunk_grid.h): a piece's sum rounding depends on its
+// length (its blocks and per-thread strides), and a pair's pieces are merged
+// one after the other, so windows reproduce Compare on the whole pair bit
+// for bit only when every window is exactly one piece: a budget of at least
+// one piece (min(chunk_elements, what fits one slot for the pair's element
+// sizes), ~8M float32 pairs with the default options) gets such windows
+// (`exact`). A smaller budget (the stored compare's default 16 MiB windows
+// are 4M float32 elements) gets windows of the budget, whose sums agree with
+// the whole pair's to the documented ~1e-12 relative, like any other
+// grouping; counts, extrema, indices and histogram are exact regardless.
+// The per-piece block split is to be replaced by fixed logical blocks; then
+// windows on that block grid can be exact at any size.
+//
 // Data: TensorView data must be host memory (any alignment). Every dtype of
 // common/dtype.h, mixed dtypes by value, float16/bfloat16 decoded exactly.
 //
@@ -50,7 +63,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/dtype.h"
 #include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
@@ -83,6 +98,21 @@ class CudaBackend final : public Backend {
   // fault. `out` is unspecified after an error.
   absl::Status CompareBatch(absl::Span<const DiffTask> tasks,
                             absl::Span<DiffStats> out) override;
+
+  // Windows (kernels/chunk_grid.h; see "Windows" above). Element-wise: the
+  // whole pair when it fits the budget; else exactly one piece per window
+  // when a piece fits the budget (exact); else windows of the budget (not
+  // exact).
+  FlatWindowPlan PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
+                                 int64_t max_window_elements) const override;
+  // Transposed (m, n): whole rows when n fits the budget: all m when they
+  // fit; else one piece's rows per window when they fit (exact); else
+  // budget / n rows (not exact). A row wider than the budget: SquarishTiles
+  // (not exact).
+  TransposedWindowPlan PlanTransposedWindows(DType ref_dtype, DType cand_dtype, int64_t m,
+                                             int64_t n, int64_t max_window_elements) const override;
+  // SequentialMerge: the order Compare merges a pair's pieces in.
+  DiffStats MergeWindows(absl::Span<const DiffStats> windows) const override;
 
   const CudaBackendOptions& options() const;
 

@@ -22,9 +22,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/chunk_grid.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/diff_stats.h"
 #include "kernels/testing/reference_diff.h"
+#include "kernels/testing/windowed_reduce.h"
 #include "tests/testing/status_matchers.h"
 
 namespace reprod::kernels {
@@ -349,6 +351,84 @@ TEST_F(CudaBackendTest, ChunkedPipelinedEqualsOneShot) {
     ASSERT_TRUE(got.ok()) << got.status();
     ExpectEquivalent(*got, *one, 1e-12, absl::StrCat("chunk ", chunk));
   }
+}
+
+// Windows as the backend plans them (kernels/chunk_grid.h), reduced with
+// Compare / CompareBatch and merged with MergeWindows, against Compare on the
+// whole pair: bit for bit when the plan says exact (windows of exactly one
+// piece), else counts, extrema, indices and histogram exactly and sums to
+// 1e-12. Pieces of 2^16 elements (the budget fits more), NaN / Inf in one
+// window.
+TEST_F(CudaBackendTest, WindowsOnThePieceGridMatchTheWholePair) {
+  constexpr int64_t kPiece = int64_t{1} << 16;
+  std::unique_ptr<Backend> gpu = Chunked(kPiece);
+  ASSERT_NE(gpu, nullptr);
+  const DType f32 = DType::kFloat32, f64 = DType::kFloat64;
+  int exact_runs = 0;
+  {  // element-wise
+    const int64_t n = 5 * kPiece + 17;
+    std::vector<double> r = RandomValues(n, 61);
+    std::vector<double> c = Perturb(r, 62, 1e-3);
+    r[3 * kPiece + 5] = kNaN;
+    c[3 * kPiece + 6] = kInf;
+    r[3 * kPiece + 7] = -kInf;
+    c[3 * kPiece + 7] = -kInf;
+    const HostTensor ref = MakeTensor(f32, r);
+    const HostTensor cand = MakeTensor(f64, c);
+    absl::StatusOr<DiffStats> whole = gpu->Compare(MakeTask(ref.view(), cand.view()));
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_EQ(whole->nan_diff, 1u);
+    bool batch = false;
+    for (const int64_t budget : {kPiece, 3 * kPiece, kPiece - 1, int64_t{1000}, n}) {
+      const FlatWindowPlan plan = gpu->PlanFlatWindows(f32, f64, n, budget);
+      EXPECT_EQ(plan.exact, budget >= kPiece) << budget;
+      if (budget >= kPiece && budget < n) {
+        EXPECT_EQ(plan.elements, kPiece);
+      }
+      batch = !batch;
+      const DiffStats got = testing::ReduceFlatWindows(*gpu, ref, cand, plan.elements, batch);
+      const std::string where = absl::StrCat("flat budget ", budget, batch ? " batch" : "");
+      if (plan.exact) {
+        ++exact_runs;
+        ExpectIdentical(got, *whole, where);
+      } else {
+        ExpectEquivalent(got, *whole, 1e-12, where);
+      }
+    }
+  }
+  {  // transposed: 2^16 / 100 = 655 rows per piece
+    const int64_t m = 3000, n = 100;
+    std::vector<double> r = RandomValues(m * n, 63);
+    std::vector<double> c = Perturb(r, 64, 1e-3);
+    r[1000 * n + 3] = kNaN;
+    const HostTensor ref = MakeTensor(f32, r, Shape{m, n});
+    std::vector<double> ct(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) ct[j * m + i] = c[i * n + j];
+    }
+    const HostTensor cand = MakeTensor(f32, ct, Shape{n, m});
+    absl::StatusOr<DiffStats> whole =
+        gpu->Compare(MakeTask(ref.view(), cand.view(), /*transpose=*/true));
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    bool batch = false;
+    for (const int64_t budget : {655 * n, 2000 * n, 600 * n, n - 1, m * n}) {
+      const TransposedWindowPlan plan = gpu->PlanTransposedWindows(f32, f32, m, n, budget);
+      EXPECT_EQ(plan.exact, budget >= 655 * n) << budget;
+      if (budget >= 655 * n && budget < m * n) {
+        EXPECT_EQ(plan.rows, 655);
+      }
+      batch = !batch;
+      const DiffStats got = testing::ReduceTransposedTiles(*gpu, ref, cand, plan, batch);
+      const std::string where = absl::StrCat("transposed budget ", budget, batch ? " batch" : "");
+      if (plan.exact) {
+        ++exact_runs;
+        ExpectIdentical(got, *whole, where);
+      } else {
+        ExpectEquivalent(got, *whole, 1e-12, where);
+      }
+    }
+  }
+  EXPECT_EQ(exact_runs, 6);
 }
 
 // More tasks than one round's descriptor table (4096): several rounds.
