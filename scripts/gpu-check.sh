@@ -4,11 +4,13 @@
 #
 #   scripts/gpu-check.sh --build   (on the dev machine: nvcc, no GPU needed)
 #     Configures build-gpu/ (Release, -DREPROD_ENABLE_CUDA=ON, nvcc from
-#     /usr/local/cuda or $CUDACXX), builds only the GPU test binary
-#     (cuda_backend_test) and reprod_cuda_bench (GoogleTest is Debian's
-#     static libgtest.a, the CUDA runtime is cudart_static), then makes a
+#     /usr/local/cuda or $CUDACXX), builds only the GPU test binaries
+#     (cuda_backend_test, cuda_fused_kernel_test) and reprod_cuda_bench
+#     (GoogleTest is Debian's static libgtest.a, the CUDA runtime is
+#     cudart_static), then makes a
 #     self-contained bundle:
-#       build-gpu/bundle/bin/{cuda_backend_test,reprod_cuda_bench}
+#       build-gpu/bundle/bin/{cuda_backend_test,cuda_fused_kernel_test,
+#                              reprod_cuda_bench}
 #       build-gpu/bundle/lib/*.so*   every shared library ldd resolves except
 #                                    the C runtime (absl, spdlog, fmt; the
 #                                    GPU machine has none of our Debian
@@ -20,7 +22,9 @@
 #
 #   scripts/gpu-check.sh --run     (on the GPU machine, from the repo root)
 #     Uses the carried build-gpu/bundle (or $REPROD_GPU_BUNDLE): runs the GPU
-#     tests, then compute-sanitizer memcheck and racecheck on the small tests,
+#     tests (cuda_backend_test twice: the segmented kernel, then with
+#     REPROD_CUDA_KERNEL=fused the fused kernel; cuda_fused_kernel_test),
+#     then compute-sanitizer memcheck and racecheck on the small tests,
 #     and prints a one-screen summary (device from nvidia-smi, tests passed /
 #     failed / skipped per step) and the reprod_cuda_bench table (skip it with
 #     REPROD_GPU_BENCH=0; REPROD_GPU_BENCH_ARGS=--quick for small sizes).
@@ -34,7 +38,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${REPROD_GPU_BUILD_DIR:-$ROOT/build-gpu}"
 BUNDLE="${REPROD_GPU_BUNDLE:-$BUILD_DIR/bundle}"
 NVCC="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
-TESTS=(cuda_backend_test)
+TESTS=(cuda_backend_test cuda_fused_kernel_test)
+# Test runs: binary|REPROD_CUDA_KERNEL. The whole backend suite runs once
+# with the verified segmented kernel and once with the fused kernel.
+RUNS=("cuda_backend_test|" "cuda_backend_test|fused" "cuda_fused_kernel_test|")
 BENCH=reprod_cuda_bench
 log() { printf '\033[1m[gpu-check]\033[0m %s\n' "$*" >&2; }
 
@@ -108,8 +115,11 @@ run() {
   local summary=() ok=1
   # Sanitizers are slow: small tests only.
   local small='-*HugePairBeyondInt32:*ChunkedPipelinedEqualsOneShot:*MaxTiesAcrossBlocksAndPieces'
-  for t in "${TESTS[@]}"; do
+  for entry in "${RUNS[@]}"; do
+    local t="${entry%%|*}" kernel="${entry#*|}"
     local bin="$BUNDLE/bin/$t" rc counts
+    export REPROD_CUDA_KERNEL="$kernel"
+    [[ -n "$kernel" ]] && t="$t[$kernel]"
     set +e
     "$bin" --gtest_color=no >"$logs/$t.log" 2>&1; rc=$?
     set -e
@@ -138,6 +148,7 @@ run() {
       ok=0
     fi
   done
+  unset REPROD_CUDA_KERNEL
   if [[ -x "$BUNDLE/bin/$BENCH" && "${REPROD_GPU_BENCH:-1}" != 0 ]]; then
     set +e
     "$BUNDLE/bin/$BENCH" ${REPROD_GPU_BENCH_ARGS:-} >"$logs/$BENCH.log" 2>&1 || ok=0
@@ -148,8 +159,8 @@ run() {
   echo "bundle : ${BUNDLE#$ROOT/} ($cxx_note)"
   printf '%s\n' "${summary[@]}"
   if [[ -f "$logs/$BENCH.log" ]]; then
-    echo "bench ($BENCH, host data incl. transfers):"
-    sed 's/^/  /' "$logs/$BENCH.log" | head -12
+    echo "bench ($BENCH: host data incl. transfers, then the fused kernel device-resident):"
+    sed 's/^/  /' "$logs/$BENCH.log" | head -60
   fi
   echo "logs   : $logs"
   if [[ $ok -eq 1 ]]; then echo "RESULT : PASS"; else echo "RESULT : FAIL"; fi

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -33,6 +34,7 @@
 #include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/internal/cuda_status.h"
 #include "kernels/cuda/internal/device_resident_timing.h"
+#include "kernels/cuda/internal/fused_launch.h"
 #include "kernels/diff_stats.h"
 
 namespace reprod::kernels {
@@ -241,6 +243,15 @@ struct CudaBackend::Impl {
     DiffStats* partials = nullptr;    // device, kMaxBlocksPerRound
     DiffStats* out = nullptr;         // device, kMaxSegmentsPerRound
     DiffStats* host_out = nullptr;    // pinned, kMaxSegmentsPerRound
+    // Fused kernel (options.kernel == kFused) only: its segment table
+    // (grouped by dtype pair and layout), one partial per logical block,
+    // tickets, and where each piece of the round landed in the table.
+    internal::FusedSegment* fused_host = nullptr;    // pinned, kMaxSegmentsPerRound
+    internal::FusedSegment* fused_device = nullptr;  // kMaxSegmentsPerRound
+    unsigned int* fused_tickets = nullptr;           // kMaxSegmentsPerRound
+    DiffStats* fused_partials = nullptr;
+    size_t fused_partials_capacity = 0;
+    std::vector<size_t> fused_position;  // piece k of the round -> table row
   };
 
   CudaBackendOptions options;
@@ -258,6 +269,10 @@ struct CudaBackend::Impl {
       cudaFree(s.partials);
       cudaFree(s.out);
       cudaFreeHost(s.host_out);
+      cudaFreeHost(s.fused_host);
+      cudaFree(s.fused_device);
+      cudaFree(s.fused_tickets);
+      cudaFree(s.fused_partials);
       if (s.stream != nullptr) cudaStreamDestroy(s.stream);
     }
   }
@@ -277,6 +292,95 @@ struct CudaBackend::Impl {
       REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.out, kMaxSegmentsPerRound * sizeof(DiffStats)));
       REPROD_CUDA_RETURN_IF_ERROR(
           cudaMallocHost(&s.host_out, kMaxSegmentsPerRound * sizeof(DiffStats)));
+      if (options.kernel == CudaKernel::kFused) {
+        REPROD_CUDA_RETURN_IF_ERROR(cudaMallocHost(
+            &s.fused_host, kMaxSegmentsPerRound * sizeof(internal::FusedSegment)));
+        REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(
+            &s.fused_device, kMaxSegmentsPerRound * sizeof(internal::FusedSegment)));
+        REPROD_CUDA_RETURN_IF_ERROR(
+            cudaMalloc(&s.fused_tickets, kMaxSegmentsPerRound * sizeof(unsigned int)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Fused kernel: enqueues the reduction of the round's pieces (descs, data
+  // already on their way to s.device) as one launch per (dtype pair,
+  // layout) group; results land in s.out at s.fused_position[k].
+  absl::Status LaunchFusedRound(Slot& s, const SegmentDesc* descs, int num_segments) {
+    struct Group {
+      DType ref, cand;
+      bool transposed;
+      std::vector<int> pieces;
+    };
+    std::vector<Group> groups;
+    for (int k = 0; k < num_segments; ++k) {
+      const DType r = static_cast<DType>(descs[k].ref_dtype);
+      const DType c = static_cast<DType>(descs[k].cand_dtype);
+      const bool t = descs[k].transpose != 0;
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const Group& x) {
+        return x.ref == r && x.cand == c && x.transposed == t;
+      });
+      if (g == groups.end()) g = groups.insert(groups.end(), Group{r, c, t, {}});
+      g->pieces.push_back(k);
+    }
+    s.fused_position.assign(static_cast<size_t>(num_segments), 0);
+    uint64_t total_blocks = 0;
+    size_t row = 0;
+    std::vector<uint64_t> group_blocks;
+    for (const Group& g : groups) {
+      uint32_t first = 0;
+      for (int k : g.pieces) {
+        const SegmentDesc& d = descs[k];
+        internal::FusedSegment& f = s.fused_host[row];
+        f = internal::FusedSegment{};
+        f.ref = d.ref;
+        f.cand = d.cand;
+        f.count = d.count;
+        f.rows = d.rows;
+        f.cols = d.cols;
+        f.index_base = d.index_base;
+        f.options = d.options;
+        f.first_block = first;
+        f.num_blocks = static_cast<uint32_t>(
+            internal::FusedNumBlocks(d.count, d.transpose != 0, d.rows, d.cols));
+        f.ref_dtype = d.ref_dtype;
+        f.cand_dtype = d.cand_dtype;
+        f.transpose = d.transpose;
+        first += f.num_blocks;
+        s.fused_position[static_cast<size_t>(k)] = row++;
+      }
+      group_blocks.push_back(first);
+      total_blocks += first;
+    }
+    if (s.fused_partials_capacity < total_blocks) {
+      REPROD_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+      REPROD_CUDA_RETURN_IF_ERROR(cudaFree(s.fused_partials));
+      s.fused_partials = nullptr;
+      s.fused_partials_capacity = 0;
+      REPROD_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.fused_partials, total_blocks * sizeof(DiffStats)));
+      s.fused_partials_capacity = total_blocks;
+    }
+    REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.fused_device, s.fused_host,
+                                                row * sizeof(internal::FusedSegment),
+                                                cudaMemcpyHostToDevice, s.stream));
+    size_t row0 = 0;
+    uint64_t block0 = 0;
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      internal::FusedLaunch launch;
+      launch.segments = s.fused_device + row0;
+      launch.num_segments = static_cast<int>(groups[gi].pieces.size());
+      launch.total_blocks = static_cast<uint32_t>(group_blocks[gi]);
+      launch.ref_dtype = groups[gi].ref;
+      launch.cand_dtype = groups[gi].cand;
+      launch.transposed = groups[gi].transposed;
+      launch.partials = s.fused_partials + block0;
+      launch.tickets = s.fused_tickets + row0;
+      launch.out = s.out + row0;
+      launch.grid = options.fused_grid;
+      REPROD_RETURN_IF_ERROR(internal::LaunchFused(launch, s.stream));
+      row0 += groups[gi].pieces.size();
+      block0 += group_blocks[gi];
     }
     return absl::OkStatus();
   }
@@ -425,13 +529,17 @@ struct CudaBackend::Impl {
       REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.device + kDescBytes, s.host + kDescBytes,
                                                   offset, cudaMemcpyHostToDevice, s.stream));
     }
-    const auto* d_descs = reinterpret_cast<const SegmentDesc*>(s.device);
-    ReduceSegmentsKernel<<<first_block, kBlockThreads, 0, s.stream>>>(d_descs, num_segments,
-                                                                       s.partials);
-    REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
-    MergePartialsKernel<<<(num_segments + kMergeThreads - 1) / kMergeThreads, kMergeThreads, 0,
-                          s.stream>>>(d_descs, num_segments, s.partials, s.out);
-    REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+    if (options.kernel == CudaKernel::kFused) {
+      REPROD_RETURN_IF_ERROR(LaunchFusedRound(s, descs, num_segments));
+    } else {
+      const auto* d_descs = reinterpret_cast<const SegmentDesc*>(s.device);
+      ReduceSegmentsKernel<<<first_block, kBlockThreads, 0, s.stream>>>(d_descs, num_segments,
+                                                                         s.partials);
+      REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+      MergePartialsKernel<<<(num_segments + kMergeThreads - 1) / kMergeThreads, kMergeThreads, 0,
+                            s.stream>>>(d_descs, num_segments, s.partials, s.out);
+      REPROD_CUDA_RETURN_IF_ERROR(cudaPeekAtLastError());
+    }
     REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.host_out, s.out,
                                                 num_segments * sizeof(DiffStats),
                                                 cudaMemcpyDeviceToHost, s.stream));
@@ -442,8 +550,10 @@ struct CudaBackend::Impl {
   absl::Status Finish(Slot& s, const Round& round, const std::vector<Piece>& pieces,
                       absl::Span<DiffStats> out) {
     REPROD_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s.stream));
+    const bool fused = options.kernel == CudaKernel::kFused;
     for (size_t k = 0; k < round.num_pieces; ++k) {
-      out[pieces[round.first_piece + k].task].Merge(s.host_out[k]);
+      out[pieces[round.first_piece + k].task].Merge(
+          s.host_out[fused ? s.fused_position[k] : k]);
     }
     return absl::OkStatus();
   }
@@ -548,7 +658,22 @@ absl::Status CudaBackend::CompareBatch(absl::Span<const DiffTask> tasks,
   return impl_->Run(tasks, out);
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    const CudaBackendOptions& requested) {
+  CudaBackendOptions options = requested;
+  if (const char* kernel = std::getenv("REPROD_CUDA_KERNEL");
+      kernel != nullptr && *kernel != '\0') {
+    if (std::strcmp(kernel, "fused") == 0) {
+      options.kernel = CudaKernel::kFused;
+    } else if (std::strcmp(kernel, "segmented") != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "REPROD_CUDA_KERNEL must be 'fused' or 'segmented', not '", kernel, "'"));
+    }
+  }
+  if (options.fused_grid < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cuda backend: fused_grid must be >= 0 (got ", options.fused_grid, ")"));
+  }
   if (options.device_budget_bytes < (size_t{4} << 20) || options.chunk_elements < 1) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cuda backend: device_budget_bytes must be >= 4 MiB and chunk_elements >= 1 (got ",

@@ -70,6 +70,8 @@
 
 namespace reprod::kernels {
 
+enum class CudaKernel { kSegmented, kFused };
+
 struct CudaBackendOptions {
   // CUDA device ordinal.
   int device = 0;
@@ -80,6 +82,17 @@ struct CudaBackendOptions {
   // layout). Part of the determinism contract: changing it changes the
   // rounding of sums. Must be >= 1.
   int64_t chunk_elements = int64_t{1} << 24;
+  // Which reduction kernel runs a round: kSegmented (verified on an H100,
+  // bench/results/gpu-2026-11-27.md) or kFused (kernels/cuda/internal/
+  // fused_reduce.cuh: persistent grid over fixed logical blocks, in-launch
+  // merge; compiled but not yet run on a GPU, so not the default). The
+  // environment variable REPROD_CUDA_KERNEL=fused selects kFused for every
+  // backend created without asking for it (scripts/gpu-check.sh runs the
+  // whole GPU test suite that way).
+  CudaKernel kernel = CudaKernel::kSegmented;
+  // kFused: CTAs of its persistent grid, 0 = as many as fit the device.
+  // Results are bit-identical for any value (tests force 1 and 7).
+  int fused_grid = 0;
 };
 
 class CudaBackend final : public Backend {
