@@ -113,9 +113,11 @@ enum class BackendKind { kAuto, kCpu, kCuda };
 // the choices.
 absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name);
 
-// Creates a backend. kAuto: CUDA when built with it and a device answers,
-// else CPU (with one spdlog info line, "no CUDA backend in this build; using
-// cpu" in a build without CUDA). kCuda without CUDA support or a device:
+// Creates a backend. kAuto: when built with CUDA and a device answers, an
+// AutoBackend (kernels/auto_backend.h: transposed pairs on cuda, element-wise
+// pairs on whichever a start-up calibration measured faster; one spdlog info
+// line with the numbers), else CPU (with one spdlog info line, "no CUDA
+// backend in this build; using cpu" in a build without CUDA). kCuda without CUDA support or a device:
 // FailedPrecondition. `threads` = 0 means all hardware threads (cpu, shared
 // process-wide pool); negative: InvalidArgument.
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind,

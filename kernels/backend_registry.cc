@@ -11,6 +11,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "spdlog/spdlog.h"
 #if REPROD_HAVE_CUDA
+#include "kernels/auto_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #endif
 
@@ -38,7 +39,23 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int thr
       // Any start-up error (no driver, no device) falls back to the cpu
       // with one log line.
       absl::StatusOr<std::unique_ptr<Backend>> cuda = CreateCudaBackend();
-      if (cuda.ok()) return cuda;
+      if (cuda.ok()) {
+        // Element-wise pairs go where the measurement says they are faster;
+        // transposed pairs to cuda (kernels/auto_backend.h).
+        auto cpu = std::make_unique<CpuBackend>(threads);
+        absl::StatusOr<AutoCalibration> cal = CalibrateAuto(*cpu, **cuda);
+        if (!cal.ok()) {
+          spdlog::warn("auto backend: calibration failed ({}); using cuda for every pair",
+                       cal.status().ToString());
+          return cuda;
+        }
+        auto backend = std::make_unique<AutoBackend>(std::move(cpu), std::move(*cuda), *cal);
+        spdlog::info(
+            "auto backend: on a host-resident float32 pair of {} elements cpu reads {:.1f} GB/s, "
+            "cuda {:.1f} GB/s (staging, copy and kernel): {}",
+            cal->elements, cal->cpu_gbs, cal->cuda_gbs, backend->name());
+        return std::unique_ptr<Backend>(std::move(backend));
+      }
       spdlog::info("CUDA backend unavailable ({}); using cpu", cuda.status().ToString());
     }
 #else

@@ -9,7 +9,9 @@
 namespace reprod::server {
 
 bool ClaimsLargestFirst(const kernels::Backend& backend) {
-  return std::string(backend.name()).starts_with("cuda");
+  // cuda, or auto sending element-wise pairs (most of a batch) to cuda.
+  const std::string name(backend.name());
+  return name.starts_with("cuda") || name.find("element-wise: cuda") != std::string::npos;
 }
 
 std::unique_ptr<CompareWorker> CompareWorker::Start(storage::Store& store,

@@ -213,7 +213,10 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "postgres+s3: AWS shared-credentials file ([default] aws_access_key_id, "
                  "aws_secret_access_key); else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
       ->envname("REPROD_S3_CREDENTIALS_FILE");
-  app.add_option("--backend", f.backend, "Diff backend: auto, cpu, cuda")
+  app.add_option("--backend", f.backend,
+                 "Diff backend: cpu, cuda, or auto (cpu without a CUDA device; with one, "
+                 "transposed pairs on cuda and element-wise pairs on whichever a start-up "
+                 "measurement found faster)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->envname("REPROD_BACKEND")
       ->capture_default_str();
