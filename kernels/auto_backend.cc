@@ -100,17 +100,9 @@ absl::StatusOr<DiffStats> AutoBackend::Compare(const DiffTask& task) {
 
 absl::Status AutoBackend::CompareBatch(absl::Span<const DiffTask> tasks,
                                        absl::Span<DiffStats> out) {
-  if (out.size() != tasks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CompareBatch: ", tasks.size(), " tasks but ", out.size(), " outputs"));
-  }
   // Validated here so that an invalid task is reported by its position in
   // the caller's batch, not in a part of it.
-  for (size_t i = 0; i < tasks.size(); ++i) {
-    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
-    }
-  }
+  if (absl::Status s = ValidateDiffBatch(tasks, out.size()); !s.ok()) return s;
   std::vector<size_t> to_cuda, to_cpu;
   for (size_t i = 0; i < tasks.size(); ++i) {
     (&BackendFor(tasks[i]) == cuda_.get() ? to_cuda : to_cpu).push_back(i);

@@ -66,23 +66,28 @@ absl::Status ValidateDiffTask(const DiffTask& task) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs) {
+  if (num_outputs != tasks.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CompareBatch: ", tasks.size(), " tasks but ", num_outputs, " outputs"));
+  }
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 FlatWindowPlan Backend::PlanFlatWindows(DType /*ref_dtype*/, DType /*cand_dtype*/, int64_t elements,
                                         int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
-  return FlatWindowPlan{budget, false};
+  return PlanFlatOnGrid(elements, max_window_elements, WindowGrid{});
 }
 
 TransposedWindowPlan Backend::PlanTransposedWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
                                                     int64_t m, int64_t n,
                                                     int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  m = std::max<int64_t>(1, m);
-  n = std::max<int64_t>(1, n);
-  if (n > budget) return SquarishTiles(m, n, budget);
-  const int64_t rows = budget / n;
-  if (m <= rows) return TransposedWindowPlan{m, n, true};
-  return TransposedWindowPlan{rows, n, false};
+  return PlanTransposedOnGrid(m, n, max_window_elements, WindowGrid{});
 }
 
 DiffStats Backend::MergeWindows(absl::Span<const DiffStats> windows) const {

@@ -20,6 +20,7 @@
 #ifndef REPROD_KERNELS_BACKEND_H_
 #define REPROD_KERNELS_BACKEND_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -56,6 +57,11 @@ struct DiffTask {
 // and index_base + count fitting in uint64. InvalidArgument naming both
 // shapes and dtypes otherwise. Backends call this before touching the data.
 absl::Status ValidateDiffTask(const DiffTask& task);
+
+// Checks a CompareBatch call: out has one slot per task ("CompareBatch: 3
+// tasks but 2 outputs") and every task passes ValidateDiffTask ("task 17:
+// ..."); InvalidArgument otherwise.
+absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs);
 
 class Backend {
  public:

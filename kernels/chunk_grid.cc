@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "absl/types/span.h"
 #include "kernels/diff_stats.h"
@@ -34,6 +35,37 @@ TransposedWindowPlan SquarishTiles(int64_t m, int64_t n, int64_t max_elements) {
   plan.cols = std::max<int64_t>(1, std::min(n, max_elements / plan.rows));
   plan.exact = false;
   return plan;
+}
+
+namespace {
+
+// The window (elements or rows) for a budget that holds `fits` > 0 of them,
+// and whether it lies on `grid` (exact).
+std::pair<int64_t, bool> OnGrid(int64_t fits, WindowGrid grid) {
+  if (grid.unit < 1 || fits < grid.unit) return {fits, false};
+  if (grid.powers_of_two) return {LargestPowerOfTwoMultiple(grid.unit, fits), true};
+  return {grid.unit, true};
+}
+
+}  // namespace
+
+FlatWindowPlan PlanFlatOnGrid(int64_t elements, int64_t max_window_elements, WindowGrid grid) {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
+  const auto [window, exact] = OnGrid(budget, grid);
+  return FlatWindowPlan{window, exact};
+}
+
+TransposedWindowPlan PlanTransposedOnGrid(int64_t m, int64_t n, int64_t max_window_elements,
+                                          WindowGrid row_grid) {
+  const int64_t budget = std::max<int64_t>(1, max_window_elements);
+  m = std::max<int64_t>(1, m);
+  n = std::max<int64_t>(1, n);
+  if (n > budget) return SquarishTiles(m, n, budget);
+  const int64_t rows = budget / n;
+  if (m <= rows) return TransposedWindowPlan{m, n, true};
+  const auto [window, exact] = OnGrid(rows, row_grid);
+  return TransposedWindowPlan{window, n, exact};
 }
 
 void PairwiseTreeMerge(absl::Span<DiffStats> parts) {

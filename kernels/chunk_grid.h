@@ -75,6 +75,27 @@ int64_t LargestPowerOfTwoMultiple(int64_t unit, int64_t limit);
 // the whole rows it is cut from. max_elements >= 1.
 TransposedWindowPlan SquarishTiles(int64_t m, int64_t n, int64_t max_elements);
 
+// A backend's window grid, for the two planners below: windows are whole
+// multiples of `unit` (elements, or ref rows of a transposed pair), either
+// unit * 2^k (`powers_of_two`, the largest that fits the budget) or exactly
+// one unit; a budget below one unit gets windows of the budget (not exact).
+// unit == 0: no grid (windows of the budget, exact only as one window).
+struct WindowGrid {
+  int64_t unit = 0;
+  bool powers_of_two = false;
+};
+
+// The plan for an element-wise pair of `elements` on `grid`: one window
+// when the pair fits the budget (exact), else as WindowGrid says.
+// max_window_elements < 1 counts as 1.
+FlatWindowPlan PlanFlatOnGrid(int64_t elements, int64_t max_window_elements, WindowGrid grid);
+
+// The plan for a transposed pair (m, n) on a grid of ref rows: SquarishTiles
+// when one row exceeds the budget; all m rows when they fit (exact); else
+// whole-row windows as WindowGrid says (its unit counted in rows).
+TransposedWindowPlan PlanTransposedOnGrid(int64_t m, int64_t n, int64_t max_window_elements,
+                                          WindowGrid row_grid);
+
 // Merges parts[0 .. size) into parts[0] in the pairwise tree
 //   width 1: 0 += 1, 2 += 3, ...; width 2: 0 += 2, 4 += 6, ...; ...
 // (the cpu backend's merge order; well conditioned). No-op when size < 2.

@@ -111,18 +111,10 @@ absl::StatusOr<DiffStats> CpuBackend::Compare(const DiffTask& task) {
 
 absl::Status CpuBackend::CompareBatch(absl::Span<const DiffTask> tasks,
                                       absl::Span<DiffStats> out) {
-  if (out.size() != tasks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CompareBatch: ", tasks.size(), " tasks but ", out.size(), " outputs"));
-  }
+  if (absl::Status s = ValidateDiffBatch(tasks, out.size()); !s.ok()) return s;
   const int64_t num_tasks = static_cast<int64_t>(tasks.size());
   std::vector<TaskPlan> plans(tasks.size());
-  for (int64_t i = 0; i < num_tasks; ++i) {
-    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
-    }
-    plans[i] = MakePlan(tasks[i]);
-  }
+  for (int64_t i = 0; i < num_tasks; ++i) plans[i] = MakePlan(tasks[i]);
 
   // Work items, and partial slots for tasks with several chunks.
   std::vector<WorkItem> items;
@@ -179,24 +171,14 @@ absl::Status CpuBackend::CompareBatch(absl::Span<const DiffTask> tasks,
 // RowsPerChunk(n) whole rows.
 FlatWindowPlan CpuBackend::PlanFlatWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
                                            int64_t elements, int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
-  if (budget < kChunk) return FlatWindowPlan{budget, false};
-  return FlatWindowPlan{LargestPowerOfTwoMultiple(kChunk, budget), true};
+  return PlanFlatOnGrid(elements, max_window_elements, WindowGrid{kChunk, true});
 }
 
 TransposedWindowPlan CpuBackend::PlanTransposedWindows(DType /*ref_dtype*/, DType /*cand_dtype*/,
                                                        int64_t m, int64_t n,
                                                        int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  m = std::max<int64_t>(1, m);
-  n = std::max<int64_t>(1, n);
-  if (n > budget) return SquarishTiles(m, n, budget);
-  const int64_t rows = budget / n;
-  if (m <= rows) return TransposedWindowPlan{m, n, true};
-  const int64_t unit = RowsPerChunk(n);
-  if (rows < unit) return TransposedWindowPlan{rows, n, false};
-  return TransposedWindowPlan{LargestPowerOfTwoMultiple(unit, rows), n, true};
+  return PlanTransposedOnGrid(m, n, max_window_elements,
+                              WindowGrid{RowsPerChunk(n), true});
 }
 
 DiffStats CpuBackend::MergeWindows(absl::Span<const DiffStats> windows) const {

@@ -65,20 +65,9 @@ constexpr int kMaxStagingThreads = 16;
 // of the piece pairs ref[e] with cand[e], or, when transposed (the piece is
 // `rows` x `cols` of ref and cand holds the matching cols x rows block),
 // with cand[(e % cols) * rows + e / cols]. Its flat index is index_base + e.
-struct SegmentDesc {
-  const unsigned char* ref;
-  const unsigned char* cand;
-  uint64_t count;
-  uint64_t rows;
-  uint64_t cols;
-  uint64_t index_base;
-  DiffOptions options;
-  uint32_t first_block;  // first block of the reduce grid working on it
-  uint32_t num_blocks;
-  uint8_t ref_dtype;
-  uint8_t cand_dtype;
-  uint8_t transpose;
-};
+// The fused kernel's descriptor, field for field: here first_block /
+// num_blocks count the blocks of the segmented reduce grid working on it.
+using SegmentDesc = internal::FusedSegment;
 
 constexpr size_t kDescBytes =
     (kMaxSegmentsPerRound * sizeof(SegmentDesc) + kAlign - 1) / kAlign * kAlign;
@@ -332,21 +321,12 @@ struct CudaBackend::Impl {
       uint32_t first = 0;
       for (int k : g.pieces) {
         const SegmentDesc& d = descs[k];
+        // The same piece, on the fused kernel's logical blocks.
         internal::FusedSegment& f = s.fused_host[row];
-        f = internal::FusedSegment{};
-        f.ref = d.ref;
-        f.cand = d.cand;
-        f.count = d.count;
-        f.rows = d.rows;
-        f.cols = d.cols;
-        f.index_base = d.index_base;
-        f.options = d.options;
+        f = d;
         f.first_block = first;
         f.num_blocks = static_cast<uint32_t>(
             internal::FusedNumBlocks(d.count, d.transpose != 0, d.rows, d.cols));
-        f.ref_dtype = d.ref_dtype;
-        f.cand_dtype = d.cand_dtype;
-        f.transpose = d.transpose;
         first += f.num_blocks;
         s.fused_position[static_cast<size_t>(k)] = row++;
       }
@@ -609,28 +589,18 @@ const CudaBackendOptions& CudaBackend::options() const { return impl_->options; 
 // inside the window first.
 FlatWindowPlan CudaBackend::PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
                                             int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  if (elements <= budget) return FlatWindowPlan{std::max<int64_t>(1, elements), true};
   const auto piece =
       static_cast<int64_t>(impl_->PieceElements(DTypeSize(ref_dtype), DTypeSize(cand_dtype)));
-  if (budget < piece) return FlatWindowPlan{budget, false};
-  return FlatWindowPlan{piece, true};
+  return PlanFlatOnGrid(elements, max_window_elements, WindowGrid{piece, false});
 }
 
 TransposedWindowPlan CudaBackend::PlanTransposedWindows(DType ref_dtype, DType cand_dtype,
                                                         int64_t m, int64_t n,
                                                         int64_t max_window_elements) const {
-  const int64_t budget = std::max<int64_t>(1, max_window_elements);
-  m = std::max<int64_t>(1, m);
-  n = std::max<int64_t>(1, n);
-  if (n > budget) return SquarishTiles(m, n, budget);
-  const int64_t rows = budget / n;
-  if (m <= rows) return TransposedWindowPlan{m, n, true};
   const auto piece =
       static_cast<int64_t>(impl_->PieceElements(DTypeSize(ref_dtype), DTypeSize(cand_dtype)));
-  const int64_t piece_rows = std::max<int64_t>(1, piece / n);
-  if (rows < piece_rows) return TransposedWindowPlan{rows, n, false};
-  return TransposedWindowPlan{piece_rows, n, true};
+  const int64_t piece_rows = std::max<int64_t>(1, piece / std::max<int64_t>(1, n));
+  return PlanTransposedOnGrid(m, n, max_window_elements, WindowGrid{piece_rows, false});
 }
 
 DiffStats CudaBackend::MergeWindows(absl::Span<const DiffStats> windows) const {
@@ -645,15 +615,7 @@ absl::StatusOr<DiffStats> CudaBackend::Compare(const DiffTask& task) {
 
 absl::Status CudaBackend::CompareBatch(absl::Span<const DiffTask> tasks,
                                        absl::Span<DiffStats> out) {
-  if (out.size() != tasks.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CompareBatch: ", tasks.size(), " tasks but ", out.size(), " outputs"));
-  }
-  for (size_t i = 0; i < tasks.size(); ++i) {
-    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
-    }
-  }
+  if (absl::Status s = ValidateDiffBatch(tasks, out.size()); !s.ok()) return s;
   absl::MutexLock lock(&impl_->mu);
   return impl_->Run(tasks, out);
 }

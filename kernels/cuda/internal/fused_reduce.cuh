@@ -289,7 +289,6 @@ __device__ __forceinline__ void ExactPair(double a, double b, uint64_t index,
   acc.Sync(slow);
 }
 
-template <typename T>
 __device__ __forceinline__ double GenericValue(uint8_t dtype, const unsigned char* p, uint64_t i) {
   return VisitDType(static_cast<DType>(dtype), [p, i](auto tag) {
     constexpr DType kD = decltype(tag)::value;
@@ -525,8 +524,8 @@ __device__ void ReduceScalar(const FusedSegment& seg, uint64_t begin, uint64_t e
   for (uint64_t e = begin + threadIdx.x; e < end; e += kFusedThreads) {
     double a, b;
     if constexpr (std::is_same_v<RefT, GenericElement>) {
-      a = GenericValue<RefT>(seg.ref_dtype, seg.ref, e);
-      b = GenericValue<CandT>(seg.cand_dtype, seg.cand, e);
+      a = GenericValue(seg.ref_dtype, seg.ref, e);
+      b = GenericValue(seg.cand_dtype, seg.cand, e);
     } else {
       a = Raw<RefT>::Value(reinterpret_cast<const typename Raw<RefT>::Bits*>(seg.ref)[e]);
       b = Raw<CandT>::Value(reinterpret_cast<const typename Raw<CandT>::Bits*>(seg.cand)[e]);
@@ -636,8 +635,8 @@ __device__ inline void ReduceTransposedGeneric(const FusedSegment& seg, uint32_t
   for (uint64_t i = band * T; i < r_end; ++i) {
     for (uint64_t jj = threadIdx.x; jj < width; jj += kFusedThreads) {
       const uint64_t j = c_begin + jj;
-      const double a = GenericValue<GenericElement>(seg.ref_dtype, seg.ref, i * cols + j);
-      const double b = GenericValue<GenericElement>(seg.cand_dtype, seg.cand, j * rows + i);
+      const double a = GenericValue(seg.ref_dtype, seg.ref, i * cols + j);
+      const double b = GenericValue(seg.cand_dtype, seg.cand, j * rows + i);
       ExactPair(a, b, seg.index_base + i * cols + j, seg.options, acc, slow, hist_row);
     }
   }
