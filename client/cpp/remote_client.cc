@@ -28,8 +28,11 @@ namespace {
 
 // The channel's own reconnect backoff: short, so that a restarted server is
 // found again within a second (gRPC's default starts at 1 s and grows to
-// 120 s).
-constexpr int kMinReconnectBackoffMs = 200;
+// 120 s). GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays unset: gRPC takes it as the
+// time one connection attempt may take (TCP, TLS, the server's first HTTP/2
+// frame; default 20 s), and a short value made a loaded machine or a distant
+// server look unreachable.
+constexpr int kInitialReconnectBackoffMs = 200;
 constexpr int kMaxReconnectBackoffMs = 2000;
 
 absl::Status CheckRun(const std::string& name) { return ValidateRunName(name); }
@@ -196,8 +199,7 @@ absl::StatusOr<std::unique_ptr<RemoteClient>> RemoteClient::Connect(std::string 
   if (!channel_target.ok()) return channel_target.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kMinReconnectBackoffMs);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   std::shared_ptr<grpc::Channel> channel =
       CreateChannel(*channel_target, options, args);

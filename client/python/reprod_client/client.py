@@ -58,10 +58,12 @@ _FORMATS = {"json": compare_pb2.REPORT_FORMAT_JSON, "text": compare_pb2.REPORT_F
 
 # Channel options: reconnect quickly after a server restart (gRPC's default
 # backoff grows to minutes), and no transparent retries (the Run handles
-# resends itself).
+# resends itself). Not grpc.min_reconnect_backoff_ms: despite its name gRPC
+# uses it as the time a connection attempt may take (TCP, TLS and the
+# server's first HTTP/2 frame; default 20 s), and a short one fails calls
+# whenever a busy machine or a distant server needs longer than that.
 _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.enable_retries", 0),
 ]
