@@ -98,6 +98,16 @@ class PushSession {
   // Writes the begin message and the chunks; false when the stream broke.
   bool WriteTensor(IngestStream* stream, const Pending& p);
   void ReadAcks(IngestStream* stream, grpc::ClientContext* context);
+  // The last stream's error for a give-up message, naming the server:
+  // UNAVAILABLE already does (RemoteClient::FromRpc); CANCELLED comes from
+  // a server that was shutting down and says only "CANCELLED".
+  std::string LastStreamError(const absl::Status& status) const {
+    if (status.code() == absl::StatusCode::kCancelled) {
+      return absl::StrCat("reprod server at ", client_.target(),
+                          " cancelled the ingest stream (", status.message(), ")");
+    }
+    return std::string(status.message());
+  }
   void NotifyProgress(const PushProgress& snapshot) const {
     if (options_.on_progress) options_.on_progress(snapshot);
   }
@@ -157,7 +167,7 @@ absl::StatusOr<PushSummary> PushSession::Run() {
     }
     if (failures == 0) outage_start = absl::Now();
     if (++failures > options_.max_reconnects) {
-      return absl::UnavailableError(absl::StrCat(std::string(status.message()), " (gave up after ",
+      return absl::UnavailableError(absl::StrCat(LastStreamError(status), " (gave up after ",
                                                  options_.max_reconnects, " reconnect attempts; ",
                                                  progress_note, ")"));
     }
@@ -166,7 +176,7 @@ absl::StatusOr<PushSummary> PushSession::Run() {
     if (absl::Now() >= deadline ||
         !client_.channel_->WaitForConnected(absl::ToChronoTime(deadline))) {
       return absl::UnavailableError(
-          absl::StrCat(std::string(status.message()), " (the server did not come back within ",
+          absl::StrCat(LastStreamError(status), " (the server did not come back within ",
                        absl::FormatDuration(options_.reconnect_timeout), "; ", progress_note, ")"));
     }
     PushProgress snapshot;
