@@ -244,10 +244,12 @@ class RunDataReducer final : public PairReducer {
       : ref_(ref), cand_(cand), backend_(backend) {}
 
   absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-                      absl::Span<kernels::DiffStats> out) override {
+                      absl::Span<kernels::DiffStats> out,
+                      absl::Span<std::string> reduced_by) override {
     std::vector<kernels::DiffTask> tasks;
     tasks.reserve(out.size());
-    for (const PlannedPair& p : pairs) {
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      const PlannedPair& p = pairs[i];
       for (size_t k = 0; k < p.options.size(); ++k) {
         kernels::DiffTask task;
         task.ref = At(ref_, p.ref).view();
@@ -256,6 +258,7 @@ class RunDataReducer final : public PairReducer {
         task.cand.dtype = p.cand_dtype;
         task.transpose_cand = p.transpose_cand;
         task.options = p.options[k];
+        if (k == 0) reduced_by[i] = std::string(backend_.ReducerName(task));
         tasks.push_back(std::move(task));
       }
     }
@@ -350,14 +353,18 @@ absl::StatusOr<Report> CompareIndexed(const RunIndex& ref, const RunIndex& cand,
 
   // One Reduce for every pair.
   std::vector<kernels::DiffStats> stats(num_stats);
+  std::vector<std::string> reduced_by(planned.size());
   if (!planned.empty()) {
-    REPROD_RETURN_IF_ERROR(reducer.Reduce(planned, absl::MakeSpan(stats)));
+    REPROD_RETURN_IF_ERROR(reducer.Reduce(planned, absl::MakeSpan(stats),
+                                          absl::MakeSpan(reduced_by)));
   }
 
   // Judge.
-  for (const Pending& p : pending) {
-    internal::JudgePair(p.resolution, p.tolerances, stats,
-                        report.tensors[p.result]);
+  for (size_t i = 0; i < pending.size(); ++i) {
+    const Pending& p = pending[i];
+    TensorResult& t = report.tensors[p.result];
+    internal::JudgePair(p.resolution, p.tolerances, stats, t);
+    t.reduced_by = std::move(reduced_by[i]);
   }
   internal::Summarise(policy, options, report);
   if (multi_rank) {

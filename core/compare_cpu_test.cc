@@ -11,6 +11,7 @@
 #include "core/fake_backend_test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/auto_backend.h"
 #include "kernels/backend.h"
 #include "tests/testing/status_matchers.h"
 
@@ -125,6 +126,49 @@ TEST(CompareRunsCpuTest, SameReportAsNaiveBackend) {
   EXPECT_EQ(a.tensors[2].status, TensorStatus::kFail);  // NaN
   EXPECT_EQ(a.tensors[3].status, TensorStatus::kFail);  // ints differ
   EXPECT_EQ(a.tensors[4].status, TensorStatus::kPass);  // empty
+  for (const TensorResult& t : a.tensors) EXPECT_EQ(t.reduced_by, "cpu") << t.key;
+}
+
+// A stand-in for the cuda backend: the naive backend under another name.
+class StandInCuda : public testing::FakeBackend {
+ public:
+  std::string_view name() const override { return "cuda"; }
+};
+
+TEST(CompareRunsCpuTest, EachTensorNamesTheBackendThatReducedIt) {
+  // --backend auto routes transposed pairs to cuda and element-wise ones to
+  // the faster (here: cpu); the report says which reduced each pair.
+  const std::vector<float> w = Ramp(6 * 4, 1.0f, 0.0f);
+  std::vector<float> wt(w.size());
+  for (int i = 0; i < 6; ++i) {
+    for (int j = 0; j < 4; ++j) wt[j * 6 + i] = w[i * 4 + j];
+  }
+  const std::vector<float> x = Ramp(10, 1.0f, 0.0f);
+  RunData ref{"ref", {{"forward", {{"w", {}, Make(DType::kFloat32, {6, 4}, w)},
+                                   {"x", {}, Make(DType::kFloat32, {10}, x)},
+                                   {"only_ref", {}, Make(DType::kFloat32, {10}, x)}}}}};
+  RunData cand{"cand", {{"forward", {{"w", {}, Make(DType::kFloat32, {4, 6}, wt)},
+                                     {"x", {}, Make(DType::kFloat32, {10}, x)}}}}};
+  kernels::AutoCalibration calibration;
+  calibration.cpu_gbs = 2;
+  calibration.cuda_gbs = 1;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<kernels::Backend> cpu,
+                       kernels::CreateBackend(kernels::BackendKind::kCpu, 1));
+  kernels::AutoBackend automatic(std::move(cpu), std::make_unique<StandInCuda>(), calibration);
+  ASSERT_OK_AND_ASSIGN(Report r, CompareRuns(ref, cand, *PresetPolicy("reprod"), automatic));
+  EXPECT_EQ(r.backend, "auto (element-wise: cpu, transposed: cuda)");
+  ASSERT_EQ(r.tensors.size(), 3u);
+  EXPECT_EQ(r.tensors[0].key, "w");
+  EXPECT_TRUE(r.tensors[0].transposed);
+  EXPECT_EQ(r.tensors[0].reduced_by, "cuda");
+  EXPECT_EQ(r.tensors[1].key, "x");
+  EXPECT_EQ(r.tensors[1].reduced_by, "cpu");
+  EXPECT_EQ(r.tensors[2].status, TensorStatus::kMissingInCand);
+  EXPECT_EQ(r.tensors[2].reduced_by, "");
+  ASSERT_OK_AND_ASSIGN(const std::string json, RenderReport(r, ReportFormat::kJson));
+  EXPECT_THAT(json, ::testing::HasSubstr("\"transposed\": true,\n      \"backend\": \"cuda\""));
+  EXPECT_THAT(json, ::testing::HasSubstr("\"transposed\": false,\n      \"backend\": \"cpu\""));
+  EXPECT_THAT(json, ::testing::HasSubstr("\"backend\": null"));
 }
 
 }  // namespace

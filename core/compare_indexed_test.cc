@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "core/compare.h"
 #include "core/fake_backend_test_util.h"
 #include "core/pair_reducer.h"
@@ -26,11 +27,12 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Records what it is asked and answers with stats whose max_abs is the
-// pair's position in the call (so the test can see which stats went where).
+// pair's position in the call (so the test can see which stats went where),
+// and names pair i's reducer "r<i>".
 class RecordingReducer : public PairReducer {
  public:
-  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-                      absl::Span<kernels::DiffStats> out) override {
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs, absl::Span<kernels::DiffStats> out,
+                      absl::Span<std::string> reduced_by) override {
     ++calls;
     seen.assign(pairs.begin(), pairs.end());
     out_size = out.size();
@@ -44,6 +46,7 @@ class RecordingReducer : public PairReducer {
         s.mismatches = k;  // tells the tolerances apart
         out[pairs[i].stats_offset + k] = s;
       }
+      reduced_by[i] = absl::StrCat("r", i);
     }
     return absl::OkStatus();
   }
@@ -153,6 +156,14 @@ TEST(CompareIndexedTest, PlansPairsByPositionWithTransposeAndTolerances) {
   EXPECT_EQ(r.tensors[5].status, TensorStatus::kMissingInRef);
   EXPECT_EQ(r.tensors[6].key, "only_ref");
   EXPECT_EQ(r.tensors[6].status, TensorStatus::kMissingInCand);
+  // Each compared tensor names its pair's reducer; the others none.
+  EXPECT_EQ(r.tensors[0].reduced_by, "r0");
+  EXPECT_EQ(r.tensors[1].reduced_by, "r1");
+  EXPECT_EQ(r.tensors[2].reduced_by, "");
+  EXPECT_EQ(r.tensors[3].reduced_by, "r2");
+  EXPECT_EQ(r.tensors[4].reduced_by, "r3");
+  EXPECT_EQ(r.tensors[5].reduced_by, "");
+  EXPECT_EQ(r.tensors[6].reduced_by, "");
 }
 
 TEST(CompareIndexedTest, NothingToReduceMeansNoCallAndErrorsPassThrough) {

@@ -12,10 +12,14 @@
 //
 //   class MyReducer : public PairReducer {
 //     absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-//                         absl::Span<kernels::DiffStats> out) override {
-//       for (const PlannedPair& p : pairs)
+//                         absl::Span<kernels::DiffStats> out,
+//                         absl::Span<std::string> reduced_by) override {
+//       for (size_t i = 0; i < pairs.size(); ++i) {
+//         const PlannedPair& p = pairs[i];
 //         for (size_t k = 0; k < p.options.size(); ++k)
 //           out[p.stats_offset + k] = ...;  // stats of p under p.options[k]
+//         reduced_by[i] = "cpu";  // the backend that reduced pair i
+//       }
 //       return absl::OkStatus();
 //     }
 //   };
@@ -26,6 +30,7 @@
 #define REPROD_CORE_PAIR_REDUCER_H_
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -76,9 +81,13 @@ class PairReducer {
   // the pairs' options.size(), and out[p.stats_offset + k] must receive the
   // DiffStats of the whole pair p under p.options[k], flat indices in ref's
   // layout (kernels/backend.h DiffTask semantics with index_base 0).
+  // reduced_by has one slot per pair: the name of the backend that reduced
+  // pairs[i] (kernels::Backend::ReducerName, e.g. "cpu"; the report shows
+  // it per tensor), left empty where unknown.
   // Any error aborts the comparison; CompareIndexed returns it unchanged.
   virtual absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-                              absl::Span<kernels::DiffStats> out) = 0;
+                              absl::Span<kernels::DiffStats> out,
+                              absl::Span<std::string> reduced_by) = 0;
 };
 
 }  // namespace reprod::core

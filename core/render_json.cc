@@ -319,6 +319,12 @@ void TensorJson(JsonWriter& w, const TensorResult& t) {
   ShapeOrNull(w, t.shape_cand);
   w.Key("transposed");
   w.Bool(t.transposed);
+  w.Key("backend");
+  if (t.reduced_by.empty()) {
+    w.Null();
+  } else {
+    w.String(t.reduced_by);
+  }
   w.Key("stats");
   StatsJson(w, t);
   w.Key("checks");

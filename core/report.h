@@ -88,6 +88,10 @@ struct TensorResult {
   std::optional<DType> dtype_ref, dtype_cand;  // of the sides that exist
   std::optional<Shape> shape_ref, shape_cand;
   bool transposed = false;  // cand.T was compared with ref
+  // The backend that reduced the pair ("cpu", "cuda"; with --backend auto
+  // it depends on the pair, with a distributed compare on the replica);
+  // empty when not compared or not known.
+  std::string reduced_by;
   // Present when the pair was compared (not for missing / shape mismatch).
   std::optional<kernels::DiffStats> stats;
   // The allclose tolerance `stats.mismatches` was counted with.

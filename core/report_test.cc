@@ -297,6 +297,8 @@ TEST(RenderJsonTest, ContractFieldsAndTypes) {
       EXPECT_TRUE(t[f].is_null() || t[f].is_array());
     }
     ExpectType(t, "transposed", V::boolean);
+    ASSERT_TRUE(t.contains("backend"));
+    EXPECT_TRUE(t["backend"].is_null() || t["backend"].is_string());
     ASSERT_TRUE(t.contains("stats"));
     ExpectType(t, "checks", V::array);
     const std::string status = t["status"];

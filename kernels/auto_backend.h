@@ -76,6 +76,9 @@ class AutoBackend final : public Backend {
 
   // The backend that reduces `task` (see the routing above).
   Backend& BackendFor(const DiffTask& task) const;
+  std::string_view ReducerName(const DiffTask& task) const override {
+    return BackendFor(task).ReducerName(task);
+  }
 
   absl::StatusOr<DiffStats> Compare(const DiffTask& task) override;
 

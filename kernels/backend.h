@@ -70,6 +70,12 @@ class Backend {
   // "cpu" or "cuda"; reports name the backend that computed them.
   virtual std::string_view name() const = 0;
 
+  // The name of the backend that reduces `task` when it is passed to
+  // Compare or CompareBatch: name() for a single backend; a backend that
+  // routes pairs (AutoBackend) names the one it routes `task` to. Reports
+  // show it per pair. Depends only on the task's layout and dtypes.
+  virtual std::string_view ReducerName(const DiffTask& /*task*/) const { return name(); }
+
   // Reduces one pair. InvalidArgument when the element counts differ, a
   // transposed pair is not (m, n) vs (n, m), or a view has no data but
   // elements.

@@ -518,8 +518,8 @@ class StoreReducer final : public core::PairReducer {
         backend_(backend),
         options_(options) {}
 
-  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-                      absl::Span<DiffStats> out) override {
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs, absl::Span<DiffStats> out,
+                      absl::Span<std::string> reduced_by) override {
     Planner planner(ref_, cand_, backend_, options_);
     planner.Plan(pairs);
     std::vector<Job>& jobs = planner.jobs();
@@ -589,6 +589,13 @@ class StoreReducer final : public core::PairReducer {
         }
         out[pairs[i].stats_offset + o] = backend_.MergeWindows(windows);
       }
+      // Every window of a pair has the pair's layout and dtypes, which
+      // alone decide the reducer.
+      kernels::DiffTask probe;
+      probe.ref.dtype = pairs[i].ref_dtype;
+      probe.cand.dtype = pairs[i].cand_dtype;
+      probe.transpose_cand = pairs[i].transpose_cand;
+      reduced_by[i] = std::string(backend_.ReducerName(probe));
     }
     return absl::OkStatus();
   }
@@ -603,15 +610,16 @@ class StoreReducer final : public core::PairReducer {
 
 // --- distributed compare ------------------------------------------------------
 //
-// A batch spec: "rpdb1", sizeof(DiffStats) (u32), the two run names
+// A batch spec: "rpdb2", sizeof(DiffStats) (u32), the two run names
 // (u32 length + bytes) and their listing digests (u64 each), then the pairs:
 // u32 count; per pair the ref and cand positions (4 x u32), transpose (u8),
 // ref and cand dtype (u8 each), u32 option count and per option atol, rtol
 // (f64) and equal_nan (u8). A result: u32 count, then that many DiffStats as
 // they lie in memory (replicas run one build; the size in the spec checks
-// it). Little-endian hosts only, as every platform reprodd builds on.
+// it), then per pair the name of the backend that reduced it (u32 length +
+// bytes). Little-endian hosts only, as every platform reprodd builds on.
 
-constexpr char kBatchMagic[] = "rpdb1";
+constexpr char kBatchMagic[] = "rpdb2";
 static_assert(std::is_trivially_copyable_v<DiffStats>);
 
 class Encoder {
@@ -720,21 +728,29 @@ std::string EncodeBatch(const StoredRun& ref, const StoredRun& cand,
   return e.Take();
 }
 
-std::string EncodeStats(absl::Span<const DiffStats> stats) {
+std::string EncodeStats(absl::Span<const DiffStats> stats,
+                        absl::Span<const std::string> reduced_by) {
   Encoder e;
   e.Put<uint32_t>(static_cast<uint32_t>(stats.size()));
   e.PutRaw(stats.data(), stats.size() * sizeof(DiffStats));
+  for (const std::string& name : reduced_by) e.PutString(name);
   return e.Take();
 }
 
-absl::Status DecodeStats(std::string_view bytes, absl::Span<DiffStats> out) {
+// out: the statistics of the batch's pairs; reduced_by: one name per pair.
+absl::Status DecodeStats(std::string_view bytes, absl::Span<DiffStats> out,
+                         absl::Span<std::string> reduced_by) {
   Decoder d(bytes);
   uint32_t n = 0;
-  if (!d.Get(&n) || n != out.size() || !d.GetRaw(out.data(), n * sizeof(DiffStats)) ||
-      !d.done()) {
+  bool ok = d.Get(&n) && n == out.size() && d.GetRaw(out.data(), n * sizeof(DiffStats));
+  for (size_t i = 0; ok && i < reduced_by.size(); ++i) {
+    ok = d.GetString(&reduced_by[i]) && reduced_by[i].size() <= 256;
+  }
+  if (!ok || !d.done()) {
     return absl::DataLossError(absl::StrCat("a distributed compare batch result holds ", n,
                                             " statistics, or is cut short; expected ",
-                                            out.size()));
+                                            out.size(), " and ", reduced_by.size(),
+                                            " backend names"));
   }
   return absl::OkStatus();
 }
@@ -747,8 +763,8 @@ class DistributedReducer final : public core::PairReducer {
                      kernels::Backend& backend, const StoreCompareOptions& options)
       : store_(store), ref_(ref), cand_(cand), backend_(backend), options_(options) {}
 
-  absl::Status Reduce(absl::Span<const PlannedPair> pairs,
-                      absl::Span<DiffStats> out) override {
+  absl::Status Reduce(absl::Span<const PlannedPair> pairs, absl::Span<DiffStats> out,
+                      absl::Span<std::string> reduced_by) override {
     // Cut in report order: batch b holds pairs [starts[b], starts[b + 1]).
     std::vector<size_t> starts = {0};
     uint64_t bytes = 0;
@@ -762,11 +778,11 @@ class DistributedReducer final : public core::PairReducer {
         bytes = 0;
       }
     }
-    if (items.size() < 2) return Local(pairs, out);
+    if (items.size() < 2) return Local(pairs, out, reduced_by);
     REPROD_ASSIGN_OR_RETURN(uint64_t job, options_.work_queue->Submit(items));
     spdlog::info("distributed compare {} vs {}: {} pairs in {} batches (job {})", ref_.name,
                  cand_.name, pairs.size(), items.size(), job);
-    absl::Status status = Gather(job, pairs, starts, items, out);
+    absl::Status status = Gather(job, pairs, starts, items, out, reduced_by);
     if (absl::Status dropped = options_.work_queue->Drop(job); !dropped.ok()) {
       spdlog::warn("distributed compare job {}: {}", job, dropped.ToString());
     }
@@ -774,14 +790,16 @@ class DistributedReducer final : public core::PairReducer {
   }
 
  private:
-  absl::Status Local(absl::Span<const PlannedPair> pairs, absl::Span<DiffStats> out) {
+  absl::Status Local(absl::Span<const PlannedPair> pairs, absl::Span<DiffStats> out,
+                     absl::Span<std::string> reduced_by) {
     StoreReducer local(store_, ref_, cand_, backend_, options_);
-    return local.Reduce(pairs, out);
+    return local.Reduce(pairs, out, reduced_by);
   }
 
   absl::Status Gather(uint64_t job, absl::Span<const PlannedPair> pairs,
                       const std::vector<size_t>& starts,
-                      const std::vector<storage::WorkItem>& items, absl::Span<DiffStats> out) {
+                      const std::vector<storage::WorkItem>& items, absl::Span<DiffStats> out,
+                      absl::Span<std::string> reduced_by) {
     storage::WorkQueue& queue = *options_.work_queue;
     while (true) {
       // Work while there is work (ours or another compare's).
@@ -817,8 +835,9 @@ class DistributedReducer final : public core::PairReducer {
         const size_t count =
             part.back().stats_offset + part.back().options.size() - first;
         absl::Span<DiffStats> dst = out.subspan(first, count);
+        absl::Span<std::string> names = reduced_by.subspan(starts[b], part.size());
         if (results[b].state == storage::WorkResult::State::kDone) {
-          REPROD_RETURN_IF_ERROR(DecodeStats(results[b].result, dst));
+          REPROD_RETURN_IF_ERROR(DecodeStats(results[b].result, dst, names));
           continue;
         }
         spdlog::warn("distributed compare job {} batch {} failed elsewhere ({}); reducing it here",
@@ -826,7 +845,7 @@ class DistributedReducer final : public core::PairReducer {
         // Offsets of the part relative to its own output.
         std::vector<PlannedPair> local(part.begin(), part.end());
         for (PlannedPair& p : local) p.stats_offset -= first;
-        REPROD_RETURN_IF_ERROR(Local(local, dst));
+        REPROD_RETURN_IF_ERROR(Local(local, dst, names));
       }
       return absl::OkStatus();
     }
@@ -905,9 +924,10 @@ absl::StatusOr<std::string> ReduceWorkBatch(storage::Store& store, kernels::Back
   }
   if (!d.done()) return absl::InvalidArgumentError("distributed compare batch: trailing bytes");
   std::vector<DiffStats> out(offset);
+  std::vector<std::string> reduced_by(pairs.size());
   StoreReducer reducer(store, ref, cand, backend, options);
-  REPROD_RETURN_IF_ERROR(reducer.Reduce(pairs, absl::MakeSpan(out)));
-  return EncodeStats(out);
+  REPROD_RETURN_IF_ERROR(reducer.Reduce(pairs, absl::MakeSpan(out), absl::MakeSpan(reduced_by)));
+  return EncodeStats(out, reduced_by);
 }
 
 absl::StatusOr<core::Report> CompareStoredRuns(

@@ -1136,6 +1136,35 @@ class LocalWorkQueue : public storage::WorkQueue {
   std::vector<std::string> specs_ ABSL_GUARDED_BY(mu_);
 };
 
+// The cpu backend under another name: tells which replica reduced a pair.
+class RenamedCpuBackend final : public kernels::Backend {
+ public:
+  explicit RenamedCpuBackend(std::string name) : name_(std::move(name)) {}
+  std::string_view name() const override { return name_; }
+  absl::StatusOr<kernels::DiffStats> Compare(const kernels::DiffTask& task) override {
+    return cpu_.Compare(task);
+  }
+  absl::Status CompareBatch(absl::Span<const kernels::DiffTask> tasks,
+                            absl::Span<kernels::DiffStats> out) override {
+    return cpu_.CompareBatch(tasks, out);
+  }
+  kernels::FlatWindowPlan PlanFlatWindows(DType r, DType c, int64_t elements,
+                                          int64_t max_window) const override {
+    return cpu_.PlanFlatWindows(r, c, elements, max_window);
+  }
+  kernels::TransposedWindowPlan PlanTransposedWindows(DType r, DType c, int64_t m, int64_t n,
+                                                      int64_t max_window) const override {
+    return cpu_.PlanTransposedWindows(r, c, m, n, max_window);
+  }
+  kernels::DiffStats MergeWindows(absl::Span<const kernels::DiffStats> windows) const override {
+    return cpu_.MergeWindows(windows);
+  }
+
+ private:
+  kernels::CpuBackend cpu_{1};
+  std::string name_;
+};
+
 TEST_F(StoreCompareTest, DistributedCompareGivesTheSameReportBitForBit) {
   Runs runs = MixedRuns(13);
   const core::Policy policy = MixedPolicy();
@@ -1163,7 +1192,7 @@ TEST_F(StoreCompareTest, DistributedCompareGivesTheSameReportBitForBit) {
   std::atomic<bool> stop{false};
   std::atomic<int> taken_elsewhere{0};
   std::thread other([&] {
-    kernels::CpuBackend backend(1);
+    RenamedCpuBackend backend("cpu-b");
     while (!stop) {
       absl::StatusOr<std::optional<storage::ClaimedWork>> w = queue.Claim(false);
       if (!w.ok() || !w->has_value()) {
@@ -1186,6 +1215,19 @@ TEST_F(StoreCompareTest, DistributedCompareGivesTheSameReportBitForBit) {
   ExpectSameReport(distributed, local, /*exact=*/true);
   std::printf("distributed: %d batches, %d reduced by the other worker\n", queue.finished(),
               taken_elsewhere.load());
+  // Each compared tensor names the replica's backend that reduced it (the
+  // other replica's name travels back with its batch's results).
+  int here = 0, elsewhere = 0;
+  for (const core::TensorResult& t : distributed.tensors) {
+    if (!t.stats.has_value()) {
+      EXPECT_EQ(t.reduced_by, "") << t.key;
+      continue;
+    }
+    here += t.reduced_by == "cpu";
+    elsewhere += t.reduced_by == "cpu-b";
+    EXPECT_THAT(t.reduced_by, ::testing::AnyOf("cpu", "cpu-b")) << t.key;
+  }
+  EXPECT_EQ(elsewhere > 0, taken_elsewhere > 0) << here << " here, " << elsewhere << " elsewhere";
 }
 
 TEST_F(StoreCompareTest, WorkBatchesRefuseChangedRunsAndGarbage) {

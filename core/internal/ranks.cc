@@ -113,6 +113,15 @@ TensorResult MergeGroup(const std::vector<const ShardPiece*>& group,
     }
   }
   g.policy_source = first.result->policy_source;
+  // The pieces' backends, each once, in rank order ("cpu", or "cpu, cuda").
+  std::vector<std::string> backends;
+  for (const ShardPiece* p : by_rank) {
+    const std::string& b = p->result->reduced_by;
+    if (!b.empty() && std::find(backends.begin(), backends.end(), b) == backends.end()) {
+      backends.push_back(b);
+    }
+  }
+  g.reduced_by = absl::StrJoin(backends, ", ");
   JudgePair(*first.resolution, tolerances, merged, g);
   return g;
 }
