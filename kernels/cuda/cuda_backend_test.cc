@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -24,6 +25,7 @@
 #include "kernels/backend.h"
 #include "kernels/chunk_grid.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/internal/device_resident_timing.h"
 #include "kernels/diff_stats.h"
 #include "kernels/testing/reference_diff.h"
 #include "kernels/testing/windowed_reduce.h"
@@ -515,6 +517,24 @@ TEST_F(CudaBackendTest, HugePairBeyondInt32) {
   EXPECT_EQ(got->count, static_cast<uint64_t>(n));
   EXPECT_EQ(got->max_index, (uint64_t{1} << 31) + 5);
   EXPECT_EQ(got->max_abs, 128.0);
+}
+
+// The timings --backend auto logs at start-up: all three measured, and the
+// kernel really reduced the whole pair.
+TEST_F(CudaBackendTest, DeviceResidentTimingMeasuresKernelCopyAndUpload) {
+  const uint64_t n = uint64_t{1} << 22;
+  absl::StatusOr<internal::DeviceResidentTiming> t =
+      internal::TimeDeviceResidentPair(n, CudaBackendOptions().chunk_elements, 2);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->count, n);
+  EXPECT_EQ(t->bytes, 8.0 * static_cast<double>(n));
+  EXPECT_GT(t->kernel_ms, 0.0);
+  EXPECT_GT(t->d2d_ms, 0.0);
+  EXPECT_GT(t->h2d_ms, 0.0);
+  // A pinned upload over PCIe/NVLink-C2C is slower than a copy inside HBM.
+  EXPECT_GT(t->h2d_ms, t->d2d_ms / 2);
+  std::printf("device-resident 2^22 f32 pair: kernel %.3f ms, D2D %.3f ms, pinned H2D %.3f ms\n",
+              t->kernel_ms, t->d2d_ms, t->h2d_ms);
 }
 
 }  // namespace
