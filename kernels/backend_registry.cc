@@ -55,16 +55,13 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int thr
         // What the cuda figure is made of: the pinned upload and the kernel
         // alone on device-resident data (same pair size). Logged, not used:
         // the routing follows the end-to-end measurement above.
-        std::string parts = "device-resident timing failed";
         absl::StatusOr<internal::DeviceResidentTiming> t = internal::TimeDeviceResidentPair(
             cal->elements, CudaBackendOptions().chunk_elements, 3);
-        if (t.ok()) {
-          parts = absl::StrCat("pinned H2D ", absl::StrFormat("%.1f", t->bytes / t->h2d_ms / 1e6),
-                               " GB/s, kernel on device-resident data ",
-                               absl::StrFormat("%.1f", t->bytes / t->kernel_ms / 1e6), " GB/s");
-        } else {
-          parts = absl::StrCat(parts, ": ", t.status().ToString());
-        }
+        const std::string parts =
+            t.ok() ? absl::StrFormat(
+                         "pinned H2D %.1f GB/s, kernel on device-resident data %.1f GB/s",
+                         t->bytes / t->h2d_ms / 1e6, t->bytes / t->kernel_ms / 1e6)
+                   : absl::StrCat("device-resident timing failed: ", t.status().ToString());
         spdlog::info(
             "auto backend: on a host-resident float32 pair of {} elements cpu reads {:.1f} GB/s, "
             "cuda {:.1f} GB/s (staging, copy and kernel; {}): {}",

@@ -676,8 +676,11 @@ TEST_F(StoreCompareTest, BitExactOnTheBackendChunkGrid) {
 // backend planning 1000-element windows and 7-row tiles gets exactly those,
 // and the report still matches the in-memory one (to rounding: that plan is
 // off the cpu grid).
-class PlanningBackend final : public kernels::Backend {
+// A cpu backend (`threads` threads) behind the Backend interface, every call
+// forwarded; test backends override what they change.
+class ForwardingCpuBackend : public kernels::Backend {
  public:
+  explicit ForwardingCpuBackend(int threads) : inner_(threads) {}
   std::string_view name() const override { return inner_.name(); }
   absl::StatusOr<kernels::DiffStats> Compare(const kernels::DiffTask& task) override {
     return inner_.Compare(task);
@@ -686,6 +689,25 @@ class PlanningBackend final : public kernels::Backend {
                             absl::Span<kernels::DiffStats> out) override {
     return inner_.CompareBatch(tasks, out);
   }
+  kernels::FlatWindowPlan PlanFlatWindows(DType r, DType c, int64_t elements,
+                                          int64_t max_window) const override {
+    return inner_.PlanFlatWindows(r, c, elements, max_window);
+  }
+  kernels::TransposedWindowPlan PlanTransposedWindows(DType r, DType c, int64_t m, int64_t n,
+                                                      int64_t max_window) const override {
+    return inner_.PlanTransposedWindows(r, c, m, n, max_window);
+  }
+  kernels::DiffStats MergeWindows(absl::Span<const kernels::DiffStats> windows) const override {
+    return inner_.MergeWindows(windows);
+  }
+
+ protected:
+  kernels::CpuBackend inner_;
+};
+
+class PlanningBackend final : public ForwardingCpuBackend {
+ public:
+  PlanningBackend() : ForwardingCpuBackend(2) {}
   kernels::FlatWindowPlan PlanFlatWindows(DType, DType, int64_t elements,
                                           int64_t max_window_elements) const override {
     absl::MutexLock lock(&mu_);
@@ -712,7 +734,6 @@ class PlanningBackend final : public kernels::Backend {
   }
 
  private:
-  kernels::CpuBackend inner_{2};
   mutable absl::Mutex mu_;
   mutable std::vector<std::pair<int64_t, int64_t>> flat_requests_ ABSL_GUARDED_BY(mu_);
   mutable std::vector<size_t> merged_ ABSL_GUARDED_BY(mu_);
@@ -1137,31 +1158,12 @@ class LocalWorkQueue : public storage::WorkQueue {
 };
 
 // The cpu backend under another name: tells which replica reduced a pair.
-class RenamedCpuBackend final : public kernels::Backend {
+class RenamedCpuBackend final : public ForwardingCpuBackend {
  public:
-  explicit RenamedCpuBackend(std::string name) : name_(std::move(name)) {}
+  explicit RenamedCpuBackend(std::string name) : ForwardingCpuBackend(1), name_(std::move(name)) {}
   std::string_view name() const override { return name_; }
-  absl::StatusOr<kernels::DiffStats> Compare(const kernels::DiffTask& task) override {
-    return cpu_.Compare(task);
-  }
-  absl::Status CompareBatch(absl::Span<const kernels::DiffTask> tasks,
-                            absl::Span<kernels::DiffStats> out) override {
-    return cpu_.CompareBatch(tasks, out);
-  }
-  kernels::FlatWindowPlan PlanFlatWindows(DType r, DType c, int64_t elements,
-                                          int64_t max_window) const override {
-    return cpu_.PlanFlatWindows(r, c, elements, max_window);
-  }
-  kernels::TransposedWindowPlan PlanTransposedWindows(DType r, DType c, int64_t m, int64_t n,
-                                                      int64_t max_window) const override {
-    return cpu_.PlanTransposedWindows(r, c, m, n, max_window);
-  }
-  kernels::DiffStats MergeWindows(absl::Span<const kernels::DiffStats> windows) const override {
-    return cpu_.MergeWindows(windows);
-  }
 
  private:
-  kernels::CpuBackend cpu_{1};
   std::string name_;
 };
 
