@@ -86,12 +86,18 @@ AutoBackend::AutoBackend(std::unique_ptr<Backend> cpu, std::unique_ptr<Backend> 
                          const AutoCalibration& calibration)
     : cpu_(std::move(cpu)), cuda_(std::move(cuda)), calibration_(calibration) {
   element_wise_ = calibration_.cuda_for_element_wise() ? cuda_.get() : cpu_.get();
+  resident_to_cuda_ =
+      cuda_->resident_stats().budget_bytes > 0 && calibration_.cuda_for_resident_refs();
   name_ = absl::StrCat("auto (element-wise: ", std::string(element_wise_->name()),
                        ", transposed: ", std::string(cuda_->name()), ")");
 }
 
 Backend& AutoBackend::BackendFor(const DiffTask& task) const {
-  return task.transpose_cand ? *cuda_ : *element_wise_;
+  if (task.transpose_cand) return *cuda_;
+  // A ref without host data is only on the device (held by the caller).
+  if (task.ref.data == nullptr && !task.ref_key.empty()) return *cuda_;
+  if (resident_to_cuda_ && !task.ref_key.empty()) return *cuda_;
+  return *element_wise_;
 }
 
 absl::StatusOr<DiffStats> AutoBackend::Compare(const DiffTask& task) {
@@ -102,7 +108,10 @@ absl::Status AutoBackend::CompareBatch(absl::Span<const DiffTask> tasks,
                                        absl::Span<DiffStats> out) {
   // Validated here so that an invalid task is reported by its position in
   // the caller's batch, not in a part of it.
-  if (absl::Status s = ValidateDiffBatch(tasks, out.size()); !s.ok()) return s;
+  if (absl::Status s = ValidateDiffBatch(tasks, out.size(), /*allow_resident_ref=*/true);
+      !s.ok()) {
+    return s;
+  }
   std::vector<size_t> to_cuda, to_cpu;
   for (size_t i = 0; i < tasks.size(); ++i) {
     (&BackendFor(tasks[i]) == cuda_.get() ? to_cuda : to_cpu).push_back(i);
@@ -130,7 +139,14 @@ absl::Status AutoBackend::CompareBatch(absl::Span<const DiffTask> tasks,
 
 FlatWindowPlan AutoBackend::PlanFlatWindows(DType ref_dtype, DType cand_dtype, int64_t elements,
                                             int64_t max_window_elements) const {
-  return element_wise_->PlanFlatWindows(ref_dtype, cand_dtype, elements, max_window_elements);
+  FlatWindowPlan plan =
+      element_wise_->PlanFlatWindows(ref_dtype, cand_dtype, elements, max_window_elements);
+  // Keyed windows may go to cuda and merge in the cpu's order: only a
+  // single window is then sure to be exact.
+  if (resident_to_cuda_ && element_wise_ != cuda_.get() && plan.elements < elements) {
+    plan.exact = false;
+  }
+  return plan;
 }
 
 TransposedWindowPlan AutoBackend::PlanTransposedWindows(DType ref_dtype, DType cand_dtype,
@@ -148,5 +164,11 @@ TransposedWindowPlan AutoBackend::PlanTransposedWindows(DType ref_dtype, DType c
 DiffStats AutoBackend::MergeWindows(absl::Span<const DiffStats> windows) const {
   return element_wise_->MergeWindows(windows);
 }
+
+std::shared_ptr<const void> AutoBackend::HoldResidentRef(std::string_view key) {
+  return cuda_->HoldResidentRef(key);
+}
+
+ResidentStats AutoBackend::resident_stats() const { return cuda_->resident_stats(); }
 
 }  // namespace reprod::kernels

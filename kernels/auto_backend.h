@@ -10,6 +10,11 @@
 //     once). Sixteen CPU cores usually beat the GPU here, because every
 //     byte must first cross PCIe; a GPU wins only where the link or the
 //     cores are slow.
+//   - element-wise pairs whose ref is keyed (DiffTask::ref_key) go to cuda
+//     when its resident-ref cache is on (CudaBackendOptions::resident_bytes)
+//     and moving only cand makes it the faster
+//     (AutoCalibration::cuda_for_resident_refs); a keyed ref without host
+//     data (held on the device) always does.
 // `--backend cpu` / `--backend cuda` bypass it. Where no device answers,
 // CreateBackend(kAuto) returns the cpu backend itself and this class is not
 // used.
@@ -56,6 +61,10 @@ struct AutoCalibration {
   uint64_t elements = 0;  // pairs of the calibration pair
   // Element-wise pairs go to cuda only when it was measured faster.
   bool cuda_for_element_wise() const { return cuda_gbs > cpu_gbs; }
+  // With a resident-ref cache, keyed element-wise pairs go to cuda when it
+  // is faster moving only cand: half the calibration pair's bytes cross
+  // the link, so twice the measured rate.
+  bool cuda_for_resident_refs() const { return 2 * cuda_gbs > cpu_gbs; }
 };
 
 // Times `cpu` and `cuda` on a host-resident float32 pair of `elements`
@@ -94,6 +103,9 @@ class AutoBackend final : public Backend {
                                              int64_t n,
                                              int64_t max_window_elements) const override;
   DiffStats MergeWindows(absl::Span<const DiffStats> windows) const override;
+  // The cuda backend's resident-ref cache (see the routing of keyed pairs).
+  std::shared_ptr<const void> HoldResidentRef(std::string_view key) override;
+  ResidentStats resident_stats() const override;
 
   const AutoCalibration& calibration() const { return calibration_; }
 
@@ -102,6 +114,7 @@ class AutoBackend final : public Backend {
   std::unique_ptr<Backend> cuda_;
   AutoCalibration calibration_;
   Backend* element_wise_;  // cpu_ or cuda_
+  bool resident_to_cuda_ = false;  // keyed element-wise pairs go to cuda
   std::string name_;
 };
 

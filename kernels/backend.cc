@@ -22,7 +22,8 @@ std::string Describe(const TensorView& v) {
   return absl::StrCat(std::string(DTypeName(v.dtype)), " ", ShapeToString(v.shape));
 }
 
-absl::StatusOr<int64_t> CheckedCount(const TensorView& v, const char* side) {
+absl::StatusOr<int64_t> CheckedCount(const TensorView& v, const char* side,
+                                     bool may_lack_data = false) {
   if (!ValidDType(v.dtype)) {
     return absl::InvalidArgumentError(
         absl::StrCat(side, " has an invalid dtype (", static_cast<int>(v.dtype), ")"));
@@ -31,7 +32,7 @@ absl::StatusOr<int64_t> CheckedCount(const TensorView& v, const char* side) {
   if (!n.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(side, ": ", n.status().message()));
   }
-  if (*n > 0 && v.data == nullptr) {
+  if (*n > 0 && v.data == nullptr && !may_lack_data) {
     return absl::InvalidArgumentError(
         absl::StrCat(side, " ", Describe(v), " has ", *n, " elements but no data"));
   }
@@ -40,8 +41,9 @@ absl::StatusOr<int64_t> CheckedCount(const TensorView& v, const char* side) {
 
 }  // namespace
 
-absl::Status ValidateDiffTask(const DiffTask& task) {
-  absl::StatusOr<int64_t> n_ref = CheckedCount(task.ref, "ref");
+absl::Status ValidateDiffTask(const DiffTask& task, bool allow_resident_ref) {
+  absl::StatusOr<int64_t> n_ref =
+      CheckedCount(task.ref, "ref", allow_resident_ref && !task.ref_key.empty());
   if (!n_ref.ok()) return n_ref.status();
   absl::StatusOr<int64_t> n_cand = CheckedCount(task.cand, "cand");
   if (!n_cand.ok()) return n_cand.status();
@@ -66,13 +68,14 @@ absl::Status ValidateDiffTask(const DiffTask& task) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs) {
+absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs,
+                               bool allow_resident_ref) {
   if (num_outputs != tasks.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CompareBatch: ", tasks.size(), " tasks but ", num_outputs, " outputs"));
   }
   for (size_t i = 0; i < tasks.size(); ++i) {
-    if (absl::Status s = ValidateDiffTask(tasks[i]); !s.ok()) {
+    if (absl::Status s = ValidateDiffTask(tasks[i], allow_resident_ref); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("task ", i, ": ", s.message()));
     }
   }

@@ -49,6 +49,31 @@ struct DiffTask {
   bool transpose_cand = false;
   uint64_t index_base = 0;
   DiffOptions options;
+  // Device-resident ref (for backends with a resident cache, e.g. the cuda
+  // backend with CudaBackendOptions::resident_bytes > 0; others ignore
+  // both fields). A non-empty key names ref's bytes: whoever sets it
+  // promises the same key always means the same bytes (the stored compare
+  // builds it from run, creation time, tensor address, sequence, CRC and
+  // byte range). A backend holding a copy under the key reads that copy
+  // instead of ref.data; on a miss it may keep ref.data for later tasks.
+  // ref.data may be null only while the caller holds the key
+  // (HoldResidentRef).
+  std::string_view ref_key;
+  // The ref belongs to a reference run (storage::RunInfo::reference): its
+  // copy is evicted only to make room for another reference's.
+  bool ref_is_reference = false;
+};
+
+// What a backend's resident-ref cache holds and did (all zero without one).
+struct ResidentStats {
+  size_t budget_bytes = 0;
+  size_t used_bytes = 0;
+  uint64_t entries = 0;
+  uint64_t hits = 0;            // keyed tasks whose ref was resident
+  uint64_t misses = 0;          // keyed tasks whose ref was not
+  uint64_t admitted_bytes = 0;  // uploaded into the cache on a miss
+  uint64_t evictions = 0;
+  uint64_t rejections = 0;      // misses that did not fit
 };
 
 // Checks a task against the rules above: valid dtypes, valid shapes
@@ -56,12 +81,16 @@ struct DiffTask {
 // vs cand (n, m) (transposed), data present whenever there are elements,
 // and index_base + count fitting in uint64. InvalidArgument naming both
 // shapes and dtypes otherwise. Backends call this before touching the data.
-absl::Status ValidateDiffTask(const DiffTask& task);
+// `allow_resident_ref`: a backend with a resident cache passes true, and
+// then a null ref.data is accepted when ref_key is set (the backend checks
+// the key is held).
+absl::Status ValidateDiffTask(const DiffTask& task, bool allow_resident_ref = false);
 
 // Checks a CompareBatch call: out has one slot per task ("CompareBatch: 3
 // tasks but 2 outputs") and every task passes ValidateDiffTask ("task 17:
 // ..."); InvalidArgument otherwise.
-absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs);
+absl::Status ValidateDiffBatch(absl::Span<const DiffTask> tasks, size_t num_outputs,
+                               bool allow_resident_ref = false);
 
 class Backend {
  public:
@@ -117,6 +146,16 @@ class Backend {
   // Merges the windows' partials, given in window order, in the backend's
   // fixed order. Empty span: DiffStats().
   virtual DiffStats MergeWindows(absl::Span<const DiffStats> windows) const;
+
+  // ---- Device-resident refs (see DiffTask::ref_key) ----
+  // A hold on the copy kept under `key`, or null when there is none (always,
+  // for a backend without a resident cache). While the returned handle
+  // lives the copy is not evicted, so tasks with this ref_key may pass
+  // ref.data == nullptr. Handles must not outlive the backend.
+  virtual std::shared_ptr<const void> HoldResidentRef(std::string_view /*key*/) {
+    return nullptr;
+  }
+  virtual ResidentStats resident_stats() const { return {}; }
 };
 
 enum class BackendKind { kAuto, kCpu, kCuda };
@@ -131,9 +170,12 @@ absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name);
 // line with the numbers), else CPU (with one spdlog info line, "no CUDA
 // backend in this build; using cpu" in a build without CUDA). kCuda without CUDA support or a device:
 // FailedPrecondition. `threads` = 0 means all hardware threads (cpu, shared
-// process-wide pool); negative: InvalidArgument.
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind,
-                                                       int threads = 0);
+// process-wide pool); negative: InvalidArgument. `gpu_cache_bytes` > 0
+// gives the cuda backend (kCuda, or kAuto with a device) a resident-ref
+// cache of that many device bytes (CudaBackendOptions::resident_bytes);
+// where no cuda backend is created it is ignored with a warning.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int threads = 0,
+                                                       size_t gpu_cache_bytes = 0);
 
 // True when this binary was built with the CUDA backend (for --version).
 bool BuiltWithCuda();

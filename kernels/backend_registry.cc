@@ -27,20 +27,36 @@ absl::StatusOr<BackendKind> ParseBackendKind(std::string_view name) {
       "unknown backend \"", std::string(name), "\"; choose one of: auto, cpu, cuda"));
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int threads) {
+namespace {
+
+void WarnCacheUnused(size_t gpu_cache_bytes, std::string_view why) {
+  if (gpu_cache_bytes > 0) {
+    spdlog::warn("gpu cache of {} bytes not used: {}", gpu_cache_bytes, why);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int threads,
+                                                       size_t gpu_cache_bytes) {
+#if REPROD_HAVE_CUDA
+  CudaBackendOptions cuda_options;
+  cuda_options.resident_bytes = gpu_cache_bytes;
+#endif
   if (threads < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("threads must be >= 0 (0 = all cores), got ", threads));
   }
   switch (kind) {
     case BackendKind::kCpu:
+      WarnCacheUnused(gpu_cache_bytes, "the backend is cpu");
       return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
     case BackendKind::kAuto:
 #if REPROD_HAVE_CUDA
     {
       // Any start-up error (no driver, no device) falls back to the cpu
       // with one log line.
-      absl::StatusOr<std::unique_ptr<Backend>> cuda = CreateCudaBackend();
+      absl::StatusOr<std::unique_ptr<Backend>> cuda = CreateCudaBackend(cuda_options);
       if (cuda.ok()) {
         // Element-wise pairs go where the measurement says they are faster;
         // transposed pairs to cuda (kernels/auto_backend.h).
@@ -69,14 +85,16 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(BackendKind kind, int thr
         return std::unique_ptr<Backend>(std::move(backend));
       }
       spdlog::info("CUDA backend unavailable ({}); using cpu", cuda.status().ToString());
+      WarnCacheUnused(gpu_cache_bytes, "no CUDA device");
     }
 #else
       spdlog::info("no CUDA backend in this build; using cpu");
+      WarnCacheUnused(gpu_cache_bytes, "no CUDA backend in this build");
 #endif
       return std::unique_ptr<Backend>(std::make_unique<CpuBackend>(threads));
     case BackendKind::kCuda:
 #if REPROD_HAVE_CUDA
-      return CreateCudaBackend();
+      return CreateCudaBackend(cuda_options);
 #else
       return absl::FailedPreconditionError(
           "this build has no CUDA backend (built without nvcc)");

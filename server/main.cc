@@ -225,6 +225,13 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::NonNegativeNumber)
       ->envname("REPROD_THREADS")
       ->capture_default_str();
+  app.add_option("--gpu-cache-bytes", f.options.gpu_cache_bytes,
+                 "Device memory that keeps compared refs on the GPU (cuda or auto with a "
+                 "device): the ref side of recent compares and, evicted last, runs published "
+                 "as references; a compare whose ref is resident uploads only the candidate. "
+                 "0 = off")
+      ->envname("REPROD_GPU_CACHE_BYTES")
+      ->capture_default_str();
   app.add_option("--max-chunk-bytes", f.options.limits.max_chunk_bytes,
                  "Largest tensor chunk accepted, bytes")
       ->check(CLI::Range(uint64_t{1024}, uint64_t{64} << 20))

@@ -235,7 +235,8 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
   }
   REPROD_ASSIGN_OR_RETURN(
       impl->backend,
-      kernels::CreateBackend(options.backend, options.backend_threads));
+      kernels::CreateBackend(options.backend, options.backend_threads,
+                             static_cast<size_t>(options.gpu_cache_bytes)));
   spdlog::info("backend: {}", impl->backend->name());
   impl->compare_worker = CompareWorker::Start(*impl->store, *impl->backend);
   if (impl->compare_worker != nullptr) {

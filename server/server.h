@@ -76,6 +76,10 @@ struct ServerOptions {
   bool allow_shm = false;
   kernels::BackendKind backend = kernels::BackendKind::kAuto;
   int backend_threads = 0;  // 0 = all cores
+  // Device memory for resident refs (the cuda backend's cache of reference
+  // runs and recent compares' ref sides; kernels::CudaBackendOptions::
+  // resident_bytes). 0 = off.
+  uint64_t gpu_cache_bytes = 0;
   ServerLimits limits;
 };
 

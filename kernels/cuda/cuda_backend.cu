@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -36,6 +38,7 @@
 #include "kernels/cuda/internal/device_resident_timing.h"
 #include "kernels/cuda/internal/fused_launch.h"
 #include "kernels/diff_stats.h"
+#include "kernels/resident_lru.h"
 
 namespace reprod::kernels {
 namespace {
@@ -205,6 +208,12 @@ struct Piece {
   size_t ref_bytes;
   size_t cand_bytes;
   uint32_t blocks;
+  // The task's ref is resident: this piece's ref bytes on the device. When
+  // they are not 16-byte aligned (the fused kernel's loads need that) they
+  // are copied device to device into the slot (ref_in_slot); else the
+  // kernel reads them where they are and the slot holds only cand.
+  const unsigned char* ref_device = nullptr;
+  bool ref_in_slot = true;
 };
 
 // One memcpy of the host staging step.
@@ -248,9 +257,16 @@ struct CudaBackend::Impl {
   std::unique_ptr<ThreadPool> staging_pool;
   absl::Mutex mu;
   Slot slots[2] ABSL_GUARDED_BY(mu);
+  // Resident refs (options.resident_bytes > 0). cache_mu is taken after mu
+  // (Run) or alone (holds released by callers); device copies are freed
+  // only under both, when no round can be reading them.
+  mutable absl::Mutex cache_mu ABSL_ACQUIRED_AFTER(mu);
+  ResidentLru lru ABSL_GUARDED_BY(cache_mu){0};
+  ResidentStats counters ABSL_GUARDED_BY(cache_mu);
 
   ~Impl() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     cudaSetDevice(options.device);
+    for (void* p : lru.Clear()) cudaFree(p);
     for (Slot& s : slots) {
       if (s.stream != nullptr) cudaStreamSynchronize(s.stream);
       cudaFreeHost(s.host);
@@ -431,7 +447,8 @@ struct CudaBackend::Impl {
     std::vector<Round> rounds;
     const size_t limit = SlotCapacityLimit();
     for (size_t p = 0; p < pieces.size(); ++p) {
-      const size_t bytes = AlignUp(pieces[p].ref_bytes) + AlignUp(pieces[p].cand_bytes);
+      const size_t bytes = (pieces[p].ref_in_slot ? AlignUp(pieces[p].ref_bytes) : 0) +
+                           AlignUp(pieces[p].cand_bytes);
       if (rounds.empty() || rounds.back().num_pieces == kMaxSegmentsPerRound ||
           rounds.back().data_bytes + bytes > limit ||
           rounds.back().blocks + pieces[p].blocks > kMaxBlocksPerRound) {
@@ -460,17 +477,24 @@ struct CudaBackend::Impl {
                       absl::Span<const DiffTask> tasks) {
     auto* descs = reinterpret_cast<SegmentDesc*>(s.host);
     std::vector<CopyJob> copies;
+    std::vector<CopyJob> device_copies;  // resident ref bytes into the slot
     size_t offset = 0;
     uint32_t first_block = 0;
     for (size_t k = 0; k < round.num_pieces; ++k) {
       const Piece& p = pieces[round.first_piece + k];
       const DiffTask& task = tasks[p.task];
       const size_t rsz = DTypeSize(task.ref.dtype), csz = DTypeSize(task.cand.dtype);
+      const size_t ref_slot_bytes = p.ref_in_slot ? AlignUp(p.ref_bytes) : 0;
       unsigned char* ref_dst = s.host + kDescBytes + offset;
-      unsigned char* cand_dst = ref_dst + AlignUp(p.ref_bytes);
+      unsigned char* cand_dst = ref_dst + ref_slot_bytes;
       const auto* ref_src = static_cast<const unsigned char*>(task.ref.data);
       const auto* cand_src = static_cast<const unsigned char*>(task.cand.data);
-      AddCopy(ref_dst, ref_src + p.begin * rsz, p.ref_bytes, &copies);
+      if (p.ref_device == nullptr) {
+        AddCopy(ref_dst, ref_src + p.begin * rsz, p.ref_bytes, &copies);
+      } else if (p.ref_in_slot) {
+        device_copies.push_back(
+            CopyJob{s.device + kDescBytes + offset, p.ref_device, p.ref_bytes});
+      }
       if (!task.transpose_cand) {
         AddCopy(cand_dst, cand_src + p.begin * csz, p.cand_bytes, &copies);
       } else {
@@ -483,8 +507,8 @@ struct CudaBackend::Impl {
         }
       }
       SegmentDesc& d = descs[k];
-      d.ref = s.device + kDescBytes + offset;
-      d.cand = d.ref + AlignUp(p.ref_bytes);
+      d.ref = p.ref_in_slot ? s.device + kDescBytes + offset : p.ref_device;
+      d.cand = s.device + kDescBytes + offset + ref_slot_bytes;
       d.count = p.count;
       d.rows = p.rows;
       d.cols = p.cols;
@@ -495,7 +519,7 @@ struct CudaBackend::Impl {
       d.ref_dtype = static_cast<uint8_t>(task.ref.dtype);
       d.cand_dtype = static_cast<uint8_t>(task.cand.dtype);
       d.transpose = task.transpose_cand ? 1 : 0;
-      offset += AlignUp(p.ref_bytes) + AlignUp(p.cand_bytes);
+      offset += ref_slot_bytes + AlignUp(p.cand_bytes);
       first_block += p.blocks;
     }
     staging_pool->ParallelFor(static_cast<int64_t>(copies.size()), [&](int64_t i) {
@@ -508,6 +532,11 @@ struct CudaBackend::Impl {
     if (offset > 0) {
       REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.device + kDescBytes, s.host + kDescBytes,
                                                   offset, cudaMemcpyHostToDevice, s.stream));
+    }
+    // After the upload, which also wrote (unused) host bytes over these.
+    for (const CopyJob& c : device_copies) {
+      REPROD_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(c.dst, c.src, c.bytes, cudaMemcpyDeviceToDevice, s.stream));
     }
     if (options.kernel == CudaKernel::kFused) {
       REPROD_RETURN_IF_ERROR(LaunchFusedRound(s, descs, num_segments));
@@ -541,13 +570,105 @@ struct CudaBackend::Impl {
   absl::Status Run(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (DiffStats& o : out) o = DiffStats();
+    REPROD_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+    std::vector<const unsigned char*> resident(tasks.size(), nullptr);
+    std::vector<std::string_view> held;
+    absl::Status status = ResolveResidentRefs(tasks, &resident, &held);
+    if (status.ok()) status = RunWithResidentRefs(tasks, out, resident);
+    absl::MutexLock lock(&cache_mu);
+    for (std::string_view key : held) lru.Release(key);
+    return status;
+  }
+
+  // resident[t]: the device copy of task t's ref, looked up (a hit) or
+  // uploaded into the cache (a miss that fits); held until Run ends (keys
+  // appended to *held). Tasks without a key, or whose ref does not fit,
+  // stay null and stream as usual.
+  absl::Status ResolveResidentRefs(absl::Span<const DiffTask> tasks,
+                                   std::vector<const unsigned char*>* resident,
+                                   std::vector<std::string_view>* held)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::MutexLock lock(&cache_mu);
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      const DiffTask& task = tasks[t];
+      if (task.ref_key.empty()) continue;
+      const size_t bytes =
+          static_cast<size_t>(task.ref.num_elements()) * DTypeSize(task.ref.dtype);
+      if (bytes == 0) continue;
+      if (void* h = lru.Acquire(task.ref_key)) {
+        held->push_back(task.ref_key);
+        (*resident)[t] = static_cast<const unsigned char*>(h);
+        ++counters.hits;
+        continue;
+      }
+      ++counters.misses;
+      if (task.ref.data == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "task ", t, ": ref has no data and is not resident (key '", std::string(task.ref_key),
+            "'); hold it with HoldResidentRef before passing a null ref"));
+      }
+      std::vector<void*> evicted;
+      if (options.resident_bytes == 0 || !lru.MakeRoom(bytes, task.ref_is_reference, &evicted)) {
+        continue;
+      }
+      for (void* e : evicted) REPROD_CUDA_RETURN_IF_ERROR(cudaFree(e));
+      void* copy = nullptr;
+      if (cudaMalloc(&copy, bytes) != cudaSuccess) {
+        cudaGetLastError();  // out of device memory: stream this one
+        ++counters.rejections;
+        continue;
+      }
+      if (cudaError_t err = cudaMemcpy(copy, task.ref.data, bytes, cudaMemcpyHostToDevice);
+          err != cudaSuccess) {
+        cudaFree(copy);
+        return absl::InternalError(absl::StrCat("cuda backend: uploading resident ref: ",
+                                                cudaGetErrorName(err), ": ",
+                                                cudaGetErrorString(err)));
+      }
+      lru.Insert(task.ref_key, bytes, task.ref_is_reference, copy);
+      held->push_back(task.ref_key);
+      (*resident)[t] = static_cast<const unsigned char*>(copy);
+      counters.admitted_bytes += bytes;
+    }
+    return absl::OkStatus();
+  }
+
+  ResidentStats Stats() const {
+    absl::MutexLock lock(&cache_mu);
+    ResidentStats r = counters;
+    r.budget_bytes = options.resident_bytes;
+    r.used_bytes = lru.used_bytes();
+    r.entries = lru.entries();
+    r.evictions = lru.evictions();
+    r.rejections = counters.rejections + lru.rejections();
+    return r;
+  }
+
+  std::shared_ptr<const void> Hold(std::string_view key) {
+    absl::MutexLock lock(&cache_mu);
+    void* h = lru.Acquire(key);
+    if (h == nullptr) return nullptr;
+    return std::shared_ptr<const void>(h, [this, k = std::string(key)](const void*) {
+      absl::MutexLock l(&cache_mu);
+      lru.Release(k);
+    });
+  }
+
+  absl::Status RunWithResidentRefs(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out,
+                                   const std::vector<const unsigned char*>& resident)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     std::vector<Piece> pieces;
     REPROD_RETURN_IF_ERROR(MakePieces(tasks, &pieces));
     if (pieces.empty()) return absl::OkStatus();
+    for (Piece& p : pieces) {
+      const unsigned char* base = resident[p.task];
+      if (base == nullptr) continue;
+      p.ref_device = base + p.begin * DTypeSize(tasks[p.task].ref.dtype);
+      p.ref_in_slot = reinterpret_cast<uintptr_t>(p.ref_device) % 16 != 0;
+    }
     const std::vector<Round> rounds = MakeRounds(pieces);
     size_t max_bytes = 0;
     for (const Round& r : rounds) max_bytes = std::max(max_bytes, r.data_bytes);
-    REPROD_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
     REPROD_RETURN_IF_ERROR(EnsureCapacity(std::max<size_t>(max_bytes, kAlign)));
 
     absl::Status status = RunRounds(tasks, out, pieces, rounds);
@@ -615,10 +736,19 @@ absl::StatusOr<DiffStats> CudaBackend::Compare(const DiffTask& task) {
 
 absl::Status CudaBackend::CompareBatch(absl::Span<const DiffTask> tasks,
                                        absl::Span<DiffStats> out) {
-  if (absl::Status s = ValidateDiffBatch(tasks, out.size()); !s.ok()) return s;
+  if (absl::Status s = ValidateDiffBatch(tasks, out.size(), /*allow_resident_ref=*/true);
+      !s.ok()) {
+    return s;
+  }
   absl::MutexLock lock(&impl_->mu);
   return impl_->Run(tasks, out);
 }
+
+std::shared_ptr<const void> CudaBackend::HoldResidentRef(std::string_view key) {
+  return impl_->Hold(key);
+}
+
+ResidentStats CudaBackend::resident_stats() const { return impl_->Stats(); }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
     const CudaBackendOptions& requested) {
@@ -664,6 +794,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
   }
   auto impl = std::make_unique<CudaBackend::Impl>();
   impl->options = options;
+  {
+    absl::MutexLock lock(&impl->cache_mu);
+    impl->lru = ResidentLru(options.resident_bytes);
+  }
   if (absl::Status s = impl->Init(); !s.ok()) {
     cudaGetLastError();
     return absl::UnavailableError(absl::StrCat("cuda backend start-up: ", s.message()));

@@ -93,6 +93,13 @@ struct CudaBackendOptions {
   // kFused: CTAs of its persistent grid, 0 = as many as fit the device.
   // Results are bit-identical for any value (tests force 1 and 7).
   int fused_grid = 0;
+  // Device memory for resident refs (`reprodd --gpu-cache-bytes`; 0 = off),
+  // on top of device_budget_bytes. A task with a DiffTask::ref_key whose
+  // ref fits (kernels/resident_lru.h: LRU, reference runs evicted only for
+  // other references) leaves its ref on the device after the compare; a
+  // later task with the same key uploads only cand. Results are the same
+  // bits as without the cache.
+  size_t resident_bytes = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -126,6 +133,11 @@ class CudaBackend final : public Backend {
                                              int64_t n, int64_t max_window_elements) const override;
   // SequentialMerge: the order Compare merges a pair's pieces in.
   DiffStats MergeWindows(absl::Span<const DiffStats> windows) const override;
+
+  // Resident refs (CudaBackendOptions::resident_bytes; Backend has the
+  // contract).
+  std::shared_ptr<const void> HoldResidentRef(std::string_view key) override;
+  ResidentStats resident_stats() const override;
 
   const CudaBackendOptions& options() const;
 
