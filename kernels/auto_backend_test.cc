@@ -23,6 +23,7 @@
 #include "kernels/chunk_grid.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/diff_stats.h"
+#include "kernels/testing/host_resident_backend.h"
 #include "kernels/testing/reference_diff.h"
 #include "tests/testing/status_matchers.h"
 
@@ -170,6 +171,94 @@ TEST(AutoBackendTest, MixedBatchKeepsEveryResultAtItsPosition) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("task 7")));
   EXPECT_THAT(m.backend->CompareBatch(tasks, absl::MakeSpan(out).subspan(1)),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outputs")));
+}
+
+// Keyed refs (DiffTask::ref_key) with a resident cache on the "cuda" side
+// (a host-memory stand-in with the cuda backend's contract).
+TEST(AutoBackendTest, KeyedPairsGoToCudaWhenMovingOnlyCandMakesItFaster) {
+  Pairs p = MakePairs();
+  DiffTask keyed = p.flat;
+  keyed.ref_key = "run/x@0";
+  CpuBackend oracle;
+  ASSERT_OK_AND_ASSIGN(DiffStats want, oracle.Compare(p.flat));
+  struct Case {
+    double cpu_gbs, cuda_gbs;
+    size_t budget;
+    bool keyed_to_cuda;
+  };
+  // 2 * 6 > 10: cuda wins moving half the bytes; 2 * 4 < 10: it does not;
+  // no budget: no cache, so no reason to route keyed pairs differently.
+  for (const Case& c : {Case{10, 6, 1 << 20, true}, Case{10, 4, 1 << 20, false},
+                        Case{10, 6, 0, false}}) {
+    SCOPED_TRACE(::testing::Message() << c.cpu_gbs << " " << c.cuda_gbs << " " << c.budget);
+    auto cpu = std::make_unique<StandIn>("cpu", std::chrono::milliseconds(0), true);
+    auto gpu = std::make_unique<testing::HostResidentBackend>(c.budget, "cuda");
+    Backend* cpu_ptr = cpu.get();
+    Backend* gpu_ptr = gpu.get();
+    AutoCalibration cal;
+    cal.cpu_gbs = c.cpu_gbs;
+    cal.cuda_gbs = c.cuda_gbs;
+    AutoBackend backend(std::move(cpu), std::move(gpu), cal);
+    EXPECT_EQ(&backend.BackendFor(p.flat), cpu_ptr);  // unkeyed: the calibration
+    EXPECT_EQ(&backend.BackendFor(keyed), c.keyed_to_cuda ? gpu_ptr : cpu_ptr);
+    EXPECT_EQ(backend.ReducerName(keyed), c.keyed_to_cuda ? "cuda" : "cpu");
+    // Twice: a miss that fills the cache, then a hit.
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_OK_AND_ASSIGN(DiffStats got, backend.Compare(keyed));
+      ExpectIdentical(got, want, "keyed");
+    }
+    const ResidentStats rs = backend.resident_stats();
+    EXPECT_EQ(rs.budget_bytes, c.budget);
+    EXPECT_EQ(rs.hits, c.keyed_to_cuda ? 1u : 0u);
+    EXPECT_EQ(rs.misses, c.keyed_to_cuda ? 1u : 0u);
+    // The element-wise windows follow the cpu's grid; with keyed windows
+    // possibly on cuda, a multi-window plan is not claimed exact.
+    const FlatWindowPlan plan =
+        backend.PlanFlatWindows(DType::kFloat32, DType::kFloat32, 1 << 24, 1 << 20);
+    EXPECT_LT(plan.elements, 1 << 24);
+    if (c.keyed_to_cuda) {
+      EXPECT_FALSE(plan.exact);
+    }
+  }
+}
+
+TEST(AutoBackendTest, AHeldRefWithoutHostDataAlwaysGoesToCuda) {
+  Pairs p = MakePairs();
+  auto cpu = std::make_unique<StandIn>("cpu", std::chrono::milliseconds(0), true);
+  auto gpu = std::make_unique<testing::HostResidentBackend>(1 << 20, "cuda");
+  testing::HostResidentBackend* gpu_ptr = gpu.get();
+  AutoCalibration cal;
+  cal.cpu_gbs = 100;  // cuda never wins by the numbers
+  cal.cuda_gbs = 1;
+  AutoBackend backend(std::move(cpu), std::move(gpu), cal);
+  DiffTask keyed = p.flat;
+  keyed.ref_key = "run/x@0";
+  EXPECT_EQ(backend.BackendFor(keyed).name(), "cpu");
+  // Not resident yet: nothing to hold, and a null ref is refused.
+  EXPECT_EQ(backend.HoldResidentRef("run/x@0"), nullptr);
+  DiffTask bare = keyed;
+  bare.ref.data = nullptr;
+  EXPECT_THAT(backend.Compare(bare), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not resident")));
+  // An unkeyed null ref is invalid, as for any backend.
+  DiffTask unkeyed = bare;
+  unkeyed.ref_key = {};
+  EXPECT_THAT(backend.Compare(unkeyed),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no data")));
+  // Made resident on the cuda side, held: the bare task goes there and
+  // reads the cached copy.
+  ASSERT_TRUE(gpu_ptr->Compare(keyed).ok());
+  std::shared_ptr<const void> hold = backend.HoldResidentRef("run/x@0");
+  ASSERT_NE(hold, nullptr);
+  EXPECT_EQ(backend.BackendFor(bare).name(), "cuda");
+  CpuBackend oracle;
+  ASSERT_OK_AND_ASSIGN(DiffStats want, oracle.Compare(p.flat));
+  ASSERT_OK_AND_ASSIGN(DiffStats got, backend.Compare(bare));
+  ExpectIdentical(got, want, "held");
+  std::vector<DiffTask> batch = {bare, p.flat, bare};
+  std::vector<DiffStats> out(batch.size());
+  ASSERT_TRUE(backend.CompareBatch(batch, absl::MakeSpan(out)).ok());
+  for (const DiffStats& o : out) ExpectIdentical(o, want, "batch");
+  EXPECT_EQ(backend.resident_stats().hits, 3u);
 }
 
 TEST(AutoBackendTest, WindowsComeFromTheBackendThatReducesThem) {
