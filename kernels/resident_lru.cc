@@ -23,7 +23,8 @@ bool ResidentLru::MakeRoom(size_t bytes, bool reference, std::vector<void*>* evi
     ++rejections_;
     return false;
   }
-  if (used_ + bytes <= budget_) return true;
+  under_pressure_ = used_ + bytes > budget_;
+  if (!under_pressure_) return true;
   const size_t need = used_ + bytes - budget_;
   // Victims, least recently used first: ordinary entries, then (for a
   // reference newcomer only) reference entries. Chosen before anything is
@@ -56,8 +57,12 @@ bool ResidentLru::MakeRoom(size_t bytes, bool reference, std::vector<void*>* evi
 
 void ResidentLru::Insert(std::string_view key, size_t bytes, bool reference, void* handle) {
   if (index_.find(key) != index_.end()) return;
-  lru_.push_front(Entry{std::string(key), bytes, reference, handle, 1});
-  index_.emplace(lru_.front().key, lru_.begin());
+  Entry entry{std::string(key), bytes, reference, handle, 1};
+  const bool cold = under_pressure_ && ++pressured_inserts_ % kMruInsertEvery != 0;
+  under_pressure_ = false;
+  const List::iterator it =
+      cold ? lru_.insert(lru_.end(), std::move(entry)) : lru_.insert(lru_.begin(), std::move(entry));
+  index_.emplace(it->key, it);
   used_ += bytes;
 }
 

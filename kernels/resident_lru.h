@@ -9,7 +9,15 @@
 // frees when MakeRoom hands it back, so the policy is tested without a GPU.
 //
 // Policy:
-//   - least recently used first (Acquire and Insert count as a use);
+//   - least recently used first (Acquire counts as a use);
+//   - bimodal insertion (BIP, Qureshi et al., ISCA 2007): a newcomer that
+//     had to evict goes in at the least recently used end, except every
+//     kMruInsertEvery-th, which goes in at the most recent end. Plain LRU
+//     turns a compare larger than the cache into zero hits (every entry is
+//     evicted just before the next pass needs it); with BIP what was
+//     admitted first stays, a later pass hits it, and a new working set
+//     still takes over the cache gradually. Newcomers that fit without
+//     evicting go in at the most recent end;
 //   - entries of reference runs (`reference`, storage::RunInfo::reference)
 //     are evicted only to make room for another reference entry: a stream
 //     of ordinary compares never pushes a published reference out;
@@ -87,7 +95,11 @@ class ResidentLru {
   size_t used_ = 0;
   uint64_t evictions_ = 0;
   uint64_t rejections_ = 0;
+  static constexpr uint64_t kMruInsertEvery = 32;
+
   List lru_;
+  bool under_pressure_ = false;  // the last MakeRoom had to evict
+  uint64_t pressured_inserts_ = 0;
   std::map<std::string, List::iterator, std::less<>> index_;
 };
 

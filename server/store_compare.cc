@@ -9,6 +9,7 @@
 #include <thread>
 #include <type_traits>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -16,8 +17,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/crc32c.h"
 #include "common/dtype.h"
@@ -55,6 +58,12 @@ struct StoredRun {
   std::string side;  // "ref" / "cand", for messages
   core::RunIndex index;
   std::vector<std::vector<storage::TensorAddress>> addresses;
+  std::vector<std::vector<uint64_t>> sequences;  // parallel to addresses
+  bool reference = false;                        // RunInfo::reference
+  // Run name and creation time: with a tensor's address, sequence and CRC
+  // it names the tensor's bytes for a backend's resident-ref cache, also
+  // across a run deleted and created again under the same name.
+  std::string key_prefix;
 
   const core::TensorInfo& Info(const TensorPosition& p) const {
     return index.checkpoints[p.checkpoint].tensors[p.tensor];
@@ -81,7 +90,10 @@ absl::StatusOr<StoredRun> ListRun(storage::Store& store, std::string_view name,
     }
     return Prefixed(s, absl::StrCat(side, " run '", run.name, "': "));
   };
-  if (absl::Status s = store.GetRun(name).status(); !s.ok()) return fail(s);
+  absl::StatusOr<storage::RunInfo> info = store.GetRun(name);
+  if (!info.ok()) return fail(info.status());
+  run.reference = info->reference;
+  run.key_prefix = absl::StrCat(run.name, "\x1f", absl::ToUnixNanos(info->created));
   absl::StatusOr<std::vector<storage::TensorMeta>> metas =
       store.ListTensors(name);
   if (!metas.ok()) return fail(metas.status());
@@ -104,6 +116,7 @@ absl::StatusOr<StoredRun> ListRun(storage::Store& store, std::string_view name,
     if (inserted) {
       run.index.checkpoints.push_back({h.address.checkpoint, {}});
       run.addresses.emplace_back();
+      run.sequences.emplace_back();
     }
     run.index.checkpoints[it->second].tensors.push_back(core::TensorInfo{
         .key = h.address.key,
@@ -115,6 +128,7 @@ absl::StatusOr<StoredRun> ListRun(storage::Store& store, std::string_view name,
         .crc32c = h.crc32c,  // verified at commit: the bytes' CRC
     });
     run.addresses[it->second].push_back(h.address);
+    run.sequences[it->second].push_back(meta.sequence);
   }
   return run;
 }
@@ -151,6 +165,9 @@ struct JobTask {
   // tensor's (row0 + i) * tensor_cols + col0 + j before merging.
   int64_t tile_cols = 0;
   int64_t tensor_cols = 0, row0 = 0, col0 = 0;
+  // Names the ref bytes this task reads (DiffTask::ref_key) when the
+  // backend keeps resident refs; empty otherwise.
+  std::string ref_key;
 };
 
 struct Job {
@@ -172,7 +189,11 @@ class Planner {
   // partials with Backend::MergeWindows in part order.
   Planner(const StoredRun& ref, const StoredRun& cand, const kernels::Backend& backend,
           const StoreCompareOptions& options)
-      : ref_(ref), cand_(cand), backend_(backend), options_(options) {}
+      : ref_(ref),
+        cand_(cand),
+        backend_(backend),
+        options_(options),
+        keyed_(backend.resident_stats().budget_bytes > 0) {}
 
   // Cuts `pairs` into jobs; parts()[i] is how many windows pair i has.
   void Plan(absl::Span<const PlannedPair> pairs) {
@@ -200,6 +221,23 @@ class Planner {
   const std::vector<size_t>& parts() const { return parts_; }
 
  private:
+  // The key of the ref bytes `op` reads (as a DiffTask::ref_key): the
+  // tensor's identity and the read's geometry.
+  std::string RefKey(const ReadOp& op, DType view_dtype) const {
+    if (!keyed_) return {};
+    return absl::StrCat(ref_.key_prefix, "\x1f", storage::AddressToString(ref_.Address(op.pos)),
+                        "\x1f", ref_.sequences[op.pos.checkpoint][op.pos.tensor], "\x1f",
+                        ref_.Info(op.pos).crc32c.value_or(0), "\x1f",
+                        static_cast<int>(view_dtype), "\x1f", op.offset, "\x1f", op.length,
+                        "\x1f", op.stride, "\x1f", op.pieces);
+  }
+
+  // Keys task `t` by its ref read, the job's reads from `first` on (none
+  // for an empty tensor).
+  void KeyRef(Job& job, size_t first, JobTask& t) const {
+    if (job.reads.size() > first) t.ref_key = RefKey(job.reads[first], t.ref.dtype);
+  }
+
   static void AddRead(Job& job, Side side, const TensorPosition& pos,
                       uint64_t offset, uint64_t length, uint64_t stride,
                       uint64_t pieces, size_t dst) {
@@ -224,7 +262,9 @@ class Planner {
     t.ref_dst = small_.Reserve(rb);
     t.cand_dst = small_.Reserve(cb);
     t.transpose = p.transpose_cand;
+    const size_t first = small_.reads.size();
     AddRead(small_, kRef, p.ref, 0, rb, 0, 1, t.ref_dst);
+    KeyRef(small_, first, t);
     AddRead(small_, kCand, p.cand, 0, cb, 0, 1, t.cand_dst);
     small_.tasks.push_back(std::move(t));
   }
@@ -257,6 +297,7 @@ class Planner {
       t.index_base = static_cast<uint64_t>(e0);
       AddRead(job, kRef, p.ref, static_cast<uint64_t>(e0) * rs,
               static_cast<uint64_t>(len) * rs, 0, 1, t.ref_dst);
+      KeyRef(job, 0, t);
       AddRead(job, kCand, p.cand, static_cast<uint64_t>(e0) * cs,
               static_cast<uint64_t>(len) * cs, 0, 1, t.cand_dst);
       job.tasks.push_back(std::move(t));
@@ -305,6 +346,7 @@ class Planner {
                   static_cast<uint64_t>(tc) * rs, static_cast<uint64_t>(n) * rs,
                   static_cast<uint64_t>(tr), t.ref_dst);
         }
+        KeyRef(job, 0, t);
         if (tr == m) {
           AddRead(job, kCand, p.cand, static_cast<uint64_t>(c0 * m) * cs,
                   static_cast<uint64_t>(tc * m) * cs, 0, 1, t.cand_dst);
@@ -333,6 +375,7 @@ class Planner {
   const StoredRun& cand_;
   const kernels::Backend& backend_;
   const StoreCompareOptions& options_;
+  const bool keyed_;  // the backend keeps resident refs: key the ref reads
   std::vector<Job> jobs_;
   std::vector<size_t> parts_;
   Job small_;
@@ -349,21 +392,39 @@ class Planner {
 // job was reduced. Used by one thread at a time (Data: once Fill is done).
 class JobReader {
  public:
-  JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand, Side side)
-      : store_(store), runs_{&ref, &cand}, side_(side) {}
+  // `resident` (ref side only; may be null): the backend whose resident
+  // refs need not be read (Backend::HoldResidentRef).
+  JobReader(storage::Store& store, const StoredRun& ref, const StoredRun& cand, Side side,
+            kernels::Backend* resident = nullptr)
+      : store_(store), runs_{&ref, &cand}, side_(side), resident_(resident) {}
 
   // Where the job in buffer `slot` finds the bytes placed at `dst`: a
-  // mapping, or the buffer itself.
+  // mapping, the buffer itself, or nowhere (null: a ref the backend holds
+  // resident under the task's ref_key, so it was not read).
   const uint8_t* Data(size_t slot, const uint8_t* buffer, size_t dst) const {
+    if (skipped_[slot].count(dst) > 0) return nullptr;
     auto it = views_[slot].find(dst);
     return it == views_[slot].end() ? buffer + dst : it->second->bytes().data();
   }
 
   absl::Status Fill(const Job& job, uint8_t* buffer, size_t slot) {
     views_[slot].clear();
-    if (store_.read_parallelism() > 1) return FillInParallel(job, buffer);
+    // The previous job in this slot is reduced: its holds can go.
+    holds_[slot].clear();
+    skipped_[slot].clear();
+    if (resident_ != nullptr) {
+      for (const JobTask& t : job.tasks) {
+        if (t.ref_key.empty()) continue;
+        if (std::shared_ptr<const void> hold = resident_->HoldResidentRef(t.ref_key)) {
+          holds_[slot].push_back(std::move(hold));
+          skipped_[slot].insert(t.ref_dst);
+        }
+      }
+    }
+    if (store_.read_parallelism() > 1) return FillInParallel(job, buffer, slot);
     for (const ReadOp& op : job.reads) {
       if (op.side != side_) continue;
+      if (Skipped(op, slot)) continue;
       const StoredRun& run = *runs_[op.side];
       const Key key{op.side, op.pos.checkpoint, op.pos.tensor};
       auto it = readers_.find(key);
@@ -405,10 +466,11 @@ class JobReader {
   // For a store whose reads are round trips (Store::read_parallelism > 1,
   // which maps nothing): the job's reads grouped by tensor, groups spread
   // over up to that many threads, each reader used by one thread.
-  absl::Status FillInParallel(const Job& job, uint8_t* buffer) {
+  absl::Status FillInParallel(const Job& job, uint8_t* buffer, size_t slot) {
     std::map<Key, std::vector<const ReadOp*>> groups;
     for (const ReadOp& op : job.reads) {
       if (op.side != side_) continue;
+      if (Skipped(op, slot)) continue;
       groups[Key{op.side, op.pos.checkpoint, op.pos.tensor}].push_back(&op);
     }
     std::vector<std::pair<storage::TensorReader*, const std::vector<const ReadOp*>*>> work;
@@ -457,9 +519,23 @@ class JobReader {
     return absl::OkStatus();
   }
 
+  // True when `op` reads a ref held resident for this slot's job: nothing
+  // to read (a reader kept open for it is closed at its last use).
+  bool Skipped(const ReadOp& op, size_t slot) {
+    if (skipped_[slot].count(op.dst) == 0) return false;
+    if (op.last_use) readers_.erase(Key{op.side, op.pos.checkpoint, op.pos.tensor});
+    return true;
+  }
+
   storage::Store& store_;
   const StoredRun* runs_[2];
   const Side side_;
+  kernels::Backend* const resident_;
+  // Per buffer slot: the holds on its job's resident refs (kept until the
+  // slot is filled again, i.e. until the job was reduced) and the buffer
+  // offsets of the ref reads they made unnecessary.
+  std::vector<std::shared_ptr<const void>> holds_[2];
+  std::set<size_t> skipped_[2];
   std::map<Key, std::unique_ptr<storage::TensorReader>> readers_;
   bool map_ = true;  // the store has mapped (or may map) ranges
   // Per buffer slot: dst -> the mapping placed there instead of bytes.
@@ -470,20 +546,33 @@ class JobReader {
 // `cand_at` give where a side's bytes placed at a buffer offset are.
 template <typename RefAt, typename CandAt>
 absl::Status ReduceJob(const Job& job, const RefAt& ref_at, const CandAt& cand_at,
-                       absl::Span<const PlannedPair> pairs,
+                       bool ref_is_reference, absl::Span<const PlannedPair> pairs,
                        kernels::Backend& backend,
-                       std::vector<std::vector<DiffStats>>& partials) {
+                       std::vector<std::vector<DiffStats>>& partials,
+                       std::vector<std::string>& reducers) {
   std::vector<kernels::DiffTask> tasks;
   for (const JobTask& t : job.tasks) {
     for (const kernels::DiffOptions& o : pairs[t.pair].options) {
       kernels::DiffTask d;
       d.ref = t.ref;
       d.ref.data = ref_at(t.ref_dst);
+      d.ref_key = t.ref_key;
+      d.ref_is_reference = ref_is_reference;
       d.cand = t.cand;
       d.cand.data = cand_at(t.cand_dst);
       d.transpose_cand = t.transpose;
       d.index_base = t.index_base;
       d.options = o;
+      // Who reduces it: windows of one pair may differ (a resident ref
+      // window on cuda, the others where auto routes them): "cpu+cuda".
+      const std::string_view name = backend.ReducerName(d);
+      std::string& r = reducers[t.pair];
+      if (r.empty()) {
+        r = std::string(name);
+      } else if (r != name && !absl::StrContains(absl::StrCat("+", r, "+"),
+                                                 absl::StrCat("+", std::string(name), "+"))) {
+        absl::StrAppend(&r, "+", std::string(name));
+      }
       tasks.push_back(std::move(d));
     }
   }
@@ -524,6 +613,7 @@ class StoreReducer final : public core::PairReducer {
     planner.Plan(pairs);
     std::vector<Job>& jobs = planner.jobs();
     std::vector<std::vector<DiffStats>> partials(pairs.size());
+    std::vector<std::string> reducers(pairs.size());  // filled by ReduceJob
     for (size_t i = 0; i < pairs.size(); ++i) {
       partials[i].resize(planner.parts()[i] * pairs[i].options.size());
     }
@@ -543,7 +633,9 @@ class StoreReducer final : public core::PairReducer {
     // and the cand side each on a thread of its own (reading, not reducing,
     // is most of a stored compare: copies out of the store and checksums).
     // Each reader is only touched by one read at a time.
-    JobReader readers[2] = {JobReader(store_, ref_, cand_, kRef),
+    kernels::Backend* resident =
+        backend_.resident_stats().budget_bytes > 0 ? &backend_ : nullptr;
+    JobReader readers[2] = {JobReader(store_, ref_, cand_, kRef, resident),
                             JobReader(store_, ref_, cand_, kCand)};
     using Reads = std::array<std::future<absl::Status>, 2>;
     auto read = [&](size_t j) {
@@ -572,7 +664,8 @@ class StoreReducer final : public core::PairReducer {
       const uint8_t* buffer = buffers[j % 2].get();
       auto ref_at = [&](size_t dst) { return readers[kRef].Data(j % 2, buffer, dst); };
       auto cand_at = [&](size_t dst) { return readers[kCand].Data(j % 2, buffer, dst); };
-      absl::Status s = ReduceJob(jobs[j], ref_at, cand_at, pairs, backend_, partials);
+      absl::Status s =
+          ReduceJob(jobs[j], ref_at, cand_at, ref_.reference, pairs, backend_, partials, reducers);
       if (!s.ok()) {
         finish(next).IgnoreError();
         return s;
@@ -595,7 +688,8 @@ class StoreReducer final : public core::PairReducer {
       probe.ref.dtype = pairs[i].ref_dtype;
       probe.cand.dtype = pairs[i].cand_dtype;
       probe.transpose_cand = pairs[i].transpose_cand;
-      reduced_by[i] = std::string(backend_.ReducerName(probe));
+      reduced_by[i] =
+          reducers[i].empty() ? std::string(backend_.ReducerName(probe)) : reducers[i];
     }
     return absl::OkStatus();
   }

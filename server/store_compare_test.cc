@@ -40,6 +40,7 @@
 #include "kernels/backend.h"
 #include "kernels/chunk_grid.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/testing/host_resident_backend.h"
 #include "storage/memory/memory_store.h"
 #include "storage/rocksdb/rocksdb_store.h"
 #include "storage/store.h"
@@ -949,7 +950,7 @@ class ObservedStore : public storage::Store {
     if (!r.ok()) return r;
     ++opened;
     return std::unique_ptr<storage::TensorReader>(
-        new Reader(*this, *std::move(r), address.key == fail_key));
+        new Reader(*this, *std::move(r), address.key == fail_key, run == counted_run));
   }
   absl::Status PutReport(const storage::StoredReport& report) override {
     return base_.PutReport(report);
@@ -985,16 +986,19 @@ class ObservedStore : public storage::Store {
   std::string fail_key;  // reads of this key fail with DataLoss
   size_t max_read = 0;
   int opened = 0;
+  std::string counted_run;  // bytes read from this run's tensors:
+  std::atomic<uint64_t> counted_bytes{0};
 
  private:
   class Reader : public storage::TensorReader {
    public:
     Reader(ObservedStore& owner, std::unique_ptr<storage::TensorReader> base,
-           bool fail)
-        : owner_(owner), base_(std::move(base)), fail_(fail) {}
+           bool fail, bool counted)
+        : owner_(owner), base_(std::move(base)), fail_(fail), counted_(counted) {}
     const storage::TensorMeta& meta() const override { return base_->meta(); }
     absl::Status Read(uint64_t offset, absl::Span<uint8_t> dst) override {
       if (fail_ && offset > 0) return absl::DataLossError("chunk 7 is gone");
+      if (counted_) owner_.counted_bytes += dst.size();
       owner_.max_read = std::max(owner_.max_read, dst.size());
       return base_->Read(offset, dst);
     }
@@ -1003,6 +1007,7 @@ class ObservedStore : public storage::Store {
     ObservedStore& owner_;
     std::unique_ptr<storage::TensorReader> base_;
     bool fail_;
+    bool counted_;
   };
 
   storage::Store& base_;
@@ -1032,6 +1037,84 @@ TEST_F(StoreCompareTest, ReadsStayWithinTheWindowAndErrorsNameTheTensor) {
               StatusIs(absl::StatusCode::kDataLoss,
                        HasSubstr("ref run 'team/torch' tensor "
                                  "forward/f32_4099: chunk 7 is gone")));
+}
+
+// A backend with a resident-ref cache (the cuda backend's contract, kept in
+// host memory by the stand-in): the first compare reads every ref and
+// fills the cache; the second reads no ref byte the cache holds, and both
+// give the report of the data in memory. Batched and windowed pairs, a
+// cache too small for everything, and new data under the same run names.
+TEST_F(StoreCompareTest, ResidentRefsAreNotReadAgain) {
+  const core::Policy policy = MixedPolicy();
+  struct Case {
+    const char* name;
+    size_t small_pair_bytes, window_bytes;
+    bool exact;
+  };
+  for (const Case& c : {Case{"batched", size_t{4} << 20, size_t{16} << 20, true},
+                        Case{"windowed", 0, 1000, false}}) {
+    SCOPED_TRACE(c.name);
+    Runs runs = MixedRuns(21);
+    ASSERT_OK_AND_ASSIGN(core::Report memory,
+                         core::CompareRuns(runs.ref, runs.cand, policy, backend_));
+    ObservedStore observed(*runs.store);
+    observed.counted_run = "team/torch";
+    // Named like the oracle, so reports compare equal field by field.
+    kernels::testing::HostResidentBackend resident(size_t{64} << 20, "cpu");
+    StoreCompareOptions options;
+    options.small_pair_bytes = c.small_pair_bytes;
+    options.window_bytes = c.window_bytes;
+
+    ASSERT_OK_AND_ASSIGN(core::Report first, CompareStoredRuns(observed, "team/torch",
+                                                               "team/paddle", policy,
+                                                               resident, options));
+    ExpectSameReport(first, memory, c.exact);
+    const uint64_t ref_bytes = observed.counted_bytes.load();
+    const kernels::ResidentStats after_first = resident.resident_stats();
+    // Every ref read once, and all of it admitted. A pair under several
+    // tolerances is several tasks with one key: the first misses, the
+    // others hit what it left.
+    EXPECT_GT(ref_bytes, 0u);
+    EXPECT_GT(after_first.misses, 0u);
+    EXPECT_EQ(after_first.admitted_bytes, ref_bytes);
+    const uint64_t keyed_tasks = after_first.hits + after_first.misses;
+
+    ASSERT_OK_AND_ASSIGN(core::Report second, CompareStoredRuns(observed, "team/torch",
+                                                                "team/paddle", policy,
+                                                                resident, options));
+    ExpectSameReport(second, memory, c.exact);
+    EXPECT_EQ(observed.counted_bytes.load(), ref_bytes) << "a resident ref was read again";
+    const kernels::ResidentStats after_second = resident.resident_stats();
+    EXPECT_EQ(after_second.hits, after_first.hits + keyed_tasks);
+    EXPECT_EQ(after_second.misses, after_first.misses);
+
+    // Room for part of the refs only: what is resident is skipped, the rest
+    // read; the report is the same.
+    kernels::testing::HostResidentBackend small(ref_bytes / 2, "cpu");
+    ASSERT_OK_AND_ASSIGN(core::Report a, CompareStoredRuns(observed, "team/torch",
+                                                           "team/paddle", policy, small,
+                                                           options));
+    const uint64_t before = observed.counted_bytes.load();
+    ASSERT_OK_AND_ASSIGN(core::Report b, CompareStoredRuns(observed, "team/torch",
+                                                           "team/paddle", policy, small,
+                                                           options));
+    ExpectSameReport(a, memory, c.exact);
+    ExpectSameReport(b, memory, c.exact);
+    const uint64_t reread = observed.counted_bytes.load() - before;
+    EXPECT_GT(reread, 0u);
+    EXPECT_LT(reread, ref_bytes);
+    EXPECT_GT(small.resident_stats().hits, 0u);
+
+    // Other bytes under the same run names and addresses (another store,
+    // as after a run is deleted and logged again): never a stale hit.
+    Runs other = MixedRuns(22);
+    ASSERT_OK_AND_ASSIGN(core::Report other_memory,
+                         core::CompareRuns(other.ref, other.cand, policy, backend_));
+    ASSERT_OK_AND_ASSIGN(core::Report other_stored,
+                         CompareStoredRuns(*other.store, "team/torch", "team/paddle", policy,
+                                           resident, options));
+    ExpectSameReport(other_stored, other_memory, c.exact);
+  }
 }
 
 // A store that asks for parallel reads (as postgres+s3 does) over another.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -589,13 +590,29 @@ struct CudaBackend::Impl {
                                    std::vector<std::string_view>* held)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     absl::MutexLock lock(&cache_mu);
+    // A key repeated in the batch (one pair under several tolerances) is
+    // looked up once: its repeats must not count as uses (they would make
+    // every newcomer the most recent entry and undo bimodal insertion).
+    std::map<std::string_view, const unsigned char*> seen;
     for (size_t t = 0; t < tasks.size(); ++t) {
       const DiffTask& task = tasks[t];
       if (task.ref_key.empty()) continue;
       const size_t bytes =
           static_cast<size_t>(task.ref.num_elements()) * DTypeSize(task.ref.dtype);
       if (bytes == 0) continue;
+      if (auto it = seen.find(task.ref_key); it != seen.end()) {
+        (*resident)[t] = it->second;
+        ++(it->second != nullptr ? counters.hits : counters.misses);
+        if (it->second == nullptr && task.ref.data == nullptr) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "task ", t, ": ref has no data and is not resident (key '",
+              std::string(task.ref_key), "')"));
+        }
+        continue;
+      }
+      seen[task.ref_key] = nullptr;
       if (void* h = lru.Acquire(task.ref_key)) {
+        seen[task.ref_key] = static_cast<const unsigned char*>(h);
         held->push_back(task.ref_key);
         (*resident)[t] = static_cast<const unsigned char*>(h);
         ++counters.hits;
@@ -626,6 +643,7 @@ struct CudaBackend::Impl {
                                                 cudaGetErrorString(err)));
       }
       lru.Insert(task.ref_key, bytes, task.ref_is_reference, copy);
+      seen[task.ref_key] = static_cast<const unsigned char*>(copy);
       held->push_back(task.ref_key);
       (*resident)[t] = static_cast<const unsigned char*>(copy);
       counters.admitted_bytes += bytes;
