@@ -160,7 +160,7 @@ run() {
   printf '%s\n' "${summary[@]}"
   if [[ -f "$logs/$BENCH.log" ]]; then
     echo "bench ($BENCH: host data incl. transfers, then the fused kernel device-resident):"
-    sed 's/^/  /' "$logs/$BENCH.log" | head -60
+    sed 's/^/  /' "$logs/$BENCH.log" | head -100
   fi
   echo "logs   : $logs"
   if [[ $ok -eq 1 ]]; then echo "RESULT : PASS"; else echo "RESULT : FAIL"; fi

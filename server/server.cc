@@ -123,8 +123,10 @@ absl::StatusOr<bool> IsLoopbackAddress(const std::string& listen) {
 
 namespace {
 
-// reprodd's metrics, with reprod_store_bytes read from `quota` at each scrape.
-std::unique_ptr<metrics::ServerMetrics> MakeMetrics(const QuotaLedger& quota) {
+// reprodd's metrics, with reprod_store_bytes read from `quota` and the
+// resident-ref cache's figures from `backend` at each scrape.
+std::unique_ptr<metrics::ServerMetrics> MakeMetrics(const QuotaLedger& quota,
+                                                    const kernels::Backend& backend) {
   std::string_view version = ServerVersion();  // "reprodd 0.1.0"
   if (version.starts_with("reprodd ")) version.remove_prefix(std::string_view("reprodd ").size());
   auto m = std::make_unique<metrics::ServerMetrics>(version);
@@ -136,6 +138,27 @@ std::unique_ptr<metrics::ServerMetrics> MakeMetrics(const QuotaLedger& quota) {
           out.push_back({{ns}, static_cast<double>(usage.stored)});
         }
         return out;
+      });
+  // Zero unless the backend keeps resident refs (--gpu-cache-bytes).
+  m->registry().AddCallbackGauge(
+      "reprod_gpu_cache_bytes", "Resident-ref cache on the GPU: its budget and the bytes in use.",
+      {"kind"}, [&backend] {
+        const kernels::ResidentStats r = backend.resident_stats();
+        return std::vector<std::pair<metrics::LabelValues, double>>{
+            {{"budget"}, static_cast<double>(r.budget_bytes)},
+            {{"used"}, static_cast<double>(r.used_bytes)}};
+      });
+  m->registry().AddCallbackGauge(
+      "reprod_gpu_cache_events",
+      "Resident-ref cache events since start: hit and miss (keyed pairs whose ref was or was "
+      "not on the GPU), eviction, rejection (a miss that did not fit).",
+      {"event"}, [&backend] {
+        const kernels::ResidentStats r = backend.resident_stats();
+        return std::vector<std::pair<metrics::LabelValues, double>>{
+            {{"hit"}, static_cast<double>(r.hits)},
+            {{"miss"}, static_cast<double>(r.misses)},
+            {{"eviction"}, static_cast<double>(r.evictions)},
+            {{"rejection"}, static_cast<double>(r.rejections)}};
       });
   return m;
 }
@@ -256,7 +279,7 @@ absl::StatusOr<std::unique_ptr<ReprodServer>> ReprodServer::Start(
                                          .namespace_quota_bytes =
                                              options.limits.namespace_quota_bytes}));
   spdlog::info("quotas: {} bytes stored", impl->quota->Total().stored);
-  impl->metrics = MakeMetrics(*impl->quota);
+  impl->metrics = MakeMetrics(*impl->quota, *impl->backend);
 
   ServiceEnv env;
   env.metrics = impl->metrics.get();

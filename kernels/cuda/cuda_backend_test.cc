@@ -521,6 +521,102 @@ TEST_F(CudaBackendTest, HugePairBeyondInt32) {
 
 // The timings --backend auto logs at start-up: all three measured, and the
 // kernel really reduced the whole pair.
+// Resident refs (CudaBackendOptions::resident_bytes, DiffTask::ref_key):
+// the same bits as without the cache on both kernels, for element-wise and
+// transposed pairs, pieces whose resident ref is 16-byte aligned (read in
+// place) and not (copied device to device into the slot); one upload per
+// key; a held ref without host data; eviction under a small budget.
+TEST_F(CudaBackendTest, ResidentRefsGiveTheSameBitsAndUploadOnce) {
+  const int64_t n = (1 << 20) + 3;
+  const std::vector<double> r = RandomValues(n, 71);
+  HostTensor ref = MakeTensor(DType::kFloat32, r);
+  HostTensor cand = MakeTensor(DType::kBFloat16, Perturb(r, 72, 1e-2));
+  const int64_t m = 301, cols = 517;  // odd rows: unaligned transposed pieces
+  const std::vector<double> tr = RandomValues(m * cols, 73);
+  std::vector<double> tc(tr.size());
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < cols; ++j) tc[j * m + i] = tr[i * cols + j] * (1 + 1e-6);
+  }
+  HostTensor t_ref = MakeTensor(DType::kFloat32, tr, Shape{m, cols});
+  HostTensor t_cand = MakeTensor(DType::kFloat32, tc, Shape{cols, m});
+  for (const CudaKernel kernel : {CudaKernel::kSegmented, CudaKernel::kFused}) {
+    // 4097-element pieces: f32 piece offsets of 16388 bytes, so every other
+    // piece's resident ref is unaligned; whole-pair pieces: aligned.
+    for (const int64_t chunk : {int64_t{4097}, int64_t{1} << 24}) {
+      SCOPED_TRACE(absl::StrCat(kernel == CudaKernel::kFused ? "fused" : "segmented",
+                                ", chunk ", chunk));
+      CudaBackendOptions plain_options;
+      plain_options.kernel = kernel;
+      plain_options.chunk_elements = chunk;
+      CudaBackendOptions cached_options = plain_options;
+      cached_options.resident_bytes = size_t{64} << 20;
+      absl::StatusOr<std::unique_ptr<Backend>> plain = CreateCudaBackend(plain_options);
+      absl::StatusOr<std::unique_ptr<Backend>> cached = CreateCudaBackend(cached_options);
+      ASSERT_TRUE(plain.ok() && cached.ok());
+      for (const bool transposed : {false, true}) {
+        DiffTask task = transposed ? MakeTask(t_ref.view(), t_cand.view(), true)
+                                   : MakeTask(ref.view(), cand.view());
+        absl::StatusOr<DiffStats> want = (*plain)->Compare(task);
+        ASSERT_TRUE(want.ok()) << want.status();
+        const std::string key = transposed ? "t" : "flat";
+        task.ref_key = key;
+        const ResidentStats before = (*cached)->resident_stats();
+        for (int i = 0; i < 2; ++i) {  // a miss that uploads, then a hit
+          absl::StatusOr<DiffStats> got = (*cached)->Compare(task);
+          ASSERT_TRUE(got.ok()) << got.status();
+          ExpectIdentical(*got, *want, absl::StrCat(key, " pass ", i));
+        }
+        const ResidentStats after = (*cached)->resident_stats();
+        EXPECT_EQ(after.misses - before.misses, 1u);
+        EXPECT_EQ(after.hits - before.hits, 1u);
+        EXPECT_EQ(after.admitted_bytes - before.admitted_bytes, task.ref.num_elements() * 4u);
+        // Held, the ref needs no host data.
+        std::shared_ptr<const void> hold = (*cached)->HoldResidentRef(key);
+        ASSERT_NE(hold, nullptr);
+        DiffTask bare = task;
+        bare.ref.data = nullptr;
+        absl::StatusOr<DiffStats> held = (*cached)->Compare(bare);
+        ASSERT_TRUE(held.ok()) << held.status();
+        ExpectIdentical(*held, *want, key + " held");
+      }
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, ResidentRefsEvictUnderTheBudgetAndRefuseBareMisses) {
+  CudaBackendOptions o;
+  o.resident_bytes = size_t{5} << 20;  // room for one 4 MiB ref
+  absl::StatusOr<std::unique_ptr<Backend>> b = CreateCudaBackend(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const int64_t n = int64_t{1} << 20;  // 4 MiB of float32
+  HostTensor a = MakeTensor(DType::kFloat32, RandomValues(n, 81));
+  HostTensor c = MakeTensor(DType::kFloat32, RandomValues(n, 82));
+  DiffTask first = MakeTask(a.view(), c.view());
+  first.ref_key = "a";
+  DiffTask second = MakeTask(c.view(), a.view());
+  second.ref_key = "c";
+  ASSERT_TRUE((*b)->Compare(first).ok());
+  EXPECT_NE((*b)->HoldResidentRef("a"), nullptr);
+  ASSERT_TRUE((*b)->Compare(second).ok());  // evicts a
+  EXPECT_EQ((*b)->HoldResidentRef("a"), nullptr);
+  EXPECT_NE((*b)->HoldResidentRef("c"), nullptr);
+  const ResidentStats s = (*b)->resident_stats();
+  EXPECT_EQ(s.budget_bytes, o.resident_bytes);
+  EXPECT_EQ(s.evictions, 1u);
+  EXPECT_EQ(s.used_bytes, size_t{4} << 20);
+  // A ref larger than the budget streams as usual.
+  HostTensor big = MakeTensor(DType::kFloat64, RandomValues(n, 83));
+  DiffTask large = MakeTask(big.view(), big.view());
+  large.ref_key = "big";
+  ASSERT_TRUE((*b)->Compare(large).ok());
+  EXPECT_EQ((*b)->HoldResidentRef("big"), nullptr);
+  // No host data and nothing resident: refused, naming the key.
+  DiffTask bare = first;
+  bare.ref.data = nullptr;
+  EXPECT_THAT((*b)->Compare(bare),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("key 'a'")));
+}
+
 TEST_F(CudaBackendTest, DeviceResidentTimingMeasuresKernelCopyAndUpload) {
   const uint64_t n = uint64_t{1} << 22;
   absl::StatusOr<internal::DeviceResidentTiming> t =

@@ -16,6 +16,11 @@
 //   reprod_store_bytes{namespace}                     stored tensor bytes (the quota
 //                                                     ledger's, read at each scrape)
 //   reprod_auth_failures_total{reason}                unauthenticated|permission_denied
+//   reprod_gpu_cache_bytes{kind}                      budget|used of the resident-ref
+//                                                     cache (--gpu-cache-bytes; read
+//                                                     from the backend at each scrape)
+//   reprod_gpu_cache_events{event}                    hit|miss|eviction|rejection since
+//                                                     start (likewise)
 //
 // Thread-safety: every member may be used from any thread at once.
 #ifndef REPROD_SERVER_METRICS_SERVER_METRICS_H_

@@ -116,6 +116,11 @@ def test_fresh_server_counts_nothing(pushed):
     assert len(build) == 1 and re.fullmatch(r'\{version="\d+\.\d+\.\d+"\}', build[0][1]), build
     assert before[build[0]] == 1
     assert not [k for k in before if k[0] == "reprod_store_bytes"]  # nothing stored yet
+    # The cpu backend keeps no resident refs: the cache gauges are there, at 0.
+    assert before[("reprod_gpu_cache_bytes", '{kind="budget"}')] == 0
+    assert before[("reprod_gpu_cache_bytes", '{kind="used"}')] == 0
+    for event in ("hit", "miss", "eviction", "rejection"):
+        assert before[("reprod_gpu_cache_events", '{event="%s"}' % event)] == 0
 
 
 def test_ingest_counters_equal_what_was_pushed(pushed):
