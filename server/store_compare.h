@@ -21,6 +21,12 @@
 //   PlanTransposedWindows, kernels/chunk_grid.h), which cuts them on its own
 //   chunk grid, and each pair's window partials are merged with
 //   Backend::MergeWindows in the backend's own order.
+// Resident refs: when the backend keeps refs on its device
+// (Backend::resident_stats().budget_bytes > 0, `reprodd --gpu-cache-bytes`),
+// every ref read is keyed (DiffTask::ref_key: run name and creation time,
+// tensor address, sequence, CRC, dtype, byte range); refs the backend
+// holds are not read from the store at all, the others are and the backend
+// may keep them for the next compare.
 // Reading the next batch/window overlaps reducing the current one (two
 // buffers, the read on a second thread), so peak memory is about
 // 2 * max(batch_bytes, 2 * window_bytes) plus the backend's own scratch.
