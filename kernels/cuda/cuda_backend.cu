@@ -662,14 +662,8 @@ struct CudaBackend::Impl {
     return r;
   }
 
-  std::shared_ptr<const void> Hold(std::string_view key) {
-    absl::MutexLock lock(&cache_mu);
-    void* h = lru.Acquire(key);
-    if (h == nullptr) return nullptr;
-    return std::shared_ptr<const void>(h, [this, k = std::string(key)](const void*) {
-      absl::MutexLock l(&cache_mu);
-      lru.Release(k);
-    });
+  std::shared_ptr<const void> Hold(std::string_view key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return HoldShared(lru, cache_mu, key);  // locks cache_mu itself
   }
 
   absl::Status RunWithResidentRefs(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out,

@@ -112,14 +112,9 @@ class HostResidentBackend final : public Backend {
     return status;
   }
 
-  std::shared_ptr<const void> HoldResidentRef(std::string_view key) override {
-    absl::MutexLock lock(&mu_);
-    void* h = lru_.Acquire(key);
-    if (h == nullptr) return nullptr;
-    return std::shared_ptr<const void>(h, [this, k = std::string(key)](const void*) {
-      absl::MutexLock l(&mu_);
-      lru_.Release(k);
-    });
+  std::shared_ptr<const void> HoldResidentRef(std::string_view key) override
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return HoldShared(lru_, mu_, key);  // locks mu_ itself
   }
 
   ResidentStats resident_stats() const override {
