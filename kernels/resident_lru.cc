@@ -81,14 +81,4 @@ std::vector<void*> ResidentLru::Clear() {
   return handles;
 }
 
-std::shared_ptr<const void> HoldShared(ResidentLru& lru, absl::Mutex& mu, std::string_view key) {
-  absl::MutexLock lock(&mu);
-  void* h = lru.Acquire(key);
-  if (h == nullptr) return nullptr;
-  return std::shared_ptr<const void>(h, [&lru, &mu, k = std::string(key)](const void*) {
-    absl::MutexLock l(&mu);
-    lru.Release(k);
-  });
-}
-
 }  // namespace reprod::kernels

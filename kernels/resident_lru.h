@@ -43,12 +43,9 @@
 #include <cstdint>
 #include <list>
 #include <map>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "absl/synchronization/mutex.h"
 
 namespace reprod::kernels {
 
@@ -105,11 +102,6 @@ class ResidentLru {
   uint64_t pressured_inserts_ = 0;
   std::map<std::string, List::iterator, std::less<>> index_;
 };
-
-// Backend::HoldResidentRef for an owner that guards `lru` with `mu`: one
-// hold on `key` (Acquire) as a handle whose deleter releases it under `mu`;
-// null when the key is absent. The handle must not outlive `lru` or `mu`.
-std::shared_ptr<const void> HoldShared(ResidentLru& lru, absl::Mutex& mu, std::string_view key);
 
 }  // namespace reprod::kernels
 

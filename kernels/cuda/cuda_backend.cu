@@ -39,7 +39,7 @@
 #include "kernels/cuda/internal/device_resident_timing.h"
 #include "kernels/cuda/internal/fused_launch.h"
 #include "kernels/diff_stats.h"
-#include "kernels/resident_lru.h"
+#include "kernels/resident_refs.h"
 
 namespace reprod::kernels {
 namespace {
@@ -258,16 +258,13 @@ struct CudaBackend::Impl {
   std::unique_ptr<ThreadPool> staging_pool;
   absl::Mutex mu;
   Slot slots[2] ABSL_GUARDED_BY(mu);
-  // Resident refs (options.resident_bytes > 0). cache_mu is taken after mu
-  // (Run) or alone (holds released by callers); device copies are freed
-  // only under both, when no round can be reading them.
-  mutable absl::Mutex cache_mu ABSL_ACQUIRED_AFTER(mu);
-  ResidentLru lru ABSL_GUARDED_BY(cache_mu){0};
-  ResidentStats counters ABSL_GUARDED_BY(cache_mu);
+  // Resident refs (options.resident_bytes > 0): copies in device memory,
+  // held by Run from before its rounds until they finished.
+  std::unique_ptr<ResidentRefs> resident_refs;
 
   ~Impl() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     cudaSetDevice(options.device);
-    for (void* p : lru.Clear()) cudaFree(p);
+    resident_refs.reset();
     for (Slot& s : slots) {
       if (s.stream != nullptr) cudaStreamSynchronize(s.stream);
       cudaFreeHost(s.host);
@@ -572,98 +569,11 @@ struct CudaBackend::Impl {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     for (DiffStats& o : out) o = DiffStats();
     REPROD_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
-    std::vector<const unsigned char*> resident(tasks.size(), nullptr);
-    std::vector<std::string_view> held;
-    absl::Status status = ResolveResidentRefs(tasks, &resident, &held);
-    if (status.ok()) status = RunWithResidentRefs(tasks, out, resident);
-    absl::MutexLock lock(&cache_mu);
-    for (std::string_view key : held) lru.Release(key);
+    ResidentRefs::Resolved resident;
+    REPROD_RETURN_IF_ERROR(resident_refs->Resolve(tasks, &resident));
+    absl::Status status = RunWithResidentRefs(tasks, out, resident.copies);
+    resident_refs->Release(resident);
     return status;
-  }
-
-  // resident[t]: the device copy of task t's ref, looked up (a hit) or
-  // uploaded into the cache (a miss that fits); held until Run ends (keys
-  // appended to *held). Tasks without a key, or whose ref does not fit,
-  // stay null and stream as usual.
-  absl::Status ResolveResidentRefs(absl::Span<const DiffTask> tasks,
-                                   std::vector<const unsigned char*>* resident,
-                                   std::vector<std::string_view>* held)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    absl::MutexLock lock(&cache_mu);
-    // A key repeated in the batch (one pair under several tolerances) is
-    // looked up once: its repeats must not count as uses (they would make
-    // every newcomer the most recent entry and undo bimodal insertion).
-    std::map<std::string_view, const unsigned char*> seen;
-    for (size_t t = 0; t < tasks.size(); ++t) {
-      const DiffTask& task = tasks[t];
-      if (task.ref_key.empty()) continue;
-      const size_t bytes =
-          static_cast<size_t>(task.ref.num_elements()) * DTypeSize(task.ref.dtype);
-      if (bytes == 0) continue;
-      if (auto it = seen.find(task.ref_key); it != seen.end()) {
-        (*resident)[t] = it->second;
-        ++(it->second != nullptr ? counters.hits : counters.misses);
-        if (it->second == nullptr && task.ref.data == nullptr) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              "task ", t, ": ref has no data and is not resident (key '",
-              std::string(task.ref_key), "')"));
-        }
-        continue;
-      }
-      seen[task.ref_key] = nullptr;
-      if (void* h = lru.Acquire(task.ref_key)) {
-        seen[task.ref_key] = static_cast<const unsigned char*>(h);
-        held->push_back(task.ref_key);
-        (*resident)[t] = static_cast<const unsigned char*>(h);
-        ++counters.hits;
-        continue;
-      }
-      ++counters.misses;
-      if (task.ref.data == nullptr) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "task ", t, ": ref has no data and is not resident (key '", std::string(task.ref_key),
-            "'); hold it with HoldResidentRef before passing a null ref"));
-      }
-      std::vector<void*> evicted;
-      if (options.resident_bytes == 0 || !lru.MakeRoom(bytes, task.ref_is_reference, &evicted)) {
-        continue;
-      }
-      for (void* e : evicted) REPROD_CUDA_RETURN_IF_ERROR(cudaFree(e));
-      void* copy = nullptr;
-      if (cudaMalloc(&copy, bytes) != cudaSuccess) {
-        cudaGetLastError();  // out of device memory: stream this one
-        ++counters.rejections;
-        continue;
-      }
-      if (cudaError_t err = cudaMemcpy(copy, task.ref.data, bytes, cudaMemcpyHostToDevice);
-          err != cudaSuccess) {
-        cudaFree(copy);
-        return absl::InternalError(absl::StrCat("cuda backend: uploading resident ref: ",
-                                                cudaGetErrorName(err), ": ",
-                                                cudaGetErrorString(err)));
-      }
-      lru.Insert(task.ref_key, bytes, task.ref_is_reference, copy);
-      seen[task.ref_key] = static_cast<const unsigned char*>(copy);
-      held->push_back(task.ref_key);
-      (*resident)[t] = static_cast<const unsigned char*>(copy);
-      counters.admitted_bytes += bytes;
-    }
-    return absl::OkStatus();
-  }
-
-  ResidentStats Stats() const {
-    absl::MutexLock lock(&cache_mu);
-    ResidentStats r = counters;
-    r.budget_bytes = options.resident_bytes;
-    r.used_bytes = lru.used_bytes();
-    r.entries = lru.entries();
-    r.evictions = lru.evictions();
-    r.rejections = counters.rejections + lru.rejections();
-    return r;
-  }
-
-  std::shared_ptr<const void> Hold(std::string_view key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return HoldShared(lru, cache_mu, key);  // locks cache_mu itself
   }
 
   absl::Status RunWithResidentRefs(absl::Span<const DiffTask> tasks, absl::Span<DiffStats> out,
@@ -757,10 +667,10 @@ absl::Status CudaBackend::CompareBatch(absl::Span<const DiffTask> tasks,
 }
 
 std::shared_ptr<const void> CudaBackend::HoldResidentRef(std::string_view key) {
-  return impl_->Hold(key);
+  return impl_->resident_refs->Hold(key);
 }
 
-ResidentStats CudaBackend::resident_stats() const { return impl_->Stats(); }
+ResidentStats CudaBackend::resident_stats() const { return impl_->resident_refs->Stats(); }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
     const CudaBackendOptions& requested) {
@@ -806,10 +716,23 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
   }
   auto impl = std::make_unique<CudaBackend::Impl>();
   impl->options = options;
-  {
-    absl::MutexLock lock(&impl->cache_mu);
-    impl->lru = ResidentLru(options.resident_bytes);
-  }
+  impl->resident_refs = std::make_unique<ResidentRefs>(
+      options.resident_bytes,
+      ResidentRefs::Memory{
+          .allocate = [](size_t bytes) -> void* {
+            void* copy = nullptr;
+            if (cudaMalloc(&copy, bytes) == cudaSuccess) return copy;
+            cudaGetLastError();  // out of device memory: not sticky
+            return nullptr;
+          },
+          .upload = [](void* dst, const void* src, size_t bytes) -> absl::Status {
+            REPROD_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+            return absl::OkStatus();
+          },
+          .free = [](void* copy) -> absl::Status {
+            REPROD_CUDA_RETURN_IF_ERROR(cudaFree(copy));
+            return absl::OkStatus();
+          }});
   if (absl::Status s = impl->Init(); !s.ok()) {
     cudaGetLastError();
     return absl::UnavailableError(absl::StrCat("cuda backend start-up: ", s.message()));
