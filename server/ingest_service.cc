@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -34,22 +35,29 @@ namespace reprod::server {
 
 // One thread for all Ingest streams. Each tick it ends the streams the
 // server has waited on for longer than the idle timeout (a read or an ack
-// write outstanding, nothing moving), ends the streams that sit between
-// tensors once the server is shutting down, and pokes the ingest budget (a
-// resumed stream whose client stalled must not leave others parked).
+// write outstanding, nothing moving, no commit of theirs running), ends the
+// streams that sit between tensors once the server is shutting down, and
+// pokes the ingest budget (a resumed stream whose client stalled must not
+// leave others parked).
 class IdleWatchdog {
  public:
   // Why a stream's on_end is called.
   enum class Reason { kIdle, kShutdown };
   struct Watch {
-    std::atomic<int64_t> waiting_since_ns{0};  // 0: not waiting on the client
+    // Since when the read outstanding waits (0: none).
+    std::atomic<int64_t> waiting_since_ns{0};
+    // Since when the ack write outstanding waits (0: none).
+    std::atomic<int64_t> write_waiting_since_ns{0};
+    // A commit of the stream's is running: the client waits on the server.
+    std::atomic<bool> committing{false};
     std::atomic<bool> between_tensors{true};
     // Budget bytes reserved for the read outstanding; given back by the
     // watchdog when the client keeps the server waiting past the grace.
     std::atomic<uint64_t> reserved{0};
-    // Called at most once, on the watchdog's thread with its lock held: it
-    // must not block, nor Add or Remove watches.
-    absl::AnyInvocable<void(Reason)> on_end;
+    // Called on the watchdog's thread with its lock held until it claims
+    // the end (returns true): it must not block, nor Add or Remove watches.
+    // A stream that declines (it is busy) is looked at again next tick.
+    absl::AnyInvocable<bool(Reason)> on_end;
     bool ended = false;  // guarded by the watchdog's lock
   };
 
@@ -94,15 +102,21 @@ class IdleWatchdog {
         const int64_t now = absl::GetCurrentTimeNanos();
         const bool shutting_down = events_->shutting_down();
         for (Watch* w : watches_) {
-          const int64_t since = w->waiting_since_ns.load();
-          if (w->ended || since == 0) continue;
-          if (now - since >= grace_ns) expired += w->reserved.exchange(0);
+          const int64_t read_since = w->waiting_since_ns.load();
+          const int64_t write_since = w->write_waiting_since_ns.load();
+          if (w->ended || (read_since == 0 && write_since == 0)) continue;
+          if (read_since != 0 && now - read_since >= grace_ns) {
+            expired += w->reserved.exchange(0);
+          }
+          if (w->committing) continue;
+          // The older of the two waits.
+          const int64_t since = read_since == 0    ? write_since
+                                : write_since == 0 ? read_since
+                                                   : std::min(read_since, write_since);
           if (limit_ns > 0 && now - since >= limit_ns) {
-            w->ended = true;
-            w->on_end(Reason::kIdle);
+            w->ended = w->on_end(Reason::kIdle);
           } else if (shutting_down && w->between_tensors) {
-            w->ended = true;
-            w->on_end(Reason::kShutdown);
+            w->ended = w->on_end(Reason::kShutdown);
           }
         }
       }
@@ -179,11 +193,17 @@ struct PushTally {
   }
 };
 
-// One Ingest call's state between requests: at most one tensor in flight.
-// Each request goes through one job: open a tensor from its header
+// One Ingest call's state between requests: at most one tensor being
+// received. Each request goes through one job: open a tensor from its header
 // (BeginTensor), check a chunk against it (CheckChunk), write the chunk
-// (WriteChunk), and ack it once the last byte is durable (CommitAndAck).
-// Every error ends the stream.
+// (WriteChunk); once its last byte is written the tensor is handed over
+// (TakeCompleted) and committed with Commit, which may run on another thread
+// while the next tensor is received. Every error ends the stream.
+//
+// Thread-safety: Handle, TakeCompleted, Discard, Finish and last_run are
+// used by one thread at a time (the reactor's handling); Commit may run
+// concurrently with them; acked, tallies and Where may be called from any
+// thread.
 class StreamHandler {
  public:
   // `who`: the caller once authenticated with --auth tokens (its quota
@@ -202,17 +222,42 @@ class StreamHandler {
     return absl::InvalidArgumentError("IngestRequest with neither begin nor chunk");
   }
 
-  bool between_tensors() const { return !current_.has_value(); }
+  bool between_tensors() const { return current_ == nullptr; }
   // True when `request` is a chunk of the tensor in flight that leaves it
-  // incomplete: handling it writes bytes and acks nothing, so the stream
-  // may read its next message meanwhile.
+  // incomplete: handling it writes bytes and completes nothing, so the
+  // stream may read its next message meanwhile.
   bool KeepsTensorOpen(const v1::IngestRequest& request) const {
-    return current_.has_value() && request.has_chunk() &&
+    return current_ != nullptr && request.has_chunk() &&
            current_->received + request.chunk().data().size() < current_->header.byte_length;
   }
-  // The ack of the tensor the last request committed, to be written to the
-  // client before the next read (nullopt when it committed none).
-  std::optional<v1::IngestResponse> TakeAck() { return std::exchange(ack_, std::nullopt); }
+  // The tensor the last request completed (every byte written), to be
+  // committed with Commit; null when it completed none.
+  std::unique_ptr<InFlight> TakeCompleted() { return std::move(completed_); }
+
+  // Commits a completed tensor (durable, crc32c verified), counts it, wakes
+  // watchers; returns its ack, or the error naming the tensor.
+  absl::StatusOr<v1::IngestResponse> Commit(InFlight& tensor) {
+    absl::StatusOr<storage::CommitResult> done = tensor.writer->Commit();
+    if (!done.ok()) return WithContext(done.status(), tensor.run, tensor.header.address);
+    tensor.quota.Commit(*done);
+    env_.events->Notify();
+    v1::IngestResponse ack;
+    ack.set_tensor_id(tensor.tensor_id);
+    AddressToProto(tensor.header.address, ack.mutable_address());
+    ack.set_kind(AckKindToProto(done->kind));
+    ack.set_sequence(done->sequence);
+    {
+      absl::MutexLock lock(&tally_mu_);
+      tallies_[tensor.run].Count(done->kind, tensor.header.byte_length);
+      ++acked_;
+    }
+    if (env_.metrics != nullptr) {
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - tensor.begun;
+      env_.metrics->TensorAcked(storage::CommitKindName(done->kind), tensor.header.byte_length,
+                                took.count());
+    }
+    return ack;
+  }
   // What to reserve in the ingest budget for the next request. Once the
   // client has sent a chunk of the tensor in flight, the next chunk's
   // bound; before that (a new stream, between tensors, right after a
@@ -227,11 +272,21 @@ class StreamHandler {
                               current_->header.byte_length - current_->received) +
            kEnvelopeBytes;
   }
-  // Drops the tensor in flight (its upload is abandoned).
-  void Discard() { current_.reset(); }
-  uint64_t acked() const { return acked_; }
+  // Drops the tensor in flight and a completed one not taken (their
+  // uploads are abandoned).
+  void Discard() {
+    current_.reset();
+    completed_.reset();
+  }
+  uint64_t acked() const {
+    absl::MutexLock lock(&tally_mu_);
+    return acked_;
+  }
   // Per run: the tensors acked on this stream (runs a BeginTensor named).
-  const std::map<std::string, PushTally>& tallies() const { return tallies_; }
+  std::map<std::string, PushTally> tallies() const {
+    absl::MutexLock lock(&tally_mu_);
+    return tallies_;
+  }
   // The run of the latest BeginTensor (empty before the first).
   const std::string& last_run() const { return last_run_; }
   // Where the stream stands, for messages: the tensor in flight with its
@@ -243,7 +298,7 @@ class StreamHandler {
                           current_->received, " of ", current_->header.byte_length, " bytes");
     }
     if (last_run_.empty()) return "before its first tensor";
-    return absl::StrCat("run '", last_run_, "' between tensors (", acked_, " acked)");
+    return absl::StrCat("run '", last_run_, "' between tensors (", acked(), " acked)");
   }
 
   // The status of a stream whose client closed it (or went away): OK between
@@ -272,7 +327,10 @@ class StreamHandler {
     }
     last_run_ = begin.run();
     const auto begun = std::chrono::steady_clock::now();
-    tallies_[begin.run()];  // recorded even when nothing is acked
+    {
+      absl::MutexLock lock(&tally_mu_);
+      tallies_[begin.run()];  // recorded even when nothing is acked
+    }
     absl::StatusOr<storage::TensorHeader> header = ValidateHeader(begin, env_.limits);
     if (!header.ok()) return header.status();
     absl::StatusOr<QuotaLedger::Reservation> quota = CheckQuotas(
@@ -288,14 +346,14 @@ class StreamHandler {
           "; create the run first (RunService.CreateRun; reprodctl push creates it)"));
     }
     if (!writer.ok()) return WithContext(writer.status(), begin.run(), header->address);
-    current_.emplace();
+    current_ = std::make_unique<InFlight>();
     current_->run = begin.run();
     current_->tensor_id = begin.tensor_id();
     current_->header = *std::move(header);
     current_->writer = *std::move(writer);
     current_->quota = *std::move(quota);
     current_->begun = begun;
-    if (current_->header.byte_length == 0) return CommitAndAck();
+    if (current_->header.byte_length == 0) completed_ = std::move(current_);
     return absl::OkStatus();
   }
 
@@ -332,31 +390,7 @@ class StreamHandler {
       return InCurrent(s);
     }
     current_->received += data.size();
-    if (current_->received == current_->header.byte_length) return CommitAndAck();
-    return absl::OkStatus();
-  }
-
-  // Commits the tensor in flight (durable, crc32c verified), wakes watchers
-  // and leaves its ack for TakeAck.
-  absl::Status CommitAndAck() {
-    absl::StatusOr<storage::CommitResult> done = current_->writer->Commit();
-    if (!done.ok()) return InCurrent(done.status());
-    current_->quota.Commit(*done);
-    env_.events->Notify();
-    v1::IngestResponse ack;
-    ack.set_tensor_id(current_->tensor_id);
-    AddressToProto(current_->header.address, ack.mutable_address());
-    ack.set_kind(AckKindToProto(done->kind));
-    ack.set_sequence(done->sequence);
-    tallies_[current_->run].Count(done->kind, current_->header.byte_length);
-    if (env_.metrics != nullptr) {
-      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - current_->begun;
-      env_.metrics->TensorAcked(storage::CommitKindName(done->kind), current_->header.byte_length,
-                                took.count());
-    }
-    current_.reset();
-    ++acked_;
-    ack_ = std::move(ack);
+    if (current_->received == current_->header.byte_length) completed_ = std::move(current_);
     return absl::OkStatus();
   }
 
@@ -367,10 +401,11 @@ class StreamHandler {
 
   const ServiceEnv& env_;
   const std::optional<auth::Principal>* who_;
-  std::optional<InFlight> current_;
-  uint64_t acked_ = 0;
-  std::optional<v1::IngestResponse> ack_;
-  std::map<std::string, PushTally> tallies_;
+  std::unique_ptr<InFlight> current_;    // being received
+  std::unique_ptr<InFlight> completed_;  // every byte written, not taken yet
+  mutable absl::Mutex tally_mu_;
+  uint64_t acked_ ABSL_GUARDED_BY(tally_mu_) = 0;
+  std::map<std::string, PushTally> tallies_ ABSL_GUARDED_BY(tally_mu_);
   std::string last_run_;
 };
 
@@ -456,12 +491,14 @@ struct IngestShared {
       : env(e),
         budget(budget_bytes),
         workers(workers_n),
+        committers(workers_n),
         closers(2),
         watchdog(e.limits.stream_idle_timeout, &budget, e.events) {}
 
   ServiceEnv env;
   IngestBudget budget;
-  TaskQueue workers;  // the data path: store writes and commits
+  TaskQueue workers;     // the data path: store writes
+  TaskQueue committers;  // commits (one per stream at a time)
   TaskQueue closers;  // ends of streams: audit records, Finish
   IdleWatchdog watchdog;
   std::atomic<int> open_streams{0};
@@ -476,14 +513,28 @@ namespace {
 // the stream waits on its client. Reads are asked for one at a time, and
 // only while the ingest budget has room (otherwise the stream parks,
 // holding no message); each message received is handled on a worker
-// (StreamHandler: store writes, commit, fsync), its ack written, and then
-// the next read is asked for. A chunk that leaves its tensor incomplete is
-// handled while the next message is read (read-ahead of one message: the
-// wire is not idle while the store copies), and whatever completes
-// meanwhile (that read, an end) waits until the handling is done. The stream ends once, by End: the client's
-// half-close or error, the watchdog (idle / shutdown) or an error of the
-// handler. Phases move under mu_, so the watchdog and a completing read
-// cannot both act on the stream.
+// (StreamHandler: store writes), and then the next read is asked for. A
+// chunk that leaves its tensor incomplete is handled while the next message
+// is read (read-ahead of one message: the wire is not idle while the store
+// copies), and whatever completes meanwhile (that read, an end) waits until
+// the handling is done.
+//
+// A tensor whose last byte was written is committed on a committer thread
+// (CommitOne: the store's commit, e.g. the last parts going up to S3 and a
+// PostgreSQL transaction, or RocksDB's fsync) while the stream goes on
+// receiving the next tensor; its ack is written when the commit is done
+// (QueueAck: one write outstanding, the others queued, in commit order).
+// A stream has at most one commit running: a tensor completed while the one
+// before is still committing waits for it (so commits, and acks, keep the
+// stream's order, and a stream holds at most two tensors' store buffers).
+//
+// The stream ends once, by End: the client's half-close or error, the
+// watchdog (idle / shutdown), an error of the handler or a failed commit.
+// A client's half-close or a shutdown between tensors ends it only once
+// every commit is done and its ack written (EndAfterAcks); every end waits
+// for the commit running, if any (Conclude is posted by whoever sees both
+// the end and no commit). Phases move under mu_, so the watchdog and a
+// completing read cannot both act on the stream.
 class IngestReactor final
     : public grpc::ServerBidiReactor<v1::IngestRequest, v1::IngestResponse> {
  public:
@@ -502,7 +553,7 @@ class IngestReactor final
       Finish(refused);
       return;
     }
-    watch_.on_end = [this](IdleWatchdog::Reason why) { OnWatchdog(why); };
+    watch_.on_end = [this](IdleWatchdog::Reason why) { return OnWatchdog(why); };
     shared_->watchdog.Add(&watch_);
     ReadNext();
   }
@@ -534,18 +585,37 @@ class IngestReactor final
     shared_->workers.Post([this, ok] { Work(ok); });
   }
 
+  // An ack is written: the next queued one goes out, or a stream waiting
+  // for its acks ends.
   void OnWriteDone(bool ok) override {
-    watch_.waiting_since_ns = 0;
+    watch_.write_waiting_since_ns = 0;
+    const v1::IngestResponse* next = nullptr;
+    std::optional<grpc::Status> drained;
     {
       absl::MutexLock lock(&mu_);
-      if (ended_) return;  // the watchdog ended it meanwhile
-      phase_ = Phase::kWorking;
+      acks_.pop_front();
+      if (ended_ || !ok) {
+        writing_ = false;
+        if (ended_) return;  // the watchdog or an error ended it meanwhile
+      } else if (!acks_.empty()) {
+        next = &acks_.front();
+      } else {
+        writing_ = false;
+        drained = TakeDrainedEnd();
+      }
     }
     if (!ok) {
-      EndLater(wire::ToGrpcStatus(absl::CancelledError("client went away before the ack")));
+      End(wire::ToGrpcStatus(absl::CancelledError("client went away before the ack")));
       return;
     }
-    ReadNext();
+    // The client read an ack: a read it keeps waiting starts its idle clock
+    // afresh (it may have been waiting for that ack).
+    RestartReadClock();
+    if (next != nullptr) {
+      watch_.write_waiting_since_ns = absl::GetCurrentTimeNanos();
+      StartWrite(next);
+    }
+    if (drained.has_value()) ConcludeWhenCommitted(*std::move(drained));
   }
 
   void OnCancel() override {
@@ -567,7 +637,7 @@ class IngestReactor final
   }
 
  private:
-  enum class Phase { kParked, kReading, kWorking, kWriting };
+  enum class Phase { kParked, kReading, kWorking };
 
   // The caps and the caller's token; a refusal is the stream's status.
   grpc::Status Admit() {
@@ -620,7 +690,7 @@ class IngestReactor final
   // client resends the rest elsewhere or after the restart.
   void ReadNext() {
     if (handler_.between_tensors() && shared_->env.events->shutting_down()) {
-      EndLater(ShuttingDown());
+      EndAfterAcks(ShuttingDown());
       return;
     }
     {
@@ -636,6 +706,7 @@ class IngestReactor final
 
   // Reads with `reserved` bytes of the budget reserved for the message.
   void StartReading(uint64_t reserved) {
+    std::optional<grpc::Status> cancelled_end;
     {
       absl::MutexLock lock(&mu_);
       if (ended_ || ending_ || cancelled_) {
@@ -653,12 +724,17 @@ class IngestReactor final
         return;
       }
       if (cancelled_) {
-        // Cancelled while parked: no read or write will complete to end it.
+        // Cancelled while parked: no read will complete to end it.
         phase_ = Phase::kWorking;
-        EndLater(Finished(/*cancelled=*/true));
-        return;
+        ended_ = true;
+        cancelled_end = Finished(/*cancelled=*/true);
+      } else {
+        phase_ = Phase::kReading;
       }
-      phase_ = Phase::kReading;
+    }
+    if (cancelled_end.has_value()) {
+      ConcludeWhenCommitted(*std::move(cancelled_end));
+      return;
     }
     request_ = std::make_unique<v1::IngestRequest>();
     watch_.reserved = reserved;
@@ -667,15 +743,26 @@ class IngestReactor final
   }
 
   // On a worker: handles the message read (or the end of the client's
-  // side), then writes the ack, reads on, or ends the stream.
+  // side), starts the commit of a tensor it completed, then reads on or
+  // ends the stream. Marked as handling, so an end arriving meanwhile (a
+  // failed commit) waits for it.
   void Work(bool ok) {
     if (!ok) {
-      EndLater(Finished(context_->IsCancelled()));
+      const grpc::Status end = Finished(context_->IsCancelled());
+      if (end.ok()) {
+        EndAfterAcks(end);
+      } else {
+        End(end);
+      }
       return;
     }
     if (handler_.KeepsTensorOpen(*request_)) {
       WorkAhead();
       return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      handling_ = true;
     }
     const ServiceEnv& env = shared_->env;
     absl::Status status = who_ && request_->has_begin()
@@ -685,25 +772,123 @@ class IngestReactor final
     if (status.ok()) status = handler_.Handle(*request_);
     request_.reset();  // parked streams hold no message
     shared_->budget.Release(std::exchange(charged_, 0));
+    if (status.ok()) {
+      if (std::unique_ptr<InFlight> done = handler_.TakeCompleted()) StartCommit(std::move(done));
+    }
+    std::optional<grpc::Status> end;
+    {
+      absl::MutexLock lock(&mu_);
+      handling_ = false;
+      end = std::exchange(deferred_end_, std::nullopt);
+    }
     if (!status.ok()) {
       if (status.code() != absl::StatusCode::kCancelled) {
         spdlog::warn("ingest from {}: {}", context_->peer(), status.ToString());
       }
-      EndLater(wire::ToGrpcStatus(status));
+      End(wire::ToGrpcStatus(status));
       return;
     }
-    if (std::optional<v1::IngestResponse> ack = handler_.TakeAck()) {
-      ack_ = *std::move(ack);
-      {
-        absl::MutexLock lock(&mu_);
-        if (ended_) return;
-        phase_ = Phase::kWriting;
-      }
-      watch_.waiting_since_ns = absl::GetCurrentTimeNanos();  // the client must read it
-      StartWrite(&ack_);
+    if (end.has_value()) {
+      End(*std::move(end));
       return;
     }
     ReadNext();
+  }
+
+  // On a worker, while handling: commits `tensor` on a committer thread
+  // once the stream's commit before it is done. A stream ending meanwhile
+  // drops it (its upload is abandoned; the client resends it).
+  void StartCommit(std::unique_ptr<InFlight> tensor) {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&commit_idle_));
+      if (ended_ || deferred_end_.has_value()) return;
+      commit_idle_ = false;
+      watch_.committing = true;
+    }
+    shared_->committers.Post(
+        [this, tensor = std::move(tensor)]() mutable { CommitOne(std::move(tensor)); });
+  }
+
+  // On a committer thread: commits `tensor`, queues its ack or ends the
+  // stream with the error, and then marks the stream's commit done; an end
+  // that waited for it is concluded (after that `this` is not touched: the
+  // end may delete it).
+  void CommitOne(std::unique_ptr<InFlight> tensor) {
+    absl::StatusOr<v1::IngestResponse> ack = handler_.Commit(*tensor);
+    tensor.reset();  // a failed tensor's upload is abandoned before the error goes out
+    if (ack.ok()) {
+      QueueAck(*std::move(ack));
+    } else {
+      if (ack.status().code() != absl::StatusCode::kCancelled) {
+        spdlog::warn("ingest from {}: {}", context_->peer(), ack.status().ToString());
+      }
+      End(wire::ToGrpcStatus(ack.status()));
+    }
+    RestartReadClock();  // the client may have been waiting for this ack
+    std::optional<grpc::Status> conclude;
+    TaskQueue* closers = &shared_->closers;
+    {
+      absl::MutexLock lock(&mu_);
+      commit_idle_ = true;
+      watch_.committing = false;
+      conclude = std::exchange(pending_conclude_, std::nullopt);
+      if (!conclude.has_value()) conclude = TakeDrainedEnd();
+    }
+    if (conclude.has_value()) {
+      closers->Post([this, status = *std::move(conclude)] { Conclude(status); });
+    }
+  }
+
+  // The end EndAfterAcks left, claimed (ended_ set) once the commit is done
+  // and every ack written; while handling, it is left to the handling.
+  std::optional<grpc::Status> TakeDrainedEnd() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_ || !commit_idle_ || writing_ || !drain_end_.has_value()) return std::nullopt;
+    if (handling_) {
+      if (!deferred_end_.has_value()) deferred_end_ = std::exchange(drain_end_, std::nullopt);
+      return std::nullopt;
+    }
+    ended_ = true;
+    return std::exchange(drain_end_, std::nullopt);
+  }
+
+  // Writes `ack` now, or after the acks queued before it.
+  void QueueAck(v1::IngestResponse ack) {
+    const v1::IngestResponse* write = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (ended_) return;  // ended meanwhile: the client resends it
+      acks_.push_back(std::move(ack));
+      if (!writing_) {
+        writing_ = true;
+        write = &acks_.back();
+      }
+    }
+    if (write != nullptr) {
+      watch_.write_waiting_since_ns = absl::GetCurrentTimeNanos();
+      StartWrite(write);
+    }
+  }
+
+  // A read outstanding starts its idle clock afresh.
+  void RestartReadClock() {
+    int64_t since = watch_.waiting_since_ns.load();
+    if (since != 0) {
+      watch_.waiting_since_ns.compare_exchange_strong(since, absl::GetCurrentTimeNanos());
+    }
+  }
+
+  // Ends the stream with `status` once its commit is done and every ack is
+  // written (a client's half-close, a shutdown between tensors).
+  void EndAfterAcks(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!commit_idle_ || writing_) {
+        if (!drain_end_.has_value()) drain_end_ = std::move(status);
+        return;
+      }
+    }
+    End(std::move(status));
   }
 
   // Work on a chunk that leaves its tensor open: asks for the next message
@@ -741,7 +926,7 @@ class IngestReactor final
       if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
         spdlog::warn("ingest from {}: {}", context_->peer(), status.ToString());
       }
-      EndLater(status.ok() ? *std::move(end) : wire::ToGrpcStatus(status));
+      End(status.ok() ? *std::move(end) : wire::ToGrpcStatus(status));
       return;
     }
     if (read.has_value()) shared_->workers.Post([this, ok = *read] { Work(ok); });
@@ -765,14 +950,13 @@ class IngestReactor final
 
   // On the watchdog's thread, with its lock held: claims the end if the
   // stream still waits on its client, and leaves the rest to a closer.
-  void OnWatchdog(IdleWatchdog::Reason why) {
+  bool OnWatchdog(IdleWatchdog::Reason why) {
     {
       absl::MutexLock lock(&mu_);
+      if (ended_) return true;
       // While a chunk is handled (WorkAhead) a read may be outstanding, but
       // the stream is not idle; the next round looks again.
-      if (ended_ || handling_ || (phase_ != Phase::kReading && phase_ != Phase::kWriting)) {
-        return;
-      }
+      if (handling_ || (phase_ != Phase::kReading && !writing_)) return false;
       ended_ = true;
     }
     grpc::Status status;
@@ -786,17 +970,16 @@ class IngestReactor final
       spdlog::warn("ingest from {}: {}", context_->peer(), message);
       status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
     }
-    shared_->closers.Post([this, status] { Conclude(status); });
-  }
-
-  // End on a closer thread: audit records must not hold up the workers of
-  // other streams' data.
-  void EndLater(grpc::Status status) {
-    shared_->closers.Post([this, status = std::move(status)] { End(status); });
+    ConcludeWhenCommitted(std::move(status));
+    return true;
   }
 
   // Ends the stream with `status` unless something else ended it first;
-  // while a chunk is handled, once WorkAhead is done with the handler.
+  // while a message is handled, once the handling is done with the
+  // handler. Claims the end at once (so nothing else concludes it) and
+  // leaves the audit records and Finish to a closer thread
+  // (ConcludeWhenCommitted): they must not hold up the workers of other
+  // streams' data. Never called with mu_ held.
   void End(grpc::Status status) {
     {
       absl::MutexLock lock(&mu_);
@@ -807,7 +990,20 @@ class IngestReactor final
       }
       ended_ = true;
     }
-    Conclude(std::move(status));
+    ConcludeWhenCommitted(std::move(status));
+  }
+
+  // Once ended_ is set: Conclude on a closer now, or, while a commit runs,
+  // when it is done (CommitOne posts it).
+  void ConcludeWhenCommitted(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!commit_idle_) {
+        pending_conclude_ = std::move(status);
+        return;
+      }
+    }
+    shared_->closers.Post([this, status = std::move(status)] { Conclude(status); });
   }
 
   // Once per stream, on a closer thread: the audit records, then Finish.
@@ -841,7 +1037,6 @@ class IngestReactor final
   IdleWatchdog::Watch watch_;
   std::unique_ptr<v1::IngestRequest> request_;  // the read outstanding or being handled
   uint64_t charged_ = 0;                        // its bytes in the budget
-  v1::IngestResponse ack_;                      // the write outstanding
   bool refused_by_gate_ = false;
   absl::Mutex mu_;
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kParked;
@@ -856,6 +1051,15 @@ class IngestReactor final
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<bool> deferred_read_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> deferred_end_ ABSL_GUARDED_BY(mu_);
+  // No commit of this stream's runs (StartCommit waits for it).
+  bool commit_idle_ ABSL_GUARDED_BY(mu_) = true;
+  // Acks to write, the front one being written while writing_.
+  std::deque<v1::IngestResponse> acks_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  // An end waiting for the commit and the acks (EndAfterAcks).
+  std::optional<grpc::Status> drain_end_ ABSL_GUARDED_BY(mu_);
+  // The end's Conclude, waiting for the commit running (ended_ is set).
+  std::optional<grpc::Status> pending_conclude_ ABSL_GUARDED_BY(mu_);
 };
 
 // Worker threads for the blocking part of ingest: enough for RocksDB's

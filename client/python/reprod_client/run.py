@@ -50,6 +50,7 @@ import grpc
 
 from . import placement as _placement
 from . import tensors as _tensors
+from .buffers import BufferPool
 from .crc32c import crc32c
 from .errors import ReprodError, ServerUnavailable, from_rpc_error
 from .shm import ShmRegion
@@ -160,6 +161,9 @@ class Run:
         self._pending = collections.deque()        # queued, not begun on this stream
         self._unacked = collections.OrderedDict()  # tid -> _Item begun on this stream
         self._outstanding = 0                      # bytes in _pending + _unacked
+        # The buffers of log()'s copies, reused once their tensors are acked
+        # (at most max_pending_bytes kept; dropped at close).
+        self._buffers = BufferPool(self.max_pending_bytes)
         self._error = None
         self._closing = False
         self._abandoned = False  # abort(): stop without sending the rest
@@ -230,7 +234,8 @@ class Run:
         flat = _tensors.flatten(tensors)
         placements = _placements_of(flat, placement)
         wires = [_tensors.to_wire(key, value, checkpoint=checkpoint, step=step,
-                                  rank=self.rank, placement=placements.get(key))
+                                  rank=self.rank, placement=placements.get(key),
+                                  alloc=self._buffers.take)
                  for key, value in flat.items()]
         for wire in wires:
             self._enqueue(wire)
@@ -352,6 +357,7 @@ class Run:
             self._thread.join(timeout=30 if wait else 5)
         with self._cond:
             self._closed = True
+        self._buffers.clear()
         _open_runs.discard(self)
 
     # --- sender thread ----------------------------------------------------
@@ -622,6 +628,10 @@ class Run:
             if item is None:
                 return  # an ack for a tensor of an earlier stream
             self._outstanding -= item.nbytes
+            if item.wire.pooled:
+                # Acked: nothing reads these bytes again (the sender copied
+                # every chunk out before the server could ack).
+                self._buffers.give(item.wire.data)
             item.wire = None
             self._stats.acked += 1
             if ack.kind == self._client._pb.ingest.ACK_KIND_ALREADY_PRESENT:

@@ -104,6 +104,9 @@ class WireTensor:
     #: (placement.Shard/Replicate/Partial, or None).
     rank: int = 0
     placement: Optional[object] = None
+    #: `data` came from the `alloc` given to to_wire (a Run gives it back to
+    #: its buffer pool once the tensor is acked).
+    pooled: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -294,7 +297,7 @@ def _from_numpy_like(key, value):
     return wire, arr.shape, arr, True
 
 
-def to_wire(key, value, checkpoint="", step=None, rank=0, placement=None):
+def to_wire(key, value, checkpoint="", step=None, rank=0, placement=None, alloc=None):
     """Converts one value to a WireTensor (validating `key`).
 
     Accepts numpy arrays and scalars, torch.Tensor (any device; detached and
@@ -303,7 +306,8 @@ def to_wire(key, value, checkpoint="", step=None, rank=0, placement=None):
     key for an invalid key, an unsupported dtype, a rank outside
     0..placement.MAX_RANK or a placement that does not fit the tensor's
     shape (placement.Shard/Replicate/Partial or None). The returned bytes
-    are a private copy.
+    are a private copy; `alloc(nbytes)`, when given, supplies the uint8
+    buffer a copy goes into (the WireTensor is then marked `pooled`).
     """
     validate_key(key)
     rank = _placement.validate_rank(rank, f"rank of tensor {key!r}")
@@ -316,18 +320,25 @@ def to_wire(key, value, checkpoint="", step=None, rank=0, placement=None):
         wire, shape, arr, needs_copy = _from_numpy_like(key, value)
     shape = tuple(int(d) for d in shape)
     placement = _placement.check_placement(key, placement, shape)
-    data = _owned_le_bytes(arr, needs_copy)
+    data, pooled = _owned_le_bytes(arr, needs_copy, alloc)
     return WireTensor(checkpoint=checkpoint, key=key, step=step, dtype=wire,
-                      shape=shape, data=data, rank=rank, placement=placement)
+                      shape=shape, data=data, rank=rank, placement=placement, pooled=pooled)
 
 
-def _owned_le_bytes(arr, needs_copy):
-    """C-order little-endian bytes of arr as a flat uint8 array, copied when
-    `needs_copy` or when a conversion is needed anyway."""
+def _owned_le_bytes(arr, needs_copy, alloc=None):
+    """(C-order little-endian bytes of arr as a flat uint8 array, copied when
+    `needs_copy` or when a conversion is needed anyway; whether they are in
+    a buffer from `alloc(nbytes)`, which a plain copy goes into when given)."""
     dt = arr.dtype
     big = dt.byteorder == ">" or (dt.byteorder == "=" and sys.byteorder == "big")
+    pooled = False
     if big:
         out = arr.astype(dt.newbyteorder("<"), order="C")  # always a new array
+    elif (needs_copy or not arr.flags.c_contiguous) and alloc is not None and arr.size:
+        buf = alloc(arr.nbytes)
+        out = buf.view(dt).reshape(arr.shape)
+        np.copyto(out, arr, casting="no")
+        pooled = True
     elif needs_copy or not arr.flags.c_contiguous:
         out = np.array(arr, order="C", copy=True)
     else:
@@ -337,5 +348,8 @@ def _owned_le_bytes(arr, needs_copy):
         # Any nonzero byte in a numpy bool is True; the wire wants 0 or 1.
         out = out.view(np.uint8)
         if out.size and out.max() > 1:
-            out = (out != 0).astype(np.uint8)
-    return out.view(np.uint8)
+            if pooled:
+                np.not_equal(out, 0, out=out.view(np.bool_))
+            else:
+                out = (out != 0).astype(np.uint8)
+    return out.view(np.uint8), pooled
