@@ -26,7 +26,11 @@ the same bytes and the same machine:
                the payload into its own replica (aggregate: bytes over first
                log to last ack of both); the clock runs from the first
                run.log() to the return of run.close() (every tensor acked,
-               i.e. committed to PostgreSQL + S3);
+               i.e. committed to PostgreSQL + S3); each measured twice: a
+               later step (the goal rows: the client logged the same tensors
+               once, untimed, so log()'s copies reuse its buffers, as at
+               every training step after the first) and the first step of a
+               fresh client (context: every copy in fresh pages);
   compare      a BERT-base pair (the shapes of bench/server_bench.cc, ref ~
                N(0, 0.02) float32, cand = ref + U(-1e-7, 1e-7)), both runs
                sealed in the store, `client.compare(ref, cand)` on replica A
@@ -84,19 +88,27 @@ YARD_BUCKET = "reprod-yardstick"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # One ingest client: reads its tensors (raw float32 files) and opens the run
-# untimed, says "ready", waits for a line on stdin, then logs every tensor
-# and closes (waits for every ack); prints its monotonic (system-wide clock)
-# start and end and its CPU time.
+# untimed; "warm": also logs every tensor once under other checkpoints and
+# waits for the acks (a training step before the measured one: log()'s copy
+# buffers are then in use, reprod_client/buffers.py); says "ready", waits
+# for a line on stdin, then logs every tensor and closes (waits for every
+# ack); prints its monotonic (system-wide clock) start and end and its CPU
+# time.
 INGEST_CHILD = r"""
 import json, sys, time
 import numpy as np
 import reprod_client.crc32c
 from reprod_client import Client
-address, run_name, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+address, run_name, mode, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 tensors = [np.fromfile(f, dtype=np.float32) for f in files]
 reprod_client.crc32c.crc32c(np.zeros(1 << 20, np.uint8))  # lazy tables, untimed
 client = Client(address, timeout=600)
 run = client.open_run(run_name, framework="torch")
+if mode == "warm":
+    for i, t in enumerate(tensors):
+        run.log(f"step0-t{i}", {"output": t})
+    run.flush()
+warm_acked = run.stats.acked
 print("ready", flush=True)
 sys.stdin.readline()
 c0, t0 = time.process_time(), time.monotonic()
@@ -104,7 +116,7 @@ for i, t in enumerate(tensors):
     run.log(f"t{i}", {"output": t})
 run.close()
 t1, c1 = time.monotonic(), time.process_time()
-acked = run.stats.acked
+acked = run.stats.acked - (warm_acked if mode == "warm" else 0)
 client.close()
 print(json.dumps({"t0": t0, "t1": t1, "cpu_s": c1 - c0, "acked": acked}), flush=True)
 """
@@ -298,21 +310,25 @@ def measure_yardsticks(s3, files, repeats):
 
 # --- ingest -----------------------------------------------------------------
 
-def ingest(targets):
+def ingest(targets, mode, procs):
     """targets: [(address, run name, files)], one client process each, all
-    released at once; returns (wall s from the first log to the last ack,
-    [client CPU s])."""
+    released at once; mode "cold" (the client's first log of these tensors)
+    or "warm" (a later step, INGEST_CHILD); returns (wall s from the first
+    log to the last ack, [client CPU s], the CPU s of `procs` (name ->
+    Popen) from the release to the last client's end: a warm client's
+    earlier step is not counted)."""
     children = []
     try:
         for address, run, files in targets:
             children.append(subprocess.Popen([sys.executable, "-c", INGEST_CHILD, address, run,
-                                              *files], stdin=subprocess.PIPE,
+                                              mode, *files], stdin=subprocess.PIPE,
                                              stdout=subprocess.PIPE, text=True))
         for c in children:
             line = c.stdout.readline().strip()
             if line != "ready":
                 c.wait(timeout=60)
                 raise RuntimeError(f"ingest client said {line!r}, exited {c.returncode}")
+        c0 = cpu_of(procs)
         for c in children:
             c.stdin.write("go\n")
             c.stdin.flush()
@@ -325,6 +341,7 @@ def ingest(targets):
             if res["acked"] != len(files):
                 raise RuntimeError(f"{res['acked']} of {len(files)} tensors acked")
             results.append(res)
+        servers_cpu = cpu_delta(c0, cpu_of(procs))
     finally:
         for c in children:
             stop_process(c, timeout=10)
@@ -332,7 +349,7 @@ def ingest(targets):
                 if s:
                     s.close()
     wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
-    return wall, [r["cpu_s"] for r in results]
+    return wall, [r["cpu_s"] for r in results], servers_cpu
 
 
 # --- compare ----------------------------------------------------------------
@@ -425,7 +442,12 @@ def markdown(res):
         lines.append(f"| {r['name']} (context, no goal) | {100 * r['value']:.0f} % | - | - |")
     lines += ["", "The goal ratios pair 1 replica with 1 curl stream and 2 replicas (2 clients) "
               "with 2 parallel streams, against objects of the tensor size (the store's best "
-              "case: large objects, few requests). The store writes tensors over 16 MiB as "
+              "case: large objects, few requests). The goal's ingest rows are a later step of "
+              "a client (as every training step after the first): the client logged the same "
+              "tensors once before the clock starts, so log()'s copies go into buffers it "
+              "already has; the first-step rows (context) are a fresh client process, whose "
+              "every copy needs fresh pages, which the kernel zeroes (on this VM that cost "
+              "dominates a cold client's CPU). The store writes tensors over 16 MiB as "
               "multipart uploads of 16 MiB parts, each signed with its SHA-256 (computed by "
               "reprodd, on the same cores). The compare reads its runs' objects in CRC-checked "
               "ranges. The GETs of the compare's own objects (context rows: one curl per stream, "
@@ -495,7 +517,7 @@ def main():
             rng.standard_normal(args.tensor_mib * MiB // 4, dtype=np.float32).tofile(files[-1])
         half = n_tensors // 2
         with PostgresServer() as pg, \
-                CephRgw(block_size=(4 << 30) + 4 * nbytes * args.repeats) as s3:
+                CephRgw(block_size=(4 << 30) + 8 * nbytes * args.repeats) as s3:
             # For the smoke test's "nothing left behind" (all removed at the end).
             res["temp_dirs"] = [tmp, pg.dir, s3.dir]
             ceph_procs = {"radosgw": s3.procs.get("client.rgw.test"),
@@ -513,6 +535,7 @@ def main():
             n_pairs = len(ref)
             ing1, ing2, cmp1, cmp2, get_objs1, get_objs2 = [], [], [], [], [], []
             ing1_cpu, ing2_cpu, cmp1_cpu, cmp2_cpu = [], [], [], []
+            cold1, cold2, cold1_cpu, cold2_cpu = [], [], [], []
             batches, by_b_1, by_b_2 = [], [], []
             with Replica(args.bin_dir, tmp, "a", store_args, env) as a:
                 t0 = time.perf_counter()
@@ -535,10 +558,11 @@ def main():
                 compare_once(a.address, a.log_text, None, n_pairs)  # warm-up
                 for r in range(args.repeats):  # interleaved, so load drifts hit both
                     procs = {**ceph_procs, "replica A": a.proc}
-                    c0 = cpu_of(procs)
-                    wall, client_cpu = ingest([(a.address, f"ingest/one-{r}", files)])
-                    ing1.append(wall)
-                    ing1_cpu.append({**cpu_delta(c0, cpu_of(procs)), "client": client_cpu[0]})
+                    for mode, walls, cpus in (("cold", cold1, cold1_cpu), ("warm", ing1, ing1_cpu)):
+                        wall, client_cpu, servers_cpu = ingest(
+                            [(a.address, f"ingest/one-{mode}-{r}", files)], mode, procs)
+                        walls.append(wall)
+                        cpus.append({**servers_cpu, "client": client_cpu[0]})
                     get_objs1.append(curl.get_many(BUCKET, objects, 1))
                     get_objs2.append(curl.get_many(BUCKET, objects, 2))
                     c0 = cpu_of(procs)
@@ -549,12 +573,14 @@ def main():
                     by_b_1.append(by_b)
                     with Replica(args.bin_dir, tmp, "b", store_args, env) as b:
                         procs = {**procs, "replica B": b.proc}
-                        c0 = cpu_of(procs)
-                        wall, client_cpu = ingest([(a.address, f"ingest/two-a-{r}", files[:half]),
-                                                   (b.address, f"ingest/two-b-{r}", files[half:])])
-                        ing2.append(wall)
-                        ing2_cpu.append({**cpu_delta(c0, cpu_of(procs)),
-                                         "clients": sum(client_cpu)})
+                        for mode, walls, cpus in (("cold", cold2, cold2_cpu),
+                                                  ("warm", ing2, ing2_cpu)):
+                            wall, client_cpu, servers_cpu = ingest(
+                                [(a.address, f"ingest/two-a-{mode}-{r}", files[:half]),
+                                 (b.address, f"ingest/two-b-{mode}-{r}", files[half:])], mode,
+                                procs)
+                            walls.append(wall)
+                            cpus.append({**servers_cpu, "clients": sum(client_cpu)})
                         c0 = cpu_of(procs)
                         seconds, planned, by_b = compare_once(a.address, a.log_text, b.log_text,
                                                               n_pairs)
@@ -577,17 +603,22 @@ def main():
                 "one curl, one connection), 1 stream", get_objs1, bert_bytes),
             row(f"S3 GET, curl, the compare's own {2 * n_pairs} objects, 2 parallel streams "
                 "(balanced by bytes)", get_objs2, bert_bytes),
-            row("ingest, reprod_client open_run/log/close -> 1 replica", ing1, nbytes,
+            row("ingest, reprod_client log/close, a later step -> 1 replica", ing1, nbytes,
                 {"cpu_s": median_cpu(ing1_cpu)}),
-            row("ingest, 2 reprod_client processes in parallel, half each -> its own replica "
-                "(aggregate)", ing2, nbytes, {"cpu_s": median_cpu(ing2_cpu)}),
+            row("ingest, 2 reprod_client processes in parallel, half each, a later step -> "
+                "its own replica (aggregate)", ing2, nbytes, {"cpu_s": median_cpu(ing2_cpu)}),
             row(f"compare BERT-{'subset' if args.quick else 'base'} pair (client.compare), "
                 "1 replica", cmp1, bert_bytes, {"cpu_s": median_cpu(cmp1_cpu)}),
             row(f"compare BERT-{'subset' if args.quick else 'base'} pair (client.compare), "
-                "2 replicas", cmp2, bert_bytes, {"cpu_s": median_cpu(cmp2_cpu)})]
+                "2 replicas", cmp2, bert_bytes, {"cpu_s": median_cpu(cmp2_cpu)}),
+            row("ingest, reprod_client log/close, the first step (cold client) -> 1 replica",
+                cold1, nbytes, {"cpu_s": median_cpu(cold1_cpu)}),
+            row("ingest, 2 reprod_client processes, half each, the first step (cold clients) "
+                "-> its own replica (aggregate)", cold2, nbytes,
+                {"cpu_s": median_cpu(cold2_cpu)})]
     res["rows"] = rows
     by = {k: r["MBps"] for k, r in zip(("put1", "put2", "get1", "get2", "objs1", "objs2", "ing1",
-                                        "ing2", "cmp1", "cmp2"), rows)}
+                                        "ing2", "cmp1", "cmp2", "cold1", "cold2"), rows)}
 
     def ratio(name, value):
         return {"name": name, "value": value, "goal": GOAL, "goal_kind": "min",
@@ -598,6 +629,10 @@ def main():
                      ratio("compare 2 replicas / S3 GET 2 streams", by["cmp2"] / by["get2"])]
     best_put, best_get = max(by["put1"], by["put2"]), max(by["get1"], by["get2"])
     res["context_ratios"] = [
+        {"name": "ingest 1 replica, first step (cold client) / S3 PUT 1 stream",
+         "value": by["cold1"] / by["put1"]},
+        {"name": "ingest 2 replicas, first step (cold clients) / S3 PUT 2 streams",
+         "value": by["cold2"] / by["put2"]},
         {"name": "ingest 1 replica / best S3 PUT", "value": by["ing1"] / best_put},
         {"name": "ingest 2 replicas / best S3 PUT", "value": by["ing2"] / best_put},
         {"name": "compare 1 replica / best S3 GET", "value": by["cmp1"] / best_get},

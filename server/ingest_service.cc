@@ -599,6 +599,7 @@ class IngestReactor final
         if (ended_) return;  // the watchdog or an error ended it meanwhile
       } else if (!acks_.empty()) {
         next = &acks_.front();
+        ++starting_ops_;
       } else {
         writing_ = false;
         drained = TakeDrainedEnd();
@@ -614,6 +615,8 @@ class IngestReactor final
     if (next != nullptr) {
       watch_.write_waiting_since_ns = absl::GetCurrentTimeNanos();
       StartWrite(next);
+      OpStarted();  // last: the stream may end from here on
+      return;
     }
     if (drained.has_value()) ConcludeWhenCommitted(*std::move(drained));
   }
@@ -730,6 +733,7 @@ class IngestReactor final
         cancelled_end = Finished(/*cancelled=*/true);
       } else {
         phase_ = Phase::kReading;
+        ++starting_ops_;
       }
     }
     if (cancelled_end.has_value()) {
@@ -740,6 +744,14 @@ class IngestReactor final
     watch_.reserved = reserved;
     watch_.waiting_since_ns = absl::GetCurrentTimeNanos();
     StartRead(request_.get());
+    OpStarted();  // last: the stream may end from here on
+  }
+
+  // A read or write decided on under mu_ (++starting_ops_) has been started:
+  // Conclude, which waits for that, may Finish now.
+  void OpStarted() {
+    absl::MutexLock lock(&mu_);
+    --starting_ops_;
   }
 
   // On a worker: handles the message read (or the end of the client's
@@ -862,11 +874,13 @@ class IngestReactor final
       if (!writing_) {
         writing_ = true;
         write = &acks_.back();
+        ++starting_ops_;
       }
     }
     if (write != nullptr) {
       watch_.write_waiting_since_ns = absl::GetCurrentTimeNanos();
       StartWrite(write);
+      OpStarted();
     }
   }
 
@@ -1009,6 +1023,12 @@ class IngestReactor final
   // Once per stream, on a closer thread: the audit records, then Finish.
   // After Finish the reactor may be deleted at any moment (OnDone).
   void Conclude(grpc::Status status) {
+    {
+      // No read or write may start after Finish: wait for those decided on.
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](int* starting) { return *starting == 0; }, &starting_ops_));
+    }
     handler_.Discard();
     if (status.ok()) {
       // An audit failure of a successful push is the stream's error.
@@ -1051,6 +1071,8 @@ class IngestReactor final
   bool ending_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<bool> deferred_read_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> deferred_end_ ABSL_GUARDED_BY(mu_);
+  // Reads and writes decided on under mu_ and not yet started (OpStarted).
+  int starting_ops_ ABSL_GUARDED_BY(mu_) = 0;
   // No commit of this stream's runs (StartCommit waits for it).
   bool commit_idle_ ABSL_GUARDED_BY(mu_) = true;
   // Acks to write, the front one being written while writing_.

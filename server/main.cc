@@ -209,6 +209,13 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--s3-prefix", pg.s3_prefix,
                  "postgres+s3: prefix of every object key (empty or ending in '/')")
       ->envname("REPROD_S3_PREFIX");
+  app.add_option("--s3-part-size", pg.part_size,
+                 "postgres+s3: tensors larger than this go up as multipart uploads of parts "
+                 "this size (bytes, 5 MiB to 5 GiB; smaller parts start the upload sooner "
+                 "and leave less to send at the commit, larger ones make fewer requests)")
+      ->check(CLI::Range(uint64_t{5} << 20, uint64_t{5} << 30))
+      ->envname("REPROD_S3_PART_SIZE")
+      ->capture_default_str();
   app.add_option("--s3-credentials-file", f.s3_credentials_file,
                  "postgres+s3: AWS shared-credentials file ([default] aws_access_key_id, "
                  "aws_secret_access_key); else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")

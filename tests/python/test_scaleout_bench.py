@@ -2,8 +2,9 @@
 a throwaway PostgreSQL and a throwaway Ceph radosgw.
 
 A smoke test so the scale-out benchmark cannot rot: the four curl yardsticks
-(PUT/GET, 1 and 2 streams) and the two GETs of the compare's own objects, ingest into 1 and 2 replicas and the compare on
-1 and 2 replicas are all measured (positive times and throughputs, each
+(PUT/GET, 1 and 2 streams) and the two GETs of the compare's own objects, ingest into 1 and 2
+replicas (a later step, and a cold client's first step) and the compare on 1 and 2 replicas are
+all measured (positive times and throughputs, each
 throughput = bytes / median time), the four goal ratios are the measured
 throughputs divided by their yardsticks with `met` matching the 70 % goal,
 and no process, temporary folder or service folder of the run is left.
@@ -28,8 +29,8 @@ from services.s3curl import require_curl_sigv4  # noqa: E402
 SCRIPT = ROOT / "bench" / "run_scaleout_bench.py"
 ROWS = ["S3 PUT, curl, 1 stream", "S3 PUT, curl, 2 parallel streams", "S3 GET, curl, 1 stream",
         "S3 GET, curl, 2 parallel streams", "compare's own", "compare's own",
-        "ingest, reprod_client", "ingest, 2 reprod_client",
-        "1 replica", "2 replicas"]
+        "ingest, reprod_client log/close, a later step", "ingest, 2 reprod_client",
+        "1 replica", "2 replicas", "the first step (cold client)", "the first step (cold clients)"]
 
 
 def test_quick_run_writes_every_row_and_ratio(tmp_path):
@@ -65,14 +66,16 @@ def test_quick_run_writes_every_row_and_ratio(tmp_path):
         assert r["name"] in md
     payload = 16 << 20
     # Yardsticks and ingest move the payload, the compare rows both BERT runs.
-    assert [r["bytes"] for r in rows[:4] + rows[6:8]] == [payload] * 6
+    assert [r["bytes"] for r in rows[:4] + rows[6:8] + rows[10:]] == [payload] * 8
     bert = res["compare"]["elements_per_run"] * 4 * 2
-    assert [r["bytes"] for r in rows[4:6] + rows[8:]] == [bert] * 4 and bert > 0
+    assert [r["bytes"] for r in rows[4:6] + rows[8:10]] == [bert] * 4 and bert > 0
     assert "1 stream" in rows[4]["name"] and "2 parallel" in rows[5]["name"]
     for r in rows[6:]:  # the replicas' CPU time was counted
         assert any(k.startswith("replica A") and v > 0 for k, v in r["cpu_s"].items()), r
-    assert "replica B" in rows[7]["cpu_s"] and "replica B" in rows[9]["cpu_s"]
-    assert "replica B" not in rows[6]["cpu_s"] and "replica B" not in rows[8]["cpu_s"]
+    for i in (7, 9, 11):
+        assert "replica B" in rows[i]["cpu_s"], rows[i]
+    for i in (6, 8, 10):
+        assert "replica B" not in rows[i]["cpu_s"], rows[i]
 
     mbps = [r["MBps"] for r in rows]
     want_ratios = [("ingest 1 replica / S3 PUT 1 stream", mbps[6] / mbps[0]),
@@ -86,7 +89,11 @@ def test_quick_run_writes_every_row_and_ratio(tmp_path):
         assert r["met"] == (r["value"] >= 0.70), r
         assert r["name"] in md and ("yes" if r["met"] else "**no**") in md
     context = {r["name"]: r["value"] for r in res["context_ratios"]}
-    assert len(context) == 8 and all(v > 0 for v in context.values()), context
+    assert len(context) == 10 and all(v > 0 for v in context.values()), context
+    assert context["ingest 1 replica, first step (cold client) / S3 PUT 1 stream"] == \
+        pytest.approx(mbps[10] / mbps[0])
+    assert context["ingest 2 replicas, first step (cold clients) / S3 PUT 2 streams"] == \
+        pytest.approx(mbps[11] / mbps[1])
     assert context["compare 1 replica / S3 GET of its own objects, 1 stream"] == \
         pytest.approx(mbps[8] / mbps[4])
     assert context["2 replicas / 1 replica, compare"] == pytest.approx(mbps[9] / mbps[8])
