@@ -83,11 +83,13 @@ TEST(CrashSafety, SigkillDuringIngestLosesNothingAcknowledged) {
   ServerProcess server(server_options);
   ASSERT_THAT(server.Start(), IsOk());
 
-  // ~190 MB in 96 tensors of 0.25-3.75 MiB with random bytes.
+  // ~570 MB in 288 tensors of 0.25-3.75 MiB with random bytes: enough that
+  // the push outlasts two kills (with commits pipelined, 96 tensors often
+  // finished within a second of the first restart).
   std::mt19937_64 rng(20261123);
   std::vector<client::PushItem> items;
   std::vector<Expected> sent;
-  for (int i = 0; i < 96; ++i) {
+  for (int i = 0; i < 288; ++i) {
     const int64_t n = (64 * 1024) * (1 + static_cast<int64_t>(rng() % 15));
     absl::StatusOr<Tensor> allocated = Tensor::Allocate(DType::kFloat32, Shape{n});
     ASSERT_THAT(allocated, IsOk());
