@@ -48,8 +48,6 @@ class IdleWatchdog {
     std::atomic<int64_t> waiting_since_ns{0};
     // Since when the ack write outstanding waits (0: none).
     std::atomic<int64_t> write_waiting_since_ns{0};
-    // A commit of the stream's is running: the client waits on the server.
-    std::atomic<bool> committing{false};
     std::atomic<bool> between_tensors{true};
     // Budget bytes reserved for the read outstanding; given back by the
     // watchdog when the client keeps the server waiting past the grace.
@@ -108,7 +106,6 @@ class IdleWatchdog {
           if (read_since != 0 && now - read_since >= grace_ns) {
             expired += w->reserved.exchange(0);
           }
-          if (w->committing) continue;
           // The older of the two waits.
           const int64_t since = read_since == 0    ? write_since
                                 : write_since == 0 ? read_since
@@ -816,7 +813,6 @@ class IngestReactor final
       mu_.Await(absl::Condition(&commit_idle_));
       if (ended_ || deferred_end_.has_value()) return;
       commit_idle_ = false;
-      watch_.committing = true;
     }
     shared_->committers.Post(
         [this, tensor = std::move(tensor)]() mutable { CommitOne(std::move(tensor)); });
@@ -843,7 +839,6 @@ class IngestReactor final
     {
       absl::MutexLock lock(&mu_);
       commit_idle_ = true;
-      watch_.committing = false;
       conclude = std::exchange(pending_conclude_, std::nullopt);
       if (!conclude.has_value()) conclude = TakeDrainedEnd();
     }
@@ -895,14 +890,13 @@ class IngestReactor final
   // Ends the stream with `status` once its commit is done and every ack is
   // written (a client's half-close, a shutdown between tensors).
   void EndAfterAcks(grpc::Status status) {
+    std::optional<grpc::Status> drained;
     {
       absl::MutexLock lock(&mu_);
-      if (!commit_idle_ || writing_) {
-        if (!drain_end_.has_value()) drain_end_ = std::move(status);
-        return;
-      }
+      if (!drain_end_.has_value()) drain_end_ = std::move(status);
+      drained = TakeDrainedEnd();  // now, when nothing is left to wait for
     }
-    End(std::move(status));
+    if (drained.has_value()) ConcludeWhenCommitted(*std::move(drained));
   }
 
   // Work on a chunk that leaves its tensor open: asks for the next message
@@ -968,9 +962,10 @@ class IngestReactor final
     {
       absl::MutexLock lock(&mu_);
       if (ended_) return true;
-      // While a chunk is handled (WorkAhead) a read may be outstanding, but
-      // the stream is not idle; the next round looks again.
-      if (handling_ || (phase_ != Phase::kReading && !writing_)) return false;
+      // While a chunk is handled (WorkAhead) a read may be outstanding, and
+      // while a commit runs the client waits on the server: the stream is
+      // not idle; the next round looks again.
+      if (handling_ || !commit_idle_ || (phase_ != Phase::kReading && !writing_)) return false;
       ended_ = true;
     }
     grpc::Status status;
