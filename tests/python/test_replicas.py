@@ -16,6 +16,7 @@ Oracles: the embedded store's own report, numpy bytes, psql and an
 independent S3 client (curl's SigV4).
 """
 import json
+import subprocess
 import os
 import sys
 import threading
@@ -28,7 +29,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for services
 
-from conftest import Reprodd, run_reprodctl  # noqa: E402
+from conftest import REPRODD, Reprodd, run_reprodctl  # noqa: E402
 from reprod_client import Client  # noqa: E402
 from services.fixtures import ceph_s3, postgres_server  # noqa: E402,F401
 from services.s3curl import S3_NS, S3Curl  # noqa: E402
@@ -320,3 +321,46 @@ def test_distributed_compare_matches_one_process(shared, postgres_server, tmp_pa
             else:
                 assert g_stats[field] == value, (key, field)  # counts, extrema, indices
     print(f"\ndistributed compare of two BERT-base runs on 2 replicas: {seconds:.1f} s")
+
+
+def test_s3_part_size_sets_the_multipart_parts(shared, postgres_server, ceph_s3, tmp_path):
+    # Oracle: S3's own ETag of a multipart object ends in "-<parts>"; one PUT's
+    # has no suffix. 12 MiB is one PUT at the default 16 MiB part size and
+    # 3 parts (5 + 5 + 2 MiB) at --s3-part-size 5 MiB.
+    start, name = shared
+    data = np.random.default_rng(5).standard_normal(12 * MIB // 4).astype(np.float32)
+
+    def etags_after_push(server, run_name):
+        with Client(server.address) as client:
+            run = client.open_run(run_name, framework="torch")
+            run.log("fwd", {"w": data})
+            run.seal()
+            np.testing.assert_array_equal(client.read_tensor(run_name, "fwd", "w"), data)
+        s3 = S3Curl(ceph_s3.endpoint, ceph_s3.access_key, ceph_s3.secret_key)
+        r = s3.request("GET", f"/{BUCKET}", query={"list-type": "2", "prefix": name + "/"})
+        assert r.status == 200, r
+        return {c.findtext(f"{S3_NS}ETag").strip('"') for c in r.xml().iter(f"{S3_NS}Contents")}
+
+    default = start("default")
+    before = etags_after_push(default, "parts/default")
+    assert len(before) == 1 and "-" not in next(iter(before)), before
+    default.kill()
+
+    d = tmp_path / "small-parts"
+    d.mkdir()
+    args = ["--store", "postgres+s3", "--pg-url", postgres_server.url, "--pg-schema", name,
+            "--s3-endpoint", ceph_s3.endpoint, "--s3-bucket", BUCKET, "--s3-prefix", name + "/",
+            "--s3-part-size", str(5 * MIB)]
+    small = Reprodd(d, store="rocksdb", data_dir=d / "unused", extra_args=args)
+    try:
+        after = etags_after_push(small, "parts/small") - before
+    finally:
+        small.kill()
+    assert len(after) == 1 and next(iter(after)).endswith("-3"), after
+
+
+def test_s3_part_size_below_the_s3_minimum_is_refused(tmp_path):
+    proc = subprocess.run([str(REPRODD), "--store", "postgres+s3", "--s3-part-size", "1000"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "--s3-part-size" in proc.stderr + proc.stdout, proc
