@@ -130,6 +130,7 @@ struct Flags {
   // --store postgres+s3
   std::string pg_password_file;
   std::string s3_credentials_file;
+  std::string s3_payload_signing = "auto";
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -215,6 +216,18 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "and leave less to send at the commit, larger ones make fewer requests)")
       ->check(CLI::Range(uint64_t{5} << 20, uint64_t{5} << 30))
       ->envname("REPROD_S3_PART_SIZE")
+      ->capture_default_str();
+  app.add_option("--s3-ca-file", pg.s3.ca_file,
+                 "postgres+s3: PEM file of the CA certificate(s) that signed an https "
+                 "endpoint's certificate (a private CA); default: the system's CA store")
+      ->check(CLI::ExistingFile)
+      ->envname("REPROD_S3_CA_FILE");
+  app.add_option("--s3-payload-signing", f.s3_payload_signing,
+                 "postgres+s3: auto (default): every payload's SHA-256 is signed over http, "
+                 "none over https, where TLS protects the bytes (as the AWS SDKs do; it saves "
+                 "hashing every byte); always: signed over https too")
+      ->check(CLI::IsMember({"auto", "always"}))
+      ->envname("REPROD_S3_PAYLOAD_SIGNING")
       ->capture_default_str();
   app.add_option("--s3-credentials-file", f.s3_credentials_file,
                  "postgres+s3: AWS shared-credentials file ([default] aws_access_key_id, "
@@ -341,6 +354,7 @@ absl::Status ApplyPostgresS3Choices(Flags& f, int argc, char** argv) {
       reprod::storage::WithPasswordFromFile(pg.pg_url, f.pg_password_file);
   if (!url.ok()) return url.status();
   pg.pg_url = *url;
+  pg.s3.payload_signing = reprod::storage::kPayloadSigningNames.at(f.s3_payload_signing);
   return reprod::storage::LoadS3Credentials(f.s3_credentials_file, pg.s3);
 }
 

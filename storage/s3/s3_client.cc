@@ -5,9 +5,10 @@
 // sets the request up, signs it with CURLOPT_AWS_SIGV4 and performs it.
 //
 // Two curl 7.88 SigV4 details (tests/services/s3curl.py has them too): the
-// request carries x-amz-content-sha256 with the payload's SHA-256, written
-// here (radosgw takes a request without it as UNSIGNED-PAYLOAD, which curl
-// does not sign as); and curl signs the path and the query exactly as they
+// request carries x-amz-content-sha256 with the payload's SHA-256 or
+// "UNSIGNED-PAYLOAD" (see PayloadSigning), written here, and curl signs that
+// value (radosgw takes a request without the header as UNSIGNED-PAYLOAD,
+// which curl does not sign as); and curl signs the path and the query exactly as they
 // are written, so both are written canonically here: path segments
 // percent-encoded (everything outside A-Z a-z 0-9 - _ . ~, upper-case hex,
 // '/' kept), query parameters sorted by name and written name=value, also
@@ -19,7 +20,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -265,6 +268,8 @@ class CurlS3Client final : public S3Client {
         sigv4_(absl::StrCat("aws:amz:", options_.region, ":s3")),
         userpwd_(absl::StrCat(options_.access_key, ":", options_.secret_key)),
         bucket_path_(absl::StrCat("/", UriEncode(options_.bucket, false))),
+        sign_payload_(options_.payload_signing == PayloadSigning::kAlways ||
+                      !StartsWith(endpoint_, "https://")),
         pool_(options_.max_idle_connections) {}
 
   absl::Status EnsureBucket() override;
@@ -327,6 +332,8 @@ class CurlS3Client final : public S3Client {
   const std::string sigv4_;
   const std::string userpwd_;
   const std::string bucket_path_;
+  // Whether payloads are hashed into the signature (PayloadSigning).
+  const bool sign_payload_;
   HandlePool pool_;
 };
 
@@ -353,9 +360,12 @@ absl::StatusOr<Response> CurlS3Client::Perform(const Request& request) {
     }
   }
 
-  std::string payload_hash = HexSha256(request.body);
-  if (payload_hash.empty()) {
-    return absl::InternalError(absl::StrCat(Context(request), ": SHA-256 failed"));
+  std::string payload_hash = "UNSIGNED-PAYLOAD";
+  if (sign_payload_) {
+    payload_hash = HexSha256(request.body);
+    if (payload_hash.empty()) {
+      return absl::InternalError(absl::StrCat(Context(request), ": SHA-256 failed"));
+    }
   }
   curl_slist* list = nullptr;
   std::vector<std::string> headers = request.headers;
@@ -401,6 +411,9 @@ absl::StatusOr<Response> CurlS3Client::Perform(const Request& request) {
   set(CURLOPT_LOW_SPEED_LIMIT, 1024L);
   set(CURLOPT_LOW_SPEED_TIME, 30L);
   set(CURLOPT_TCP_KEEPALIVE, 1L);
+  if (!options_.ca_file.empty()) set(CURLOPT_CAINFO, options_.ca_file.c_str());
+  char error_detail[CURL_ERROR_SIZE] = {};
+  set(CURLOPT_ERRORBUFFER, error_detail);
   set(CURLOPT_AWS_SIGV4, sigv4_.c_str());
   set(CURLOPT_USERPWD, userpwd_.c_str());
   set(CURLOPT_HTTPHEADER, header_list.get());
@@ -447,8 +460,17 @@ absl::StatusOr<Response> CurlS3Client::Perform(const Request& request) {
         absl::StrCat(Context(request), ": response body over ", kMaxBodyBytes, " bytes"));
   }
   if (rc != CURLE_OK) {
-    std::string message =
-        absl::StrCat(Context(request), ": ", endpoint_, ": ", curl_easy_strerror(rc));
+    std::string message = absl::StrCat(Context(request), ": ", endpoint_, ": ",
+                                       error_detail[0] != '\0' ? error_detail
+                                                                : curl_easy_strerror(rc));
+    if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+      absl::StrAppend(&message, options_.ca_file.empty()
+                                    ? " (the endpoint's certificate is not signed by a CA of "
+                                      "the system's store; a private CA's certificate goes in "
+                                      "the S3 CA file)"
+                                    : absl::StrCat(" (the endpoint's certificate is not signed "
+                                                   "by the CA in '", options_.ca_file, "')"));
+    }
     switch (rc) {
       case CURLE_COULDNT_CONNECT:
       case CURLE_COULDNT_RESOLVE_HOST:
@@ -753,6 +775,18 @@ absl::StatusOr<std::unique_ptr<S3Client>> S3Client::Create(S3Options options) {
   }
   if (options.request_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("S3 request timeout is not positive");
+  }
+  if (!options.ca_file.empty()) {
+    if (!StartsWith(*endpoint, "https://")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "an S3 CA file ('", options.ca_file, "') is for an https endpoint, not '",
+          *endpoint, "'"));
+    }
+    std::ifstream ca(options.ca_file);
+    if (!ca) {
+      return absl::InvalidArgumentError(absl::StrCat("S3 CA file '", options.ca_file,
+                                                     "' cannot be read: ", std::strerror(errno)));
+    }
   }
   return std::unique_ptr<S3Client>(new CurlS3Client(std::move(options), std::move(*endpoint)));
 }

@@ -12,8 +12,13 @@
 //   REPROD_RETURN_IF_ERROR(s3->PutObject("t/1/ab12", bytes));
 //   REPROD_RETURN_IF_ERROR(s3->GetObjectRange("t/1/ab12", 0, absl::MakeSpan(buf)));
 //
-// Every request carries x-amz-content-sha256 with the payload's SHA-256, so
-// the server checks the bytes it received against the signature. Objects
+// Payload signing (S3Options::payload_signing): over http every request
+// carries x-amz-content-sha256 with the payload's SHA-256, so the server
+// checks the bytes it received against the signature. Over https, by
+// default, requests are signed with "UNSIGNED-PAYLOAD" instead, as the AWS
+// SDKs do: TLS already keeps the bytes from being changed on the way, and
+// hashing every byte would cost as much CPU as the rest of an upload. What
+// is read back is checked against the store's own CRC32C either way. Objects
 // keys are used as given (percent-encoded on the wire); the client adds
 // nothing to them.
 //
@@ -31,6 +36,7 @@
 #define REPROD_STORAGE_S3_S3_CLIENT_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +48,16 @@
 #include "absl/types/span.h"
 
 namespace reprod::storage {
+
+// When a request's payload is hashed into its SigV4 signature.
+enum class PayloadSigning {
+  kAuto,    // over http; over https "UNSIGNED-PAYLOAD" (TLS protects it)
+  kAlways,  // always (a store that demands it, or belt and braces)
+};
+
+// The names of PayloadSigning's values, for command-line flags.
+inline const std::map<std::string, PayloadSigning> kPayloadSigningNames = {
+    {"auto", PayloadSigning::kAuto}, {"always", PayloadSigning::kAlways}};
 
 struct S3Options {
   // "http://127.0.0.1:7480" or "https://s3.example.org"; no path.
@@ -55,6 +71,10 @@ struct S3Options {
   absl::Duration request_timeout = absl::Minutes(10);
   // Connections kept open for reuse.
   int max_idle_connections = 16;
+  // https only: a PEM file of the CA certificate(s) to trust for the
+  // endpoint (a private CA); empty: the system's CA store.
+  std::string ca_file{};  // (an initializer: designated initializers may omit it)
+  PayloadSigning payload_signing = PayloadSigning::kAuto;
 };
 
 // One object of a listing.
@@ -73,7 +93,8 @@ struct S3Upload {
 class S3Client {
  public:
   // InvalidArgument for an endpoint that is not http(s)://host[:port], an
-  // empty bucket or empty credentials. Makes no request.
+  // empty bucket or empty credentials, a ca_file with an http endpoint or
+  // one that cannot be read. Makes no request.
   static absl::StatusOr<std::unique_ptr<S3Client>> Create(S3Options options);
 
   virtual ~S3Client() = default;

@@ -116,7 +116,8 @@ class S3ClientTest : public ::testing::Test {
                      .bucket = bucket_,
                      .region = Env("REPROD_TEST_S3_REGION", "us-east-1"),
                      .access_key = Env("REPROD_TEST_S3_ACCESS_KEY"),
-                     .secret_key = Env("REPROD_TEST_S3_SECRET_KEY")};
+                     .secret_key = Env("REPROD_TEST_S3_SECRET_KEY"),
+                     .ca_file = Env("REPROD_TEST_S3_CA_FILE")};
   }
 
   // The whole object (HEAD, then a GET of that many bytes).
@@ -483,6 +484,32 @@ TEST(S3ClientNoServerTest, CreateChecksOptions) {
   o = ok;
   o.access_key = "";
   EXPECT_EQ(S3Client::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(S3ClientNoServerTest, CaFileIsForHttpsAndMustBeReadable) {
+  const std::string ca = ::testing::TempDir() + "/s3_client_test_ca.pem";
+  {
+    std::FILE* f = std::fopen(ca.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("-----BEGIN CERTIFICATE-----\n", f);
+    std::fclose(f);
+  }
+  S3Options o{.endpoint = "https://127.0.0.1:7480",
+              .bucket = "b",
+              .access_key = "a",
+              .secret_key = "s",
+              .ca_file = ca};
+  EXPECT_TRUE(S3Client::Create(o).ok());
+  o.endpoint = "http://127.0.0.1:7480";
+  absl::Status st = S3Client::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("for an https endpoint")) << st;
+  o.endpoint = "https://127.0.0.1:7480";
+  o.ca_file = ca + ".missing";
+  st = S3Client::Create(o).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr(o.ca_file)) << st;
+  std::remove(ca.c_str());
 }
 
 TEST(S3ClientNoServerTest, ClosedPortIsUnavailable) {

@@ -3,6 +3,7 @@
 
     with CephRgw() as s3:
         s3.endpoint                 # http://127.0.0.1:PORT (path-style S3)
+                                    # (https://... with tls=True, see below)
         s3.access_key, s3.secret_key, s3.region   # region "us-east-1" for SigV4
         s3.ready_seconds            # from nothing to a user that can sign requests
 
@@ -16,6 +17,9 @@ What runs, all under one temporary folder and all on 127.0.0.1:
     and the autoscaler off; `ceph -s` reports the missing mgr, harmlessly);
   * radosgw with the `beast` frontend on a free port; an S3 user made with
     `radosgw-admin user create` and random keys.
+With tls=True radosgw serves https only (beast ssl_endpoint), with a
+certificate for 127.0.0.1 signed by a throwaway CA (EC P-256, made with the
+`openssl` command); `s3.ca_file` is that CA's PEM, for clients to trust.
 Authentication inside the cluster is off (auth_*_required = none); S3
 requests are still signed and checked (SigV4 or v2) by radosgw. Pools have
 size 1 (mon_allow_pool_size_one). Daemons run in the foreground (-f) as
@@ -31,6 +35,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -118,7 +123,7 @@ rgw thread pool size = 16
 rgw enable gc threads = false
 rgw enable lc threads = false
 rgw init timeout = 60
-"""
+{extra_rgw_conf}"""
 
 
 class CephRgw:
@@ -128,8 +133,14 @@ class CephRgw:
 
     region = "us-east-1"
 
-    def __init__(self, base_dir=None, startup_timeout=60, block_size=10 << 30, start=True):
+    def __init__(self, base_dir=None, startup_timeout=60, block_size=10 << 30, start=True,
+                 tls=False, extra_rgw_conf=""):
         self.bin = {name: require_binary(name, pkg) for name, pkg in BINARIES.items()}
+        if tls:
+            self.bin["openssl"] = require_binary("openssl", "openssl")
+        self.tls = tls
+        self.extra_rgw_conf = extra_rgw_conf  # lines for radosgw's [client.rgw.test]
+        self.ca_file = None  # with tls: the CA (PEM) that signed radosgw's certificate
         self.base_dir = base_dir
         self.startup_timeout = startup_timeout
         self.block_size = block_size
@@ -149,12 +160,12 @@ class CephRgw:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.rgw_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.rgw_port}"
 
     # --- helpers ------------------------------------------------------------
-    def _run(self, args, what, timeout=60):
+    def _run(self, args, what, timeout=60, cwd=None):
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                              cwd=self.dir, env=self._env())
+                              cwd=cwd or self.dir, env=self._env())
         if proc.returncode != 0:
             raise ServiceError(f"{what} failed ({proc.returncode}): "
                                f"{(proc.stderr or proc.stdout)[-3000:]}")
@@ -192,6 +203,33 @@ class CephRgw:
                     out.append(f"--- {f}\n{tail(p, chars)}")
         return "\n".join(out)
 
+    def _make_tls(self):
+        """A CA and a server certificate for 127.0.0.1 (subjectAltName IP)
+        under DIR/tls; sets ca_file; returns (certificate, key) paths."""
+        d = os.path.join(self.dir, "tls")
+        os.makedirs(d)
+        ssl = [self.bin["openssl"]]
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        self._run([*ssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+                   "-days", "2", "-subj", "/CN=reprod test S3 CA",
+                   "-addext", "basicConstraints=critical,CA:TRUE",
+                   "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "openssl (CA)", cwd=d)
+        self._run([*ssl, "req", "-new", *ec, "-keyout", "rgw.key", "-out", "rgw.csr",
+                   "-subj", "/CN=127.0.0.1"], "openssl (radosgw key)", cwd=d)
+        with open(os.path.join(d, "rgw.ext"), "w") as f:
+            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+        self._run([*ssl, "x509", "-req", "-in", "rgw.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                   "-CAcreateserial", "-out", "rgw.pem", "-days", "2", "-sha256",
+                   "-extfile", "rgw.ext"], "openssl (radosgw certificate)", cwd=d)
+        self.ca_file = os.path.join(d, "ca.pem")
+        return os.path.join(d, "rgw.pem"), os.path.join(d, "rgw.key")
+
+    def rgw_log(self):
+        """radosgw's log file, whole."""
+        with open(os.path.join(self.dir, "log", "client.rgw.test.log"), errors="replace") as f:
+            return f.read()
+
     def _step(self, name, t0):
         now = time.monotonic()
         self.timings[name] = round(now - t0, 3)
@@ -209,10 +247,13 @@ class CephRgw:
             self.rgw_port = free_port()
             while self.rgw_port == self.mon_port:
                 self.rgw_port = free_port()
+            if self.tls:
+                self._tls_files = self._make_tls()
             fsid = str(uuid.uuid4())
             with open(self.conf, "w") as f:
                 f.write(CONF_TEMPLATE.format(fsid=fsid, dir=self.dir, mon_port=self.mon_port,
-                                             block_size=self.block_size))
+                                             block_size=self.block_size,
+                                             extra_rgw_conf=self.extra_rgw_conf))
             monmap = os.path.join(self.dir, "monmap")
             self._run([self.bin["monmaptool"], "--create", "--fsid", fsid, "--addv", "a",
                        f"[v2:127.0.0.1:{self.mon_port}]", monmap], "monmaptool")
@@ -271,9 +312,15 @@ class CephRgw:
     def _start_rgw(self, mon, osd):
         """One try; True once it answers, False when radosgw exited (e.g.
         its port was taken meanwhile)."""
+        if self.tls:
+            cert, key = self._tls_files
+            frontend = (f"beast ssl_endpoint=127.0.0.1:{self.rgw_port} ssl_certificate={cert} "
+                        f"ssl_private_key={key}")
+        else:
+            frontend = f"beast endpoint=127.0.0.1:{self.rgw_port}"
         rgw = self._spawn("client.rgw.test", [
             self.bin["radosgw"], "-c", self.conf, "-f", "-n", "client.rgw.test",
-            "--rgw-frontends", f"beast endpoint=127.0.0.1:{self.rgw_port}"])
+            "--rgw-frontends", frontend])
 
         def answers():
             return "exited" if rgw.poll() is not None else self._rgw_answers()
@@ -289,8 +336,9 @@ class CephRgw:
     def _rgw_answers(self):
         """True once an anonymous GET / (ListBuckets) gets an S3 reply (one
         that carries radosgw's x-amz-request-id)."""
+        context = ssl.create_default_context(cafile=self.ca_file) if self.tls else None
         try:
-            with urllib.request.urlopen(self.endpoint + "/", timeout=2) as r:
+            with urllib.request.urlopen(self.endpoint + "/", timeout=2, context=context) as r:
                 return r.headers.get("x-amz-request-id") is not None
         except urllib.error.HTTPError as e:
             return e.headers.get("x-amz-request-id") is not None

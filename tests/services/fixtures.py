@@ -69,3 +69,17 @@ def ceph_s3():
     finally:
         server.stop()
     check_stopped(pids, folder)
+
+
+@pytest.fixture(scope="module")
+def ceph_s3_tls():
+    """A CephRgw serving https only (.endpoint https://..., .ca_file), its
+    radosgw logging each request's canonical SigV4 form (debug rgw = 10;
+    .rgw_log())."""
+    server = start_or_skip(lambda: CephRgw(tls=True, extra_rgw_conf="debug rgw = 10\n"))
+    pids, folder = [p.pid for p in server.procs.values()], server.dir
+    try:
+        yield server
+    finally:
+        server.stop()
+    check_stopped(pids, folder)

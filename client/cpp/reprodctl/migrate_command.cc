@@ -54,6 +54,7 @@ and AWS_SECRET_ACCESS_KEY or --s3-credentials-file ([default] profile).
 Afterwards start reprodd on the new store with the same settings:
   reprodd --store postgres+s3 --pg-url URL [--pg-schema S] \
           --s3-endpoint URL --s3-bucket B [--s3-region R] [--s3-prefix P]
+          [--s3-ca-file F]
 and keep the old data dir until you have checked it (`reprodctl runs ls`).
 
 Example:
@@ -74,6 +75,7 @@ struct MigrateArgs {
   storage::PostgresS3StoreOptions pg;
   std::string pg_password_file;
   std::string s3_credentials_file;
+  std::string s3_payload_signing = "auto";
   bool no_verify = false;
   int parallel_runs = 4;
 };
@@ -110,6 +112,7 @@ int RunMigrate(MigrateArgs& args, const GlobalOptions& global) {
       storage::WithPasswordFromFile(args.pg.pg_url, args.pg_password_file);
   if (!url.ok()) return ReportError(url.status());
   args.pg.pg_url = *url;
+  args.pg.s3.payload_signing = storage::kPayloadSigningNames.at(args.s3_payload_signing);
   if (absl::Status s = storage::LoadS3Credentials(args.s3_credentials_file, args.pg.s3); !s.ok()) {
     return ReportError(s);
   }
@@ -234,6 +237,23 @@ Runner RegisterMigrate(CLI::App& admin, const GlobalOptions& global) {
   cmd->add_option("--s3-prefix", pg.s3_prefix,
                   "Prefix of every object key (empty or ending in '/')")
       ->envname("REPROD_S3_PREFIX");
+  cmd->add_option("--s3-part-size", pg.part_size,
+                  "Tensors larger than this go up as multipart uploads of parts this size "
+                  "(bytes, 5 MiB to 5 GiB)")
+      ->check(CLI::Range(uint64_t{5} << 20, uint64_t{5} << 30))
+      ->envname("REPROD_S3_PART_SIZE")
+      ->capture_default_str();
+  cmd->add_option("--s3-ca-file", pg.s3.ca_file,
+                  "PEM file of the CA certificate(s) that signed an https endpoint's "
+                  "certificate (a private CA); default: the system's CA store")
+      ->check(CLI::ExistingFile)
+      ->envname("REPROD_S3_CA_FILE");
+  cmd->add_option("--s3-payload-signing", args->s3_payload_signing,
+                  "auto (default): payloads' SHA-256 signed over http, not over https (TLS "
+                  "protects the bytes); always: signed over https too")
+      ->check(CLI::IsMember({"auto", "always"}))
+      ->envname("REPROD_S3_PAYLOAD_SIGNING")
+      ->capture_default_str();
   cmd->add_option("--s3-credentials-file", args->s3_credentials_file,
                   "AWS shared-credentials file ([default] aws_access_key_id, "
                   "aws_secret_access_key); else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
