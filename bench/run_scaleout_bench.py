@@ -12,10 +12,14 @@ the same bytes and the same machine:
                does not send, and radosgw answers 100 Continue at once) of the ingest
                payload as objects of the tensor size (default 8 x 64 MiB), one
                object per request, one stream (the objects one after another)
-               and 2 parallel streams (half the objects each); the payload's
-               SHA-256 that SigV4 signs is computed before the clock starts
-               (radosgw still checks it), so these are the store's throughput,
-               not the client's hashing; and, as context for the compare
+               and 2 parallel streams (half the objects each); over http (the
+               default) every PUT signs its payload's SHA-256, curl's computed
+               before the clock starts (radosgw still checks it), so these are
+               the store's throughput, not the client's hashing; with --https
+               (radosgw with a throwaway CA's certificate, curl --cacert,
+               reprodd --s3-ca-file) every PUT signs UNSIGNED-PAYLOAD, as the
+               AWS SDKs do there and reprodd's --s3-payload-signing auto does;
+               and, as context for the compare
                (no goal), GET of the compare's own objects (the BERT pair's
                tensors as the store holds them, listed from PostgreSQL, sizes
                from 3 KB to 94 MB) by one curl per stream over one reused
@@ -41,7 +45,10 @@ the same bytes and the same machine:
                untimed warm-up first. Throughput = (ref + cand bytes) / time:
                every byte is read from S3, against the GET yardstick.
 Replica B is started for the 2-replica measurements and stopped for the
-1-replica ones (every repeat does both, interleaved). Medians of --repeats;
+1-replica ones. Every repeat measures, in this order: the 1-stream
+yardsticks, the 1-replica ingests and compare, the 2-stream yardsticks, the
+2-replica ingests and compare; so a drift of the machine's speed or the OSD
+filling up hits a yardstick and what it judges alike. Medians of --repeats;
 ratios against the issue's goal (>= 70 % of the object store's throughput):
 ingest / PUT, compare / GET, 1 replica against 1 stream, 2 replicas against 2
 streams. Writes STEM.json and STEM.md (default
@@ -50,8 +57,8 @@ bench/results/scaleout-<date>[-quick]) and prints the table. Every child
 and every temporary folder removed, also on errors or Ctrl-C.
 
 Usage: bench/run_scaleout_bench.py [--bin-dir build] [--total-mib 512]
-                                   [--tensor-mib 64] [--repeats 3] [--out STEM]
-                                   [--quick]
+                                   [--tensor-mib 64] [--repeats 5] [--out STEM]
+                                   [--https] [--quick]
 """
 import argparse
 import datetime
@@ -208,9 +215,17 @@ class CurlS3:
     def __init__(self, s3):
         self.curl = require_curl_sigv4()
         self.s3 = s3
+        self.tls = s3.endpoint.startswith("https://")
+
+    def payload_hash(self, sha):
+        """What a PUT signs: over https "UNSIGNED-PAYLOAD" (what the AWS SDKs
+        and CLI send there, and reprodd's --s3-payload-signing auto), over
+        http the payload's SHA-256 `sha`."""
+        return "UNSIGNED-PAYLOAD" if self.tls else sha
 
     def _args(self, sha):
-        return [self.curl, "-sS", "--fail", "--noproxy", "*", "--max-time", "600",
+        tls = ["--cacert", self.s3.ca_file] if self.tls else []
+        return [self.curl, "-sS", "--fail", "--noproxy", "*", "--max-time", "600", *tls,
                 "--aws-sigv4", f"aws:amz:{self.s3.region}:s3",
                 "--user", f"{self.s3.access_key}:{self.s3.secret_key}",
                 "-H", f"x-amz-content-sha256: {sha}", "-o", "/dev/null",
@@ -231,7 +246,8 @@ class CurlS3:
         self._check(proc, f"PUT /{bucket}", None)
 
     def put(self, bucket, key, path, sha, size):
-        proc = subprocess.run([*self._args(sha), "-T", path, f"{self.s3.endpoint}/{bucket}/{key}"],
+        proc = subprocess.run([*self._args(self.payload_hash(sha)), "-T", path,
+                               f"{self.s3.endpoint}/{bucket}/{key}"],
                               capture_output=True, text=True, timeout=660)
         if self._check(proc, f"PUT {key}", None) != size:
             raise RuntimeError(f"curl PUT {key}: not every byte went up")
@@ -288,24 +304,32 @@ def streams(jobs, n_streams):
     return wall
 
 
-def measure_yardsticks(s3, files, repeats):
-    curl = CurlS3(s3)
-    curl.make_bucket(YARD_BUCKET)
-    shas = []
-    for path in files:
-        with open(path, "rb") as f:
-            shas.append(hashlib.file_digest(f, "sha256").hexdigest())
-    size = os.path.getsize(files[0])
-    out = {("PUT", 1): [], ("PUT", 2): [], ("GET", 1): [], ("GET", 2): []}
-    for r in range(repeats):
-        for n in (1, 2):
-            keys = [f"y{r}-{n}/obj{i}" for i in range(len(files))]
-            out[("PUT", n)].append(streams(
-                [lambda k=k, p=p, h=h: curl.put(YARD_BUCKET, k, p, h, size)
-                 for k, p, h in zip(keys, files, shas)], n))
-            out[("GET", n)].append(streams(
-                [lambda k=k: curl.get(YARD_BUCKET, k, size) for k in keys], n))
-    return out
+class Yardsticks:
+    """The curl PUT and GET yardsticks of the ingest payload, measured in each
+    repeat right next to the measurements they judge (`measure(r, 1)` before
+    the 1-replica ones, `measure(r, 2)` before the 2-replica ones), so that a
+    drift of this shared VM's speed, or the OSD filling up, hits a yardstick
+    and its measurement alike."""
+
+    def __init__(self, s3, files):
+        self.curl = CurlS3(s3)
+        self.curl.make_bucket(YARD_BUCKET)
+        self.files = files
+        self.shas = []
+        for path in files:
+            with open(path, "rb") as f:
+                self.shas.append(hashlib.file_digest(f, "sha256").hexdigest())
+        self.size = os.path.getsize(files[0])
+        self.samples = {("PUT", 1): [], ("PUT", 2): [], ("GET", 1): [], ("GET", 2): []}
+
+    def measure(self, r, n):
+        curl, size = self.curl, self.size
+        keys = [f"y{r}-{n}/obj{i}" for i in range(len(self.files))]
+        self.samples[("PUT", n)].append(streams(
+            [lambda k=k, p=p, h=h: curl.put(YARD_BUCKET, k, p, h, size)
+             for k, p, h in zip(keys, self.files, self.shas)], n))
+        self.samples[("GET", n)].append(streams(
+            [lambda k=k: curl.get(YARD_BUCKET, k, size) for k in keys], n))
 
 
 # --- ingest -----------------------------------------------------------------
@@ -403,6 +427,18 @@ def row(name, samples, nbytes, extra=None):
     return r
 
 
+S3_SCHEME_TEXT = {
+    "https": "radosgw serves https only (--https; beast, a throwaway CA's certificate, TLS 1.3 on "
+             "loopback), so every byte is encrypted by the sender and decrypted by radosgw, "
+             "for the yardsticks and reprod alike; the PUTs (curl's and reprodd's) sign "
+             "UNSIGNED-PAYLOAD, as the AWS SDKs and CLI do over https and reprodd's "
+             "--s3-payload-signing auto does: TLS protects the bytes, and nobody hashes them.",
+    "http": "radosgw serves plain http, so every PUT signs its payload's SHA-256: "
+            "curl's were computed before the clock starts, reprodd computes its own on the "
+            "same cores; radosgw checks both.",
+}
+
+
 def markdown(res):
     m, s, load = res["machine"], res["settings"], res["load_average"]
     lines = [f"# Scale-out benchmark (PostgreSQL + S3, 1 and 2 replicas), {res['date']}", "",
@@ -427,19 +463,23 @@ def markdown(res):
               f"the same size and bytes); compare: BERT-{'subset' if s['quick'] else 'base'} "
               f"pair, {res['compare']['tensors_per_run']} tensors, "
               f"{res['compare']['elements_per_run'] / 1e6:.1f}M float32 per run, both sealed; "
-              "MB = 10^6 bytes.", "",
+              "MB = 10^6 bytes. Each repeat measures the curl yardsticks right before the "
+              "measurements they judge (1 stream before the 1-replica ones, 2 streams before "
+              "the 2-replica ones).", "",
               "| measurement | median | throughput | samples (s) | CPU s (medians) |",
               "|---|---|---|---|---|"]
     for r in res["rows"]:
         cpu = ", ".join(f"{k} {v:.1f}" for k, v in r.get("cpu_s", {}).items())
         lines.append(f"| {r['name']} | {r['seconds']:.2f} s | {r['MBps']:.0f} MB/s | "
                      f"{', '.join(f'{x:.2f}' for x in r['samples_s'])} | {cpu} |")
-    lines += ["", "| ratio | value | goal | met |", "|---|---|---|---|"]
+    lines += ["", "| ratio (of the medians) | value | goal | met | each repeat |",
+              "|---|---|---|---|---|"]
     for r in res["ratios"]:
         lines.append(f"| {r['name']} | {100 * r['value']:.0f} % | >= {100 * r['goal']:.0f} % | "
-                     f"{'yes' if r['met'] else '**no**'} |")
+                     f"{'yes' if r['met'] else '**no**'} | "
+                     f"{', '.join(f'{100 * x:.0f} %' for x in r['per_repeat'])} |")
     for r in res["context_ratios"]:
-        lines.append(f"| {r['name']} (context, no goal) | {100 * r['value']:.0f} % | - | - |")
+        lines.append(f"| {r['name']} (context, no goal) | {100 * r['value']:.0f} % | - | - | |")
     lines += ["", "The goal ratios pair 1 replica with 1 curl stream and 2 replicas (2 clients) "
               "with 2 parallel streams, against objects of the tensor size (the store's best "
               "case: large objects, few requests). The goal's ingest rows are a later step of "
@@ -448,8 +488,8 @@ def markdown(res):
               "already has; the first-step rows (context) are a fresh client process, whose "
               "every copy needs fresh pages, which the kernel zeroes (on this VM that cost "
               "dominates a cold client's CPU). The store writes tensors over 16 MiB as "
-              "multipart uploads of 16 MiB parts, each signed with its SHA-256 (computed by "
-              "reprodd, on the same cores). The compare reads its runs' objects in CRC-checked "
+              "multipart uploads of 16 MiB parts. " + S3_SCHEME_TEXT[s.get("s3_scheme", "http")] +
+              " The compare reads its runs' objects in CRC-checked "
               "ranges. The GETs of the compare's own objects (context rows: one curl per stream, "
               "one object after another; most are small, 3 KB biases and 2.4-9.4 MB matrices) "
               "are bound by per-request latency; the compare reads the same bytes faster, so "
@@ -477,9 +517,14 @@ def main():
                     help="build folder with server/reprodd")
     ap.add_argument("--total-mib", type=int, default=512, help="ingest payload, MiB")
     ap.add_argument("--tensor-mib", type=int, default=64, help="size of each tensor/object, MiB")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", help="output stem: writes STEM.json and STEM.md "
                     "(default bench/results/scaleout-<date>[-quick])")
+    ap.add_argument("--https", action="store_true",
+                    help="radosgw on https with a throwaway CA (curl --cacert, reprodd "
+                    "--s3-ca-file): every byte encrypted, and payloads unsigned, as the AWS "
+                    "SDKs and reprodd's --s3-payload-signing auto do over TLS; default plain "
+                    "http, where every PUT signs its payload's SHA-256")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 16 MiB as 4 MiB tensors, 1 repeat, a BERT subset (too "
                     "small to be cut into batches: the compare stays on A)")
@@ -506,6 +551,7 @@ def main():
            "load_average": {"start": list(os.getloadavg())},
            "settings": {"total_mib": args.total_mib, "tensor_mib": args.tensor_mib,
                         "tensors": n_tensors, "repeats": args.repeats, "quick": args.quick,
+                        "s3_scheme": "https" if args.https else "http",
                         "bin_dir": args.bin_dir, "goal": GOAL}}
 
     tmp = tempfile.mkdtemp(prefix="reprod-scaleout-bench-")
@@ -517,18 +563,21 @@ def main():
             rng.standard_normal(args.tensor_mib * MiB // 4, dtype=np.float32).tofile(files[-1])
         half = n_tensors // 2
         with PostgresServer() as pg, \
-                CephRgw(block_size=(4 << 30) + 8 * nbytes * args.repeats) as s3:
+                CephRgw(block_size=(4 << 30) + 8 * nbytes * args.repeats,
+                        tls=args.https) as s3:
             # For the smoke test's "nothing left behind" (all removed at the end).
             res["temp_dirs"] = [tmp, pg.dir, s3.dir]
             ceph_procs = {"radosgw": s3.procs.get("client.rgw.test"),
                           "ceph-osd": s3.procs.get("osd.0")}
             ceph_procs = {k: v for k, v in ceph_procs.items() if v is not None}
-            yard = measure_yardsticks(s3, files, args.repeats)
+            yardsticks = Yardsticks(s3, files)
+            yard = yardsticks.samples
 
             schema = "bench_" + uuid.uuid4().hex[:10]
             store_args = ["--store", "postgres+s3", "--pg-url", pg.url, "--pg-schema", schema,
                           "--s3-endpoint", s3.endpoint, "--s3-bucket", BUCKET,
-                          "--s3-prefix", schema + "/"]
+                          "--s3-prefix", schema + "/",
+                          *(["--s3-ca-file", s3.ca_file] if s3.ca_file else [])]
             env = {**os.environ, "AWS_ACCESS_KEY_ID": s3.access_key,
                    "AWS_SECRET_ACCESS_KEY": s3.secret_key}
             ref, cand, elements = bert_pair(args.quick)
@@ -557,6 +606,7 @@ def main():
                 curl = CurlS3(s3)
                 compare_once(a.address, a.log_text, None, n_pairs)  # warm-up
                 for r in range(args.repeats):  # interleaved, so load drifts hit both
+                    yardsticks.measure(r, 1)
                     procs = {**ceph_procs, "replica A": a.proc}
                     for mode, walls, cpus in (("cold", cold1, cold1_cpu), ("warm", ing1, ing1_cpu)):
                         wall, client_cpu, servers_cpu = ingest(
@@ -571,6 +621,7 @@ def main():
                     cmp1_cpu.append(cpu_delta(c0, cpu_of(procs)))
                     batches.append(planned)
                     by_b_1.append(by_b)
+                    yardsticks.measure(r, 2)
                     with Replica(args.bin_dir, tmp, "b", store_args, env) as b:
                         procs = {**procs, "replica B": b.proc}
                         for mode, walls, cpus in (("cold", cold2, cold2_cpu),
@@ -620,13 +671,22 @@ def main():
     by = {k: r["MBps"] for k, r in zip(("put1", "put2", "get1", "get2", "objs1", "objs2", "ing1",
                                         "ing2", "cmp1", "cmp2", "cold1", "cold2"), rows)}
 
-    def ratio(name, value):
+    def ratio(name, value, yard_s, yard_bytes, measured_s, measured_bytes):
+        # per_repeat: each repeat's throughput over its yardstick's (the two
+        # ran next to each other), to show the spread.
         return {"name": name, "value": value, "goal": GOAL, "goal_kind": "min",
-                "met": value >= GOAL}
-    res["ratios"] = [ratio("ingest 1 replica / S3 PUT 1 stream", by["ing1"] / by["put1"]),
-                     ratio("ingest 2 replicas / S3 PUT 2 streams", by["ing2"] / by["put2"]),
-                     ratio("compare 1 replica / S3 GET 1 stream", by["cmp1"] / by["get1"]),
-                     ratio("compare 2 replicas / S3 GET 2 streams", by["cmp2"] / by["get2"])]
+                "met": value >= GOAL,
+                "per_repeat": [(measured_bytes / x) / (yard_bytes / y)
+                               for y, x in zip(yard_s, measured_s)]}
+    res["ratios"] = [
+        ratio("ingest 1 replica / S3 PUT 1 stream", by["ing1"] / by["put1"],
+              yard[("PUT", 1)], nbytes, ing1, nbytes),
+        ratio("ingest 2 replicas / S3 PUT 2 streams", by["ing2"] / by["put2"],
+              yard[("PUT", 2)], nbytes, ing2, nbytes),
+        ratio("compare 1 replica / S3 GET 1 stream", by["cmp1"] / by["get1"],
+              yard[("GET", 1)], nbytes, cmp1, bert_bytes),
+        ratio("compare 2 replicas / S3 GET 2 streams", by["cmp2"] / by["get2"],
+              yard[("GET", 2)], nbytes, cmp2, bert_bytes)]
     best_put, best_get = max(by["put1"], by["put2"]), max(by["get1"], by["get2"])
     res["context_ratios"] = [
         {"name": "ingest 1 replica, first step (cold client) / S3 PUT 1 stream",

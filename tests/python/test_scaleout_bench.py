@@ -8,6 +8,9 @@ all measured (positive times and throughputs, each
 throughput = bytes / median time), the four goal ratios are the measured
 throughputs divided by their yardsticks with `met` matching the 70 % goal,
 and no process, temporary folder or service folder of the run is left.
+It runs with --https, so the TLS set-up (radosgw's certificate from a
+throwaway CA, curl --cacert, reprodd --s3-ca-file, unsigned payloads) is the
+one exercised; plain http is the path every other postgres+s3 test takes.
 """
 import json
 import os
@@ -42,7 +45,7 @@ def test_quick_run_writes_every_row_and_ratio(tmp_path):
         pytest.skip(str(e))
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--bin-dir", str(BIN_DIR),
+        [sys.executable, str(SCRIPT), "--quick", "--https", "--bin-dir", str(BIN_DIR),
          "--out", str(tmp_path / "scaleout")], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"\nbench --quick: {time.monotonic() - started:.1f} s")
@@ -50,7 +53,9 @@ def test_quick_run_writes_every_row_and_ratio(tmp_path):
     md = (tmp_path / "scaleout.md").read_text()
 
     assert res["settings"] == {**res["settings"], "total_mib": 16, "tensor_mib": 4,
-                               "repeats": 1, "quick": True, "goal": 0.70}
+                               "repeats": 1, "quick": True, "goal": 0.70,
+                               "s3_scheme": "https"}
+    assert "UNSIGNED-PAYLOAD" in md  # https: neither curl nor reprodd hashes payloads
     assert res["machine"]["nproc"] >= 1 and res["machine"]["ram_gib"] > 0
     assert res["versions"]["ceph"].startswith("ceph version ")
     assert "PostgreSQL" in res["versions"]["postgres"]
@@ -87,6 +92,8 @@ def test_quick_run_writes_every_row_and_ratio(tmp_path):
         assert r["value"] == pytest.approx(value) and r["value"] > 0, r
         assert r["goal"] == 0.70 and r["goal_kind"] == "min"
         assert r["met"] == (r["value"] >= 0.70), r
+        # One repeat: its yardstick/measurement pair is the ratio itself.
+        assert r["per_repeat"] == [pytest.approx(value)], r
         assert r["name"] in md and ("yes" if r["met"] else "**no**") in md
     context = {r["name"]: r["value"] for r in res["context_ratios"]}
     assert len(context) == 10 and all(v > 0 for v in context.values()), context
