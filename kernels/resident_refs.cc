@@ -56,7 +56,13 @@ absl::Status ResidentRefs::Resolve(absl::Span<const DiffTask> tasks, Resolved* o
       if (lru_.budget_bytes() == 0 || !lru_.MakeRoom(bytes, task.ref_is_reference, &evicted)) {
         continue;
       }
-      for (void* e : evicted) REPROD_RETURN_IF_ERROR(memory_.free(e));
+      // Every evicted copy is freed even when one free fails (the LRU has
+      // let go of them all); the first error is returned.
+      absl::Status freed = absl::OkStatus();
+      for (void* e : evicted) {
+        if (absl::Status s = memory_.free(e); !s.ok() && freed.ok()) freed = s;
+      }
+      REPROD_RETURN_IF_ERROR(freed);
       void* fresh = memory_.allocate(bytes);
       if (fresh == nullptr) {
         ++counters_.rejections;  // out of memory: stream this one
