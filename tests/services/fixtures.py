@@ -59,16 +59,22 @@ def postgres_server():
     check_stopped(pids, folder)
 
 
-@pytest.fixture(scope="module")
-def ceph_s3():
-    """A CephRgw (started; .endpoint, .access_key, .secret_key, .region)."""
-    server = start_or_skip(CephRgw)
+def serve_ceph(factory):
+    """Starts a CephRgw from `factory` (or skips), yields it, stops it and
+    checks that none of its daemons or its folder is left."""
+    server = start_or_skip(factory)
     pids, folder = [p.pid for p in server.procs.values()], server.dir
     try:
         yield server
     finally:
         server.stop()
     check_stopped(pids, folder)
+
+
+@pytest.fixture(scope="module")
+def ceph_s3():
+    """A CephRgw (started; .endpoint, .access_key, .secret_key, .region)."""
+    yield from serve_ceph(CephRgw)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +82,4 @@ def ceph_s3_tls():
     """A CephRgw serving https only (.endpoint https://..., .ca_file), its
     radosgw logging each request's canonical SigV4 form (debug rgw = 10;
     .rgw_log())."""
-    server = start_or_skip(lambda: CephRgw(tls=True, extra_rgw_conf="debug rgw = 10\n"))
-    pids, folder = [p.pid for p in server.procs.values()], server.dir
-    try:
-        yield server
-    finally:
-        server.stop()
-    check_stopped(pids, folder)
+    yield from serve_ceph(lambda: CephRgw(tls=True, extra_rgw_conf="debug rgw = 10\n"))
