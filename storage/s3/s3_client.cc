@@ -448,7 +448,10 @@ absl::StatusOr<Response> CurlS3Client::Perform(const Request& request) {
 
   rc = curl_easy_perform(h);
   // The pointers set above die with this call; nothing of them stays in a
-  // pooled handle past the next curl_easy_reset.
+  // pooled handle past the next curl_easy_reset. The error buffer is let go
+  // of at once: curl may write errors there until then, also while a
+  // pooled handle is cleaned up, after this frame is gone.
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
   pool_.Give(h, rc == CURLE_OK);
 
   if (rc == CURLE_WRITE_ERROR && response.dst_overflow) {
