@@ -8,7 +8,6 @@ payload hash it checked), hashlib's SHA-256 of the tensor bytes and of each
 multipart part, and the tensors read back through reprod equal to numpy's.
 """
 import hashlib
-import re
 import subprocess
 import sys
 import uuid
@@ -59,17 +58,9 @@ def push_and_read_back(tmp_path, args, run_name):
     return big, small
 
 
-def object_put_hashes(rgw_log, prefix):
-    """The payload hash of every PUT radosgw checked under /BUCKET/prefix,
-    from its canonical requests (method, path, query, headers, blank line,
-    signed headers, payload hash)."""
-    hashes = []
-    for m in re.finditer(r"canonical request = (\w+)\n(\S+)\n(.*?)\n\n[a-z0-9;-]+\n(\S+)\n",
-                         rgw_log, re.S):
-        method, path, payload_hash = m.group(1), m.group(2), m.group(4)
-        if method == "PUT" and path.startswith(f"/{BUCKET}/{prefix}"):
-            hashes.append(payload_hash)
-    return hashes
+def object_put_hashes(s3, prefix):
+    """The payload hash of every PUT radosgw checked under /BUCKET/prefix."""
+    return [h for path, h in s3.put_payload_hashes() if path.startswith(f"/{BUCKET}/{prefix}")]
 
 
 def test_https_store_with_private_ca_sends_unsigned_payloads(
@@ -77,7 +68,7 @@ def test_https_store_with_private_ca_sends_unsigned_payloads(
     name = "tls_" + uuid.uuid4().hex[:10]
     args = store_args(postgres_server, ceph_s3_tls, name, "--s3-ca-file", ceph_s3_tls.ca_file)
     push_and_read_back(tmp_path, args, "tls/auto")
-    hashes = object_put_hashes(ceph_s3_tls.rgw_log(), name + "/")
+    hashes = object_put_hashes(ceph_s3_tls, name + "/")
     # The small tensor's PUT and the big one's 3 parts: none hashed.
     assert len(hashes) == 4, hashes
     assert set(hashes) == {"UNSIGNED-PAYLOAD"}, hashes
@@ -92,7 +83,7 @@ def test_payload_signing_always_signs_every_byte_over_https(
     raw = big.tobytes()
     want = sorted([hashlib.sha256(small.tobytes()).hexdigest()] +
                   [hashlib.sha256(raw[i:i + PART]).hexdigest() for i in range(0, len(raw), PART)])
-    assert sorted(object_put_hashes(ceph_s3_tls.rgw_log(), name + "/")) == want
+    assert sorted(object_put_hashes(ceph_s3_tls, name + "/")) == want
 
 
 def test_untrusted_s3_certificate_is_refused_naming_the_cause(

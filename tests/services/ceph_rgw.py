@@ -32,6 +32,7 @@ radosgw-admin).
 """
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -46,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ._common import (ServiceError, ServiceUnavailable, die_with_parent, free_port, keep_dirs,
                       require_binary, stop_pid, tail, tcp_open, wait_until)
+from .certs import make_ca, make_leaf
 
 BINARIES = {  # binary -> Debian package
     "ceph-mon": "ceph-mon",
@@ -163,9 +165,9 @@ class CephRgw:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.rgw_port}"
 
     # --- helpers ------------------------------------------------------------
-    def _run(self, args, what, timeout=60, cwd=None):
+    def _run(self, args, what, timeout=60):
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                              cwd=cwd or self.dir, env=self._env())
+                              cwd=self.dir, env=self._env())
         if proc.returncode != 0:
             raise ServiceError(f"{what} failed ({proc.returncode}): "
                                f"{(proc.stderr or proc.stdout)[-3000:]}")
@@ -208,20 +210,11 @@ class CephRgw:
         under DIR/tls; sets ca_file; returns (certificate, key) paths."""
         d = os.path.join(self.dir, "tls")
         os.makedirs(d)
-        ssl = [self.bin["openssl"]]
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        self._run([*ssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
-                   "-days", "2", "-subj", "/CN=reprod test S3 CA",
-                   "-addext", "basicConstraints=critical,CA:TRUE",
-                   "-addext", "keyUsage=critical,keyCertSign,cRLSign"], "openssl (CA)", cwd=d)
-        self._run([*ssl, "req", "-new", *ec, "-keyout", "rgw.key", "-out", "rgw.csr",
-                   "-subj", "/CN=127.0.0.1"], "openssl (radosgw key)", cwd=d)
-        with open(os.path.join(d, "rgw.ext"), "w") as f:
-            f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
-        self._run([*ssl, "x509", "-req", "-in", "rgw.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                   "-CAcreateserial", "-out", "rgw.pem", "-days", "2", "-sha256",
-                   "-extfile", "rgw.ext"], "openssl (radosgw certificate)", cwd=d)
+        openssl = self.bin["openssl"]
+        make_ca(d, "ca", "/CN=reprod test S3 CA", openssl=openssl)
+        make_leaf(d, "rgw", "ca", "/CN=127.0.0.1",
+                  "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                  "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n", openssl=openssl)
         self.ca_file = os.path.join(d, "ca.pem")
         return os.path.join(d, "rgw.pem"), os.path.join(d, "rgw.key")
 
@@ -229,6 +222,15 @@ class CephRgw:
         """radosgw's log file, whole."""
         with open(os.path.join(self.dir, "log", "client.rgw.test.log"), errors="replace") as f:
             return f.read()
+
+    def put_payload_hashes(self):
+        """(path, payload hash) of every PUT radosgw checked, in order, from
+        the canonical requests its log shows at debug rgw >= 10: method,
+        path, query, headers, a blank line, signed headers, payload hash
+        (a SHA-256 in hex, or UNSIGNED-PAYLOAD)."""
+        return [(m.group(1), m.group(2)) for m in re.finditer(
+            r"canonical request = PUT\n(\S+)\n.*?\n\n[a-z0-9;-]+\n(\S+)\n",
+            self.rgw_log(), re.S)]
 
     def _step(self, name, t0):
         now = time.monotonic()
