@@ -488,7 +488,7 @@ def markdown(res):
               "already has; the first-step rows (context) are a fresh client process, whose "
               "every copy needs fresh pages, which the kernel zeroes (on this VM that cost "
               "dominates a cold client's CPU). The store writes tensors over 16 MiB as "
-              "multipart uploads of 16 MiB parts. " + S3_SCHEME_TEXT[s.get("s3_scheme", "http")] +
+              "multipart uploads of 16 MiB parts. " + S3_SCHEME_TEXT[s["s3_scheme"]] +
               " The compare reads its runs' objects in CRC-checked "
               "ranges. The GETs of the compare's own objects (context rows: one curl per stream, "
               "one object after another; most are small, 3 KB biases and 2.4-9.4 MB matrices) "

@@ -226,7 +226,7 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "postgres+s3: auto (default): every payload's SHA-256 is signed over http, "
                  "none over https, where TLS protects the bytes (as the AWS SDKs do; it saves "
                  "hashing every byte); always: signed over https too")
-      ->check(CLI::IsMember({"auto", "always"}))
+      ->check(CLI::IsMember(reprod::storage::kPayloadSigningNames))
       ->envname("REPROD_S3_PAYLOAD_SIGNING")
       ->capture_default_str();
   app.add_option("--s3-credentials-file", f.s3_credentials_file,

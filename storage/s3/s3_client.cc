@@ -8,19 +8,19 @@
 // request carries x-amz-content-sha256 with the payload's SHA-256 or
 // "UNSIGNED-PAYLOAD" (see PayloadSigning), written here, and curl signs that
 // value (radosgw takes a request without the header as UNSIGNED-PAYLOAD,
-// which curl does not sign as); and curl signs the path and the query exactly as they
-// are written, so both are written canonically here: path segments
-// percent-encoded (everything outside A-Z a-z 0-9 - _ . ~, upper-case hex,
-// '/' kept), query parameters sorted by name and written name=value, also
-// for a parameter without value ("uploads=").
+// which curl does not sign as); and curl signs the path and the query
+// exactly as they are written, so both are written canonically here: path
+// segments percent-encoded (everything outside A-Z a-z 0-9 - _ . ~,
+// upper-case hex, '/' kept), query parameters sorted by name and written
+// name=value, also for a parameter without value ("uploads=").
 #include "storage/s3/s3_client.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <cstdint>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <map>

@@ -251,7 +251,7 @@ Runner RegisterMigrate(CLI::App& admin, const GlobalOptions& global) {
   cmd->add_option("--s3-payload-signing", args->s3_payload_signing,
                   "auto (default): payloads' SHA-256 signed over http, not over https (TLS "
                   "protects the bytes); always: signed over https too")
-      ->check(CLI::IsMember({"auto", "always"}))
+      ->check(CLI::IsMember(storage::kPayloadSigningNames))
       ->envname("REPROD_S3_PAYLOAD_SIGNING")
       ->capture_default_str();
   cmd->add_option("--s3-credentials-file", args->s3_credentials_file,
